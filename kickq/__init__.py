@@ -1,0 +1,51 @@
+"""kickq: a Redis-backed job queue that lives in your process.
+
+Create jobs as futures, process them in background threads of the same (or any) process, and
+await their results. See README.md for a tour, API.md-style docs in the docstrings.
+"""
+
+from __future__ import annotations
+
+from .api import EventSubscription, create, delete, get, on, process, reset, wait
+from .api import configure as config
+from .backoff import backoff
+from .errors import (
+    ConfigError,
+    HotjobTimeout,
+    JobFailed,
+    JobNotFound,
+    KickqError,
+    RedisUnavailable,
+    SerializationError,
+)
+from .future import KickqFuture
+from .job import Job, Run, State
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "EventSubscription",
+    "HotjobTimeout",
+    "Job",
+    "JobFailed",
+    "JobNotFound",
+    "KickqError",
+    "KickqFuture",
+    "RedisUnavailable",
+    "Run",
+    "SerializationError",
+    "State",
+    "Worker",
+    "__version__",
+    "backoff",
+    "config",
+    "create",
+    "delete",
+    "get",
+    "on",
+    "process",
+    "reset",
+    "wait",
+]

@@ -1,0 +1,248 @@
+"""The verbs of kickq: validate, then hand on to the runtime. None of them blocks on Redis."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Union, overload
+
+import attrs
+
+from . import clock, config, lifecycle, runtime
+from .config import settings
+from .dispatcher import unavailable
+from .errors import ConfigError, JobNotFound, SerializationError
+from .future import KickqFuture, failed
+from .handlers import Handler
+from .job import Job, State, dumps, from_event
+from .keys import EVENTS
+from .worker import Worker
+
+_MISSING: Any = object()
+Names = Union[str, Iterable[str]]
+
+
+@overload
+def configure() -> Mapping[str, Any]: ...
+@overload
+def configure(options: Mapping[str, Any], /, **more: Any) -> Mapping[str, Any]: ...
+@overload
+def configure(name: str, value: Any, /) -> Mapping[str, Any]: ...
+@overload
+def configure(**options: Any) -> Mapping[str, Any]: ...
+
+
+def configure(*args: Any, **options: Any) -> Mapping[str, Any]:
+    """kickq.config(): read (no argument) or change the process-global configuration.
+
+    Forms: config(dict), config(name, value), config(**options). Returns a read-only snapshot.
+    Changing a connection option (redis_*) takes effect at once: the running engine is stopped
+    and the next call connects to the new server.
+    """
+    if len(args) == 2 and isinstance(args[0], str):
+        if options:
+            raise ConfigError("config(name, value) takes no keyword options too")
+        options = {args[0]: args[1]}
+    elif len(args) == 1:
+        if not isinstance(args[0], Mapping):
+            raise ConfigError(f"config() takes a dict, a name and a value, or keywords: {args!r}")
+        options = {**args[0], **options}
+    elif args:
+        raise ConfigError(f"config() takes a dict, a name and a value, or keywords: {args!r}")
+    if options:
+        changed = settings.update(options)
+        if changed & config.CONNECTION_OPTIONS:
+            runtime.shutdown()
+    return settings.snapshot()
+
+
+def reset() -> None:
+    """Stop workers, cancel waits, close connections and restore every default."""
+    runtime.shutdown()
+    settings.reset()
+
+
+def _options(
+    opts: Any, keywords: Mapping[str, Any], table: Mapping[str, config.Option], where: str
+) -> dict[str, Any]:
+    if opts is None:
+        merged: dict[str, Any] = dict(keywords)
+    elif isinstance(opts, Mapping):
+        merged = {**opts, **keywords}
+    else:
+        raise ConfigError(f"{where} options must be a dict, not {type(opts).__name__}")
+    return config.validate(merged, table, where=where)
+
+
+def create(
+    name: str, data: Any = None, opts: Mapping[str, Any] | None = None, **options: Any
+) -> KickqFuture[Job]:
+    """Create a job; the future resolves to the saved Job or fails with the reason."""
+    try:
+        config.check_job_name(name)
+        per_call = _options(opts, options, config.PER_JOB, "create()")
+        if callable(per_call.get("retry_interval")):
+            raise ConfigError(
+                "retry_interval in create() must be a number of seconds: a function cannot "
+                "travel with the job; set it with kickq.config() or job_flags instead"
+            )
+        effective = settings.cascade(name, per_call)
+        if callable(effective["retry_interval"]):
+            effective["retry_interval"] = None  # decided by the config of the worker's process
+        data_json = dumps(data, "job data")
+    except (ConfigError, SerializationError, TypeError, ValueError) as exc:
+        return failed(exc)
+
+    engine = runtime.get()
+    change = lifecycle.create(uuid.uuid4().hex, name, data, effective, clock.now())
+    job = change.job
+    waiter = None
+    if job.hotjob:
+        assert job.create_time is not None
+        deadline = clock.after(job.create_time, job.hotjob_timeout)
+        waiter = engine.waits.wait(job.id, deadline, created=False)
+        job = attrs.evolve(job, hotjob_future=waiter.future)
+    future: KickqFuture[Job] = KickqFuture()
+
+    def saved(result: Any) -> None:
+        if isinstance(result, BaseException) or not result:
+            error = result if isinstance(result, BaseException) else ConfigError("id collision")
+            if waiter is not None:
+                engine.waits.cancel(waiter, error)
+            future.set_exception(error)
+            return
+        if waiter is not None:
+            engine.waits.created(waiter)
+        if job.state is not State.QUEUED:
+            engine.sweeper.nudge()
+        future.set_result(job)
+
+    call = engine.store.transition_call(change, 0, runtime.purge_timeout(), data_json)
+    engine.dispatcher.call(call, saved)
+    return future
+
+
+def _check_id(job_id: object) -> str:
+    if not isinstance(job_id, str):
+        raise TypeError(f"a job id is a str, not {type(job_id).__name__}: {job_id!r}")
+    if not job_id:
+        raise ValueError("a job id must not be empty")
+    return job_id
+
+
+def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
+    engine = runtime.get()
+    future: KickqFuture[Any] = KickqFuture()
+
+    def run() -> None:
+        try:
+            future.set_result(work(engine))
+        except (OSError, ConnectionError) as exc:
+            future.set_exception(unavailable(exc, engine.where))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    engine.dispatcher.task(run)
+    return future
+
+
+def get(job_id: str) -> KickqFuture[Job]:
+    """Look a job up by id; fails with JobNotFound for an unknown id."""
+    try:
+        _check_id(job_id)
+    except (TypeError, ValueError) as exc:
+        return failed(exc)
+
+    def load(engine: runtime.Runtime) -> Job:
+        found = engine.store.load(job_id)
+        if found is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        return found.job
+
+    return _in_background(load)
+
+
+def delete(job_id: str) -> KickqFuture[bool]:
+    """Delete a job in any state; resolves True if it existed. It will not run afterwards."""
+    try:
+        _check_id(job_id)
+    except (TypeError, ValueError) as exc:
+        return failed(exc)
+    return _in_background(lambda engine: engine.store.delete(job_id))
+
+
+def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> KickqFuture[Job]:
+    """Wait for any job to finish, from any process: the job's completion as a future.
+
+    Resolves with the finished Job, fails with JobFailed if it ends in failure, JobNotFound if
+    there is no such job (or it is deleted meanwhile), HotjobTimeout after `timeout` seconds.
+    """
+    try:
+        _check_id(job_id)
+        seconds = None if timeout is None else config.check_duration("timeout", timeout)
+    except (TypeError, ValueError) as exc:
+        return failed(exc)
+    engine = runtime.get()
+    deadline = None if seconds is None else clock.after(clock.now(), seconds)
+    waiter = engine.waits.wait(job_id, deadline)
+    if deadline is not None:
+        engine.sweeper.nudge()
+    return waiter.future
+
+
+def process(names: Names, *args: Any, **options: Any) -> Worker:
+    """Run `handler` for jobs of these names in this process: process(names, [opts,] handler)."""
+    if len(args) == 1:
+        opts, handler = None, args[0]
+    elif len(args) == 2:
+        opts, handler = args
+    else:
+        raise TypeError("process() takes (names, handler) or (names, options, handler)")
+    job_names = [names] if isinstance(names, str) else list(names)
+    if not job_names:
+        raise ConfigError("process() needs at least one job name")
+    for job_name in job_names:
+        config.check_job_name(job_name)
+    checked = _options(opts, options, config.PROCESS_OPTIONS, "process()")
+    concurrent_jobs = checked.get(
+        "concurrent_jobs", config.PROCESS_OPTIONS["concurrent_jobs"].default
+    )
+    engine = runtime.get()
+    worker = Worker(
+        list(dict.fromkeys(job_names)),
+        Handler(handler, engine.loop),
+        concurrent_jobs,
+        engine.worker_context(),
+    )
+    return engine.add_worker(worker)
+
+
+class EventSubscription:
+    """The handle `kickq.on()` returns; `cancel()` stops the callbacks."""
+
+    def __init__(self, engine: runtime.Runtime, subscription: Any) -> None:
+        self._engine = engine
+        self._subscription = subscription
+
+    def cancel(self) -> None:
+        self._engine.listener.unsubscribe(self._subscription)
+
+
+def on(event: str, callback: Callable[[Any], None]) -> EventSubscription:
+    """Call `callback` for every `event` published in this namespace, from any process.
+
+    `callback` gets the Job for create, queued, success and fail, and a dict with `id` and
+    `queue` for delete. It runs on kickq's listener thread: keep it short.
+    """
+    if event not in EVENTS:
+        raise ConfigError(f"unknown event {event!r}; events are {', '.join(EVENTS)}")
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {callback!r}")
+
+    def deliver(payload: str) -> None:
+        callback(json.loads(payload) if event == "delete" else from_event(payload))
+
+    engine = runtime.get()
+    return EventSubscription(engine, engine.listener.subscribe(engine.keys.event(event), deliver))

@@ -1,0 +1,41 @@
+"""The only reader of wall-clock time.
+
+Every timer in kickq compares a stored deadline with `now()`. Reading the clock through
+`datetime.datetime.now` (looked up on the module at call time) lets freezegun drive every timer,
+from kickq's background threads too: freezegun answers `datetime.now` without the stack
+inspection that hands threads the real `time.time()`.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+UTC = datetime.timezone.utc
+
+
+def now() -> datetime.datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.datetime.now(UTC)
+
+
+def to_ms(moment: datetime.datetime) -> int:
+    """Milliseconds since the epoch: the score of every deadline kept in Redis."""
+    return round(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def to_iso(moment: datetime.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def from_iso(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text)
+
+
+def after(moment: datetime.datetime, seconds: float) -> datetime.datetime:
+    return moment + datetime.timedelta(seconds=seconds)

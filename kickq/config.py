@@ -1,0 +1,227 @@
+"""The option table, validation, the process-global settings and the cascade.
+
+Options cascade per job: per-call options > job_flags[job name] > global config > defaults.
+Validation turns every accepted spelling into one canonical value (durations become float
+seconds) and raises ConfigError naming the option otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import threading
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+
+Check = Callable[[str, Any], Any]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_duration(name: str, value: Any) -> float:
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if not _is_number(value):
+        raise ConfigError(f"{name} must be a number of seconds or a timedelta, not {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _optional_duration(name: str, value: Any) -> float | None:
+    return None if value is None else check_duration(name, value)
+
+
+def _interval(name: str, value: Any) -> Any:
+    """A duration, or (in config/job_flags only) a function of the retry number."""
+    if callable(value) and not isinstance(value, datetime.timedelta):
+        return value
+    return check_duration(name, value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    return value
+
+
+def _positive_count(name: str, value: Any) -> int:
+    count = _count(name, value)
+    if count < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value!r}")
+    return count
+
+
+def _port(name: str, value: Any) -> int:
+    port = _count(name, value)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {value!r}")
+    return port
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    return None if value is None else _str(name, value)
+
+
+def _optional_dict(name: str, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a dict or None, not {value!r}")
+    return dict(value)
+
+
+def _job_flags(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a dict of {{job_name: {{option: value}}}}")
+    flags: dict[str, dict[str, Any]] = {}
+    for job_name, options in value.items():
+        check_job_name(job_name, error=ConfigError)
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{name}[{job_name!r}] must be a dict of per-job options")
+        flags[job_name] = validate(options, PER_JOB, where=f"{name}[{job_name!r}]")
+    return flags
+
+
+@attrs.frozen
+class Option:
+    default: Any
+    check: Check
+    per_job: bool = False
+
+
+OPTIONS: dict[str, Option] = {
+    "redis_url": Option(None, _optional_str),
+    "redis_host": Option("127.0.0.1", _str),
+    "redis_port": Option(6379, _port),
+    "redis_password": Option(None, _optional_str),
+    "redis_options": Option(None, _optional_dict),
+    "redis_namespace": Option("kickq", _str),
+    "purge_timeout": Option(86400.0, check_duration),
+    "process_timeout": Option(10.0, check_duration, per_job=True),
+    "delay": Option(None, _optional_duration, per_job=True),
+    "ghost_retry": Option(True, _bool, per_job=True),
+    "ghost_count": Option(1, _count, per_job=True),
+    "ghost_interval": Option(1800.0, check_duration, per_job=True),
+    "hotjob": Option(False, _bool, per_job=True),
+    "hotjob_timeout": Option(10.0, check_duration, per_job=True),
+    "retry": Option(False, _bool, per_job=True),
+    "retry_count": Option(3, _count, per_job=True),
+    "retry_interval": Option(1800.0, _interval, per_job=True),
+    "job_flags": Option({}, _job_flags),
+}
+PER_JOB = {name: option for name, option in OPTIONS.items() if option.per_job}
+CONNECTION_OPTIONS = frozenset(name for name in OPTIONS if name.startswith("redis_"))
+PROCESS_OPTIONS = {"concurrent_jobs": Option(1, _positive_count)}
+
+
+def check_job_name(name: object, error: type[Exception] = TypeError) -> str:
+    """A job name is a non-empty str: it becomes part of Redis keys and channels."""
+    if not isinstance(name, str):
+        raise error(f"a job name must be a str, not {type(name).__name__}: {name!r}")
+    if not name:
+        raise ConfigError("a job name must not be empty")
+    return name
+
+
+def _unknown(name: str, table: Mapping[str, Option], where: str) -> ConfigError:
+    message = f"unknown option {name!r}" + (f" in {where}" if where else "")
+    if name in OPTIONS and name not in table:
+        return ConfigError(f"{name!r} is not a per-job option and cannot be set in {where}")
+    close = difflib.get_close_matches(name, list(table), n=1)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return ConfigError(message)
+
+
+def validate(
+    options: Mapping[str, Any], table: Mapping[str, Option], where: str = ""
+) -> dict[str, Any]:
+    """Check every option against `table`; return their canonical values."""
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"option names are strings, not {name!r}")
+        option = table.get(name)
+        if option is None:
+            raise _unknown(name, table, where)
+        checked[name] = option.check(name, value)
+    return checked
+
+
+class Settings:
+    """The process-global configuration: copy-on-read, replaced whole under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = self._defaults()
+        self._explicit: set[str] = set()
+
+    @staticmethod
+    def _defaults() -> dict[str, Any]:
+        return {name: option.default for name, option in OPTIONS.items()}
+
+    def update(self, options: Mapping[str, Any]) -> set[str]:
+        """Validate and apply; returns the names whose value changed."""
+        checked = validate(options, OPTIONS)
+        with self._lock:
+            changed = {name for name, value in checked.items() if self._values[name] != value}
+            changed |= set(checked) - self._explicit
+            self._values = {**self._values, **checked}
+            self._explicit |= set(checked)
+        return changed
+
+    def reset(self) -> None:
+        with self._lock:
+            self._values = self._defaults()
+            self._explicit = set()
+
+    @property
+    def explicit(self) -> set[str]:
+        """The options set by the user since the last reset (even to their default value)."""
+        return set(self._explicit)
+
+    def get(self, name: str) -> Any:
+        return self._values[name]
+
+    def snapshot(self) -> Mapping[str, Any]:
+        values = self._values
+        frozen = dict(values)
+        frozen["job_flags"] = types.MappingProxyType(
+            {job: types.MappingProxyType(dict(flags)) for job, flags in values["job_flags"].items()}
+        )
+        return types.MappingProxyType(frozen)
+
+    def cascade(self, job_name: str, per_call: Mapping[str, Any]) -> dict[str, Any]:
+        """The effective per-job options of one job: per-call > job_flags > global > defaults."""
+        values = self._values
+        effective = {name: values[name] for name in PER_JOB}
+        effective.update(values["job_flags"].get(job_name, {}))
+        effective.update(per_call)
+        return effective
+
+
+settings = Settings()

@@ -1,0 +1,53 @@
+"""Every error kickq raises or sets on a future.
+
+KickqError
+├── ConfigError          (also ValueError)  a bad option, name or value
+├── SerializationError   (also TypeError)   data or a result that is not JSON
+├── JobNotFound          (also LookupError) no record under that id
+├── HotjobTimeout        (also TimeoutError) a wait outlived its timeout
+├── JobFailed                                the job ended in failure
+└── RedisUnavailable     (also ConnectionError) Redis cannot be reached
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import Job
+
+
+class KickqError(Exception):
+    """Base of every kickq error."""
+
+
+class ConfigError(KickqError, ValueError):
+    """A configuration option, per-job option or job name is invalid."""
+
+
+class SerializationError(KickqError, TypeError):
+    """A value that must travel through Redis is not JSON-serialisable."""
+
+
+class JobNotFound(KickqError, LookupError):
+    """No job with this id exists (never created, deleted or purged)."""
+
+
+class HotjobTimeout(KickqError, TimeoutError):
+    """The job did not finish before the wait's timeout."""
+
+
+class JobFailed(KickqError):
+    """The job ended in failure; `.job` is its final record, `.error` the last error."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.error = job.last_error
+        super().__init__(f"job {job.id} ({job.name}) failed: {job.last_error}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.job,))
+
+
+class RedisUnavailable(KickqError, ConnectionError):
+    """Redis cannot be reached."""

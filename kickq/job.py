@@ -1,0 +1,217 @@
+"""Job, Run and State, and their two encodings: the Redis record and the event JSON.
+
+The record is a Redis hash of strings. The few fields the Lua scripts read or write are kept
+raw (`RAW_FIELDS`); every other field holds a JSON value, so None, strings and numbers
+round-trip exactly. Finished runs are kept one per field (`run:<count>`); the run in progress
+is `run_count` + `run_start`, so claiming a job writes no JSON.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import attrs
+
+from . import clock
+from .errors import SerializationError
+
+
+class State(str, enum.Enum):
+    """Where a job is in its life."""
+
+    NEW = "new"
+    QUEUED = "queued"
+    DELAYED = "delayed"
+    PROCESSING = "processing"
+    RETRY = "retry"
+    GHOST = "ghost"
+    SUCCESS = "success"
+    FAIL = "fail"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class Run:
+    """One run of a job's handler."""
+
+    count: int
+    start_time: datetime.datetime | None
+    process_time: float | None
+    state: State
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """A job as stored in Redis, with the effective options it was created with."""
+
+    id: str
+    name: str
+    data: Any = None
+    state: State = State.NEW
+    create_time: datetime.datetime | None = None
+    update_time: datetime.datetime | None = None
+    finish_time: datetime.datetime | None = None
+    scheduled_for: datetime.datetime | None = None
+    delay: float | None = None
+    process_timeout: float = 10.0
+    retry: bool = False
+    retry_count: int = 3
+    retry_interval: float | None = 1800.0
+    ghost_retry: bool = True
+    ghost_count: int = 1
+    ghost_interval: float = 1800.0
+    hotjob: bool = False
+    hotjob_timeout: float = 10.0
+    result: Any = None
+    last_error: str | None = None
+    runs: tuple[Run, ...] = ()
+    hotjob_future: Future[Job] | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        """True once the job succeeded or failed for good."""
+        return self.state in (State.SUCCESS, State.FAIL)
+
+    @property
+    def success(self) -> bool:
+        return self.state is State.SUCCESS
+
+    @property
+    def total_process_time(self) -> float | None:
+        times = [run.process_time for run in self.runs if run.process_time is not None]
+        return round(sum(times), 6) if times else None
+
+    def count_runs(self, state: State) -> int:
+        return sum(1 for run in self.runs if run.state is state)
+
+
+OPTION_FIELDS = (
+    "delay",
+    "process_timeout",
+    "retry",
+    "retry_count",
+    "retry_interval",
+    "ghost_retry",
+    "ghost_count",
+    "ghost_interval",
+    "hotjob",
+    "hotjob_timeout",
+)
+TIME_FIELDS = ("create_time", "update_time", "finish_time", "scheduled_for")
+RAW_FIELDS = ("id", "name", "state")
+
+
+def dumps(value: Any, what: str) -> str:
+    """JSON text of a value that must travel through Redis, or SerializationError."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def _run_to_dict(run: Run) -> dict[str, Any]:
+    return {
+        "count": run.count,
+        "start_time": clock.to_iso(run.start_time),
+        "process_time": run.process_time,
+        "state": run.state.value,
+        "error": run.error,
+    }
+
+
+def _run_from_dict(value: Mapping[str, Any]) -> Run:
+    return Run(
+        count=int(value["count"]),
+        start_time=clock.from_iso(value.get("start_time")),
+        process_time=value.get("process_time"),
+        state=State(value["state"]),
+        error=value.get("error"),
+    )
+
+
+def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
+    """Every field of the record except the run in progress, ready for HSET."""
+    record = {"id": job.id, "name": job.name, "state": job.state.value}
+    record["data"] = data_json if data_json is not None else dumps(job.data, "job data")
+    for name in TIME_FIELDS:
+        record[name] = json.dumps(clock.to_iso(getattr(job, name)))
+    for name in OPTION_FIELDS:
+        record[name] = json.dumps(getattr(job, name))
+    record["result"] = dumps(job.result, "the handler's result")
+    record["last_error"] = json.dumps(job.last_error)
+    for run in job.runs:
+        if run.state is not State.PROCESSING:
+            record[f"run:{run.count}"] = json.dumps(_run_to_dict(run), separators=(",", ":"))
+    return record
+
+
+def from_record(record: Mapping[str, str]) -> Job:
+    """Rebuild a Job from the hash; raises ValueError/KeyError on a damaged record."""
+    values: dict[str, Any] = {name: record[name] for name in RAW_FIELDS}
+    values["state"] = State(values["state"])
+    values["data"] = json.loads(record["data"])
+    for name in TIME_FIELDS:
+        values[name] = clock.from_iso(json.loads(record.get(name, "null")))
+    for name in OPTION_FIELDS:
+        if name in record:
+            values[name] = json.loads(record[name])
+    values["result"] = json.loads(record.get("result", "null"))
+    values["last_error"] = json.loads(record.get("last_error", "null"))
+    run_count = int(record.get("run_count", 0))
+    runs = [
+        _run_from_dict(json.loads(record[f"run:{n}"]))
+        for n in range(1, run_count + 1)
+        if f"run:{n}" in record
+    ]
+    if values["state"] is State.PROCESSING:
+        start = clock.from_iso(json.loads(record.get("run_start", "null")))
+        runs.append(Run(run_count, start, None, State.PROCESSING))
+    values["runs"] = tuple(runs)
+    return Job(**values)
+
+
+def version_of(record: Mapping[str, str]) -> int:
+    """The record's version: bumped by every transition, compared by the next one."""
+    return int(record.get("version", 0))
+
+
+def to_event(job: Job) -> dict[str, Any]:
+    """The job as published on the event channels: JSON types only, times as ISO-8601."""
+    event: dict[str, Any] = {"id": job.id, "name": job.name, "queue": job.name, "data": job.data}
+    event["state"] = job.state.value
+    event["complete"] = job.complete
+    event["success"] = job.success
+    for name in TIME_FIELDS:
+        event[name] = clock.to_iso(getattr(job, name))
+    event["total_process_time"] = job.total_process_time
+    for name in OPTION_FIELDS:
+        event[name] = getattr(job, name)
+    event["result"] = job.result
+    event["last_error"] = job.last_error
+    event["runs"] = [_run_to_dict(run) for run in job.runs]
+    return event
+
+
+def event_json(job: Job) -> str:
+    return json.dumps(to_event(job), separators=(",", ":"))
+
+
+def from_event(text: str | bytes) -> Job:
+    value = json.loads(text)
+    fields = {name: value[name] for name in ("id", "name", "data", "result", "last_error")}
+    fields["state"] = State(value["state"])
+    for name in TIME_FIELDS:
+        fields[name] = clock.from_iso(value.get(name))
+    for name in OPTION_FIELDS:
+        if name in value:
+            fields[name] = value[name]
+    fields["runs"] = tuple(_run_from_dict(run) for run in value.get("runs", ()))
+    return Job(**fields)

@@ -1,0 +1,147 @@
+"""Pure decisions of a job's life: given a record and the time, what it becomes next.
+
+No I/O here. The store applies what these functions decide, in one Lua step each, and only
+if the record has not changed since it was read (its version fences every transition).
+
+    create ──> queued ──claim──> processing ──> success
+       └─> delayed ─┘  ^               ├─> retry ──(retry_interval)──┐
+                       │               ├─> ghost ──(ghost_interval)──┤
+                       │               └─> fail (no retries/ghosts left)
+                       └─────────────── promote (when due) ──────────┘
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any, Union
+
+import attrs
+
+from . import clock
+from .job import Job, Run, State
+
+IntervalFor = Callable[[Job, int], float]
+
+
+@attrs.frozen
+class Succeeded:
+    result: Any
+
+
+@attrs.frozen
+class Failed:
+    error: str
+
+
+@attrs.frozen
+class Ghosted:
+    pass
+
+
+Outcome = Union[Succeeded, Failed, Ghosted]
+WAITING = (State.DELAYED, State.RETRY, State.GHOST)
+
+
+@attrs.frozen
+class Change:
+    """A decided transition: the new job and the events it publishes."""
+
+    job: Job
+    events: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        return self.job.complete
+
+
+def create(
+    job_id: str, name: str, data: Any, options: Mapping[str, Any], now: datetime.datetime
+) -> Change:
+    delay = options.get("delay")
+    delayed = bool(delay)
+    job = Job(
+        id=job_id,
+        name=name,
+        data=data,
+        state=State.DELAYED if delayed else State.QUEUED,
+        create_time=now,
+        update_time=now,
+        scheduled_for=clock.after(now, delay) if delay else None,
+        **options,
+    )
+    return Change(job, ("create",) if delayed else ("create", "queued"))
+
+
+def promote(job: Job, now: datetime.datetime) -> Change | None:
+    """A waiting job whose time has come is queued; anything else is left alone."""
+    if job.state not in WAITING:
+        return None
+    return Change(attrs.evolve(job, state=State.QUEUED, update_time=now), ("queued",))
+
+
+def end_run(
+    job: Job, outcome: Outcome, now: datetime.datetime, interval_for: IntervalFor
+) -> Change | None:
+    """The end of the run in progress: success, a failure or a ghost, and what comes next."""
+    if job.state is not State.PROCESSING or not job.runs:
+        return None
+    current = job.runs[-1]
+    started = current.start_time or now
+    process_time = round(max((now - started).total_seconds(), 0.0), 6)
+    if isinstance(outcome, Succeeded):
+        run = Run(current.count, started, process_time, State.SUCCESS)
+        done = attrs.evolve(
+            job,
+            state=State.SUCCESS,
+            result=outcome.result,
+            runs=(*job.runs[:-1], run),
+            update_time=now,
+            finish_time=now,
+            scheduled_for=None,
+        )
+        return Change(done, ("success",))
+
+    if isinstance(outcome, Failed):
+        run = Run(current.count, started, process_time, State.FAIL, outcome.error)
+        failures = job.count_runs(State.FAIL) + 1
+        again = job.retry and failures <= job.retry_count
+        next_state, wait = State.RETRY, (interval_for(job, failures) if again else 0.0)
+    else:
+        error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
+        run = Run(current.count, started, process_time, State.GHOST, error)
+        ghosts = job.count_runs(State.GHOST) + 1
+        again = job.ghost_retry and ghosts <= job.ghost_count
+        next_state, wait = State.GHOST, job.ghost_interval
+    runs = (*job.runs[:-1], run)
+    if again:
+        ended = attrs.evolve(
+            job,
+            state=next_state,
+            runs=runs,
+            last_error=run.error,
+            update_time=now,
+            scheduled_for=clock.after(now, wait),
+        )
+    else:
+        ended = attrs.evolve(
+            job,
+            state=State.FAIL,
+            runs=runs,
+            last_error=run.error,
+            update_time=now,
+            finish_time=now,
+            scheduled_for=None,
+        )
+    return Change(ended, ("fail",))
+
+
+def placement(job: Job, purge_timeout: float) -> tuple[str, int]:
+    """Where the job's id lives after a change, with the score of that sorted set (ms)."""
+    if job.state is State.QUEUED:
+        return "queue", 0
+    if job.complete:
+        finished = job.finish_time or job.update_time or clock.now()
+        return "finished", clock.to_ms(clock.after(finished, purge_timeout))
+    due = job.scheduled_for or job.update_time or clock.now()
+    return "scheduled", clock.to_ms(due)

@@ -1,0 +1,173 @@
+"""One pub/sub connection per process, fanned out in memory to every subscriber.
+
+Each channel is subscribed once on the wire, however many in-process subscribers it has.
+A subscriber's `on_ready` runs every time the server confirms its channel: after the first
+SUBSCRIBE and again after every reconnect, so a waiter can re-read the record and catch
+whatever was published while it was not listening.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import redis
+
+log = logging.getLogger("kickq")
+
+
+@attrs.define(eq=False)
+class Subscription:
+    channel: str
+    on_message: Callable[[str], None]
+    on_ready: Callable[[], None] | None = None
+
+
+class Listener:
+    def __init__(self, connect: Callable[[], Any], on_reconnect: Callable[[], None]) -> None:
+        self._connect = connect
+        self._on_reconnect = on_reconnect
+        self._lock = threading.Lock()
+        self._channels: dict[str, list[Subscription]] = {}
+        self._conn: Any = None
+        self._confirmed: set[str] = set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kickq-listener", daemon=True)
+        self._thread.start()
+
+    def subscribe(
+        self,
+        channel: str,
+        on_message: Callable[[str], None],
+        on_ready: Callable[[], None] | None = None,
+    ) -> Subscription:
+        subscription = Subscription(channel, on_message, on_ready)
+        with self._lock:
+            subscribers = self._channels.setdefault(channel, [])
+            subscribers.append(subscription)
+            if len(subscribers) == 1:
+                self._send("SUBSCRIBE", channel)
+            confirmed = channel in self._confirmed
+        if confirmed and on_ready is not None:
+            self._ready(on_ready)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            subscribers = self._channels.get(subscription.channel)
+            if not subscribers or subscription not in subscribers:
+                return
+            subscribers.remove(subscription)
+            if not subscribers:
+                del self._channels[subscription.channel]
+                self._confirmed.discard(subscription.channel)
+                self._send("UNSUBSCRIBE", subscription.channel)
+
+    def channel_count(self) -> int:
+        with self._lock:
+            return len(self._channels)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            conn = self._conn
+        sock = getattr(conn, "_sock", None)
+        if sock is not None:
+            # wakes the reader at once; it closes the connection itself, in its own thread
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=3)
+
+    # -- the listening thread -----------------------------------------------------------
+
+    def _send(self, *command: str) -> None:
+        """Write on the pub/sub connection (lock held); a broken one is mended by the reader."""
+        if self._conn is None:
+            return
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
+            self._conn.send_command(*command)
+
+    def _run(self) -> None:
+        backoff = 0.05
+        first = True
+        while not self._stopping.is_set():
+            try:
+                self._open()
+                if not first:
+                    log.info("kickq: pub/sub connection restored")
+                    self._ready(self._on_reconnect)
+                first, backoff = False, 0.05
+                self._read()
+            except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as exc:
+                if self._stopping.is_set():
+                    self._close()
+                    return
+                log.warning("kickq: pub/sub connection lost (%s); reconnecting", exc)
+                first = False
+            self._close()
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            self._confirmed.clear()
+        if conn is not None:
+            conn.disconnect()
+
+    def _open(self) -> None:
+        conn = self._connect()
+        conn.connect()
+        with self._lock:
+            if self._stopping.is_set():
+                conn.disconnect()
+                return
+            self._conn = conn
+            channels = list(self._channels)
+            if channels:
+                conn.send_command("SUBSCRIBE", *channels)
+
+    def _read(self) -> None:
+        while not self._stopping.is_set():
+            conn = self._conn
+            if conn is None:
+                return
+            if not conn.can_read(timeout=1.0):
+                continue
+            reply = conn.read_response()
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            kind, channel, payload = reply[0], reply[1], reply[2]
+            if kind == "message":
+                for subscription in self._subscribers(channel):
+                    self._deliver(subscription, payload)
+            elif kind == "subscribe":
+                with self._lock:
+                    if channel in self._channels:
+                        self._confirmed.add(channel)
+                for subscription in self._subscribers(channel):
+                    if subscription.on_ready is not None:
+                        self._ready(subscription.on_ready)
+
+    def _subscribers(self, channel: str) -> list[Subscription]:
+        with self._lock:
+            return list(self._channels.get(channel, ()))
+
+    @staticmethod
+    def _deliver(subscription: Subscription, payload: str) -> None:
+        try:
+            subscription.on_message(payload)
+        except Exception:
+            log.exception("kickq: a subscriber of %s failed", subscription.channel)
+
+    @staticmethod
+    def _ready(on_ready: Callable[[], None]) -> None:
+        try:
+            on_ready()
+        except Exception:
+            log.exception("kickq: a subscription callback failed")

@@ -1,0 +1,130 @@
+"""The process-wide engine: one client, dispatcher, listener, sweeper and the workers.
+
+Started lazily by the first API call that needs Redis and stopped, in reverse order, by
+`kickq.reset()` or a change of connection options. Nothing here does I/O on the caller's thread:
+connecting (and starting the embedded server) happens in the background threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from . import connection
+from .config import settings
+from .dispatcher import Dispatcher
+from .future import LoopThread
+from .job import Job
+from .listener import Listener
+from .pool import ThreadPool
+from .store import Damaged, Store
+from .sweeper import Sweeper
+from .waits import Waits
+from .worker import Worker, WorkerContext
+
+log = logging.getLogger("kickq")
+
+
+def interval_for(job: Job, retry_number: int) -> float:
+    """Seconds before retry `retry_number`: the job's own number, else this process's config."""
+    if job.retry_interval is not None:
+        return job.retry_interval
+    configured: Any = settings.cascade(job.name, {})["retry_interval"]
+    if callable(configured):
+        return max(float(configured(retry_number)), 0.0)
+    return float(configured)
+
+
+def purge_timeout() -> float:
+    return float(settings.get("purge_timeout"))
+
+
+class Runtime:
+    def __init__(self) -> None:
+        values = settings.snapshot()
+        explicit = settings.explicit
+        self.where = connection.describe(values, explicit)
+        self.client = connection.connect(values, explicit)
+        self.store = Store(self.client, values["redis_namespace"])
+        self.keys = self.store.keys
+        self.loop = LoopThread()
+        self.pool = ThreadPool("kickq-run")
+        self.dispatcher = Dispatcher(self.store, self.where)
+        self._workers: list[Worker] = []
+        self._lock = threading.Lock()
+        self.listener = Listener(lambda: connection.new_connection(self.client), self._reconnected)
+        self.waits = Waits(self.listener, self.store, self.dispatcher.task)
+        self.sweeper = Sweeper(self.store, self.waits, interval_for, purge_timeout, self.quarantine)
+
+    def add_worker(self, worker: Worker) -> Worker:
+        with self._lock:
+            self._workers = [w for w in self._workers if not w.stopped]
+            self._workers.append(worker)
+        return worker.start()
+
+    def worker_context(self) -> WorkerContext:
+        return WorkerContext(
+            store=self.store,
+            listener=self.listener,
+            pool=self.pool,
+            interval_for=interval_for,
+            purge_timeout=purge_timeout,
+            on_scheduled=self.sweeper.nudge,
+            quarantine=self.quarantine,
+        )
+
+    def quarantine(self, damaged: Damaged) -> None:
+        log.error(
+            "kickq: job %s has a damaged record (%s); moved aside to %s",
+            damaged.job_id,
+            damaged.error,
+            self.keys.damaged(damaged.job_id),
+        )
+        self.store.quarantine(damaged)
+
+    def _reconnected(self) -> None:
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.nudge()
+
+    def close(self, worker_timeout: float = 1.0) -> None:
+        with self._lock:
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker._stopping.set()
+            worker.nudge()
+        for worker in workers:
+            worker.stop(worker_timeout)
+        self.waits.cancel_all()
+        self.sweeper.stop()
+        self.dispatcher.stop()
+        self.listener.stop()
+        self.pool.stop()
+        self.loop.stop()
+        self.client.close()
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime()
+        return _runtime
+
+
+def running() -> Runtime | None:
+    return _runtime
+
+
+def shutdown(worker_timeout: float = 1.0) -> None:
+    global _runtime
+    with _lock:
+        current, _runtime = _runtime, None
+    if current is not None:
+        current.close(worker_timeout)

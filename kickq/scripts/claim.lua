@@ -1,0 +1,29 @@
+-- claim: take up to N queued jobs for a worker and start a run of each.
+-- Ids of deleted jobs left in a queue are dropped here (delete does not scan queues).
+--
+-- KEYS[1]     processing zset (score: the run's deadline in ms)
+-- KEYS[2 ..]  queue lists, one per job name the worker serves, in the order to take from
+-- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
+-- ARGV[2]  now in ms
+-- ARGV[3]  now as a JSON string (ISO-8601), stored as update_time and run_start
+-- ARGV[4]  the most jobs to claim
+-- Returns a list of claimed records, each the flat field/value list of HGETALL.
+local claimed = {}
+local want = tonumber(ARGV[4])
+local now = tonumber(ARGV[2])
+for q = 2, #KEYS do
+  while #claimed < want do
+    local id = redis.call('RPOP', KEYS[q])
+    if not id then break end
+    local key = ARGV[1] .. id
+    if redis.call('HGET', key, 'state') == 'queued' then
+      local timeout = tonumber(redis.call('HGET', key, 'process_timeout')) or 10
+      redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[3], 'run_start', ARGV[3])
+      redis.call('HINCRBY', key, 'run_count', 1)
+      redis.call('HINCRBY', key, 'version', 1)
+      redis.call('ZADD', KEYS[1], now + math.floor(timeout * 1000), id)
+      claimed[#claimed + 1] = redis.call('HGETALL', key)
+    end
+  end
+end
+return claimed

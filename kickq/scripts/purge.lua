@@ -1,0 +1,17 @@
+-- purge: delete finished jobs whose purge time has come, publishing a delete event for each.
+--
+-- KEYS[1]  finished zset (score: purge time in ms)
+-- ARGV[1]  now in ms   ARGV[2]  the most jobs to purge   ARGV[3]  job key prefix
+-- ARGV[4]  delete event channel
+-- Returns the number of jobs purged.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. id
+  local name = redis.call('HGET', key, 'name')
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+  if name then
+    redis.call('PUBLISH', ARGV[4], cjson.encode({ id = id, queue = name }))
+  end
+end
+return #ids

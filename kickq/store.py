@@ -1,0 +1,199 @@
+"""The only module that talks to Redis about jobs: one method per Lua script, Jobs in and out.
+
+Scripts are registered with redis-py (`register_script`), which owns their SHA. Batches of calls
+go out in one pipeline as plain EVALSHA: redis-py's own pipeline path asks SCRIPT EXISTS before
+every execute, a second round trip on the hottest path, so a batch instead re-sends only the
+calls that came back NOSCRIPT, after loading their script.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import attrs
+import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from . import clock, lifecycle
+from .job import Job, event_json, from_record, to_record, version_of
+from .keys import Keys
+
+ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+
+
+def _load(name: str) -> str:
+    return resources.files("kickq").joinpath(f"scripts/{name}.lua").read_text(encoding="utf-8")
+
+
+def _as_dict(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
+@attrs.frozen
+class Claimed:
+    """A job whose run this worker now holds, with the record version that fences the run."""
+
+    job: Job
+    version: int
+
+
+@attrs.frozen
+class Damaged:
+    """A record that could not be decoded."""
+
+    job_id: str
+    record: Mapping[str, str]
+    error: str
+
+
+@attrs.frozen
+class Due:
+    scheduled: list[str]
+    overdue: list[str]
+    purge: bool
+    earliest_ms: int | None
+
+
+class Store:
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.keys = Keys(namespace)
+        self._transition = client.register_script(_load("transition"))
+        self._claim = client.register_script(_load("claim"))
+        self._due = client.register_script(_load("due"))
+        self._purge = client.register_script(_load("purge"))
+        self._delete = client.register_script(_load("delete"))
+        self._quarantine = client.register_script(_load("quarantine"))
+
+    # -- running scripts -------------------------------------------------------------
+
+    def run_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run script calls in one round trip; each result is a value or the exception raised."""
+        if not calls:
+            return []
+        results = self._send(calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
+                script.sha = self.client.script_load(script.script)
+            retried = self._send([calls[i] for i in missing])
+            for i, result in zip(missing, retried):
+                results[i] = result
+        return results
+
+    def _send(self, calls: Iterable[ScriptCall]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(pipe.execute(raise_on_error=False))
+
+    def run(self, call: ScriptCall) -> Any:
+        result = self.run_batch([call])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    # -- transitions -----------------------------------------------------------------
+
+    def transition_call(
+        self,
+        change: lifecycle.Change,
+        version: int,
+        purge_timeout: float,
+        data_json: str | None = None,
+    ) -> ScriptCall:
+        """The call applying `change` if the record is still at `version` (0: a new record)."""
+        job = change.job
+        keys = self.keys
+        where, score = lifecycle.placement(job, purge_timeout)
+        record = to_record(job, data_json if data_json is not None else "null")
+        if version:
+            del record["data"]  # never changes after creation; spare the bytes
+        channels = [keys.event(event) for event in change.events]
+        if change.finished:
+            channels.append(keys.done(job.id))
+        fields = [item for pair in record.items() for item in pair]
+        args = [version, job.id, where, score, keys.wake(job.name), event_json(job), len(channels)]
+        call_keys = [
+            keys.job(job.id),
+            keys.processing,
+            keys.scheduled,
+            keys.finished,
+            keys.queue(job.name),
+        ]
+        return self._transition, call_keys, [*args, *channels, *fields]
+
+    def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
+        now = clock.now()
+        keys = [self.keys.processing, *(self.keys.queue(name) for name in names)]
+        args = [self.keys.job_prefix, clock.to_ms(now), json.dumps(now.isoformat()), count]
+        return self._claim, keys, args
+
+    def parse_claimed(self, records: Sequence[Sequence[str]]) -> list[Claimed | Damaged]:
+        claimed: list[Claimed | Damaged] = []
+        for flat in records:
+            record = _as_dict(flat)
+            try:
+                claimed.append(Claimed(from_record(record), version_of(record)))
+            except (KeyError, ValueError, TypeError) as exc:
+                job_id = record.get("id", "?")
+                claimed.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
+        return claimed
+
+    # -- reads, deletes and the sweeper's work ----------------------------------------
+
+    def load(self, job_id: str) -> Claimed | None:
+        """The job's record and version, or None if there is none."""
+        record: dict[str, str] = self.client.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
+        if not record:
+            return None
+        return Claimed(from_record(record), version_of(record))
+
+    def load_many(self, job_ids: Sequence[str]) -> list[Claimed | Damaged | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        loaded: list[Claimed | Damaged | None] = []
+        for job_id, record in zip(job_ids, pipe.execute()):
+            if not record:
+                loaded.append(None)
+                continue
+            try:
+                loaded.append(Claimed(from_record(record), version_of(record)))
+            except (KeyError, ValueError, TypeError) as exc:
+                loaded.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
+        return loaded
+
+    def delete(self, job_id: str) -> bool:
+        keys = self.keys
+        call_keys = [keys.job(job_id), keys.scheduled, keys.processing, keys.finished]
+        args = [job_id, keys.event("delete"), keys.done(job_id)]
+        return bool(self.run((self._delete, call_keys, args)))
+
+    def due(self, now_ms: int, limit: int) -> Due:
+        keys = self.keys
+        call_keys = [keys.scheduled, keys.processing, keys.finished]
+        scheduled, overdue, purge, earliest = self.run((self._due, call_keys, [now_ms, limit]))
+        earliest_ms = int(float(earliest)) if earliest else None
+        return Due(list(scheduled), list(overdue), bool(purge), earliest_ms)
+
+    def purge(self, now_ms: int, limit: int) -> int:
+        keys = self.keys
+        args = [now_ms, limit, keys.job_prefix, keys.event("delete")]
+        return int(self.run((self._purge, [keys.finished], args)))
+
+    def quarantine(self, damaged: Damaged) -> bool:
+        """Move an undecodable record aside (to `<ns>:damaged:<id>`) so no worker trips on it."""
+        keys = self.keys
+        call_keys = [
+            keys.job(damaged.job_id),
+            keys.damaged(damaged.job_id),
+            keys.scheduled,
+            keys.processing,
+            keys.finished,
+        ]
+        return bool(self.run((self._quarantine, call_keys, [damaged.job_id, damaged.error])))

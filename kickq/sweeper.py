@@ -1,0 +1,124 @@
+"""The one timer of a kickq process.
+
+Any live kickq process does due work for every job in its namespace, so no job waits on the
+process that created or ran it: each tick promotes due delayed/retry/ghost jobs, ghosts runs
+past their deadline, purges finished jobs and times out local waits. Between ticks the thread
+sleeps until the earliest deadline it knows of (at most a second, so that work scheduled by
+other processes is picked up), and is woken early when this process schedules something.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+from . import clock, lifecycle
+from .job import Job
+from .store import Claimed, Damaged, ScriptCall, Store
+from .waits import Waits
+
+log = logging.getLogger("kickq")
+MAX_SLEEP = 1.0
+BATCH = 200
+
+
+class Sweeper:
+    def __init__(
+        self,
+        store: Store,
+        waits: Waits,
+        interval_for: lifecycle.IntervalFor,
+        purge_timeout: Callable[[], float],
+        quarantine: Callable[[Damaged], None],
+    ) -> None:
+        self._store = store
+        self._waits = waits
+        self._interval_for = interval_for
+        self._purge_timeout = purge_timeout
+        self._quarantine = quarantine
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kickq-sweeper", daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """Something was scheduled here: look again now rather than at the planned time."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=3)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                sleep = self._loop_once()
+                failures = 0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("kickq: timers paused, Redis unreachable (%s)", exc)
+                sleep = min(0.1 * 2**failures, MAX_SLEEP)
+            except Exception:
+                log.exception("kickq: sweeper tick failed")
+                sleep = MAX_SLEEP
+            if sleep > 0:
+                self._wake.wait(sleep)
+
+    def _loop_once(self) -> float:
+        """One tick, then how long to sleep (seconds of real time)."""
+        now = clock.now()
+        next_wait = self._waits.expire(now)
+        earliest_ms, more = self.tick(now)
+        deadlines = [ms for ms in (earliest_ms,) if ms is not None]
+        if next_wait is not None:
+            deadlines.append(clock.to_ms(next_wait))
+        if more:
+            return 0.0
+        if not deadlines:
+            return MAX_SLEEP
+        wait = (min(deadlines) - clock.to_ms(clock.now())) / 1000
+        return min(max(wait, 0.002), MAX_SLEEP)
+
+    def tick(self, now: datetime.datetime) -> tuple[int | None, bool]:
+        """Do the Redis work due at `now`; return the next due time (ms) and if more is due."""
+        store = self._store
+        now_ms = clock.to_ms(now)
+        due = store.due(now_ms, BATCH)
+        calls: list[ScriptCall] = []
+        for loaded in store.load_many(due.scheduled):
+            change = self._decide(loaded, lambda job: lifecycle.promote(job, now))
+            if change is not None and isinstance(loaded, Claimed):
+                calls.append(store.transition_call(change, loaded.version, self._purge_timeout()))
+        for loaded in store.load_many(due.overdue):
+            change = self._decide(
+                loaded,
+                lambda job: lifecycle.end_run(job, lifecycle.Ghosted(), now, self._interval_for),
+            )
+            if change is not None and isinstance(loaded, Claimed):
+                calls.append(store.transition_call(change, loaded.version, self._purge_timeout()))
+        for result in store.run_batch(calls):
+            if isinstance(result, Exception):
+                log.error("kickq: a timer transition failed: %s", result)
+        purged = store.purge(now_ms, BATCH) if due.purge else 0
+        more = len(due.scheduled) >= BATCH or len(due.overdue) >= BATCH or purged >= BATCH
+        return due.earliest_ms, more
+
+    def _decide(
+        self,
+        loaded: Claimed | Damaged | None,
+        decide: Callable[[Job], lifecycle.Change | None],
+    ) -> lifecycle.Change | None:
+        if isinstance(loaded, Damaged):
+            self._quarantine(loaded)
+            return None
+        if loaded is None:
+            return None
+        return decide(loaded.job)

@@ -1,0 +1,168 @@
+"""Futures waiting for jobs to finish: hotjobs, and any job awaited by its id.
+
+A wait listens on the job's done channel and re-reads the record whenever its subscription is
+(re)confirmed, so a job that finished before the subscription, or while the pub/sub connection
+was down, still resolves the wait. Timeouts are deadlines on the kickq clock, expired by the
+sweeper's tick.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from concurrent.futures import InvalidStateError
+
+import attrs
+
+from .errors import HotjobTimeout, JobFailed, JobNotFound
+from .future import KickqFuture
+from .job import Job, from_event
+from .keys import Keys
+from .listener import Listener, Subscription
+from .store import Claimed, Store
+
+Schedule = Callable[[Callable[[], None]], None]
+
+
+@attrs.define(eq=False)
+class Waiter:
+    job_id: str
+    future: KickqFuture[Job]
+    deadline: datetime.datetime | None
+    created: bool
+    subscribed: bool = False
+    subscription: Subscription | None = None
+
+
+class Waits:
+    def __init__(self, listener: Listener, store: Store, schedule: Schedule) -> None:
+        self._listener = listener
+        self._store = store
+        self._keys: Keys = store.keys
+        self._schedule = schedule
+        self._lock = threading.Lock()
+        self._waiters: set[Waiter] = set()
+        self._deadlines: list[tuple[datetime.datetime, int, Waiter]] = []
+        self._order = itertools.count()
+
+    def wait(self, job_id: str, deadline: datetime.datetime | None, created: bool = True) -> Waiter:
+        """Start waiting; `created=False` for a job whose creation is still on its way."""
+        waiter = Waiter(job_id, KickqFuture(), deadline, created)
+        with self._lock:
+            self._waiters.add(waiter)
+            if deadline is not None:
+                heapq.heappush(self._deadlines, (deadline, next(self._order), waiter))
+        waiter.subscription = self._listener.subscribe(
+            self._keys.done(job_id),
+            lambda payload: self._on_message(waiter, payload),
+            lambda: self._on_subscribed(waiter),
+        )
+        return waiter
+
+    def created(self, waiter: Waiter) -> None:
+        """The job is saved: from now on a missing record means it was deleted."""
+        with self._lock:
+            waiter.created = True
+            ready = waiter.subscribed
+        if ready:
+            self._recheck(waiter)
+
+    def cancel(self, waiter: Waiter, error: BaseException) -> None:
+        self._finish(waiter, error=error)
+
+    def cancel_all(self) -> None:
+        """Cancel every pending wait (kickq.reset)."""
+        with self._lock:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            self._finish(waiter, cancel=True)
+
+    def expire(self, now: datetime.datetime) -> datetime.datetime | None:
+        """Time out the waits whose deadline has passed; return the next deadline."""
+        expired = []
+        with self._lock:
+            while self._deadlines and (
+                self._deadlines[0][0] <= now or self._deadlines[0][2].future.done()
+            ):
+                expired.append(heapq.heappop(self._deadlines)[2])
+            upcoming = self._deadlines[0][0] if self._deadlines else None
+        for waiter in expired:
+            if not waiter.future.done():
+                self._finish(
+                    waiter, error=HotjobTimeout(f"job {waiter.job_id} did not finish in time")
+                )
+        return upcoming
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._waiters)
+
+    # -- resolution -------------------------------------------------------------------
+
+    def _on_message(self, waiter: Waiter, payload: str) -> None:
+        if not payload:
+            self._finish(waiter, error=JobNotFound(f"job {waiter.job_id} was deleted"))
+            return
+        self._resolve(waiter, from_event(payload))
+
+    def _on_subscribed(self, waiter: Waiter) -> None:
+        with self._lock:
+            waiter.subscribed = True
+            ready = waiter.created
+        if ready:
+            self._recheck(waiter)
+
+    def _recheck(self, waiter: Waiter) -> None:
+        def load() -> None:
+            if waiter.future.done():
+                return
+            try:
+                found = self._store.load(waiter.job_id)
+            except Exception as exc:  # an outage: the reconnect will re-check
+                if not isinstance(exc, (OSError, ConnectionError)):
+                    self._finish(waiter, error=exc)
+                return
+            self._resolve_loaded(waiter, found)
+
+        self._schedule(load)
+
+    def _resolve_loaded(self, waiter: Waiter, found: Claimed | None) -> None:
+        if found is None:
+            self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
+        else:
+            self._resolve(waiter, found.job)
+
+    def _resolve(self, waiter: Waiter, job: Job) -> None:
+        if not job.complete:
+            return
+        if job.success:
+            self._finish(waiter, job=job)
+        else:
+            self._finish(waiter, error=JobFailed(job))
+
+    def _finish(
+        self,
+        waiter: Waiter,
+        job: Job | None = None,
+        error: BaseException | None = None,
+        cancel: bool = False,
+    ) -> None:
+        with self._lock:
+            if waiter not in self._waiters:
+                return
+            self._waiters.discard(waiter)
+        if waiter.subscription is not None:
+            self._listener.unsubscribe(waiter.subscription)
+        future = waiter.future
+        try:
+            if cancel:
+                future.cancel()
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(job)  # type: ignore[arg-type]
+        except InvalidStateError:  # the caller cancelled it first
+            pass

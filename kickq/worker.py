@@ -1,0 +1,271 @@
+"""A worker: the fetch loop of one `process()` call.
+
+One thread per worker drives everything with Redis: each turn of its loop sends, in one round
+trip, the end of every run that finished since the last turn and a claim for the free slots.
+Runs execute elsewhere (plain handlers on the pool's threads, coroutines on the loop thread)
+and report back through a queue. An idle worker sleeps until its wake channel says a queue of
+its names stopped being empty, a run ends, or a run's deadline comes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import redis
+
+from . import clock, lifecycle
+from .errors import SerializationError
+from .handlers import Handler, describe_error
+from .job import dumps
+from .listener import Listener, Subscription
+from .pool import ThreadPool
+from .store import Claimed, Damaged, Store
+
+log = logging.getLogger("kickq")
+IDLE_WAIT = 5.0  # a safety net only: wake-ups come from pub/sub
+BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun deadlines
+
+
+@attrs.define(eq=False)
+class Running:
+    claimed: Claimed
+    deadline: datetime.datetime
+    future: concurrent.futures.Future[Any] | None = None
+    ghosted: bool = False
+
+
+def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
+    if future.cancelled():
+        return lifecycle.Failed("the run was cancelled")
+    error = future.exception()
+    if error is not None:
+        return lifecycle.Failed(describe_error(error))
+    value = future.result()
+    try:
+        dumps(value, "the handler's result")
+    except SerializationError as exc:
+        return lifecycle.Failed(str(exc))
+    return lifecycle.Succeeded(value)
+
+
+@attrs.define
+class WorkerContext:
+    """What a worker needs from the process-wide runtime."""
+
+    store: Store
+    listener: Listener
+    pool: ThreadPool
+    interval_for: lifecycle.IntervalFor
+    purge_timeout: Callable[[], float]
+    on_scheduled: Callable[[], None]
+    quarantine: Callable[[Damaged], None]
+
+
+class Worker:
+    """The handle `kickq.process()` returns."""
+
+    def __init__(
+        self, names: Sequence[str], handler: Handler, concurrent_jobs: int, context: WorkerContext
+    ) -> None:
+        self.names = tuple(names)
+        self.concurrent_jobs = concurrent_jobs
+        self._handler = handler
+        self._context = context
+        self._lock = threading.Lock()
+        self._running: dict[str, Running] = {}
+        self._ended: list[tuple[Running, lifecycle.Outcome]] = []
+        self._nudge = threading.Event()
+        self._stopping = threading.Event()
+        self._abandon = threading.Event()
+        self._turn = 0
+        self._subscriptions: list[Subscription] = []
+        self._thread = threading.Thread(
+            target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
+        )
+
+    def start(self) -> Worker:
+        listener = self._context.listener
+        for name in self.names:
+            wake = self._context.store.keys.wake(name)
+            self._subscriptions.append(listener.subscribe(wake, self._on_wake, self.nudge))
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop fetching jobs; let the running ones finish (for at most `timeout` seconds)."""
+        self._stopping.set()
+        self.nudge()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            # runs still in progress are left to their deadline: any kickq process ghosts them
+            self._abandon.set()
+            self.nudge()
+            self._thread.join(1.0)
+        for subscription in self._subscriptions:
+            self._context.listener.unsubscribe(subscription)
+        self._subscriptions.clear()
+
+    @property
+    def running(self) -> int:
+        """How many runs are in progress."""
+        with self._lock:
+            return len(self._running)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping.is_set() and not self._thread.is_alive()
+
+    def nudge(self) -> None:
+        self._nudge.set()
+
+    def _on_wake(self, _payload: str) -> None:
+        self._nudge.set()
+
+    # -- the fetch loop -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._abandon.is_set():
+            self._nudge.clear()
+            try:
+                claimed_all = self._turn_once()
+                if backoff:
+                    log.info("kickq: worker %s reconnected to Redis", self._thread.name)
+                backoff = 0.0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not backoff:
+                    log.warning(
+                        "kickq: worker %s lost Redis (%s); retrying", self._thread.name, exc
+                    )
+                backoff = min(max(backoff * 2, 0.05), 2.0)
+                self._nudge.wait(backoff)
+                continue
+            with self._lock:
+                idle = not self._running and not self._ended
+            if self._stopping.is_set() and idle:
+                return
+            if not claimed_all:
+                self._nudge.wait(self._wait_time(idle))
+
+    def _wait_time(self, idle: bool) -> float:
+        if idle:
+            return IDLE_WAIT
+        with self._lock:
+            deadlines = [r.deadline for r in self._running.values()]
+        if not deadlines:
+            return BUSY_WAIT
+        remaining = (min(deadlines) - clock.now()).total_seconds()
+        return min(max(remaining, 0.005), BUSY_WAIT)
+
+    def _turn_once(self) -> bool:
+        """One round trip: end finished runs, claim for free slots. True if it should go on."""
+        now = clock.now()
+        with self._lock:
+            self._ghost_overdue(now)
+            ended, self._ended = self._ended, []
+            free = 0 if self._stopping.is_set() else self.concurrent_jobs - len(self._running)
+        store = self._context.store
+        calls = []
+        changes = []
+        for running, outcome in ended:
+            change = lifecycle.end_run(
+                running.claimed.job, outcome, now, self._context.interval_for
+            )
+            if change is not None:
+                changes.append(change)
+                purge = self._context.purge_timeout()
+                calls.append(store.transition_call(change, running.claimed.version, purge))
+        if free > 0:
+            names = (
+                self.names[self._turn % len(self.names) :]
+                + self.names[: self._turn % len(self.names)]
+            )
+            self._turn += 1
+            calls.append(store.claim_call(names, free))
+        if not calls:
+            return False
+        try:
+            results = store.run_batch(calls)
+        except BaseException:
+            with self._lock:
+                self._ended = ended + self._ended
+            raise
+        for change, result in zip(changes, results):
+            if isinstance(result, Exception):
+                log.error("kickq: ending a run of job %s failed: %s", change.job.id, result)
+            elif not result:
+                log.info(
+                    "kickq: job %s changed meanwhile; this run's end is ignored", change.job.id
+                )
+        if any(c.job.state in lifecycle.WAITING for c in changes):
+            self._context.on_scheduled()
+        if free <= 0:
+            return False
+        claimed = results[-1]
+        if isinstance(claimed, Exception):
+            raise claimed
+        jobs = store.parse_claimed(claimed)
+        for item in jobs:
+            if isinstance(item, Damaged):
+                self._context.quarantine(item)
+            else:
+                self._start(item)
+        return len(jobs) >= free and not self._stopping.is_set()
+
+    def _ghost_overdue(self, now: datetime.datetime) -> None:
+        """Give back the slots of runs past their deadline (lock held)."""
+        for job_id, running in list(self._running.items()):
+            if running.deadline > now:
+                continue
+            running.ghosted = True
+            del self._running[job_id]
+            self._ended.append((running, lifecycle.Ghosted()))
+            job = running.claimed.job
+            if self._handler.is_coroutine and running.future is not None:
+                running.future.cancel()
+            else:
+                log.warning(
+                    "kickq: job %s (%s) overran process_timeout (%gs) and became a ghost; its "
+                    "handler thread is still running and its result will be ignored",
+                    job.id,
+                    job.name,
+                    job.process_timeout,
+                )
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def _start(self, claimed: Claimed) -> None:
+        job = claimed.job
+        started = job.runs[-1].start_time if job.runs else None
+        deadline = clock.after(started or clock.now(), job.process_timeout)
+        running = Running(claimed, deadline)
+        with self._lock:
+            self._running[job.id] = running
+        if self._handler.is_coroutine:
+            running.future = self._handler.start_coroutine(job)
+            running.future.add_done_callback(lambda f: self._ended_run(running, f))
+        else:
+            self._context.pool.submit(lambda: self._run_in_thread(running))
+
+    def _run_in_thread(self, running: Running) -> None:
+        future = self._handler.call(running.claimed.job)
+        running.future = future
+        future.add_done_callback(lambda f: self._ended_run(running, f))
+
+    def _ended_run(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
+        outcome = outcome_of(future)
+        with self._lock:
+            if running.ghosted:
+                job = running.claimed.job
+                log.info("kickq: ghosted run of job %s returned late; ignored", job.id)
+                return
+            self._running.pop(running.claimed.job.id, None)
+            self._ended.append((running, outcome))
+        self._nudge.set()

@@ -25,6 +25,11 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+MAX_DURATION = 1e10
+"""The longest duration, in seconds (about 317 years): any timer set with it stays a valid
+datetime. Beyond it, adding the duration to the current time would overflow."""
+
+
 def check_duration(name: str, value: Any) -> float:
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
@@ -34,6 +39,8 @@ def check_duration(name: str, value: Any) -> float:
         raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value!r}")
+    if value > MAX_DURATION:
+        raise ConfigError(f"{name} must be at most {MAX_DURATION:g} seconds, got {value!r}")
     return float(value)
 
 
@@ -150,7 +157,8 @@ def check_job_name(name: object, error: type[Exception] = TypeError) -> str:
 def _unknown(name: str, table: Mapping[str, Option], where: str) -> ConfigError:
     message = f"unknown option {name!r}" + (f" in {where}" if where else "")
     if name in OPTIONS and name not in table:
-        return ConfigError(f"{name!r} is not a per-job option and cannot be set in {where}")
+        kind = "a per-job option" if OPTIONS[name].per_job else "not a per-job option"
+        return ConfigError(f"{name!r} is {kind} and cannot be set in {where}")
     close = difflib.get_close_matches(name, list(table), n=1)
     if close:
         message += f"; did you mean {close[0]!r}?"
@@ -210,6 +218,8 @@ class Settings:
     def snapshot(self) -> Mapping[str, Any]:
         values = self._values
         frozen = dict(values)
+        if values["redis_options"] is not None:
+            frozen["redis_options"] = types.MappingProxyType(dict(values["redis_options"]))
         frozen["job_flags"] = types.MappingProxyType(
             {job: types.MappingProxyType(dict(flags)) for job, flags in values["job_flags"].items()}
         )

@@ -22,7 +22,11 @@ def backoff(
         raise ConfigError("backoff() needs base >= 0, maximum >= 0 and factor >= 1")
 
     def interval(retry_number: int) -> float:
-        ceiling = min(maximum, base * factor ** max(retry_number - 1, 0))
+        try:
+            # float power: a huge retry number overflows at once instead of building a huge int
+            ceiling = min(maximum, base * float(factor) ** max(retry_number - 1, 0))
+        except OverflowError:
+            ceiling = maximum if base else 0.0
         return random.uniform(0, ceiling) if jitter else ceiling
 
     return interval

@@ -19,6 +19,7 @@ from typing import Any, Union
 import attrs
 
 from . import clock
+from .config import MAX_DURATION
 from .job import Job, Run, State
 
 IntervalFor = Callable[[Job, int], float]
@@ -80,6 +81,13 @@ def promote(job: Job, now: datetime.datetime) -> Change | None:
     return Change(attrs.evolve(job, state=State.QUEUED, update_time=now), ("queued",))
 
 
+def _wait(seconds: float) -> float:
+    """A retry wait a datetime can hold: a retry_interval function may return anything."""
+    if not seconds >= 0:  # negative or NaN
+        return 0.0
+    return min(seconds, MAX_DURATION)
+
+
 def end_run(
     job: Job, outcome: Outcome, now: datetime.datetime, interval_for: IntervalFor
 ) -> Change | None:
@@ -106,7 +114,7 @@ def end_run(
         run = Run(current.count, started, process_time, State.FAIL, outcome.error)
         failures = job.count_runs(State.FAIL) + 1
         again = job.retry and failures <= job.retry_count
-        next_state, wait = State.RETRY, (interval_for(job, failures) if again else 0.0)
+        next_state, wait = State.RETRY, (_wait(interval_for(job, failures)) if again else 0.0)
     else:
         error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
         run = Run(current.count, started, process_time, State.GHOST, error)

@@ -13,7 +13,7 @@ import attrs
 from . import clock, config, lifecycle, runtime
 from .config import settings
 from .dispatcher import unavailable
-from .errors import ConfigError, JobNotFound, SerializationError
+from .errors import ConfigError, JobNotFound, KickqError, SerializationError
 from .future import KickqFuture, failed
 from .handlers import Handler
 from .job import Job, State, dumps, from_event
@@ -94,7 +94,13 @@ def create(
         data_json = dumps(data, "job data")
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)
+    try:
+        return _save(name, data, effective, data_json)
+    except Exception as exc:  # create() never raises: whatever went wrong fails the future
+        return failed(exc)
 
+
+def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> KickqFuture[Job]:
     engine = runtime.get()
     change = lifecycle.create(uuid.uuid4().hex, name, data, effective, clock.now())
     job = change.job
@@ -108,7 +114,7 @@ def create(
 
     def saved(result: Any) -> None:
         if isinstance(result, BaseException) or not result:
-            error = result if isinstance(result, BaseException) else ConfigError("id collision")
+            error = result if isinstance(result, BaseException) else KickqError("id collision")
             if waiter is not None:
                 engine.waits.cancel(waiter, error)
             future.set_exception(error)
@@ -186,10 +192,7 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
         return failed(exc)
     engine = runtime.get()
     deadline = None if seconds is None else clock.after(clock.now(), seconds)
-    waiter = engine.waits.wait(job_id, deadline)
-    if deadline is not None:
-        engine.sweeper.nudge()
-    return waiter.future
+    return engine.waits.wait(job_id, deadline).future
 
 
 def process(names: Names, *args: Any, **options: Any) -> Worker:

@@ -93,6 +93,13 @@ def _optional_str(name: str, value: Any) -> str | None:
     return None if value is None else _str(name, value)
 
 
+def _redis_url(name: str, value: Any) -> str | None:
+    url = _optional_str(name, value)
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://, not {url!r}")
+    return url
+
+
 def _optional_dict(name: str, value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -121,7 +128,7 @@ class Option:
 
 
 OPTIONS: dict[str, Option] = {
-    "redis_url": Option(None, _optional_str),
+    "redis_url": Option(None, _redis_url),
     "redis_host": Option("127.0.0.1", _str),
     "redis_port": Option(6379, _port),
     "redis_password": Option(None, _optional_str),

@@ -14,13 +14,14 @@ from typing import Any
 import redis
 
 from . import embedded
-from .config import CONNECTION_OPTIONS
 
 ENV_URL = "KICKQ_REDIS_URL"
 
 # kickq reads replies as text and speaks RESP2 on every connection, the pub/sub one included.
 FORCED = {"decode_responses": True, "protocol": 2}
-DEFAULTS = {"socket_connect_timeout": 5, "socket_keepalive": True, "health_check_interval": 0}
+DEFAULTS = {"socket_connect_timeout": 5, "health_check_interval": 0}
+TCP_DEFAULTS = {"socket_keepalive": True}  # unix-socket connections refuse this argument
+SERVER_OPTIONS = frozenset({"redis_url", "redis_host", "redis_port", "redis_password"})
 
 
 class EmbeddedConnection(redis.UnixDomainSocketConnection):
@@ -41,7 +42,7 @@ def describe(settings: Mapping[str, Any], explicit: set[str]) -> str:
     """Which server kickq talks to, for logs and errors (without the password)."""
     if settings["redis_url"]:
         return str(settings["redis_url"]).split("@")[-1]
-    if explicit & (CONNECTION_OPTIONS - {"redis_namespace"}):
+    if explicit & SERVER_OPTIONS:
         return f"{settings['redis_host']}:{settings['redis_port']}"
     if os.environ.get(ENV_URL):
         return os.environ[ENV_URL].split("@")[-1]
@@ -51,17 +52,17 @@ def describe(settings: Mapping[str, Any], explicit: set[str]) -> str:
 def connect(settings: Mapping[str, Any], explicit: set[str]) -> redis.Redis:
     """The client for the configured server; no I/O happens until its first command."""
     options: dict[str, Any] = {**DEFAULTS, **(settings["redis_options"] or {}), **FORCED}
-    if settings["redis_url"]:
-        return redis.Redis.from_url(settings["redis_url"], **options)
-    if explicit & (CONNECTION_OPTIONS - {"redis_namespace"}):
+    url = settings["redis_url"] or (None if explicit & SERVER_OPTIONS else os.environ.get(ENV_URL))
+    if url:
+        tcp = not str(url).startswith("unix:")
+        return redis.Redis.from_url(url, **({**TCP_DEFAULTS, **options} if tcp else options))
+    if explicit & SERVER_OPTIONS:
         return redis.Redis(
             host=settings["redis_host"],
             port=settings["redis_port"],
             password=settings["redis_password"],
-            **options,
+            **{**TCP_DEFAULTS, **options},
         )
-    if os.environ.get(ENV_URL):
-        return redis.Redis.from_url(os.environ[ENV_URL], **options)
     pool = redis.ConnectionPool(
         connection_class=EmbeddedConnection, path=str(embedded.socket_path()), **options
     )

@@ -79,7 +79,7 @@ class Store:
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
             for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-                script.sha = self.client.script_load(script.script)
+                script.sha = str(self.client.script_load(script.script))
             retried = self._send([calls[i] for i in missing])
             for i, result in zip(missing, retried):
                 results[i] = result

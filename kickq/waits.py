@@ -38,11 +38,18 @@ class Waiter:
 
 
 class Waits:
-    def __init__(self, listener: Listener, store: Store, schedule: Schedule) -> None:
+    def __init__(
+        self,
+        listener: Listener,
+        store: Store,
+        schedule: Schedule,
+        on_deadline: Callable[[], None] = lambda: None,
+    ) -> None:
         self._listener = listener
         self._store = store
         self._keys: Keys = store.keys
         self._schedule = schedule
+        self.on_deadline = on_deadline  # the sweeper's nudge: a new, possibly earliest, deadline
         self._lock = threading.Lock()
         self._waiters: set[Waiter] = set()
         self._deadlines: list[tuple[datetime.datetime, int, Waiter]] = []
@@ -55,6 +62,8 @@ class Waits:
             self._waiters.add(waiter)
             if deadline is not None:
                 heapq.heappush(self._deadlines, (deadline, next(self._order), waiter))
+        if deadline is not None:
+            self.on_deadline()
         waiter.subscription = self._listener.subscribe(
             self._keys.done(job_id),
             lambda payload: self._on_message(waiter, payload),

@@ -168,9 +168,10 @@ class Worker:
         """One round trip: end finished runs, claim for free slots. True if it should go on."""
         now = clock.now()
         with self._lock:
-            self._ghost_overdue(now)
+            overdue = self._ghost_overdue(now)
             ended, self._ended = self._ended, []
             free = 0 if self._stopping.is_set() else self.concurrent_jobs - len(self._running)
+        self._abandon_runs(overdue)
         store = self._context.store
         calls = []
         changes = []
@@ -219,14 +220,19 @@ class Worker:
                 self._start(item)
         return len(jobs) >= free and not self._stopping.is_set()
 
-    def _ghost_overdue(self, now: datetime.datetime) -> None:
+    def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
         """Give back the slots of runs past their deadline (lock held)."""
-        for job_id, running in list(self._running.items()):
-            if running.deadline > now:
-                continue
+        overdue = [running for running in self._running.values() if running.deadline <= now]
+        for running in overdue:
             running.ghosted = True
-            del self._running[job_id]
+            del self._running[running.claimed.job.id]
             self._ended.append((running, lifecycle.Ghosted()))
+        return overdue
+
+    def _abandon_runs(self, overdue: list[Running]) -> None:
+        """Cancel ghosted coroutines; say so for threads, which cannot be stopped (lock free:
+        cancelling runs the future's callbacks, which take the lock)."""
+        for running in overdue:
             job = running.claimed.job
             if self._handler.is_coroutine and running.future is not None:
                 running.future.cancel()

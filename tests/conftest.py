@@ -13,7 +13,7 @@ import redis
 import kickq
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from support import RedisServer  # noqa: E402
+from support import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -58,10 +58,14 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
-            "--appendonly",
-            "no",
-        ]
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else [
+                "--appendonly",
+                "no",
+            ]
+        )
         args = [
             redis_binary(),
             "--port", str(self.port),

@@ -1,0 +1,99 @@
+"""Events on Redis pub/sub (any client can watch) and kickq.on() in Python."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import redis
+
+import kickq
+from support import wait_until
+
+
+class Collector:
+    """Reads events in a thread; stop() joins it before the connection goes away."""
+
+    def __init__(self, thread: threading.Thread, flag: threading.Event) -> None:
+        self._thread, self._flag = thread, flag
+
+    def set(self) -> None:
+        self._flag.set()
+        self._thread.join(5)
+
+
+def _collect(r: redis.Redis, channels: list[str]) -> tuple[list[tuple[str, dict]], Collector]:
+    pubsub = r.pubsub()
+    pubsub.subscribe(*channels)
+    got: list[tuple[str, dict]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=0.1)
+            if message and message["type"] == "message":
+                got.append((message["channel"], json.loads(message["data"])))
+        pubsub.close()
+
+    wait_until(lambda: all(n for _, n in r.pubsub_numsub(*channels)), timeout=5)
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return got, Collector(thread, stop)
+
+
+def test_lifecycle_events_are_published_as_json(r: redis.Redis) -> None:
+    """create, queued and success are published on <ns>:<event> with the job as JSON."""
+    got, stop = _collect(r, ["kickq:create", "kickq:queued", "kickq:success"])
+    kickq.process("ev", lambda job, data: "ok")
+    job = kickq.create("ev", {"k": 1}).result(5)
+    wait_until(lambda: len(got) >= 3, timeout=10)
+    stop.set()
+    channels = [channel for channel, _ in got]
+    assert channels[:3] == ["kickq:create", "kickq:queued", "kickq:success"]
+    success = got[2][1]
+    assert success["id"] == job.id and success["name"] == "ev" and success["data"] == {"k": 1}
+    assert success["state"] == "success" and success["result"] == "ok"
+    assert success["create_time"].endswith("+00:00")
+    assert success["runs"][0]["state"] == "success"
+
+
+def test_fail_event_state_says_what_comes_next(r: redis.Redis) -> None:
+    """A failed run publishes fail with state retry while retries remain, then fail."""
+    got, stop = _collect(r, ["kickq:fail"])
+
+    def bad(job: kickq.Job, data: None) -> None:
+        raise ValueError("nope")
+
+    kickq.process("evfail", bad)
+    kickq.create("evfail", retry=True, retry_count=1, retry_interval=0).result(5)
+    wait_until(lambda: len(got) >= 2, timeout=10)
+    stop.set()
+    assert [event["state"] for _, event in got[:2]] == ["retry", "fail"]
+
+
+def test_delete_event_names_id_and_queue(r: redis.Redis) -> None:
+    """Deleting a job publishes delete with at least its id and queue (the job name)."""
+    got, stop = _collect(r, ["kickq:delete"])
+    job = kickq.create("gone").result(5)
+    kickq.delete(job.id).result(5)
+    wait_until(lambda: got, timeout=5)
+    stop.set()
+    assert got[0][1]["id"] == job.id and got[0][1]["queue"] == "gone"
+
+
+def test_on_calls_back_with_jobs() -> None:
+    """kickq.on(event, fn) calls fn with the Job for each event, until cancelled."""
+    seen: list[kickq.Job] = []
+    handle = kickq.on("success", seen.append)
+    kickq.process("watched", lambda job, data: data)
+    job = kickq.create("watched", 3).result(5)
+    wait_until(lambda: seen, timeout=10)
+    assert seen[0].id == job.id and seen[0].result == 3
+    handle.cancel()
+
+
+def test_on_rejects_unknown_event() -> None:
+    """kickq.on() with an unknown event name raises ConfigError."""
+    with pytest.raises(kickq.ConfigError):
+        kickq.on("finished", print)

@@ -1,0 +1,31 @@
+"""The examples keep working: each runs to completion against the test server."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = sorted((pathlib.Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
+def test_example_runs(example: pathlib.Path, subprocess_env: dict[str, str]) -> None:
+    """The example exits 0 and prints the results it promises."""
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "success" in done.stdout or "result" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_there_are_examples() -> None:
+    """The three documented examples exist."""
+    assert {path.stem for path in EXAMPLES} >= {"quickstart", "retry_and_delay", "asyncio_app"}

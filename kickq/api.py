@@ -13,7 +13,7 @@ import attrs
 from . import clock, config, lifecycle, runtime
 from .config import settings
 from .dispatcher import unavailable
-from .errors import ConfigError, JobNotFound, KickqError, SerializationError
+from .errors import ConfigError, JobNotFound, SerializationError
 from .future import KickqFuture, failed
 from .handlers import Handler
 from .job import Job, State, dumps, from_event
@@ -113,11 +113,12 @@ def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> Ki
     future: KickqFuture[Job] = KickqFuture()
 
     def saved(result: Any) -> None:
-        if isinstance(result, BaseException) or not result:
-            error = result if isinstance(result, BaseException) else KickqError("id collision")
+        # A result of 0 means a record with this (random, unique) id exists already: redis-py
+        # re-sent the batch after a dropped connection and the first send had saved it.
+        if isinstance(result, BaseException):
             if waiter is not None:
-                engine.waits.cancel(waiter, error)
-            future.set_exception(error)
+                engine.waits.cancel(waiter, result)
+            future.set_exception(result)
             return
         if waiter is not None:
             engine.waits.created(waiter)

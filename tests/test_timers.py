@@ -270,3 +270,18 @@ def _wait_quietly(job_id: str) -> kickq.Job | None:
         return kickq.wait(job_id, timeout=5).result(10)
     except (kickq.RedisUnavailable, kickq.HotjobTimeout, ConnectionError):
         return None
+
+
+@pytest.mark.slow
+def test_many_finished_jobs_purge_down_to_no_keys(r: redis.Redis) -> None:
+    """20,000 finished jobs are purged to zero keys of theirs once purge_timeout has passed."""
+    n = 20_000
+    with freeze_time(START, tick=True) as frozen:
+        kickq.config(purge_timeout=600)
+        kickq.process("bulk", lambda job, data: None, concurrent_jobs=10)
+        futures = [kickq.create("bulk", i) for i in range(n)]
+        [future.result(30) for future in futures]
+        wait_until(lambda: r.zcard("kickq:finished") == n, timeout=120, what="all finished")
+        assert r.dbsize() == n + 1  # n records and the finished index
+        frozen.move_to(later(601))
+        wait_until(lambda: r.dbsize() == 0, timeout=60, what="everything purged")

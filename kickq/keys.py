@@ -45,8 +45,12 @@ class Keys:
     def finished(self) -> str:
         return f"{self.namespace}:finished"
 
+    @property
+    def damaged_prefix(self) -> str:
+        return f"{self.namespace}:damaged:"
+
     def damaged(self, job_id: str) -> str:
-        return f"{self.namespace}:damaged:{job_id}"
+        return self.damaged_prefix + job_id
 
     def event(self, event: str) -> str:
         return f"{self.namespace}:{event}"

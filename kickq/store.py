@@ -130,7 +130,13 @@ class Store:
     def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
         now = clock.now()
         keys = [self.keys.processing, *(self.keys.queue(name) for name in names)]
-        args = [self.keys.job_prefix, clock.to_ms(now), json.dumps(now.isoformat()), count]
+        args = [
+            self.keys.job_prefix,
+            clock.to_ms(now),
+            json.dumps(now.isoformat()),
+            count,
+            self.keys.damaged_prefix,
+        ]
         return self._claim, keys, args
 
     def parse_claimed(self, records: Sequence[Sequence[str]]) -> list[Claimed | Damaged]:
@@ -158,7 +164,10 @@ class Store:
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
         loaded: list[Claimed | Damaged | None] = []
-        for job_id, record in zip(job_ids, pipe.execute()):
+        for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False)):
+            if isinstance(record, redis.ResponseError):  # e.g. WRONGTYPE: not a hash
+                loaded.append(Damaged(job_id, {}, str(record)))
+                continue
             if not record:
                 loaded.append(None)
                 continue

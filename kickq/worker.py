@@ -147,6 +147,11 @@ class Worker:
                 backoff = min(max(backoff * 2, 0.05), 2.0)
                 self._nudge.wait(backoff)
                 continue
+            except Exception:  # a worker must outlive any one bad turn; say so loudly
+                log.exception("kickq: worker %s: a turn failed; retrying", self._thread.name)
+                backoff = min(max(backoff * 2, 0.05), 2.0)
+                self._nudge.wait(backoff)
+                continue
             with self._lock:
                 idle = not self._running and not self._ended
             if self._stopping.is_set() and idle:

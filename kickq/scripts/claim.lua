@@ -7,6 +7,7 @@
 -- ARGV[2]  now in ms
 -- ARGV[3]  now as a JSON string (ISO-8601), stored as update_time and run_start
 -- ARGV[4]  the most jobs to claim
+-- ARGV[5]  damaged key prefix: a job key that is not a hash is renamed to ARGV[5] .. id
 -- Returns a list of claimed records, each the flat field/value list of HGETALL.
 local claimed = {}
 local want = tonumber(ARGV[4])
@@ -16,7 +17,10 @@ for q = 2, #KEYS do
     local id = redis.call('RPOP', KEYS[q])
     if not id then break end
     local key = ARGV[1] .. id
-    if redis.call('HGET', key, 'state') == 'queued' then
+    local kind = redis.call('TYPE', key).ok
+    if kind ~= 'hash' and kind ~= 'none' then
+      redis.call('RENAME', key, ARGV[5] .. id)
+    elseif redis.call('HGET', key, 'state') == 'queued' then
       local timeout = tonumber(redis.call('HGET', key, 'process_timeout')) or 10
       redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[3], 'run_start', ARGV[3])
       redis.call('HINCRBY', key, 'run_count', 1)

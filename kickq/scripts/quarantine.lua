@@ -9,5 +9,7 @@ for i = 3, 5 do
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('RENAME', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[2], 'damaged_error', ARGV[2])
+if redis.call('TYPE', KEYS[2]).ok == 'hash' then
+  redis.call('HSET', KEYS[2], 'damaged_error', ARGV[2])
+end
 return 1

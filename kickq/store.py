@@ -159,6 +159,11 @@ class Store:
             return None
         return Claimed(from_record(record), version_of(record))
 
+    def state(self, job_id: str) -> str | None:
+        """Just the job's state (cheap), or None if there is no record."""
+        state: str | None = self.client.hget(self.keys.job(job_id), "state")  # type: ignore[assignment]
+        return state
+
     def load_many(self, job_ids: Sequence[str]) -> list[Claimed | Damaged | None]:
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:

@@ -19,12 +19,13 @@ import attrs
 
 from .errors import HotjobTimeout, JobFailed, JobNotFound
 from .future import KickqFuture
-from .job import Job, from_event
+from .job import Job, State, from_event
 from .keys import Keys
 from .listener import Listener, Subscription
-from .store import Claimed, Store
+from .store import Store
 
 Schedule = Callable[[Callable[[], None]], None]
+FINISHED = (State.SUCCESS.value, State.FAIL.value)
 
 
 @attrs.define(eq=False)
@@ -129,20 +130,20 @@ class Waits:
             if waiter.future.done():
                 return
             try:
-                found = self._store.load(waiter.job_id)
+                # most re-reads find the job still running: read its state, not the record
+                state = self._store.state(waiter.job_id)
+                found = self._store.load(waiter.job_id) if state in FINISHED else None
             except Exception as exc:  # an outage: the reconnect will re-check
                 if not isinstance(exc, (OSError, ConnectionError)):
                     self._finish(waiter, error=exc)
                 return
-            self._resolve_loaded(waiter, found)
+            if state is None or found is None:
+                if state is None or state in FINISHED:  # gone (or purged between the reads)
+                    self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
+                return
+            self._resolve(waiter, found.job)
 
         self._schedule(load)
-
-    def _resolve_loaded(self, waiter: Waiter, found: Claimed | None) -> None:
-        if found is None:
-            self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
-        else:
-            self._resolve(waiter, found.job)
 
     def _resolve(self, waiter: Waiter, job: Job) -> None:
         if not job.complete:

@@ -1,0 +1,69 @@
+"""kickq: create() futures (pipelined by kickq's dispatcher), in-process worker threads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import kickq
+from peers.base import Peer as Base
+
+NAME = "noop"
+
+
+def noop(job: Any, data: Any) -> None:
+    return None
+
+
+def _connect(url: str) -> None:
+    kickq.reset()
+    kickq.config(redis_url=url)
+    # start the engine and its connection now, not inside a timed section
+    error = kickq.get("bench-warm-up").exception(timeout=30)
+    if not isinstance(error, kickq.JobNotFound):
+        raise RuntimeError(f"kickq did not connect: {error!r}")
+
+
+def worker_prepare(url: str, concurrency: int, mode: str) -> Callable[[], None]:
+    _connect(url)
+
+    def run() -> None:
+        kickq.process(NAME, noop, concurrent_jobs=concurrency)
+        threading.Event().wait()
+
+    return run
+
+
+class Peer(Base):
+    name = "kickq"
+    notes = (
+        "default options (finished records kept for purge_timeout=86400 s); enqueue issues all "
+        "create() futures then waits for them; round trip = create(hotjob=True) + hotjob_future"
+    )
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        _connect(url)
+        self._finished = kickq.config()["redis_namespace"] + ":finished"
+
+    @classmethod
+    def version(cls) -> str:
+        return kickq.__version__
+
+    def enqueue_many(self, n: int) -> None:
+        futures = [kickq.create(NAME) for _ in range(n)]
+        for future in futures:
+            future.result(timeout=120)
+
+    def done_count(self, n: int) -> int:
+        return int(self.redis.zcard(self._finished))
+
+    def round_trip_once(self) -> None:
+        job = kickq.create(NAME, hotjob=True).result(timeout=10)
+        assert job.hotjob_future is not None
+        job.hotjob_future.result(timeout=10)
+
+    def close(self) -> None:
+        kickq.reset()
+        super().close()

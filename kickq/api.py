@@ -12,11 +12,11 @@ import attrs
 
 from . import clock, config, lifecycle, runtime
 from .config import settings
-from .dispatcher import unavailable
+from .dispatcher import translate
 from .errors import ConfigError, JobNotFound, SerializationError
 from .future import KickqFuture, failed
 from .handlers import Handler
-from .job import Job, State, dumps, from_event
+from .job import Job, dumps, from_event
 from .keys import EVENTS
 from .worker import Worker
 
@@ -122,8 +122,8 @@ def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> Ki
             return
         if waiter is not None:
             engine.waits.created(waiter)
-        if job.state is not State.QUEUED:
-            engine.sweeper.nudge()
+        if job.scheduled_for is not None:
+            engine.sweeper.nudge(clock.to_ms(job.scheduled_for))
         future.set_result(job)
 
     call = engine.store.transition_call(change, 0, runtime.purge_timeout(), data_json)
@@ -146,10 +146,8 @@ def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
     def run() -> None:
         try:
             future.set_result(work(engine))
-        except (OSError, ConnectionError) as exc:
-            future.set_exception(unavailable(exc, engine.where))
         except BaseException as exc:
-            future.set_exception(exc)
+            future.set_exception(translate(exc, engine.where))
 
     engine.dispatcher.task(run)
     return future

@@ -18,7 +18,9 @@ from . import embedded
 ENV_URL = "KICKQ_REDIS_URL"
 
 # kickq reads replies as text and speaks RESP2 on every connection, the pub/sub one included.
-FORCED = {"decode_responses": True, "protocol": 2}
+# Bytes that are not UTF-8 (a hand-edited record) decode to lone surrogates instead of raising
+# in the middle of a reply; job.from_record then reports the record as damaged.
+FORCED = {"decode_responses": True, "protocol": 2, "encoding_errors": "surrogateescape"}
 DEFAULTS = {"socket_connect_timeout": 5, "health_check_interval": 0}
 TCP_DEFAULTS = {"socket_keepalive": True}  # unix-socket connections refuse this argument
 SERVER_OPTIONS = frozenset({"redis_url", "redis_host", "redis_port", "redis_password"})

@@ -42,10 +42,25 @@ class Task:
 Request = Union[Call, Task, None]
 
 
+REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "Protocol error: unauthenticated")
+
+
 def unavailable(exc: BaseException, where: str) -> RedisUnavailable:
     error = RedisUnavailable(f"Redis at {where} cannot be reached: {exc}")
     error.__cause__ = exc
     return error
+
+
+def translate(exc: BaseException, where: str) -> BaseException:
+    """The error a kickq user sees for what redis-py raised: RedisUnavailable for a server that
+    cannot be reached or refuses kickq's credentials, the error itself otherwise."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return unavailable(exc, where)
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith(REFUSALS):
+        error = RedisUnavailable(f"Redis at {where} refused kickq: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 class Dispatcher:
@@ -96,11 +111,13 @@ class Dispatcher:
             return
         try:
             results: list[Any] = self._store.run_batch([c.call for c in calls])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            results = [unavailable(exc, self._where)] * len(calls)
-        except Exception as exc:  # a bug must fail the futures, not kill the thread
-            log.exception("kickq: a batch of Redis calls failed")
+        except Exception as exc:  # fail the futures, never the thread
+            if not isinstance(translate(exc, self._where), RedisUnavailable):
+                log.exception("kickq: a batch of Redis calls failed")
             results = [exc] * len(calls)
+        results = [
+            translate(r, self._where) if isinstance(r, BaseException) else r for r in results
+        ]
         for call, result in zip(calls, results):
             self._guarded(functools.partial(call.done, result))
 

@@ -153,8 +153,18 @@ def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
     return record
 
 
+def _check_text(record: Mapping[str, str]) -> None:
+    for name, value in record.items():
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"field {name!r} holds bytes that are not UTF-8") from None
+
+
 def from_record(record: Mapping[str, str]) -> Job:
     """Rebuild a Job from the hash; raises ValueError/KeyError on a damaged record."""
+    _check_text(record)
     values: dict[str, Any] = {name: record[name] for name in RAW_FIELDS}
     values["state"] = State(values["state"])
     values["data"] = json.loads(record["data"])

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -96,12 +97,13 @@ class Listener:
         backoff = 0.05
         first = True
         while not self._stopping.is_set():
+            opened = time.monotonic()
             try:
                 self._open()
                 if not first:
                     log.info("kickq: pub/sub connection restored")
                     self._ready(self._on_reconnect)
-                first, backoff = False, 0.05
+                first = False
                 self._read()
             except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as exc:
                 if self._stopping.is_set():
@@ -110,6 +112,8 @@ class Listener:
                 log.warning("kickq: pub/sub connection lost (%s); reconnecting", exc)
                 first = False
             self._close()
+            if time.monotonic() - opened > 5.0:  # it had been working: retry quickly
+                backoff = 0.05
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, 2.0)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -23,6 +24,7 @@ from .waits import Waits
 
 log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0
+NEVER = 2**62
 BATCH = 200
 
 
@@ -42,11 +44,18 @@ class Sweeper:
         self._quarantine = quarantine
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._next_tick_ms = NEVER
+        self._ticked = False
         self._thread = threading.Thread(target=self._run, name="kickq-sweeper", daemon=True)
         self._thread.start()
 
-    def nudge(self) -> None:
-        """Something was scheduled here: look again now rather than at the planned time."""
+    def nudge(self, due_ms: int | None = None) -> None:
+        """Wake the timer thread: for due work in Redis at `due_ms` (this process scheduled
+        something), or, with no time, only to look at its local deadlines again."""
+        if due_ms is not None:
+            with self._lock:
+                self._next_tick_ms = min(self._next_tick_ms, due_ms)
         self._wake.set()
 
     def stop(self) -> None:
@@ -56,10 +65,15 @@ class Sweeper:
 
     def _run(self) -> None:
         failures = 0
+        # Work scheduled by other processes is found by a tick at least once a second. Two
+        # measures of that second: the monotonic clock (a process nudged all the time never
+        # sleeps out a timeout) and the timeouts slept (a frozen test clock never advances).
+        slept, last_tick = MAX_SLEEP, time.monotonic() - MAX_SLEEP
         while not self._stopping.is_set():
             self._wake.clear()
+            periodic = slept >= MAX_SLEEP or time.monotonic() - last_tick >= MAX_SLEEP
             try:
-                sleep = self._loop_once()
+                sleep = self._loop_once(periodic)
                 failures = 0
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 failures += 1
@@ -69,22 +83,34 @@ class Sweeper:
             except Exception:
                 log.exception("kickq: sweeper tick failed")
                 sleep = MAX_SLEEP
-            if sleep > 0:
-                self._wake.wait(sleep)
+            if self._ticked:
+                slept, last_tick = 0.0, time.monotonic()
+            if sleep > 0 and not self._wake.wait(sleep):
+                slept += sleep
 
-    def _loop_once(self) -> float:
-        """One tick, then how long to sleep (seconds of real time)."""
+    def _loop_once(self, periodic: bool) -> float:
+        """Expire local waits; tick Redis when due (or once a second of real time, for work
+        other processes scheduled). Returns how long to sleep, in seconds of real time."""
         now = clock.now()
+        now_ms = clock.to_ms(now)
         next_wait = self._waits.expire(now)
-        earliest_ms, more = self.tick(now)
-        deadlines = [ms for ms in (earliest_ms,) if ms is not None]
+        with self._lock:
+            self._ticked = periodic or now_ms >= self._next_tick_ms
+            if self._ticked:
+                self._next_tick_ms = NEVER  # nudges during the tick lower it again
+        if self._ticked:
+            earliest_ms, more = self.tick(now)
+            with self._lock:
+                self._next_tick_ms = min(
+                    self._next_tick_ms, now_ms if more else earliest_ms or NEVER
+                )
+            if more:
+                return 0.0
+        with self._lock:
+            next_ms = self._next_tick_ms
         if next_wait is not None:
-            deadlines.append(clock.to_ms(next_wait))
-        if more:
-            return 0.0
-        if not deadlines:
-            return MAX_SLEEP
-        wait = (min(deadlines) - clock.to_ms(clock.now())) / 1000
+            next_ms = min(next_ms, clock.to_ms(next_wait))
+        wait = (next_ms - clock.to_ms(clock.now())) / 1000
         return min(max(wait, 0.002), MAX_SLEEP)
 
     def tick(self, now: datetime.datetime) -> tuple[int | None, bool]:

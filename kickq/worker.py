@@ -63,7 +63,7 @@ class WorkerContext:
     pool: ThreadPool
     interval_for: lifecycle.IntervalFor
     purge_timeout: Callable[[], float]
-    on_scheduled: Callable[[], None]
+    on_scheduled: Callable[[int], None]
     quarantine: Callable[[Damaged], None]
 
 
@@ -210,8 +210,9 @@ class Worker:
                 log.info(
                     "kickq: job %s changed meanwhile; this run's end is ignored", change.job.id
                 )
-        if any(c.job.state in lifecycle.WAITING for c in changes):
-            self._context.on_scheduled()
+        scheduled = [c.job.scheduled_for for c in changes if c.job.state in lifecycle.WAITING]
+        if scheduled:
+            self._context.on_scheduled(clock.to_ms(min(s for s in scheduled if s)))
         if free <= 0:
             return False
         claimed = results[-1]

@@ -150,15 +150,6 @@ def test_wrong_password_fails_create_with_redis_unavailable(
             assert client.dbsize() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "kickq.get()/kickq.delete() fail with the raw redis.exceptions.AuthenticationError "
-        "(likewise redis.ConnectionError for an unreachable server) instead of "
-        "kickq.RedisUnavailable: api._in_background only converts the built-in "
-        "OSError/ConnectionError, and redis-py's ConnectionError derives from RedisError only"
-    ),
-)
 def test_wrong_password_fails_get_and_delete_with_redis_unavailable(tmp_path: pathlib.Path) -> None:
     """With a wrong password, get() and delete() fail with RedisUnavailable like create() does."""
     server = password_server(tmp_path)
@@ -170,16 +161,6 @@ def test_wrong_password_fails_get_and_delete_with_redis_unavailable(tmp_path: pa
             kickq.delete("0" * 32).result(10)
 
 
-@pytest.mark.xfail(
-    redis_version() >= (7, 0),
-    strict=True,
-    reason=(
-        "with no password against a requirepass Redis >= 7, create() fails with the raw "
-        "redis.ResponseError 'Protocol error: unauthenticated multibulk length' (Redis drops "
-        "the unauthenticated pipelined EVALSHA batch) instead of RedisUnavailable or an "
-        "authentication error: nothing tells the user a password is missing"
-    ),
-)
 def test_missing_password_fails_create_with_an_authentication_error(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -653,16 +634,6 @@ def test_hand_written_records_holding_payloads_are_never_executed(
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a record holding non-UTF-8 bytes (a binary pickle) is not quarantined: kickq's client "
-        "decodes replies as UTF-8, so the claim batch that took it raises UnicodeDecodeError "
-        "in the worker ('a turn failed') and every job claimed with it stays 'processing'; the "
-        "sweeper then fails every tick on that record, so ghosts, delays and purges stop for "
-        "the whole namespace"
-    ),
-)
 def test_a_binary_pickle_record_is_set_aside_and_kickq_goes_on(
     r: redis.Redis, tmp_path: pathlib.Path
 ) -> None:

@@ -139,14 +139,16 @@ class Store:
         ]
         return self._claim, keys, args
 
-    def parse_claimed(self, records: Sequence[Sequence[str]]) -> list[Claimed | Damaged]:
-        claimed: list[Claimed | Damaged] = []
-        for flat in records:
+    def parse_claimed(self, reply: Sequence[Any]) -> list[Claimed | Damaged]:
+        records, renamed = reply
+        claimed: list[Claimed | Damaged] = [
+            Damaged(job_id, {}, "the job key is not a hash or has no state") for job_id in renamed
+        ]
+        for job_id, flat in records:
             record = _as_dict(flat)
             try:
                 claimed.append(Claimed(from_record(record), version_of(record)))
             except (KeyError, ValueError, TypeError) as exc:
-                job_id = record.get("id", "?")
                 claimed.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
         return claimed
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union, overload
 
 import attrs
 
-from . import clock, config, lifecycle, runtime
+from . import clock, config, ids, lifecycle, runtime
 from .config import settings
 from .dispatcher import translate
 from .errors import ConfigError, JobNotFound, SerializationError
@@ -102,7 +101,7 @@ def create(
 
 def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> KickqFuture[Job]:
     engine = runtime.get()
-    change = lifecycle.create(uuid.uuid4().hex, name, data, effective, clock.now())
+    change = lifecycle.create(ids.new_id(), name, data, effective, clock.now())
     job = change.job
     waiter = None
     if job.hotjob:

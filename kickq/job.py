@@ -117,6 +117,25 @@ def dumps(value: Any, what: str) -> str:
         raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
+_encode_str = json.encoder.encode_basestring_ascii
+
+
+def encode(value: Any) -> str:
+    """JSON text of one of the record's scalars (None, bool, int, float, str), fast."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int or (kind is float and value == value and abs(value) != float("inf")):
+        return repr(value)
+    return dumps(value, "a job field")
+
+
 def _run_to_dict(run: Run) -> dict[str, Any]:
     return {
         "count": run.count,
@@ -125,6 +144,14 @@ def _run_to_dict(run: Run) -> dict[str, Any]:
         "state": run.state.value,
         "error": run.error,
     }
+
+
+def _run_json(run: Run) -> str:
+    return (
+        f'{{"count":{run.count},"start_time":{encode(clock.to_iso(run.start_time))},'
+        f'"process_time":{encode(run.process_time)},"state":"{run.state.value}",'
+        f'"error":{encode(run.error)}}}'
+    )
 
 
 def _run_from_dict(value: Mapping[str, Any]) -> Run:
@@ -142,14 +169,15 @@ def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
     record = {"id": job.id, "name": job.name, "state": job.state.value}
     record["data"] = data_json if data_json is not None else dumps(job.data, "job data")
     for name in TIME_FIELDS:
-        record[name] = json.dumps(clock.to_iso(getattr(job, name)))
+        record[name] = encode(clock.to_iso(getattr(job, name)))
     for name in OPTION_FIELDS:
-        record[name] = json.dumps(getattr(job, name))
-    record["result"] = dumps(job.result, "the handler's result")
-    record["last_error"] = json.dumps(job.last_error)
+        record[name] = encode(getattr(job, name))
+    result = job.result
+    record["result"] = encode(result) if result is None else dumps(result, "the handler's result")
+    record["last_error"] = encode(job.last_error)
     for run in job.runs:
         if run.state is not State.PROCESSING:
-            record[f"run:{run.count}"] = json.dumps(_run_to_dict(run), separators=(",", ":"))
+            record[f"run:{run.count}"] = _run_json(run)
     return record
 
 
@@ -162,30 +190,65 @@ def _check_text(record: Mapping[str, str]) -> None:
                 raise ValueError(f"field {name!r} holds bytes that are not UTF-8") from None
 
 
+JSON_FIELDS = frozenset({"data", "result", "last_error", *TIME_FIELDS, *OPTION_FIELDS})
+
+
+def _runs_of(record: Mapping[str, str]) -> list[str]:
+    """The finished runs' JSON texts, in order."""
+    runs = [(int(name[4:]), value) for name, value in record.items() if name.startswith("run:")]
+    return [value for _, value in sorted(runs)]
+
+
 def from_record(record: Mapping[str, str]) -> Job:
     """Rebuild a Job from the hash; raises ValueError/KeyError on a damaged record."""
     _check_text(record)
-    values: dict[str, Any] = {name: record[name] for name in RAW_FIELDS}
+    if "data" not in record:
+        raise KeyError("data")
+    # The JSON fields are parsed in one go: one JSON object assembled from the field texts.
+    body = ",".join(f'"{name}":{value}' for name, value in record.items() if name in JSON_FIELDS)
+    values: dict[str, Any] = json.loads("{" + body + "}")
+    for name in RAW_FIELDS:
+        values[name] = record[name]
     values["state"] = State(values["state"])
-    values["data"] = json.loads(record["data"])
     for name in TIME_FIELDS:
-        values[name] = clock.from_iso(json.loads(record.get(name, "null")))
-    for name in OPTION_FIELDS:
-        if name in record:
-            values[name] = json.loads(record[name])
-    values["result"] = json.loads(record.get("result", "null"))
-    values["last_error"] = json.loads(record.get("last_error", "null"))
-    run_count = int(record.get("run_count", 0))
-    runs = [
-        _run_from_dict(json.loads(record[f"run:{n}"]))
-        for n in range(1, run_count + 1)
-        if f"run:{n}" in record
-    ]
+        values[name] = clock.from_iso(values.get(name))
+    runs = [_run_from_dict(run) for run in json.loads("[" + ",".join(_runs_of(record)) + "]")]
     if values["state"] is State.PROCESSING:
         start = clock.from_iso(json.loads(record.get("run_start", "null")))
-        runs.append(Run(run_count, start, None, State.PROCESSING))
+        runs.append(Run(int(record.get("run_count", 0)), start, None, State.PROCESSING))
     values["runs"] = tuple(runs)
     return Job(**values)
+
+
+def record_event_json(record: Mapping[str, str], total_process_time: float | None) -> str:
+    """The event message, assembled from the record's field texts (each encoded only once)."""
+    name = encode(record["name"])
+    state = record["state"]
+    parts = [
+        '{"id":',
+        encode(record["id"]),
+        ',"name":',
+        name,
+        ',"queue":',
+        name,
+        ',"data":',
+        record.get("data", "null"),
+        ',"state":',
+        encode(state),
+        ',"complete":',
+        "true" if state in ("success", "fail") else "false",
+        ',"success":',
+        "true" if state == "success" else "false",
+    ]
+    for field in TIME_FIELDS:
+        parts += [',"', field, '":', record.get(field, "null")]
+    parts += [',"total_process_time":', encode(total_process_time)]
+    for field in OPTION_FIELDS:
+        parts += [',"', field, '":', record.get(field, "null")]
+    parts += [',"result":', record.get("result", "null")]
+    parts += [',"last_error":', record.get("last_error", "null")]
+    parts += [',"runs":[', ",".join(_runs_of(record)), "]}"]
+    return "".join(parts)
 
 
 def version_of(record: Mapping[str, str]) -> int:
@@ -211,7 +274,7 @@ def to_event(job: Job) -> dict[str, Any]:
 
 
 def event_json(job: Job) -> str:
-    return json.dumps(to_event(job), separators=(",", ":"))
+    return record_event_json(to_record(job), job.total_process_time)
 
 
 def from_event(text: str | bytes) -> Job:

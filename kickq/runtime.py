@@ -56,7 +56,7 @@ class Runtime:
         self.listener = Listener(lambda: connection.new_connection(self.client), self._reconnected)
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
         self.sweeper = Sweeper(self.store, self.waits, interval_for, purge_timeout, self.quarantine)
-        self.waits.on_deadline = self.sweeper.nudge
+        self.waits.on_deadline = self.sweeper.wake_by
 
     def add_worker(self, worker: Worker) -> Worker:
         with self._lock:

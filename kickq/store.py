@@ -19,7 +19,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from . import clock, lifecycle
-from .job import Job, event_json, from_record, to_record, version_of
+from .job import Job, dumps, from_record, record_event_json, to_record, version_of
 from .keys import Keys
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
@@ -39,6 +39,7 @@ class Claimed:
 
     job: Job
     version: int
+    record: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -105,19 +106,30 @@ class Store:
         version: int,
         purge_timeout: float,
         data_json: str | None = None,
+        previous: Mapping[str, str] | None = None,
     ) -> ScriptCall:
-        """The call applying `change` if the record is still at `version` (0: a new record)."""
+        """The call applying `change` if the record is still at `version` (0: a new record).
+
+        With the `previous` record (as read), only the fields that changed are written, and
+        the event is assembled from the field texts: nothing is encoded twice.
+        """
         job = change.job
         keys = self.keys
         where, score = lifecycle.placement(job, purge_timeout)
-        record = to_record(job, data_json if data_json is not None else "null")
-        if version:
-            del record["data"]  # never changes after creation; spare the bytes
+        if previous is None:
+            if data_json is None:
+                data_json = dumps(job.data, "job data")
+            record = merged = to_record(job, data_json)
+        else:
+            fresh = to_record(job, previous.get("data", "null"))
+            record = {name: text for name, text in fresh.items() if previous.get(name) != text}
+            merged = {**previous, **fresh}
         channels = [keys.event(event) for event in change.events]
         if change.finished:
             channels.append(keys.done(job.id))
         fields = [item for pair in record.items() for item in pair]
-        args = [version, job.id, where, score, keys.wake(job.name), event_json(job), len(channels)]
+        message = record_event_json(merged, job.total_process_time)
+        args = [version, job.id, where, score, keys.wake(job.name), message, len(channels)]
         call_keys = [
             keys.job(job.id),
             keys.processing,
@@ -147,7 +159,7 @@ class Store:
         for job_id, flat in records:
             record = _as_dict(flat)
             try:
-                claimed.append(Claimed(from_record(record), version_of(record)))
+                claimed.append(Claimed(from_record(record), version_of(record), record))
             except (KeyError, ValueError, TypeError) as exc:
                 claimed.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
         return claimed
@@ -159,7 +171,7 @@ class Store:
         record: dict[str, str] = self.client.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
         if not record:
             return None
-        return Claimed(from_record(record), version_of(record))
+        return Claimed(from_record(record), version_of(record), record)
 
     def state(self, job_id: str) -> str | None:
         """Just the job's state (cheap), or None if there is no record."""
@@ -179,7 +191,7 @@ class Store:
                 loaded.append(None)
                 continue
             try:
-                loaded.append(Claimed(from_record(record), version_of(record)))
+                loaded.append(Claimed(from_record(record), version_of(record), record))
             except (KeyError, ValueError, TypeError) as exc:
                 loaded.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
         return loaded

@@ -46,6 +46,7 @@ class Sweeper:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._next_tick_ms = NEVER
+        self._planned_ms = NEVER  # when the thread means to wake next (ms)
         self._ticked = False
         self._thread = threading.Thread(target=self._run, name="kickq-sweeper", daemon=True)
         self._thread.start()
@@ -57,6 +58,11 @@ class Sweeper:
             with self._lock:
                 self._next_tick_ms = min(self._next_tick_ms, due_ms)
         self._wake.set()
+
+    def wake_by(self, when: datetime.datetime) -> None:
+        """A local deadline (a wait's timeout): wake only if it comes before the planned wake."""
+        if clock.to_ms(when) < self._planned_ms:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -71,6 +77,7 @@ class Sweeper:
         slept, last_tick = MAX_SLEEP, time.monotonic() - MAX_SLEEP
         while not self._stopping.is_set():
             self._wake.clear()
+            self._planned_ms = NEVER  # busy: any new deadline wakes the next sleep at once
             periodic = slept >= MAX_SLEEP or time.monotonic() - last_tick >= MAX_SLEEP
             try:
                 sleep = self._loop_once(periodic)
@@ -85,6 +92,7 @@ class Sweeper:
                 sleep = MAX_SLEEP
             if self._ticked:
                 slept, last_tick = 0.0, time.monotonic()
+            self._planned_ms = clock.to_ms(clock.now()) + int(sleep * 1000)
             if sleep > 0 and not self._wake.wait(sleep):
                 slept += sleep
 
@@ -122,14 +130,22 @@ class Sweeper:
         for loaded in store.load_many(due.scheduled):
             change = self._decide(loaded, lambda job: lifecycle.promote(job, now))
             if change is not None and isinstance(loaded, Claimed):
-                calls.append(store.transition_call(change, loaded.version, self._purge_timeout()))
+                calls.append(
+                    store.transition_call(
+                        change, loaded.version, self._purge_timeout(), previous=loaded.record
+                    )
+                )
         for loaded in store.load_many(due.overdue):
             change = self._decide(
                 loaded,
                 lambda job: lifecycle.end_run(job, lifecycle.Ghosted(), now, self._interval_for),
             )
             if change is not None and isinstance(loaded, Claimed):
-                calls.append(store.transition_call(change, loaded.version, self._purge_timeout()))
+                calls.append(
+                    store.transition_call(
+                        change, loaded.version, self._purge_timeout(), previous=loaded.record
+                    )
+                )
         for result in store.run_batch(calls):
             if isinstance(result, Exception):
                 log.error("kickq: a timer transition failed: %s", result)

@@ -17,6 +17,7 @@ from concurrent.futures import InvalidStateError
 
 import attrs
 
+from . import clock
 from .errors import HotjobTimeout, JobFailed, JobNotFound
 from .future import KickqFuture
 from .job import Job, State, from_event
@@ -26,6 +27,8 @@ from .store import Store
 
 Schedule = Callable[[Callable[[], None]], None]
 FINISHED = (State.SUCCESS.value, State.FAIL.value)
+TIMEOUT, RECHECK = "timeout", "recheck"
+RECHECK_AFTER = datetime.timedelta(seconds=0.5)
 
 
 @attrs.define(eq=False)
@@ -36,6 +39,8 @@ class Waiter:
     created: bool
     subscribed: bool = False
     subscription: Subscription | None = None
+    # a hotjob created here re-reads its record a little later, not at once: see `_ready`
+    defer_check: bool = False
 
 
 class Waits:
@@ -44,27 +49,28 @@ class Waits:
         listener: Listener,
         store: Store,
         schedule: Schedule,
-        on_deadline: Callable[[], None] = lambda: None,
+        on_deadline: Callable[[datetime.datetime], None] = lambda when: None,
     ) -> None:
         self._listener = listener
         self._store = store
         self._keys: Keys = store.keys
         self._schedule = schedule
-        self.on_deadline = on_deadline  # the sweeper's nudge: a new, possibly earliest, deadline
+        self.on_deadline = on_deadline  # tells the timer thread of a new deadline
         self._lock = threading.Lock()
         self._waiters: set[Waiter] = set()
-        self._deadlines: list[tuple[datetime.datetime, int, Waiter]] = []
+        # (when, order, waiter, what): what is TIMEOUT or RECHECK
+        self._deadlines: list[tuple[datetime.datetime, int, Waiter, str]] = []
         self._order = itertools.count()
 
     def wait(self, job_id: str, deadline: datetime.datetime | None, created: bool = True) -> Waiter:
         """Start waiting; `created=False` for a job whose creation is still on its way."""
-        waiter = Waiter(job_id, KickqFuture(), deadline, created)
+        waiter = Waiter(job_id, KickqFuture(), deadline, created, defer_check=not created)
         with self._lock:
             self._waiters.add(waiter)
             if deadline is not None:
-                heapq.heappush(self._deadlines, (deadline, next(self._order), waiter))
+                self._push(deadline, waiter, TIMEOUT)
         if deadline is not None:
-            self.on_deadline()
+            self.on_deadline(deadline)
         waiter.subscription = self._listener.subscribe(
             self._keys.done(job_id),
             lambda payload: self._on_message(waiter, payload),
@@ -78,7 +84,23 @@ class Waits:
             waiter.created = True
             ready = waiter.subscribed
         if ready:
+            self._ready(waiter)
+
+    def _push(self, when: datetime.datetime, waiter: Waiter, what: str) -> None:
+        heapq.heappush(self._deadlines, (when, next(self._order), waiter, what))
+
+    def _ready(self, waiter: Waiter) -> None:
+        """Saved and subscribed: re-read the record, to catch a completion published before
+        the subscription. A hotjob created here does it RECHECK_AFTER later rather than at
+        once: such a race needs its SUBSCRIBE, sent before the job was saved, to reach Redis
+        after the job has been saved, claimed and finished, so the late re-read costs nothing
+        on the usual path and bounds the delay in the rare one."""
+        if not waiter.defer_check:
             self._recheck(waiter)
+            return
+        waiter.defer_check = False
+        with self._lock:
+            self._push(clock.now() + RECHECK_AFTER, waiter, RECHECK)
 
     def cancel(self, waiter: Waiter, error: BaseException) -> None:
         self._finish(waiter, error=error)
@@ -92,15 +114,19 @@ class Waits:
 
     def expire(self, now: datetime.datetime) -> datetime.datetime | None:
         """Time out the waits whose deadline has passed; return the next deadline."""
-        expired = []
+        due = []
         with self._lock:
             while self._deadlines and (
                 self._deadlines[0][0] <= now or self._deadlines[0][2].future.done()
             ):
-                expired.append(heapq.heappop(self._deadlines)[2])
+                due.append(heapq.heappop(self._deadlines))
             upcoming = self._deadlines[0][0] if self._deadlines else None
-        for waiter in expired:
-            if not waiter.future.done():
+        for _, _, waiter, what in due:
+            if waiter.future.done():
+                continue
+            if what == RECHECK:
+                self._recheck(waiter)
+            else:
                 self._finish(
                     waiter, error=HotjobTimeout(f"job {waiter.job_id} did not finish in time")
                 )
@@ -123,7 +149,7 @@ class Waits:
             waiter.subscribed = True
             ready = waiter.created
         if ready:
-            self._recheck(waiter)
+            self._ready(waiter)
 
     def _recheck(self, waiter: Waiter) -> None:
         def load() -> None:

@@ -187,7 +187,10 @@ class Worker:
             if change is not None:
                 changes.append(change)
                 purge = self._context.purge_timeout()
-                calls.append(store.transition_call(change, running.claimed.version, purge))
+                claimed = running.claimed
+                calls.append(
+                    store.transition_call(change, claimed.version, purge, previous=claimed.record)
+                )
         if free > 0:
             names = (
                 self.names[self._turn % len(self.names) :]

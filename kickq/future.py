@@ -34,6 +34,15 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+async def _contained(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a handler's coroutine so that SystemExit or KeyboardInterrupt fail its run: asyncio
+    re-raises those out of the loop, which would kill the thread every coroutine shares."""
+    try:
+        return await coroutine
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise RuntimeError(str(exc) or type(exc).__name__) from exc
+
+
 class LoopThread:
     """One asyncio loop in a daemon thread, started on first use, shared by all workers."""
 
@@ -54,7 +63,7 @@ class LoopThread:
             return self._loop
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._start())
+        return asyncio.run_coroutine_threadsafe(_contained(coroutine), self._start())
 
     def run_awaitable(self, awaitable: Awaitable[T]) -> concurrent.futures.Future[T]:
         return self.run(_await(awaitable))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 
 import attrs
+import redis
 
 from . import clock
 from .errors import HotjobTimeout, JobFailed, JobNotFound
@@ -29,6 +30,8 @@ Schedule = Callable[[Callable[[], None]], None]
 FINISHED = (State.SUCCESS.value, State.FAIL.value)
 TIMEOUT, RECHECK = "timeout", "recheck"
 RECHECK_AFTER = datetime.timedelta(seconds=0.5)
+# errors that mean "Redis cannot be read right now", not "this wait is wrong"
+OUTAGES = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 @attrs.define(eq=False)
@@ -99,8 +102,15 @@ class Waits:
             self._recheck(waiter)
             return
         waiter.defer_check = False
+        # no wake-up per hotjob: the timer thread's next turn (within a second) is soon enough
+        self._recheck_later(waiter, wake=False)
+
+    def _recheck_later(self, waiter: Waiter, wake: bool = True) -> None:
+        when = clock.now() + RECHECK_AFTER
         with self._lock:
-            self._push(clock.now() + RECHECK_AFTER, waiter, RECHECK)
+            self._push(when, waiter, RECHECK)
+        if wake:
+            self.on_deadline(when)
 
     def cancel(self, waiter: Waiter, error: BaseException) -> None:
         self._finish(waiter, error=error)
@@ -159,9 +169,13 @@ class Waits:
                 # most re-reads find the job still running: read its state, not the record
                 state = self._store.state(waiter.job_id)
                 found = self._store.load(waiter.job_id) if state in FINISHED else None
-            except Exception as exc:  # an outage: the reconnect will re-check
-                if not isinstance(exc, (OSError, ConnectionError)):
-                    self._finish(waiter, error=exc)
+            except OUTAGES:
+                # the done message may be lost with the pub/sub connection too: read again
+                # later rather than rely on a reconnect that may not come
+                self._recheck_later(waiter)
+                return
+            except Exception as exc:
+                self._finish(waiter, error=exc)
                 return
             if state is None or found is None:
                 if state is None or state in FINISHED:  # gone (or purged between the reads)

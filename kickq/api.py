@@ -9,7 +9,7 @@ from typing import Any, Union, overload
 
 import attrs
 
-from . import clock, config, ids, lifecycle, runtime
+from . import clock, config, lifecycle, runtime
 from .config import settings
 from .dispatcher import translate
 from .errors import ConfigError, JobNotFound, SerializationError
@@ -101,7 +101,7 @@ def create(
 
 def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> KickqFuture[Job]:
     engine = runtime.get()
-    change = lifecycle.create(ids.new_id(), name, data, effective, clock.now())
+    change = lifecycle.create(engine.store.new_id(name), name, data, effective, clock.now())
     job = change.job
     waiter = None
     if job.hotjob:
@@ -139,7 +139,10 @@ def _check_id(job_id: object) -> str:
 
 
 def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
-    engine = runtime.get()
+    try:
+        engine = runtime.get()
+    except Exception as exc:  # e.g. a Redis Cluster that cannot be reached to learn its layout
+        return failed(exc)
     future: KickqFuture[Any] = KickqFuture()
 
     def run() -> None:
@@ -188,7 +191,10 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
         seconds = None if timeout is None else config.check_duration("timeout", timeout)
     except (TypeError, ValueError) as exc:
         return failed(exc)
-    engine = runtime.get()
+    try:
+        engine = runtime.get()
+    except Exception as exc:
+        return failed(exc)
     deadline = None if seconds is None else clock.after(clock.now(), seconds)
     return engine.waits.wait(job_id, deadline).future
 

@@ -108,6 +108,14 @@ def _optional_dict(name: str, value: Any) -> dict[str, Any] | None:
     return dict(value)
 
 
+def _redis_options(name: str, value: Any) -> dict[str, Any] | None:
+    """Keyword arguments for the redis client, and `cluster` (a bool) which kickq reads."""
+    options = _optional_dict(name, value)
+    if options is not None and not isinstance(options.get("cluster", False), bool):
+        raise ConfigError(f"{name}['cluster'] must be True or False, not {options['cluster']!r}")
+    return options
+
+
 def _job_flags(name: str, value: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{name} must be a dict of {{job_name: {{option: value}}}}")
@@ -132,7 +140,7 @@ OPTIONS: dict[str, Option] = {
     "redis_host": Option("127.0.0.1", _str),
     "redis_port": Option(6379, _port),
     "redis_password": Option(None, _optional_str),
-    "redis_options": Option(None, _optional_dict),
+    "redis_options": Option(None, _redis_options),
     "redis_namespace": Option("kickq", _str),
     "purge_timeout": Option(86400.0, check_duration),
     "process_timeout": Option(10.0, check_duration, per_job=True),

@@ -1,21 +1,25 @@
 """Which Redis: explicit connection options > KICKQ_REDIS_URL > the embedded server.
 
-Builds the process's one client (one connection pool). With the embedded server, connecting is
-what starts it, so the server comes up on first use in a background thread, and comes back if
-it was stopped while kickq was running.
+Builds the process's one client (one connection pool; on a Redis Cluster, one per node). With
+the embedded server, connecting is what starts it, so the server comes up on first use in a
+background thread, and comes back if it was stopped while kickq was running.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Union
 
 import redis
 
 from . import embedded
+from .errors import ConfigError, RedisUnavailable
 
 ENV_URL = "KICKQ_REDIS_URL"
+ENV_CLUSTER = "KICKQ_REDIS_CLUSTER"
+Client = Union[redis.Redis, redis.RedisCluster]
 
 # kickq reads replies as text and speaks RESP2 on every connection, the pub/sub one included.
 # Bytes that are not UTF-8 (a hand-edited record) decode to lone surrogates instead of raising
@@ -51,10 +55,22 @@ def describe(settings: Mapping[str, Any], explicit: set[str]) -> str:
     return f"embedded redis at {embedded.socket_path()}"
 
 
-def connect(settings: Mapping[str, Any], explicit: set[str]) -> redis.Redis:
-    """The client for the configured server; no I/O happens until its first command."""
-    options: dict[str, Any] = {**DEFAULTS, **(settings["redis_options"] or {}), **FORCED}
+def is_cluster(settings: Mapping[str, Any]) -> bool:
+    """`cluster` in redis_options when given there, else KICKQ_REDIS_CLUSTER (1, true, yes)."""
+    options = settings["redis_options"] or {}
+    if "cluster" in options:
+        return bool(options["cluster"])
+    return os.environ.get(ENV_CLUSTER, "").strip().lower() in ("1", "true", "yes")
+
+
+def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
+    """The client for the configured server. No I/O happens until its first command, but on a
+    Redis Cluster, where making the client reads the cluster's layout from its first node."""
+    extra = {k: v for k, v in (settings["redis_options"] or {}).items() if k != "cluster"}
+    options: dict[str, Any] = {**DEFAULTS, **extra, **FORCED}
     url = settings["redis_url"] or (None if explicit & SERVER_OPTIONS else os.environ.get(ENV_URL))
+    if is_cluster(settings):
+        return _connect_cluster(settings, explicit, url, options)
     if url:
         tcp = not str(url).startswith("unix:")
         return redis.Redis.from_url(url, **({**TCP_DEFAULTS, **options} if tcp else options))
@@ -71,8 +87,46 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def new_connection(client: redis.Redis) -> redis.connection.AbstractConnection:
-    """A connection of the same kind as the pool's, owned by the caller (for pub/sub)."""
-    pool = client.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    return pool.connection_class(**kwargs)  # type: ignore[no-any-return]
+def _connect_cluster(
+    settings: Mapping[str, Any], explicit: set[str], url: str | None, options: dict[str, Any]
+) -> redis.RedisCluster:
+    if url is None and not explicit & SERVER_OPTIONS:
+        raise ConfigError(
+            "a Redis Cluster needs the address of one of its nodes: set redis_url (or "
+            "redis_host and redis_port, or KICKQ_REDIS_URL); the embedded Redis is one node"
+        )
+    if url is not None and str(url).startswith("unix:"):
+        raise ConfigError("a Redis Cluster needs a redis:// or rediss:// URL, not unix://")
+    options = {**TCP_DEFAULTS, **options}
+    try:
+        if url is not None:
+            return redis.RedisCluster.from_url(str(url), **options)
+        return redis.RedisCluster(
+            host=settings["redis_host"],
+            port=settings["redis_port"],
+            password=settings["redis_password"],
+            **options,
+        )
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        where = describe(settings, explicit)
+        raise RedisUnavailable(f"Redis Cluster at {where} cannot be reached: {exc}") from exc
+
+
+def pubsub_connector(client: Client) -> Callable[[], redis.connection.AbstractConnection]:
+    """Makes the process's pub/sub connection, a connection of the same kind as the client's,
+    owned by the caller. On a cluster (where PUBLISH reaches every node) each call takes the
+    next primary, so a reconnect moves on from a node that went away."""
+    if not isinstance(client, redis.RedisCluster):
+        pool = client.connection_pool
+        return lambda: pool.connection_class(**pool.connection_kwargs)
+    turn = itertools.count()
+
+    def connect_to_next_node() -> redis.connection.AbstractConnection:
+        nodes = client.get_primaries()  # type: ignore[no-untyped-call]
+        node = nodes[next(turn) % len(nodes)]
+        pool = client.get_redis_connection(node).connection_pool
+        # the cluster's on-connect hook belongs to its own pooled connections
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "redis_connect_func"}
+        return pool.connection_class(**kwargs)  # type: ignore[no-any-return]
+
+    return connect_to_next_node

@@ -17,7 +17,7 @@ from typing import Any, Union
 import attrs
 import redis
 
-from .errors import RedisUnavailable
+from .errors import ConfigError, RedisUnavailable
 from .store import ScriptCall, Store
 
 log = logging.getLogger("kickq")
@@ -42,6 +42,12 @@ class Task:
 Request = Union[Call, Task, None]
 
 
+# what a cluster node answers a client that takes it for a single server
+CLUSTER_ONLY = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterCrossSlotError,
+)
 REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "Protocol error: unauthenticated")
 
 
@@ -53,9 +59,28 @@ def unavailable(exc: BaseException, where: str) -> RedisUnavailable:
 
 def translate(exc: BaseException, where: str) -> BaseException:
     """The error a kickq user sees for what redis-py raised: RedisUnavailable for a server that
-    cannot be reached or refuses kickq's credentials, the error itself otherwise."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+    cannot be reached or refuses kickq's credentials, ConfigError for a cluster node taken for a
+    single server, the error itself otherwise."""
+    if isinstance(
+        exc,
+        (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            OSError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.RedisClusterException,  # e.g. no node of the cluster answers
+        ),
+    ):
         return unavailable(exc, where)
+    if isinstance(exc, CLUSTER_ONLY) or (
+        isinstance(exc, redis.ResponseError) and str(exc).startswith(("MOVED ", "ASK "))
+    ):
+        hint = ConfigError(
+            f"Redis at {where} is a node of a Redis Cluster: set "
+            f"redis_options={{'cluster': True}} (or KICKQ_REDIS_CLUSTER=1) ({exc})"
+        )
+        hint.__cause__ = exc
+        return hint
     if isinstance(exc, redis.ResponseError) and str(exc).startswith(REFUSALS):
         error = RedisUnavailable(f"Redis at {where} refused kickq: {exc}")
         error.__cause__ = exc

@@ -10,44 +10,71 @@
 <ns>:<event>         channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>       channel  the finished job as JSON, or "" when it was deleted
 <ns>:wake:<name>     channel  empty message: a queue of that name stopped being empty
+
+On a Redis Cluster the jobs are split into PARTITIONS by the crc32 of their name, and the keys
+of partition p carry the hash tag {p} (one hex digit) after the namespace: <ns>:{p}:job:<id>,
+<ns>:{p}:queue:<name>, <ns>:{p}:scheduled and so on. Every script then touches one slot, while
+the job names spread over the shards. A job's id starts with its partition's digit, so its key
+is known from the id alone. Channels are not keys and stay the same.
 """
 
 from __future__ import annotations
 
+import string
+import zlib
+
 import attrs
 
 EVENTS = ("create", "queued", "success", "fail", "delete")
+PARTITIONS = 16  # on a Redis Cluster; one hex digit each
+
+
+def partition_of_name(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % PARTITIONS
+
+
+def partition_of_id(job_id: str) -> int:
+    """The partition a job id was made in; any partition for an id kickq did not make."""
+    first = job_id[:1]
+    return int(first, 16) if first and first in string.hexdigits else 0
 
 
 @attrs.frozen
 class Keys:
     namespace: str
+    partition: int | None = None  # on a Redis Cluster: the partition whose keys these are
+
+    @property
+    def _prefix(self) -> str:
+        if self.partition is None:
+            return f"{self.namespace}:"
+        return f"{self.namespace}:{{{self.partition:x}}}:"
 
     @property
     def job_prefix(self) -> str:
-        return f"{self.namespace}:job:"
+        return f"{self._prefix}job:"
 
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id
 
     def queue(self, name: str) -> str:
-        return f"{self.namespace}:queue:{name}"
+        return f"{self._prefix}queue:{name}"
 
     @property
     def scheduled(self) -> str:
-        return f"{self.namespace}:scheduled"
+        return f"{self._prefix}scheduled"
 
     @property
     def processing(self) -> str:
-        return f"{self.namespace}:processing"
+        return f"{self._prefix}processing"
 
     @property
     def finished(self) -> str:
-        return f"{self.namespace}:finished"
+        return f"{self._prefix}finished"
 
     @property
     def damaged_prefix(self) -> str:
-        return f"{self.namespace}:damaged:"
+        return f"{self._prefix}damaged:"
 
     def damaged(self, job_id: str) -> str:
         return self.damaged_prefix + job_id

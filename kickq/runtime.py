@@ -46,14 +46,14 @@ class Runtime:
         explicit = settings.explicit
         self.where = connection.describe(values, explicit)
         self.client = connection.connect(values, explicit)
-        self.store = Store(self.client, values["redis_namespace"])
+        self.store = Store(self.client, values["redis_namespace"], connection.is_cluster(values))
         self.keys = self.store.keys
         self.loop = LoopThread()
         self.pool = ThreadPool("kickq-run")
         self.dispatcher = Dispatcher(self.store, self.where)
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
-        self.listener = Listener(lambda: connection.new_connection(self.client), self._reconnected)
+        self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
         self.sweeper = Sweeper(self.store, self.waits, interval_for, purge_timeout, self.quarantine)
         self.waits.on_deadline = self.sweeper.wake_by
@@ -80,7 +80,7 @@ class Runtime:
             "kickq: job %s has a damaged record (%s); moved aside to %s",
             damaged.job_id,
             damaged.error,
-            self.keys.damaged(damaged.job_id),
+            self.store.keys_of(damaged.job_id).damaged(damaged.job_id),
         )
         self.store.quarantine(damaged)
 

@@ -1,5 +1,9 @@
 """The only module that talks to Redis about jobs: one method per Lua script, Jobs in and out.
 
+On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see keys.py):
+calls about one job go to its partition's slot, and the sweeper's reads and purges go to
+every partition, in one pipeline.
+
 Scripts are registered with redis-py (`register_script`), which owns their SHA. Batches of calls
 go out in one pipeline as plain EVALSHA: redis-py's own pipeline path asks SCRIPT EXISTS before
 every execute, a second round trip on the hottest path, so a batch instead re-sends only the
@@ -18,9 +22,10 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from . import clock, lifecycle
+from . import clock, ids, lifecycle
+from .connection import Client
 from .job import Job, dumps, from_record, record_event_json, to_record, version_of
-from .keys import Keys
+from .keys import PARTITIONS, Keys, partition_of_id, partition_of_name
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
@@ -51,7 +56,7 @@ class Damaged:
     error: str
 
 
-@attrs.frozen
+@attrs.define
 class Due:
     scheduled: list[str]
     overdue: list[str]
@@ -60,15 +65,43 @@ class Due:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: Client, namespace: str, cluster: bool = False) -> None:
         self.client = client
-        self.keys = Keys(namespace)
+        self.cluster = cluster
+        self.keys = Keys(namespace)  # the channels, and every key on a single node
+        self.partitions = (
+            [Keys(namespace, p) for p in range(PARTITIONS)] if cluster else [self.keys]
+        )
         self._transition = client.register_script(_load("transition"))
         self._claim = client.register_script(_load("claim"))
         self._due = client.register_script(_load("due"))
         self._purge = client.register_script(_load("purge"))
         self._delete = client.register_script(_load("delete"))
         self._quarantine = client.register_script(_load("quarantine"))
+
+    # -- where jobs live -------------------------------------------------------------
+
+    def keys_of(self, job_id: str) -> Keys:
+        """The keys of the partition holding job `job_id`."""
+        return self.partitions[partition_of_id(job_id)] if self.cluster else self.keys
+
+    def keys_of_name(self, name: str) -> Keys:
+        return self.partitions[partition_of_name(name)] if self.cluster else self.keys
+
+    def new_id(self, name: str) -> str:
+        """A fresh id for a job called `name`: on a cluster, its first digit is the partition."""
+        job_id = ids.new_id()
+        if self.cluster:
+            return f"{partition_of_name(name):x}{job_id[1:]}"
+        return job_id
+
+    def claim_groups(self, names: Sequence[str]) -> list[tuple[str, ...]]:
+        """`names` in groups that one claim can serve (one group per partition), in order."""
+        groups: dict[int, list[str]] = {}
+        for name in names:
+            part = partition_of_name(name) if self.cluster else 0
+            groups.setdefault(part, []).append(name)
+        return [tuple(group) for group in groups.values()]
 
     # -- running scripts -------------------------------------------------------------
 
@@ -89,7 +122,9 @@ class Store:
     def _send(self, calls: Iterable[ScriptCall]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # a plain command: a cluster pipeline refuses pipe.evalsha, but routes this one by
+            # the slot of its keys
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))
 
     def run(self, call: ScriptCall) -> Any:
@@ -114,7 +149,7 @@ class Store:
         the event is assembled from the field texts: nothing is encoded twice.
         """
         job = change.job
-        keys = self.keys
+        keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
         if previous is None:
             if data_json is None:
@@ -124,12 +159,13 @@ class Store:
             fresh = to_record(job, previous.get("data", "null"))
             record = {name: text for name, text in fresh.items() if previous.get(name) != text}
             merged = {**previous, **fresh}
-        channels = [keys.event(event) for event in change.events]
+        channels = [self.keys.event(event) for event in change.events]
         if change.finished:
-            channels.append(keys.done(job.id))
+            channels.append(self.keys.done(job.id))
         fields = [item for pair in record.items() for item in pair]
         message = record_event_json(merged, job.total_process_time)
-        args = [version, job.id, where, score, keys.wake(job.name), message, len(channels)]
+        wake = self.keys.wake(job.name)
+        args = [version, job.id, where, score, wake, message, len(channels)]
         call_keys = [
             keys.job(job.id),
             keys.processing,
@@ -140,14 +176,16 @@ class Store:
         return self._transition, call_keys, [*args, *channels, *fields]
 
     def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
+        """A claim from the queues of `names`, which must be one of `claim_groups`."""
         now = clock.now()
-        keys = [self.keys.processing, *(self.keys.queue(name) for name in names)]
+        part = self.keys_of_name(names[0])
+        keys = [part.processing, *(part.queue(name) for name in names)]
         args = [
-            self.keys.job_prefix,
+            part.job_prefix,
             clock.to_ms(now),
             json.dumps(now.isoformat()),
             count,
-            self.keys.damaged_prefix,
+            part.damaged_prefix,
         ]
         return self._claim, keys, args
 
@@ -168,20 +206,20 @@ class Store:
 
     def load(self, job_id: str) -> Claimed | None:
         """The job's record and version, or None if there is none."""
-        record: dict[str, str] = self.client.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
+        record: dict[str, str] = self.client.hgetall(self.keys_of(job_id).job(job_id))  # type: ignore[assignment]
         if not record:
             return None
         return Claimed(from_record(record), version_of(record), record)
 
     def state(self, job_id: str) -> str | None:
         """Just the job's state (cheap), or None if there is no record."""
-        state: str | None = self.client.hget(self.keys.job(job_id), "state")  # type: ignore[assignment]
+        state: str | None = self.client.hget(self.keys_of(job_id).job(job_id), "state")  # type: ignore[assignment]
         return state
 
     def load_many(self, job_ids: Sequence[str]) -> list[Claimed | Damaged | None]:
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hgetall(self.keys.job(job_id))
+            pipe.hgetall(self.keys_of(job_id).job(job_id))
         loaded: list[Claimed | Damaged | None] = []
         for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False)):
             if isinstance(record, redis.ResponseError):  # e.g. WRONGTYPE: not a hash
@@ -197,26 +235,48 @@ class Store:
         return loaded
 
     def delete(self, job_id: str) -> bool:
-        keys = self.keys
+        keys = self.keys_of(job_id)
         call_keys = [keys.job(job_id), keys.scheduled, keys.processing, keys.finished]
-        args = [job_id, keys.event("delete"), keys.done(job_id)]
+        args = [job_id, self.keys.event("delete"), self.keys.done(job_id)]
         return bool(self.run((self._delete, call_keys, args)))
 
     def due(self, now_ms: int, limit: int) -> Due:
-        keys = self.keys
-        call_keys = [keys.scheduled, keys.processing, keys.finished]
-        scheduled, overdue, purge, earliest = self.run((self._due, call_keys, [now_ms, limit]))
-        earliest_ms = int(float(earliest)) if earliest else None
-        return Due(list(scheduled), list(overdue), bool(purge), earliest_ms)
+        """What is due in every partition (up to `limit` ids of each kind per partition)."""
+        calls: list[ScriptCall] = [
+            (self._due, [keys.scheduled, keys.processing, keys.finished], [now_ms, limit])
+            for keys in self.partitions
+        ]
+        total = Due([], [], False, None)
+        for reply in self._run_all(calls):
+            scheduled, overdue, purge, earliest = reply
+            total.scheduled.extend(scheduled)
+            total.overdue.extend(overdue)
+            total.purge = total.purge or bool(purge)
+            if earliest:
+                earliest_ms = int(float(earliest))
+                if total.earliest_ms is None or earliest_ms < total.earliest_ms:
+                    total.earliest_ms = earliest_ms
+        return total
 
     def purge(self, now_ms: int, limit: int) -> int:
-        keys = self.keys
-        args = [now_ms, limit, keys.job_prefix, keys.event("delete")]
-        return int(self.run((self._purge, [keys.finished], args)))
+        """Purge up to `limit` due jobs in each partition; returns the most one purged."""
+        delete_channel = self.keys.event("delete")
+        calls: list[ScriptCall] = [
+            (self._purge, [keys.finished], [now_ms, limit, keys.job_prefix, delete_channel])
+            for keys in self.partitions
+        ]
+        return max(int(purged) for purged in self._run_all(calls))
+
+    def _run_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        results = self.run_batch(calls)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def quarantine(self, damaged: Damaged) -> bool:
         """Move an undecodable record aside (to `<ns>:damaged:<id>`) so no worker trips on it."""
-        keys = self.keys
+        keys = self.keys_of(damaged.job_id)
         call_keys = [
             keys.job(damaged.job_id),
             keys.damaged(damaged.job_id),

@@ -84,6 +84,9 @@ class Worker:
         self._stopping = threading.Event()
         self._abandon = threading.Event()
         self._turn = 0
+        # names that one claim serves together (on a Redis Cluster, one group per partition)
+        self._groups = context.store.claim_groups(self.names)
+        self._empty_claims = 0  # claims in a row that found nothing: stop at one per group
         self._subscriptions: list[Subscription] = []
         self._thread = threading.Thread(
             target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
@@ -192,12 +195,7 @@ class Worker:
                     store.transition_call(change, claimed.version, purge, previous=claimed.record)
                 )
         if free > 0:
-            names = (
-                self.names[self._turn % len(self.names) :]
-                + self.names[: self._turn % len(self.names)]
-            )
-            self._turn += 1
-            calls.append(store.claim_call(names, free))
+            calls.append(store.claim_call(self._claim_order(), free))
         if not calls:
             return False
         try:
@@ -227,7 +225,18 @@ class Worker:
                 self._context.quarantine(item)
             else:
                 self._start(item)
-        return len(jobs) >= free and not self._stopping.is_set()
+        self._empty_claims = 0 if jobs else self._empty_claims + 1
+        # with slots left, try the other groups before sleeping: a wake-up may have been theirs
+        untried = len(self._groups) > 1 and self._empty_claims < len(self._groups)
+        return (len(jobs) >= free or untried) and not self._stopping.is_set()
+
+    def _claim_order(self) -> tuple[str, ...]:
+        """The names of the next claim: groups in turn, and the names of a group rotated, so
+        that no name is starved by another that always has jobs."""
+        turn, self._turn = self._turn, self._turn + 1
+        group = self._groups[turn % len(self._groups)]
+        start = (turn // len(self._groups)) % len(group)
+        return group[start:] + group[:start]
 
     def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
         """Give back the slots of runs past their deadline (lock held)."""

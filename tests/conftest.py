@@ -1,4 +1,8 @@
-"""Fixtures: one private redis-server for the session, a clean kickq and database per test."""
+"""Fixtures: private redis-servers, a clean kickq and database per test.
+
+Modules marked `both_backends` run each test twice: on one redis-server and on a private
+3-master Redis Cluster (started once per session, on first use).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Iterator
+from typing import Union
 
 import pytest
 import redis
@@ -13,7 +18,24 @@ import redis
 import kickq
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from support import RedisServer
+from support import RedisCluster, RedisServer
+
+Client = Union[redis.Redis, redis.RedisCluster]
+BACKENDS = ("single", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    definition = metafunc.definition
+    if definition.get_closest_marker("both_backends") and not definition.get_closest_marker(
+        "single_backend"
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """ "single" or "cluster": which Redis this test runs on."""
+    return str(getattr(request, "param", "single"))
 
 
 @pytest.fixture(scope="session")
@@ -23,37 +45,62 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain client on the test server, to look at what kickq left behind."""
-    client = redis_server.client()
+def target(backend: str, request: pytest.FixtureRequest) -> RedisServer | RedisCluster:
+    """The server (or cluster) this test runs on."""
+    name = "redis_cluster" if backend == "cluster" else "redis_server"
+    found: RedisServer | RedisCluster = request.getfixturevalue(name)
+    return found
+
+
+@pytest.fixture
+def redis_url(target: RedisServer | RedisCluster) -> str:
+    return target.url
+
+
+@pytest.fixture
+def r(target: RedisServer | RedisCluster) -> Iterator[Client]:
+    """A plain client on the test's Redis, to look at what kickq left behind."""
+    client = target.client()
     yield client
     client.close()
 
 
+def connect_kickq(target: RedisServer | RedisCluster) -> None:
+    if isinstance(target, RedisCluster):
+        kickq.config(redis_url=target.url, redis_options={"cluster": True})
+    else:
+        kickq.config(redis_url=target.url)
+
+
 @pytest.fixture(autouse=True)
-def clean_kickq(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts on an empty database with default options, pointed at the test server."""
+def clean_kickq(
+    target: RedisServer | RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test starts on an empty database with default options, pointed at its Redis."""
     monkeypatch.delenv("KICKQ_REDIS_URL", raising=False)
+    monkeypatch.delenv("KICKQ_REDIS_CLUSTER", raising=False)
     kickq.reset()
-    client = redis_server.client()
-    client.flushall()
-    client.close()
-    kickq.config(redis_url=redis_server.url)
+    target.flushall()
+    connect_kickq(target)
     yield
     kickq.reset()
 
 
 @pytest.fixture
-def subprocess_env(redis_server: RedisServer) -> dict[str, str]:
-    """Environment for a child process that should use the test server."""
+def subprocess_env(target: RedisServer | RedisCluster) -> dict[str, str]:
+    """Environment for a child process that should use the test's Redis."""
     env = dict(os.environ)
-    env["KICKQ_REDIS_URL"] = redis_server.url
+    env["KICKQ_REDIS_URL"] = target.url
+    if isinstance(target, RedisCluster):
+        env["KICKQ_REDIS_CLUSTER"] = "1"
     root = str(pathlib.Path(__file__).parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env

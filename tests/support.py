@@ -14,6 +14,8 @@ from typing import Any
 
 import redis
 
+import kickq.runtime
+
 _real_monotonic = time.monotonic  # taken before any test can freeze the clock
 _real_sleep = time.sleep
 
@@ -100,6 +102,11 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def flushall(self) -> None:
+        client = self.client()
+        client.flushall()
+        client.close()
+
 
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = ""
@@ -123,3 +130,130 @@ def env_with(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher) is free too."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisCluster:
+    """A private Redis Cluster of `masters` nodes on free ports, no replicas, made with CLUSTER
+    ADDSLOTS and CLUSTER MEET (no redis-cli needed)."""
+
+    def __init__(self, directory: pathlib.Path, masters: int = 3) -> None:
+        self.nodes = [RedisServer(directory / f"node{i}") for i in range(masters)]
+        for node in self.nodes:
+            node.port = cluster_port()
+            node.extra = [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node.directory / "nodes.conf"),
+                "--cluster-node-timeout", "5000",
+            ]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        slots = 16384
+        share = -(-slots // len(self.nodes))
+        for i, node in enumerate(self.nodes):
+            client = node.client()
+            client.execute_command(
+                "CLUSTER", "ADDSLOTS", *range(i * share, min(slots, (i + 1) * share))
+            )
+            if i:
+                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            client.close()
+        wait_until(self._ok, timeout=30, what="cluster_state:ok on every node")
+        return self
+
+    def _ok(self) -> bool:
+        for node in self.nodes:
+            client = node.client()
+            try:
+                info = str(client.execute_command("CLUSTER", "INFO"))
+                known = len(str(client.execute_command("CLUSTER", "NODES")).strip().splitlines())
+            finally:
+                client.close()
+            if "cluster_state:ok" not in info or known < len(self.nodes):
+                return False
+        return True
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            client = node.client()
+            client.flushall()
+            client.close()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def job_key(job_id: str) -> str:
+    """The Redis key of a job's record, on a single node or a cluster."""
+    return kickq.runtime.get().store.keys_of(job_id).job(job_id)
+
+
+def index_size(client: Any, index: str) -> int:
+    """How many jobs an index ("scheduled", "processing", "finished") holds, all partitions."""
+    return sum(
+        int(client.zcard(getattr(keys, index))) for keys in kickq.runtime.get().store.partitions
+    )
+
+
+def numsub(client: Any, channel: str) -> int:
+    """Subscribers of `channel` on every node (PUBSUB NUMSUB counts one node's only)."""
+    if isinstance(client, redis.RedisCluster):
+        nodes = client.get_nodes()
+        return sum(
+            int(client.get_redis_connection(node).pubsub_numsub(channel)[0][1]) for node in nodes
+        )
+    return int(client.pubsub_numsub(channel)[0][1])
+
+
+def client_lists(client: Any) -> list[dict[str, Any]]:
+    """CLIENT LIST of every node."""
+    if isinstance(client, redis.RedisCluster):
+        return [
+            c
+            for node in client.get_nodes()
+            for c in client.get_redis_connection(node).client_list()
+        ]
+    return list(client.client_list())
+
+
+def dbsize(client: Any) -> int:
+    """Keys in the database, on every node."""
+    if isinstance(client, redis.RedisCluster):
+        return sum(int(client.get_redis_connection(n).dbsize()) for n in client.get_primaries())
+    return int(client.dbsize())
+
+
+def queue_key(name: str) -> str:
+    """The Redis key of the queue of job name `name`, on a single node or a cluster."""
+    return kickq.runtime.get().store.keys_of_name(name).queue(name)
+
+
+def all_keys(client: Any, pattern: str = "*") -> list[str]:
+    """Every key matching `pattern`, on every node, sorted."""
+    if isinstance(client, redis.RedisCluster):
+        nodes = client.get_primaries()
+        return sorted(k for n in nodes for k in client.get_redis_connection(n).keys(pattern))
+    return sorted(client.keys(pattern))

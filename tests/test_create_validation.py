@@ -10,7 +10,9 @@ import pytest
 import redis
 
 import kickq
-from support import wait_until
+from support import all_keys, job_key, queue_key, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 VALID = "valid-job"
 
@@ -26,9 +28,9 @@ def settle_and_keys(r: redis.Redis) -> list[str]:
     bad call might have queued before it has been flushed too.
     """
     job = kickq.create(VALID, {"ok": True}).result(5)
-    wait_until(lambda: r.exists(f"kickq:job:{job.id}"), timeout=5, what="the valid job's record")
-    expected = sorted([f"kickq:job:{job.id}", f"kickq:queue:{VALID}"])
-    assert sorted(r.keys("*")) == expected
+    wait_until(lambda: r.exists(job_key(job.id)), timeout=5, what="the valid job's record")
+    expected = sorted([job_key(job.id), queue_key(VALID)])
+    assert all_keys(r) == expected
     return expected
 
 
@@ -141,9 +143,9 @@ def test_bad_creates_mixed_with_good_ones_store_only_the_good(r: redis.Redis) ->
     good = [futures[0].result(5), futures[3].result(5)]
     assert isinstance(futures[1].exception(5), kickq.SerializationError)
     assert isinstance(futures[2].exception(5), kickq.ConfigError)
-    keys = sorted(r.keys("kickq:job:*"))
-    assert keys == sorted(f"kickq:job:{job.id}" for job in good)
-    assert r.llen("kickq:queue:mixed") == 2
+    keys = [key for key in all_keys(r) if ":job:" in key]
+    assert keys == sorted(job_key(job.id) for job in good)
+    assert r.llen(queue_key("mixed")) == 2
 
 
 @pytest.mark.parametrize(
@@ -180,7 +182,7 @@ def test_delete_unknown_id_resolves_false(r: redis.Redis) -> None:
     assert kickq.delete(job.id).result(5) is False
     with pytest.raises(kickq.JobNotFound):
         kickq.get(job.id).result(5)
-    assert r.exists(f"kickq:job:{job.id}") == 0
+    assert r.exists(job_key(job.id)) == 0
 
 
 def test_process_rejects_unknown_option() -> None:

@@ -9,7 +9,9 @@ import pytest
 import redis
 
 import kickq
-from support import wait_until
+from support import numsub, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 
 class Collector:
@@ -36,7 +38,7 @@ def _collect(r: redis.Redis, channels: list[str]) -> tuple[list[tuple[str, dict]
                 got.append((message["channel"], json.loads(message["data"])))
         pubsub.close()
 
-    wait_until(lambda: all(n for _, n in r.pubsub_numsub(*channels)), timeout=5)
+    wait_until(lambda: all(numsub(r, channel) for channel in channels), timeout=5)
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
     return got, Collector(thread, stop)

@@ -254,14 +254,14 @@ def test_out_of_memory_fails_create_and_leaves_no_half_job(tmp_path: pathlib.Pat
         kickq.create("big", "warm-up", delay=3600).result(5)  # scripts loaded, engine up
         used = int(client.info("memory")["used_memory"])
         client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", used + 100_000)
+        client.config_set("maxmemory", used + 300_000)
         payload = "x" * 8_000
         futures = [
             kickq.create("big", {"n": i, "pad": payload}, delay=(i % 2) * 3600) for i in range(100)
         ]
         results = [outcome(future, 10) for future in futures]
         errors = [result for result in results if isinstance(result, BaseException)]
-        assert errors, "100 x 8 kB must not fit in 100 kB"
+        assert errors, "100 x 8 kB must not fit in 300 kB"
         assert any(isinstance(result, kickq.Job) for result in results)
         # observed: redis.exceptions.OutOfMemoryError (a ResponseError) straight from redis-py
         assert all(isinstance(exc, redis.ResponseError) for exc in errors), errors[0]

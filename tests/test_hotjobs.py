@@ -13,7 +13,9 @@ import pytest
 import redis
 
 import kickq
-from support import wait_until
+from support import client_lists, numsub, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 
 def test_hotjob_resolves_with_the_finished_job() -> None:
@@ -118,8 +120,8 @@ def test_thousand_hotjobs_share_one_pubsub_connection(r: redis.Redis) -> None:
     release = threading.Event()
     kickq.process("held", lambda job, data: release.wait(20) and data, concurrent_jobs=2)
     jobs = [f.result(10) for f in [kickq.create("held", i, hotjob=True) for i in range(1000)]]
-    wait_until(lambda: r.pubsub_numsub(f"kickq:done:{jobs[-1].id}")[0][1] == 1, timeout=10)
-    clients = r.client_list()
+    wait_until(lambda: numsub(r, f"kickq:done:{jobs[-1].id}") == 1, timeout=10)
+    clients = client_lists(r)
     pubsub_clients = [c for c in clients if int(c.get("sub", 0)) > 0]
     assert len(pubsub_clients) == 1
     assert len(clients) < 15
@@ -132,7 +134,7 @@ def test_waits_survive_pubsub_connection_kill(r: redis.Redis) -> None:
     release = threading.Event()
     kickq.process("killme", lambda job, data: release.wait(20) and data, concurrent_jobs=20)
     jobs = [f.result(5) for f in [kickq.create("killme", i, hotjob=True) for i in range(20)]]
-    wait_until(lambda: any(int(c.get("sub", 0)) for c in r.client_list()), timeout=10)
+    wait_until(lambda: any(int(c.get("sub", 0)) for c in client_lists(r)), timeout=10)
     killed = r.client_kill_filter(_type="pubsub")
     assert killed >= 1
     release.set()  # jobs finish while the listener is reconnecting

@@ -18,7 +18,9 @@ import redis
 from freezegun import freeze_time
 
 import kickq
-from support import RedisServer, wait_until
+from support import RedisServer, dbsize, index_size, job_key, wait_until
+
+pytestmark = pytest.mark.both_backends
 
 START = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -188,12 +190,12 @@ def test_finished_job_is_purged_after_purge_timeout(r: redis.Redis) -> None:
         kickq.process("purgeable", lambda job, data: "done")
         job = kickq.create("purgeable").result(5)
         kickq.wait(job.id, timeout=10).result(15)
-        assert r.exists(f"kickq:job:{job.id}")
+        assert r.exists(job_key(job.id))
         frozen.move_to(later(3601))
-        wait_until(lambda: not r.exists(f"kickq:job:{job.id}"), timeout=10)
+        wait_until(lambda: not r.exists(job_key(job.id)), timeout=10)
     with pytest.raises(kickq.JobNotFound):
         kickq.get(job.id).result(5)
-    assert r.zcard("kickq:finished") == 0
+    assert index_size(r, "finished") == 0
     with pytest.raises(kickq.JobNotFound):
         kickq.wait(job.id).result(5)
 
@@ -240,6 +242,7 @@ def test_sigkilled_worker_costs_a_ghost_rerun(subprocess_env: dict[str, str]) ->
     assert [run.state for run in done.runs] == ["ghost", "success"]
 
 
+@pytest.mark.single_backend  # a server of its own
 def test_jobs_survive_a_persistent_redis_restart(tmp_path: pathlib.Path) -> None:
     """Delayed, running and finished jobs all reach their end state across a Redis restart."""
     server = RedisServer(tmp_path / "persist", persistent=True).start()
@@ -281,7 +284,7 @@ def test_many_finished_jobs_purge_down_to_no_keys(r: redis.Redis) -> None:
         kickq.process("bulk", lambda job, data: None, concurrent_jobs=10)
         futures = [kickq.create("bulk", i) for i in range(n)]
         [future.result(30) for future in futures]
-        wait_until(lambda: r.zcard("kickq:finished") == n, timeout=120, what="all finished")
-        assert r.dbsize() == n + 1  # n records and the finished index
+        wait_until(lambda: index_size(r, "finished") == n, timeout=120, what="all finished")
+        assert dbsize(r) == n + 1  # n records and the finished index
         frozen.move_to(later(601))
-        wait_until(lambda: r.dbsize() == 0, timeout=60, what="everything purged")
+        wait_until(lambda: dbsize(r) == 0, timeout=60, what="everything purged")

@@ -1,0 +1,144 @@
+"""Redis Cluster: hash-tagged keys spread job names over the shards, one slot per script.
+
+The core and timer modules run on the cluster too (they are marked both_backends); these tests
+cover what only a cluster has.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+import kickq
+from kickq.keys import PARTITIONS, partition_of_id, partition_of_name
+from support import RedisCluster, all_keys, job_key, queue_key, wait_until
+
+NAMES = [f"name-{i}" for i in range(40)]
+
+
+@pytest.fixture
+def cluster(redis_cluster: RedisCluster) -> RedisCluster:
+    redis_cluster.flushall()
+    kickq.reset()
+    kickq.config(redis_url=redis_cluster.url, redis_options={"cluster": True})
+    return redis_cluster
+
+
+def node_of(client: redis.RedisCluster, key: str) -> str:
+    return str(client.get_node_from_key(key).name)
+
+
+def test_job_names_spread_over_every_shard_and_each_job_keeps_to_one_slot(
+    cluster: RedisCluster,
+) -> None:
+    """Jobs of 40 names land on all three masters; a job's record and its queue share a slot,
+    and its id says which partition it is in."""
+    client = cluster.client()
+    jobs = [kickq.create(name, i).result(10) for i, name in enumerate(NAMES)]
+    nodes = collections.Counter()
+    for job in jobs:
+        assert partition_of_id(job.id) == partition_of_name(job.name)
+        assert key_slot(job_key(job.id).encode()) == key_slot(queue_key(job.name).encode())
+        assert client.hget(job_key(job.id), "state") == "queued"
+        nodes[node_of(client, job_key(job.id))] += 1
+    assert len(nodes) == 3, nodes
+    assert len({partition_of_name(name) for name in NAMES}) > PARTITIONS // 2
+    client.close()
+
+
+def test_get_and_delete_find_any_job_by_id(cluster: RedisCluster) -> None:
+    """get() and delete() go straight to the job's partition, for jobs on every shard."""
+    jobs = [kickq.create(name, name).result(10) for name in NAMES]
+    for job in jobs:
+        assert kickq.get(job.id).result(10).data == job.name
+    for job in jobs[::2]:
+        assert kickq.delete(job.id).result(10) is True
+    for job in jobs[::2]:
+        with pytest.raises(kickq.JobNotFound):
+            kickq.get(job.id).result(10)
+    assert [kickq.get(job.id).result(10).state for job in jobs[1::2]] == ["queued"] * 20
+    with pytest.raises(kickq.JobNotFound):
+        kickq.get("not-an-id-kickq-made").result(10)
+
+
+def test_one_worker_serves_names_in_different_partitions(cluster: RedisCluster) -> None:
+    """A worker for many names (many partitions, so one claim per partition) runs every job
+    exactly once, including jobs created while it sleeps."""
+    ran: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def handler(job: kickq.Job, data: int) -> int:
+        with lock:
+            ran[job.id] += 1
+        return data
+
+    first = [kickq.create(name, i).result(10) for i, name in enumerate(NAMES)]
+    kickq.process(NAMES, handler, concurrent_jobs=4)
+    wait_until(lambda: len(ran) == len(first), timeout=30, what="the first jobs")
+    later = [kickq.create(name, i).result(10) for i, name in enumerate(reversed(NAMES))]
+    for job in later:
+        assert kickq.wait(job.id, timeout=20).result(25).state == "success"
+    assert set(ran) == {job.id for job in first + later}
+    assert set(ran.values()) == {1}
+
+
+def test_hotjobs_and_timers_across_shards(cluster: RedisCluster) -> None:
+    """Hotjobs of names on different shards resolve over the one pub/sub connection; delayed
+    jobs of every shard are promoted by the sweeper."""
+    kickq.process(NAMES, lambda job, data: data * 2, concurrent_jobs=10)
+    hot = [kickq.create(name, i, hotjob=True).result(10) for i, name in enumerate(NAMES)]
+    assert [job.hotjob_future.result(20).result for job in hot] == [i * 2 for i in range(40)]
+    delayed = [kickq.create(name, 1, delay=0.3).result(10) for name in NAMES[:10]]
+    assert {job.state for job in delayed} == {"delayed"}
+    for job in delayed:
+        assert kickq.wait(job.id, timeout=20).result(25).result == 2
+
+
+def test_purge_empties_every_shard(cluster: RedisCluster) -> None:
+    """Finished jobs of every partition are purged down to no key."""
+    client = cluster.client()
+    kickq.config(purge_timeout=0.2)
+    kickq.process(NAMES, lambda job, data: None, concurrent_jobs=10)
+    for job in [kickq.create(name).result(10) for name in NAMES]:
+        kickq.wait(job.id, timeout=20).result(25)
+    wait_until(lambda: not all_keys(client, "kickq:*"), timeout=20, what="every key purged")
+    client.close()
+
+
+def test_cluster_needs_a_node_address() -> None:
+    """The cluster switch without any server named is a clear error, not the embedded Redis."""
+    kickq.reset()
+    kickq.config(redis_options={"cluster": True})
+    with pytest.raises(kickq.ConfigError, match="node"):
+        kickq.create("x").result(10)
+
+
+def test_cluster_switch_must_be_a_bool() -> None:
+    with pytest.raises(kickq.ConfigError, match="cluster"):
+        kickq.config(redis_options={"cluster": "yes"})
+
+
+def test_a_cluster_taken_for_a_single_server_says_so(redis_cluster: RedisCluster) -> None:
+    """Pointed at a cluster node without the switch, the first command that reaches another
+    shard fails with a ConfigError that names the fix."""
+    redis_cluster.flushall()
+    kickq.reset()
+    kickq.config(redis_url=redis_cluster.url)
+    errors = [kickq.create(name).exception(10) for name in NAMES]
+    refused = [error for error in errors if error is not None]
+    assert refused and all(isinstance(error, kickq.ConfigError) for error in refused)
+    assert "redis_options" in str(refused[0])
+
+
+def test_unreachable_cluster_fails_futures_with_redis_unavailable(cluster: RedisCluster) -> None:
+    from support import free_port
+
+    kickq.reset()
+    kickq.config(redis_url=f"redis://127.0.0.1:{free_port()}", redis_options={"cluster": True})
+    for future in (kickq.create("x"), kickq.get("abc"), kickq.wait("abc", timeout=1)):
+        with pytest.raises(kickq.RedisUnavailable):
+            future.result(15)

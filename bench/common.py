@@ -313,26 +313,38 @@ class WorkerProcs:
         self.stop()
 
 
+def poll(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.01,
+    workers: WorkerProcs | None = None,
+) -> float:
+    """Poll until `predicate()` is truthy; the perf_counter time it was. TimeoutError after
+    `timeout` seconds; a dead worker process fails at once."""
+    deadline = time.perf_counter() + timeout
+    checked = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if predicate():
+            return now
+        if now > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        if workers is not None and now - checked > 1.0:
+            workers.check_alive()
+            checked = now
+        time.sleep(interval)
+
+
 def wait_until(
     count: Callable[[], int],
     target: int,
     timeout: float,
     workers: WorkerProcs | None = None,
-    poll: float = 0.005,
+    poll_interval: float = 0.005,
 ) -> float:
     """Poll `count()` until it reaches `target`; return the perf_counter time it did."""
-    deadline = time.perf_counter() + timeout
-    checked = time.perf_counter()
-    while True:
-        now = time.perf_counter()
-        if count() >= target:
-            return now
-        if now > deadline:
-            raise TimeoutError(f"only {count()} of {target} jobs done after {timeout:.0f}s")
-        if workers is not None and now - checked > 1.0:
-            workers.check_alive()
-            checked = now
-        time.sleep(poll)
+    return poll(lambda: count() >= target, timeout, f"{target} jobs done", poll_interval, workers)
 
 
 # -- statistics -------------------------------------------------------------------------------

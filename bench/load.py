@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_DIR, LOG_DIR, RedisServer, WorkerProcs, rss_bytes, snapshot_kickq
+from common import BENCH_DIR, LOG_DIR, RedisServer, WorkerProcs, poll, rss_bytes, snapshot_kickq
 
 ROOT = BENCH_DIR.parent
 
@@ -201,25 +201,6 @@ def quiet_memory(client: Any, settle: float = 3.0, timeout: float = 20.0) -> dic
             figures["settled_ms"] = int(waited * 1000)
             return figures
         time.sleep(0.25)
-
-
-def poll(
-    predicate: Any, timeout: float, what: str, interval: float = 0.01, workers: Any = None
-) -> float:
-    """Poll until `predicate()` is truthy; the perf_counter time it was. TimeoutError after
-    `timeout` seconds; a dead worker process fails at once."""
-    deadline = time.perf_counter() + timeout
-    checked = time.perf_counter()
-    while True:
-        now = time.perf_counter()
-        if predicate():
-            return now
-        if now > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        if workers is not None and now - checked > 1.0:
-            workers.check_alive()
-            checked = now
-        time.sleep(interval)
 
 
 class Check:

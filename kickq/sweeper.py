@@ -71,6 +71,7 @@ class Sweeper:
 
     def _run(self) -> None:
         failures = 0
+        last_failure = ""
         # Work scheduled by other processes is found by a tick at least once a second. Two
         # measures of that second: the monotonic clock (a process nudged all the time never
         # sleeps out a timeout) and the timeouts slept (a frozen test clock never advances).
@@ -87,9 +88,14 @@ class Sweeper:
                 if failures == 1:
                     log.warning("kickq: timers paused, Redis unreachable (%s)", exc)
                 sleep = min(0.1 * 2**failures, MAX_SLEEP)
-            except Exception:
-                log.exception("kickq: sweeper tick failed")
+            except Exception as exc:
+                # the same failure every second (e.g. a misconfigured server) is logged once
+                if repr(exc) != last_failure:
+                    log.exception("kickq: sweeper tick failed")
+                last_failure = repr(exc)
                 sleep = MAX_SLEEP
+            else:
+                last_failure = ""
             if self._ticked:
                 slept, last_tick = 0.0, time.monotonic()
             self._planned_ms = clock.to_ms(clock.now()) + int(sleep * 1000)

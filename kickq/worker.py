@@ -135,13 +135,14 @@ class Worker:
 
     def _run(self) -> None:
         backoff = 0.0
+        last_failure = ""
         while not self._abandon.is_set():
             self._nudge.clear()
             try:
                 claimed_all = self._turn_once()
                 if backoff:
                     log.info("kickq: worker %s reconnected to Redis", self._thread.name)
-                backoff = 0.0
+                backoff, last_failure = 0.0, ""
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if not backoff:
                     log.warning(
@@ -150,8 +151,10 @@ class Worker:
                 backoff = min(max(backoff * 2, 0.05), 2.0)
                 self._nudge.wait(backoff)
                 continue
-            except Exception:  # a worker must outlive any one bad turn; say so loudly
-                log.exception("kickq: worker %s: a turn failed; retrying", self._thread.name)
+            except Exception as exc:  # a worker must outlive any one bad turn; say so loudly
+                if repr(exc) != last_failure:  # ... once, not at every retry of the same
+                    log.exception("kickq: worker %s: a turn failed; retrying", self._thread.name)
+                last_failure = repr(exc)
                 backoff = min(max(backoff * 2, 0.05), 2.0)
                 self._nudge.wait(backoff)
                 continue

@@ -73,7 +73,8 @@ def translate(exc: BaseException, where: str) -> BaseException:
     ):
         return unavailable(exc, where)
     if isinstance(exc, CLUSTER_ONLY) or (
-        isinstance(exc, redis.ResponseError) and str(exc).startswith(("MOVED ", "ASK "))
+        isinstance(exc, redis.ResponseError)
+        and str(exc).startswith(("MOVED ", "ASK ", "CROSSSLOT "))
     ):
         hint = ConfigError(
             f"Redis at {where} is a node of a Redis Cluster: set "

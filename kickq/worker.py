@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -87,6 +88,8 @@ class Worker:
         # names that one claim serves together (on a Redis Cluster, one group per partition)
         self._groups = context.store.claim_groups(self.names)
         self._empty_claims = 0  # claims in a row that found nothing: stop at one per group
+        self._group_of = {name: i for i, group in enumerate(self._groups) for name in group}
+        self._woken: set[int] = set()  # groups a wake message named since their last claim
         self._subscriptions: list[Subscription] = []
         self._thread = threading.Thread(
             target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
@@ -96,7 +99,9 @@ class Worker:
         listener = self._context.listener
         for name in self.names:
             wake = self._context.store.keys.wake(name)
-            self._subscriptions.append(listener.subscribe(wake, self._on_wake, self.nudge))
+            self._subscriptions.append(
+                listener.subscribe(wake, functools.partial(self._on_wake, name), self.nudge)
+            )
         self._thread.start()
         return self
 
@@ -128,7 +133,10 @@ class Worker:
     def nudge(self) -> None:
         self._nudge.set()
 
-    def _on_wake(self, _payload: str) -> None:
+    def _on_wake(self, name: str, _payload: str) -> None:
+        if len(self._groups) > 1:
+            with self._lock:
+                self._woken.add(self._group_of[name])
         self._nudge.set()
 
     # -- the fetch loop -------------------------------------------------------------------
@@ -230,14 +238,19 @@ class Worker:
                 self._start(item)
         self._empty_claims = 0 if jobs else self._empty_claims + 1
         # with slots left, try the other groups before sleeping: a wake-up may have been theirs
-        untried = len(self._groups) > 1 and self._empty_claims < len(self._groups)
+        with self._lock:
+            woken = bool(self._woken)
+        untried = len(self._groups) > 1 and (woken or self._empty_claims < len(self._groups))
         return (len(jobs) >= free or untried) and not self._stopping.is_set()
 
     def _claim_order(self) -> tuple[str, ...]:
         """The names of the next claim: groups in turn, and the names of a group rotated, so
         that no name is starved by another that always has jobs."""
         turn, self._turn = self._turn, self._turn + 1
-        group = self._groups[turn % len(self._groups)]
+        with self._lock:
+            # a group whose queue just stopped being empty first, else each group in turn
+            index = self._woken.pop() if self._woken else turn % len(self._groups)
+        group = self._groups[index]
         start = (turn // len(self._groups)) % len(group)
         return group[start:] + group[:start]
 

@@ -142,3 +142,15 @@ def test_unreachable_cluster_fails_futures_with_redis_unavailable(cluster: Redis
     for future in (kickq.create("x"), kickq.get("abc"), kickq.wait("abc", timeout=1)):
         with pytest.raises(kickq.RedisUnavailable):
             future.result(15)
+
+
+def test_an_idle_worker_wakes_for_the_partition_that_got_a_job(cluster: RedisCluster) -> None:
+    """A worker serving many partitions, idle, claims from the partition whose queue a wake
+    message names, not merely the next in its rotation: each job starts well before the
+    worker's 5 s idle safety net."""
+    kickq.process(NAMES, lambda job, data: data, concurrent_jobs=2)
+    settle = kickq.create(NAMES[0], 0).result(10)
+    kickq.wait(settle.id, timeout=10).result(15)
+    for name in NAMES[5:15]:
+        job = kickq.create(name, name).result(10)
+        assert kickq.wait(job.id, timeout=2.5).result(5).result == name

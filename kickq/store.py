@@ -28,6 +28,8 @@ from .job import Job, dumps, from_record, record_event_json, to_record, version_
 from .keys import PARTITIONS, Keys, partition_of_id, partition_of_name
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+# errors that say a node is down (or the cluster is, until a failover ends)
+NODE_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)
 
 
 def _load(name: str) -> str:
@@ -125,7 +127,25 @@ class Store:
             # a plain command: a cluster pipeline refuses pipe.evalsha, but routes this one by
             # the slot of its keys
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+        try:
+            results = list(pipe.execute(raise_on_error=False))
+        except NODE_DOWN:
+            self._relearn_layout()
+            raise
+        if any(isinstance(result, NODE_DOWN) for result in results):
+            self._relearn_layout()
+        return results
+
+    def _relearn_layout(self) -> None:
+        """On a cluster, a node that does not answer may have been failed over: read the slot
+        table again so that the next calls go to the new primary. redis-py does this for
+        single commands, but not when a pipeline's command reports the node down."""
+        if not self.cluster:
+            return
+        try:
+            self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+        except Exception:  # no node answers yet: the caller's retry will come back here
+            pass
 
     def run(self, call: ScriptCall) -> Any:
         result = self.run_batch([call])[0]

@@ -147,37 +147,58 @@ def cluster_port() -> int:
 
 
 class RedisCluster:
-    """A private Redis Cluster of `masters` nodes on free ports, no replicas, made with CLUSTER
-    ADDSLOTS and CLUSTER MEET (no redis-cli needed)."""
+    """A private Redis Cluster of `masters` primaries (and `replicas` replicas of each) on free
+    ports, made with CLUSTER ADDSLOTS, MEET and REPLICATE (no redis-cli needed)."""
 
-    def __init__(self, directory: pathlib.Path, masters: int = 3) -> None:
-        self.nodes = [RedisServer(directory / f"node{i}") for i in range(masters)]
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int = 5000,
+    ) -> None:
+        self.masters = masters
+        self.nodes = [RedisServer(directory / f"node{i}") for i in range(masters * (1 + replicas))]
         for node in self.nodes:
             node.port = cluster_port()
             node.extra = [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(node.directory / "nodes.conf"),
-                "--cluster-node-timeout", "5000",
+                "--cluster-node-timeout", str(node_timeout_ms),
             ]  # fmt: skip
 
     @property
     def url(self) -> str:
         return self.nodes[0].url
 
+    @property
+    def primaries(self) -> list[RedisServer]:
+        return self.nodes[: self.masters]
+
     def start(self) -> RedisCluster:
         for node in self.nodes:
             node.start()
         slots = 16384
-        share = -(-slots // len(self.nodes))
-        for i, node in enumerate(self.nodes):
+        share = -(-slots // self.masters)
+        for i, node in enumerate(self.primaries):
             client = node.client()
             client.execute_command(
                 "CLUSTER", "ADDSLOTS", *range(i * share, min(slots, (i + 1) * share))
             )
-            if i:
-                client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            client.close()
+        for node in self.nodes[1:]:
+            client = node.client()
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
             client.close()
         wait_until(self._ok, timeout=30, what="cluster_state:ok on every node")
+        for i, node in enumerate(self.nodes[self.masters :]):
+            primary = self.primaries[i % self.masters].client()
+            primary_id = str(primary.execute_command("CLUSTER", "MYID"))
+            primary.close()
+            client = node.client()
+            client.execute_command("CLUSTER", "REPLICATE", primary_id)
+            client.close()
+        wait_until(self._replicated, timeout=30, what="every replica in sync")
         return self
 
     def _ok(self) -> bool:
@@ -192,11 +213,29 @@ class RedisCluster:
                 return False
         return True
 
+    def _replicated(self) -> bool:
+        for node in self.nodes[self.masters :]:
+            client = node.client()
+            try:
+                if client.info("replication").get("master_link_status") != "up":
+                    return False
+            finally:
+                client.close()
+        return True
+
+    def cluster_ok(self, through: RedisServer) -> bool:
+        """CLUSTER INFO of `through` says the cluster serves every slot."""
+        client = through.client()
+        try:
+            return "cluster_state:ok" in str(client.execute_command("CLUSTER", "INFO"))
+        finally:
+            client.close()
+
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)
 
     def flushall(self) -> None:
-        for node in self.nodes:
+        for node in self.primaries:
             client = node.client()
             client.flushall()
             client.close()

@@ -7,7 +7,9 @@ cover what only a cluster has.
 from __future__ import annotations
 
 import collections
+import pathlib
 import threading
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,7 +17,7 @@ from redis.crc import key_slot
 
 import kickq
 from kickq.keys import PARTITIONS, partition_of_id, partition_of_name
-from support import RedisCluster, all_keys, job_key, queue_key, wait_until
+from support import RedisCluster, RedisServer, all_keys, job_key, queue_key, wait_until
 
 NAMES = [f"name-{i}" for i in range(40)]
 
@@ -154,3 +156,78 @@ def test_an_idle_worker_wakes_for_the_partition_that_got_a_job(cluster: RedisClu
     for name in NAMES[5:15]:
         job = kickq.create(name, name).result(10)
         assert kickq.wait(job.id, timeout=2.5).result(5).result == name
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: pathlib.Path) -> Iterator[RedisCluster]:
+    """A cluster of its own: 3 primaries with a replica each, failing over within seconds."""
+    cluster = RedisCluster(tmp_path / "failover", replicas=1, node_timeout_ms=2000).start()
+    kickq.reset()
+    kickq.config(redis_url=cluster.url, redis_options={"cluster": True})
+    try:
+        yield cluster
+    finally:
+        kickq.reset()
+        cluster.stop()
+
+
+def in_sync(primary: RedisServer) -> bool:
+    """The primary's replica has every write the primary has."""
+    client = primary.client()
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    replica = info.get("slave0")
+    return bool(replica) and int(replica["offset"]) == int(info["master_repl_offset"])
+
+
+@pytest.mark.slow
+def test_jobs_survive_a_primary_failover(replicated_cluster: RedisCluster) -> None:
+    """A primary SIGKILLed with runs in progress and creates under way: once its replica takes
+    over, every saved job finishes exactly once, and creating works again (creates during the
+    failover fail clearly with RedisUnavailable)."""
+    cluster = replicated_cluster
+    release = threading.Event()
+    runs: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+
+    def handler(job: kickq.Job, data: int) -> int:
+        release.wait(60)
+        with lock:
+            runs[data] += 1
+        return data
+
+    worker = kickq.process(NAMES, {"concurrent_jobs": 10}, handler)
+    before = [kickq.create(name, i, process_timeout=120).result(10) for i, name in enumerate(NAMES)]
+    wait_until(lambda: worker.running == 10, 20, what="10 runs in progress")
+    wait_until(lambda: all(map(in_sync, cluster.primaries)), 20, what="replicas in sync")
+    cluster.primaries[0].stop(kill=True)
+    release.set()
+
+    during: list[kickq.Job] = []
+    refused: list[BaseException] = []
+    seq = iter(range(1000, 100_000))
+
+    def create_one() -> bool:
+        i = next(seq)
+        try:
+            during.append(kickq.create(NAMES[i % len(NAMES)], i, process_timeout=120).result(15))
+            return True
+        except kickq.RedisUnavailable as exc:
+            refused.append(exc)
+            return False
+
+    # keep creating until a run of 20 creates in a row succeeds: the cluster is serving again
+    streak = collections.deque(maxlen=20)
+    wait_until(
+        lambda: streak.append(create_one()) or (len(streak) == 20 and all(streak)),
+        timeout=60,
+        interval=0.02,
+        what="creates to succeed again after the failover",
+    )
+    for job in before + during:
+        assert kickq.wait(job.id, timeout=60).result(65).state == "success"
+    expected = {job.data for job in before + during}
+    assert set(runs) == expected
+    assert set(runs.values()) == {1}, "a job ran twice"

@@ -12,6 +12,7 @@ calls that came back NOSCRIPT, after loading their script.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -142,10 +143,9 @@ class Store:
         single commands, but not when a pipeline's command reports the node down."""
         if not self.cluster:
             return
-        try:
+        # when no node answers yet, the caller's retry comes back here
+        with contextlib.suppress(Exception):
             self.client.nodes_manager.initialize()  # type: ignore[union-attr]
-        except Exception:  # no node answers yet: the caller's retry will come back here
-            pass
 
     def run(self, call: ScriptCall) -> Any:
         result = self.run_batch([call])[0]

@@ -213,23 +213,21 @@ class WorkerProcs:
     def __init__(
         self, peer: str, url: str, n_procs: int, concurrency: int, mode: str, timeout: float = 60
     ) -> None:
+        command = [sys.executable, str(BENCH_DIR / "worker.py"), peer, url, str(concurrency), mode]
+        self._launch(command, f"{peer}-{mode}", n_procs, timeout)
+
+    def _launch(self, command: list[str], label: str, n_procs: int, timeout: float) -> None:
+        """Start `n_procs` copies of `command` and wait until each says "ready"."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[str]] = []
         self.logs: list[Path] = []
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for i in range(n_procs):
-            log_path = LOG_DIR / f"{peer}-{mode}-{os.getpid()}-{time.time_ns()}-{i}.log"
+            log_path = LOG_DIR / f"{label}-{os.getpid()}-{time.time_ns()}-{i}.log"
             self.logs.append(log_path)
             with open(log_path, "w") as log:
                 proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(BENCH_DIR / "worker.py"),
-                        peer,
-                        url,
-                        str(concurrency),
-                        mode,
-                    ],
+                    command,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,

@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH_DIR, LOG_DIR, RedisServer, WorkerProcs, poll, rss_bytes, snapshot_kickq
+from common import BENCH_DIR, RedisServer, WorkerProcs, poll, rss_bytes, snapshot_kickq
 
 ROOT = BENCH_DIR.parent
 
@@ -109,10 +109,6 @@ class LoadWorkers(WorkerProcs):
         purge_timeout: float,
         timeout: float = 60,
     ) -> None:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.procs: list[subprocess.Popen[str]] = []
-        self.logs: list[Path] = []
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         command = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -125,28 +121,7 @@ class LoadWorkers(WorkerProcs):
             "--purge-timeout",
             str(purge_timeout),
         ]
-        for i in range(n_procs):
-            log_path = LOG_DIR / f"load-{os.getpid()}-{time.time_ns()}-{i}.log"
-            self.logs.append(log_path)
-            with open(log_path, "w") as log:
-                self.procs.append(
-                    subprocess.Popen(
-                        command,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=log,
-                        text=True,
-                        env=env,
-                        cwd=str(ROOT),
-                        start_new_session=True,
-                    )
-                )
-        try:
-            for proc, log_path in zip(self.procs, self.logs):
-                self._expect(proc, "ready", timeout, log_path)
-        except BaseException:
-            self.stop()
-            raise
+        self._launch(command, "load", n_procs, timeout)
 
     def stop(self, grace: float = 15) -> None:
         """Close stdin and give the workers `grace` seconds to stop kickq and exit cleanly

@@ -43,9 +43,11 @@ def partition_of_id(job_id: str) -> int:
 class Keys:
     namespace: str
     partition: int | None = None  # on a Redis Cluster: the partition whose keys these are
+    # the start of every key, made once: keys are built on every state change
+    _prefix: str = attrs.field(init=False, repr=False, eq=False)
 
-    @property
-    def _prefix(self) -> str:
+    @_prefix.default
+    def _make_prefix(self) -> str:
         if self.partition is None:
             return f"{self.namespace}:"
         return f"{self.namespace}:{{{self.partition:x}}}:"
@@ -87,7 +89,3 @@ class Keys:
 
     def wake(self, name: str) -> str:
         return f"{self.namespace}:wake:{name}"
-
-    def pattern(self) -> str:
-        """Matches every key kickq owns in this namespace (for tests and tools)."""
-        return f"{self.namespace}:*"

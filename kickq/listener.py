@@ -69,10 +69,6 @@ class Listener:
                 self._confirmed.discard(subscription.channel)
                 self._send("UNSUBSCRIBE", subscription.channel)
 
-    def channel_count(self) -> int:
-        with self._lock:
-            return len(self._channels)
-
     def stop(self) -> None:
         self._stopping.set()
         with self._lock:

@@ -133,7 +133,7 @@ class Store:
         except NODE_DOWN:
             self._relearn_layout()
             raise
-        if any(isinstance(result, NODE_DOWN) for result in results):
+        if self.cluster and any(isinstance(result, NODE_DOWN) for result in results):
             self._relearn_layout()
         return results
 

@@ -236,20 +236,27 @@ class Worker:
                 self._context.quarantine(item)
             else:
                 self._start(item)
-        self._empty_claims = 0 if jobs else self._empty_claims + 1
-        # with slots left, try the other groups before sleeping: a wake-up may have been theirs
+        go_on = len(jobs) >= free or self._other_groups_may_have_jobs(bool(jobs))
+        return go_on and not self._stopping.is_set()
+
+    def _other_groups_may_have_jobs(self, claimed_any: bool) -> bool:
+        """With slots left after a claim: try another group before sleeping if a wake message
+        named one, or if not every group has come up empty since the last claim found jobs."""
+        if len(self._groups) == 1:
+            return False
+        self._empty_claims = 0 if claimed_any else self._empty_claims + 1
         with self._lock:
-            woken = bool(self._woken)
-        untried = len(self._groups) > 1 and (woken or self._empty_claims < len(self._groups))
-        return (len(jobs) >= free or untried) and not self._stopping.is_set()
+            return bool(self._woken) or self._empty_claims < len(self._groups)
 
     def _claim_order(self) -> tuple[str, ...]:
         """The names of the next claim: groups in turn, and the names of a group rotated, so
         that no name is starved by another that always has jobs."""
         turn, self._turn = self._turn, self._turn + 1
-        with self._lock:
-            # a group whose queue just stopped being empty first, else each group in turn
-            index = self._woken.pop() if self._woken else turn % len(self._groups)
+        index = turn % len(self._groups)
+        if len(self._groups) > 1:
+            with self._lock:  # a group whose queue just stopped being empty comes first
+                if self._woken:
+                    index = self._woken.pop()
         group = self._groups[index]
         start = (turn // len(self._groups)) % len(group)
         return group[start:] + group[:start]

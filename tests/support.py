@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
 import shutil
 import socket
@@ -126,12 +125,6 @@ def namespace_keys(client: redis.Redis, namespace: str = "kickq") -> list[str]:
     return sorted(client.scan_iter(f"{namespace}:*"))
 
 
-def env_with(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(extra)
-    return env
-
-
 def cluster_port() -> int:
     """A free port whose cluster bus port (10,000 higher) is free too."""
     while True:
@@ -222,14 +215,6 @@ class RedisCluster:
             finally:
                 client.close()
         return True
-
-    def cluster_ok(self, through: RedisServer) -> bool:
-        """CLUSTER INFO of `through` says the cluster serves every slot."""
-        client = through.client()
-        try:
-            return "cluster_state:ok" in str(client.execute_command("CLUSTER", "INFO"))
-        finally:
-            client.close()
 
     def client(self) -> redis.RedisCluster:
         return redis.RedisCluster(host="127.0.0.1", port=self.nodes[0].port, decode_responses=True)

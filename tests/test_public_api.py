@@ -10,6 +10,14 @@ import pytest
 
 import kickq
 
+ERRORS = [
+    "ConfigError",
+    "SerializationError",
+    "JobNotFound",
+    "HotjobTimeout",
+    "JobFailed",
+    "RedisUnavailable",
+]
 PUBLIC_NAMES = [
     "config",
     "reset",
@@ -22,12 +30,7 @@ PUBLIC_NAMES = [
     "State",
     "KickqFuture",
     "KickqError",
-    "ConfigError",
-    "SerializationError",
-    "JobNotFound",
-    "HotjobTimeout",
-    "JobFailed",
-    "RedisUnavailable",
+    *ERRORS,
 ]
 
 
@@ -64,17 +67,7 @@ def test_error_is_also_a_builtin(error: str, builtin: type[Exception]) -> None:
     assert issubclass(getattr(kickq, error), builtin)
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        "ConfigError",
-        "SerializationError",
-        "JobNotFound",
-        "HotjobTimeout",
-        "JobFailed",
-        "RedisUnavailable",
-    ],
-)
+@pytest.mark.parametrize("error", ERRORS)
 def test_every_error_is_a_kickq_error(error: str) -> None:
     """Every kickq error derives from kickq.KickqError, itself an Exception."""
     assert issubclass(getattr(kickq, error), kickq.KickqError)

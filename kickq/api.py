@@ -11,12 +11,13 @@ import attrs
 
 from . import clock, config, lifecycle, runtime
 from .config import settings
-from .dispatcher import translate
-from .errors import ConfigError, JobNotFound, SerializationError
+from .errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
 from .future import KickqFuture, failed
 from .handlers import Handler
 from .job import Job, dumps, from_event
-from .keys import EVENTS
+from .keys import EVENTS, is_job_id
+from .outage import translate
+from .store import Damaged
 from .worker import Worker
 
 _MISSING: Any = object()
@@ -155,17 +156,38 @@ def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
     return future
 
 
+def _not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"no job with id {job_id!r}")
+
+
+def _unknown_id(outcome: Any) -> KickqFuture[Any]:
+    """An id kickq cannot have made names no job, and is never made part of a key. Redis is
+    still asked (a PING), so that an outage is reported the same way for every id."""
+
+    def check(engine: runtime.Runtime) -> Any:
+        engine.store.client.ping()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return _in_background(check)
+
+
 def get(job_id: str) -> KickqFuture[Job]:
     """Look a job up by id; fails with JobNotFound for an unknown id."""
     try:
         _check_id(job_id)
     except (TypeError, ValueError) as exc:
         return failed(exc)
+    if not is_job_id(job_id):
+        return _unknown_id(_not_found(job_id))
 
     def load(engine: runtime.Runtime) -> Job:
         found = engine.store.load(job_id)
         if found is None:
-            raise JobNotFound(f"no job with id {job_id}")
+            raise _not_found(job_id)
+        if isinstance(found, Damaged):
+            raise DamagedRecord(job_id, found.error)
         return found.job
 
     return _in_background(load)
@@ -177,6 +199,8 @@ def delete(job_id: str) -> KickqFuture[bool]:
         _check_id(job_id)
     except (TypeError, ValueError) as exc:
         return failed(exc)
+    if not is_job_id(job_id):
+        return _unknown_id(False)
     return _in_background(lambda engine: engine.store.delete(job_id))
 
 
@@ -191,6 +215,8 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
         seconds = None if timeout is None else config.check_duration("timeout", timeout)
     except (TypeError, ValueError) as exc:
         return failed(exc)
+    if not is_job_id(job_id):
+        return _unknown_id(_not_found(job_id))
     try:
         engine = runtime.get()
     except Exception as exc:

@@ -83,10 +83,29 @@ def _bool(name: str, value: Any) -> bool:
     return value
 
 
+def check_text(what: str, value: str, error: type[Exception] = ConfigError) -> str:
+    """A str Redis can store as UTF-8: lone surrogates (as os.fsdecode makes) cannot be."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(f"{what} cannot be encoded as UTF-8: {value!r}") from None
+    return value
+
+
 def _str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string, not {value!r}")
-    return value
+    return check_text(name, value)
+
+
+def _namespace(name: str, value: Any) -> str:
+    """No braces: they would read as a Redis Cluster hash tag, and the key schema (keys.py)
+    relies on their absence to keep namespaces apart."""
+    namespace = _str(name, value)
+    if "{" in namespace or "}" in namespace:
+        raise ConfigError(f"{name} must not contain '{{' or '}}', got {value!r}")
+    return namespace
 
 
 def _optional_str(name: str, value: Any) -> str | None:
@@ -141,7 +160,7 @@ OPTIONS: dict[str, Option] = {
     "redis_port": Option(6379, _port),
     "redis_password": Option(None, _optional_str),
     "redis_options": Option(None, _redis_options),
-    "redis_namespace": Option("kickq", _str),
+    "redis_namespace": Option("kickq", _namespace),
     "purge_timeout": Option(86400.0, check_duration),
     "process_timeout": Option(10.0, check_duration, per_job=True),
     "delay": Option(None, _optional_duration, per_job=True),
@@ -166,7 +185,7 @@ def check_job_name(name: object, error: type[Exception] = TypeError) -> str:
         raise error(f"a job name must be a str, not {type(name).__name__}: {name!r}")
     if not name:
         raise ConfigError("a job name must not be empty")
-    return name
+    return check_text("a job name", name)
 
 
 def _unknown(name: str, table: Mapping[str, Option], where: str) -> ConfigError:

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any, Union
 
 import attrs
-import redis
 
-from .errors import ConfigError, RedisUnavailable
+from .errors import RedisUnavailable
+from .outage import translate
 from .store import ScriptCall, Store
 
 log = logging.getLogger("kickq")
@@ -40,53 +40,6 @@ class Task:
 
 
 Request = Union[Call, Task, None]
-
-
-# what a cluster node answers a client that takes it for a single server
-CLUSTER_ONLY = (
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.ClusterCrossSlotError,
-)
-REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "Protocol error: unauthenticated")
-
-
-def unavailable(exc: BaseException, where: str) -> RedisUnavailable:
-    error = RedisUnavailable(f"Redis at {where} cannot be reached: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def translate(exc: BaseException, where: str) -> BaseException:
-    """The error a kickq user sees for what redis-py raised: RedisUnavailable for a server that
-    cannot be reached or refuses kickq's credentials, ConfigError for a cluster node taken for a
-    single server, the error itself otherwise."""
-    if isinstance(
-        exc,
-        (
-            redis.ConnectionError,
-            redis.TimeoutError,
-            OSError,
-            redis.exceptions.ClusterDownError,
-            redis.exceptions.RedisClusterException,  # e.g. no node of the cluster answers
-        ),
-    ):
-        return unavailable(exc, where)
-    if isinstance(exc, CLUSTER_ONLY) or (
-        isinstance(exc, redis.ResponseError)
-        and str(exc).startswith(("MOVED ", "ASK ", "CROSSSLOT "))
-    ):
-        hint = ConfigError(
-            f"Redis at {where} is a node of a Redis Cluster: set "
-            f"redis_options={{'cluster': True}} (or KICKQ_REDIS_CLUSTER=1) ({exc})"
-        )
-        hint.__cause__ = exc
-        return hint
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith(REFUSALS):
-        error = RedisUnavailable(f"Redis at {where} refused kickq: {exc}")
-        error.__cause__ = exc
-        return error
-    return exc
 
 
 class Dispatcher:

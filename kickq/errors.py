@@ -6,7 +6,8 @@ KickqError
 ├── JobNotFound          (also LookupError) no record under that id
 ├── HotjobTimeout        (also TimeoutError) a wait outlived its timeout
 ├── JobFailed                                the job ended in failure
-└── RedisUnavailable     (also ConnectionError) Redis cannot be reached
+├── RedisUnavailable     (also ConnectionError) Redis cannot be reached or refuses to serve
+└── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
 """
 
 from __future__ import annotations
@@ -50,4 +51,17 @@ class JobFailed(KickqError):
 
 
 class RedisUnavailable(KickqError, ConnectionError):
-    """Redis cannot be reached."""
+    """Redis cannot be reached, or refuses to serve for now (out of memory, loading, read-only)."""
+
+
+class DamagedRecord(KickqError, ValueError):
+    """The job's record in Redis cannot be read; kickq sets such a record aside, under
+    `<namespace>:damaged:<id>`, for a human to look at."""
+
+    def __init__(self, job_id: str, why: str) -> None:
+        self.job_id = job_id
+        self.why = why
+        super().__init__(f"job {job_id} has a damaged record: {why}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.job_id, self.why))

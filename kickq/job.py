@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from . import clock
+from . import clock, config
 from .errors import SerializationError
 
 
@@ -35,6 +35,9 @@ class State(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+STATES = frozenset(state.value for state in State)
 
 
 @attrs.frozen
@@ -109,11 +112,44 @@ TIME_FIELDS = ("create_time", "update_time", "finish_time", "scheduled_for")
 RAW_FIELDS = ("id", "name", "state")
 
 
+MAX_DEPTH = 256
+"""The deepest nesting of lists and dicts a job's data or result may have: deeper values
+could not be read back by every process (Python's parser stops near 1,000 levels, less in a
+thread with a smaller stack or a lower recursion limit)."""
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_shape(value: Any, what: str) -> None:
+    """Refuse what JSON would silently change, or not every reader could decode: dict keys
+    that are not str ({1: "a"} would come back as {"1": "a"}, and {1: "a", "1": "b"} with a
+    key twice), and nesting deeper than MAX_DEPTH. Iterative, so no depth can overflow it."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise SerializationError(
+                f"{what} nests lists and dicts more than {MAX_DEPTH} levels deep"
+            )
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise SerializationError(
+                        f"{what} is not JSON-serialisable: dict keys must be str, not "
+                        f"{type(key).__name__} ({key!r})"
+                    )
+            children: Any = item.values()
+        else:
+            children = item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+
+
 def dumps(value: Any, what: str) -> str:
     """JSON text of a value that must travel through Redis, or SerializationError."""
+    if isinstance(value, _CONTAINERS):
+        _check_shape(value, what)
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
@@ -154,13 +190,41 @@ def _run_json(run: Run) -> str:
     )
 
 
-def _run_from_dict(value: Mapping[str, Any]) -> Run:
+def _time(name: str, value: Any) -> datetime.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a time: {value!r}")
+    moment = datetime.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} has no time zone: {value!r}")
+    return moment
+
+
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} is not text: {value!r}")
+    return value
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} is not a whole number: {value!r}")
+    return value
+
+
+def _run_from_dict(value: Any) -> Run:
+    if not isinstance(value, dict):
+        raise ValueError(f"a run is not an object: {value!r}")
+    process_time = value.get("process_time")
+    if process_time is not None:
+        process_time = config.check_duration("a run's process_time", process_time)
     return Run(
-        count=int(value["count"]),
-        start_time=clock.from_iso(value.get("start_time")),
-        process_time=value.get("process_time"),
+        count=_whole("a run's count", value["count"]),
+        start_time=_time("a run's start_time", value.get("start_time")),
+        process_time=process_time,
         state=State(value["state"]),
-        error=value.get("error"),
+        error=_optional_text("a run's error", value.get("error")),
     )
 
 
@@ -190,7 +254,8 @@ def _check_text(record: Mapping[str, str]) -> None:
                 raise ValueError(f"field {name!r} holds bytes that are not UTF-8") from None
 
 
-JSON_FIELDS = frozenset({"data", "result", "last_error", *TIME_FIELDS, *OPTION_FIELDS})
+JSON_FIELDS = ("data", "result", "last_error", *TIME_FIELDS, *OPTION_FIELDS)
+_NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by the worker's config
 
 
 def _runs_of(record: Mapping[str, str]) -> list[str]:
@@ -199,25 +264,39 @@ def _runs_of(record: Mapping[str, str]) -> list[str]:
     return [value for _, value in sorted(runs)]
 
 
+def _json_fields(record: Mapping[str, str]) -> dict[str, Any]:
+    """The JSON fields, parsed in one go as one array of the field texts. A field whose text
+    is not exactly one JSON value changes the count or the syntax, and is caught."""
+    present = [name for name in JSON_FIELDS if name in record]
+    values = json.loads("[" + ",".join(record[name] for name in present) + "]")
+    if len(values) != len(present):
+        raise ValueError("a field does not hold exactly one JSON value")
+    return dict(zip(present, values))
+
+
 def from_record(record: Mapping[str, str]) -> Job:
-    """Rebuild a Job from the hash; raises ValueError/KeyError on a damaged record."""
+    """Rebuild a Job from the hash, checking every field: a damaged record raises (ValueError,
+    KeyError, TypeError, RecursionError...); it never yields a Job that would fail later."""
     _check_text(record)
     if "data" not in record:
         raise KeyError("data")
-    # The JSON fields are parsed in one go: one JSON object assembled from the field texts.
-    body = ",".join(f'"{name}":{value}' for name, value in record.items() if name in JSON_FIELDS)
-    values: dict[str, Any] = json.loads("{" + body + "}")
-    for name in RAW_FIELDS:
-        values[name] = record[name]
-    values["state"] = State(values["state"])
+    values = _json_fields(record)
+    for name in OPTION_FIELDS:
+        if name in values and not (name in _NULLABLE_OPTIONS and values[name] is None):
+            values[name] = config.OPTIONS[name].check(name, values[name])
     for name in TIME_FIELDS:
-        values[name] = clock.from_iso(values.get(name))
+        values[name] = _time(name, values.get(name))
+    values["last_error"] = _optional_text("last_error", values.get("last_error"))
+    job_id, name = record["id"], record["name"]
+    if not name:
+        raise ValueError("the job has no name")
+    state = State(record["state"])
     runs = [_run_from_dict(run) for run in json.loads("[" + ",".join(_runs_of(record)) + "]")]
-    if values["state"] is State.PROCESSING:
-        start = clock.from_iso(json.loads(record.get("run_start", "null")))
+    if state is State.PROCESSING:
+        start = _time("run_start", json.loads(record.get("run_start", "null")))
         runs.append(Run(int(record.get("run_count", 0)), start, None, State.PROCESSING))
-    values["runs"] = tuple(runs)
-    return Job(**values)
+    version_of(record)
+    return Job(id=job_id, name=name, state=state, runs=tuple(runs), **values)
 
 
 def record_event_json(record: Mapping[str, str], total_process_time: float | None) -> str:

@@ -1,25 +1,33 @@
 """The key schema: every Redis key and pub/sub channel kickq uses, built from the namespace.
 
-<ns>:job:<id>        hash   the job record (see job.py for its fields)
-<ns>:queue:<name>    list   ids of queued jobs of one name, oldest at the right
-<ns>:scheduled       zset   delayed, retry and ghost jobs, scored by when they are due (ms)
-<ns>:processing      zset   running jobs, scored by their run's deadline (ms)
-<ns>:finished        zset   completed jobs, scored by when they are purged (ms)
-<ns>:damaged:<id>    hash   a record that could not be decoded, moved aside with its error
+<ns>:job:<id>          hash   the job record (see job.py for its fields)
+<ns>:queue:{<name>}    list   ids of queued jobs of one name, oldest at the right
+<ns>:scheduled         zset   delayed, retry and ghost jobs, scored by when they are due (ms)
+<ns>:processing        zset   running jobs, scored by their run's deadline (ms)
+<ns>:finished          zset   completed jobs, scored by when they are purged (ms)
+<ns>:damaged:<id>      hash   a record that could not be decoded, moved aside with its error
 
-<ns>:<event>         channel  create, queued, success, fail, delete: the job as JSON
-<ns>:done:<id>       channel  the finished job as JSON, or "" when it was deleted
-<ns>:wake:<name>     channel  empty message: a queue of that name stopped being empty
+<ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
+<ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
+                                when its record was moved aside
+<ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty
+
+Two namespaces never share a key or a channel, whatever their names and the job names, even
+when one namespace extends another ("app" and "app:queue"): a namespace holds no brace, job
+names stand inside braces, and ids are the 32 hex digits kickq makes (see `is_job_id`). So the
+text after "<ns>:" of one namespace's key can never read as "<more>:<key>" of another's.
 
 On a Redis Cluster the jobs are split into PARTITIONS by the crc32 of their name, and the keys
 of partition p carry the hash tag {p} (one hex digit) after the namespace: <ns>:{p}:job:<id>,
-<ns>:{p}:queue:<name>, <ns>:{p}:scheduled and so on. Every script then touches one slot, while
-the job names spread over the shards. A job's id starts with its partition's digit, so its key
-is known from the id alone. Channels are not keys and stay the same.
+<ns>:{p}:queue:{<name>}, <ns>:{p}:scheduled and so on. Every script then touches one slot
+(Redis hashes the first braces of a key), while the job names spread over the shards. A job's
+id starts with its partition's digit, so its key is known from the id alone. Channels are not
+keys and stay the same.
 """
 
 from __future__ import annotations
 
+import re
 import string
 import zlib
 
@@ -27,6 +35,12 @@ import attrs
 
 EVENTS = ("create", "queued", "success", "fail", "delete")
 PARTITIONS = 16  # on a Redis Cluster; one hex digit each
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_job_id(text: str) -> bool:
+    """True for an id kickq could have made: only such an id is ever part of a key."""
+    return _JOB_ID.fullmatch(text) is not None
 
 
 def partition_of_name(name: str) -> int:
@@ -60,7 +74,7 @@ class Keys:
         return self.job_prefix + job_id
 
     def queue(self, name: str) -> str:
-        return f"{self._prefix}queue:{name}"
+        return f"{self._prefix}queue:{{{name}}}"
 
     @property
     def scheduled(self) -> str:
@@ -88,4 +102,4 @@ class Keys:
         return f"{self.namespace}:done:{job_id}"
 
     def wake(self, name: str) -> str:
-        return f"{self.namespace}:wake:{name}"
+        return f"{self.namespace}:wake:{{{name}}}"

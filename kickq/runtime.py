@@ -76,13 +76,15 @@ class Runtime:
         )
 
     def quarantine(self, damaged: Damaged) -> None:
+        """Set a record that cannot be decoded aside (unless a script did already), loudly."""
         log.error(
             "kickq: job %s has a damaged record (%s); moved aside to %s",
             damaged.job_id,
             damaged.error,
             self.store.keys_of(damaged.job_id).damaged(damaged.job_id),
         )
-        self.store.quarantine(damaged)
+        if not damaged.moved:
+            self.store.quarantine(damaged)
 
     def _reconnected(self) -> None:
         with self._lock:

@@ -25,8 +25,9 @@ from redis.exceptions import NoScriptError
 
 from . import clock, ids, lifecycle
 from .connection import Client
-from .job import Job, dumps, from_record, record_event_json, to_record, version_of
+from .job import STATES, Job, dumps, from_record, record_event_json, to_record, version_of
 from .keys import PARTITIONS, Keys, partition_of_id, partition_of_name
+from .outage import is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 # errors that say a node is down (or the cluster is, until a failover ends)
@@ -52,11 +53,21 @@ class Claimed:
 
 @attrs.frozen
 class Damaged:
-    """A record that could not be decoded."""
+    """A record that could not be decoded; `moved` once a script has set it aside already."""
 
     job_id: str
     record: Mapping[str, str]
     error: str
+    moved: bool = False
+
+
+def decode(job_id: str, record: Mapping[str, str]) -> Claimed | Damaged:
+    """The one way a stored record becomes a Job: the job with its version, or a Damaged
+    marker saying why not. Nothing a record holds can make this raise."""
+    try:
+        return Claimed(from_record(record), version_of(record), record)
+    except Exception as exc:  # any field of any type: one record never stops the caller
+        return Damaged(job_id, record, f"{type(exc).__name__}: {exc}")
 
 
 @attrs.define
@@ -199,60 +210,80 @@ class Store:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""
         now = clock.now()
         part = self.keys_of_name(names[0])
-        keys = [part.processing, *(part.queue(name) for name in names)]
+        keys = [
+            part.processing,
+            part.scheduled,
+            part.finished,
+            *(part.queue(name) for name in names),
+        ]
         args = [
             part.job_prefix,
             clock.to_ms(now),
             json.dumps(now.isoformat()),
             count,
             part.damaged_prefix,
+            self.keys.done(""),
         ]
         return self._claim, keys, args
 
     def parse_claimed(self, reply: Sequence[Any]) -> list[Claimed | Damaged]:
-        records, renamed = reply
+        records, set_aside = reply
         claimed: list[Claimed | Damaged] = [
-            Damaged(job_id, {}, "the job key is not a hash or has no state") for job_id in renamed
+            Damaged(job_id, {}, why, moved=True) for job_id, why in set_aside
         ]
-        for job_id, flat in records:
-            record = _as_dict(flat)
-            try:
-                claimed.append(Claimed(from_record(record), version_of(record), record))
-            except (KeyError, ValueError, TypeError) as exc:
-                claimed.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
+        claimed.extend(decode(job_id, _as_dict(flat)) for job_id, flat in records)
         return claimed
 
     # -- reads, deletes and the sweeper's work ----------------------------------------
 
-    def load(self, job_id: str) -> Claimed | None:
-        """The job's record and version, or None if there is none."""
-        record: dict[str, str] = self.client.hgetall(self.keys_of(job_id).job(job_id))  # type: ignore[assignment]
-        if not record:
-            return None
-        return Claimed(from_record(record), version_of(record), record)
+    def load(self, job_id: str) -> Claimed | Damaged | None:
+        """The job's record and version, Damaged (also when it was set aside), or None if
+        there is no such job."""
+        keys = self.keys_of(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        pipe.hget(keys.damaged(job_id), "damaged_error")
+        record, set_aside = pipe.execute(raise_on_error=False)
+        return self._loaded(job_id, record, set_aside)
 
-    def state(self, job_id: str) -> str | None:
-        """Just the job's state (cheap), or None if there is no record."""
-        state: str | None = self.client.hget(self.keys_of(job_id).job(job_id), "state")  # type: ignore[assignment]
-        return state
+    def state(self, job_id: str) -> str | Damaged | None:
+        """Just the job's state (cheap): a known state, Damaged, or None if there is no
+        record (nor one set aside)."""
+        keys = self.keys_of(job_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(keys.job(job_id), "state")
+        pipe.hget(keys.damaged(job_id), "damaged_error")
+        state, set_aside = pipe.execute(raise_on_error=False)
+        if isinstance(state, redis.ResponseError) and not is_outage(state):  # WRONGTYPE
+            return Damaged(job_id, {}, str(state))
+        if isinstance(state, Exception):
+            raise state
+        if state is None:
+            return None if set_aside is None else Damaged(job_id, {}, str(set_aside), True)
+        if state not in STATES:
+            return Damaged(job_id, {"state": state}, f"unknown state {state!r}")
+        return str(state)
 
     def load_many(self, job_ids: Sequence[str]) -> list[Claimed | Damaged | None]:
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.keys_of(job_id).job(job_id))
-        loaded: list[Claimed | Damaged | None] = []
-        for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False)):
-            if isinstance(record, redis.ResponseError):  # e.g. WRONGTYPE: not a hash
-                loaded.append(Damaged(job_id, {}, str(record)))
-                continue
-            if not record:
-                loaded.append(None)
-                continue
-            try:
-                loaded.append(Claimed(from_record(record), version_of(record), record))
-            except (KeyError, ValueError, TypeError) as exc:
-                loaded.append(Damaged(job_id, record, f"{type(exc).__name__}: {exc}"))
-        return loaded
+        return [
+            self._loaded(job_id, record)
+            for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False))
+        ]
+
+    @staticmethod
+    def _loaded(job_id: str, record: Any, set_aside: Any = None) -> Claimed | Damaged | None:
+        if isinstance(record, redis.ResponseError) and not is_outage(record):  # WRONGTYPE
+            return Damaged(job_id, {}, str(record))
+        if isinstance(record, Exception):
+            raise record
+        if not record:
+            if set_aside is None or isinstance(set_aside, Exception):
+                return None
+            return Damaged(job_id, {}, str(set_aside), moved=True)
+        return decode(job_id, record)
 
     def delete(self, job_id: str) -> bool:
         keys = self.keys_of(job_id)
@@ -304,4 +335,5 @@ class Store:
             keys.processing,
             keys.finished,
         ]
-        return bool(self.run((self._quarantine, call_keys, [damaged.job_id, damaged.error])))
+        args = [damaged.job_id, damaged.error, self.keys.done(damaged.job_id)]
+        return bool(self.run((self._quarantine, call_keys, args)))

@@ -15,10 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from . import clock, lifecycle
 from .job import Job
+from .outage import Retry
 from .store import Claimed, Damaged, ScriptCall, Store
 from .waits import Waits
 
@@ -70,8 +69,7 @@ class Sweeper:
         self._thread.join(timeout=3)
 
     def _run(self) -> None:
-        failures = 0
-        last_failure = ""
+        retry = Retry("timers", log)
         # Work scheduled by other processes is found by a tick at least once a second. Two
         # measures of that second: the monotonic clock (a process nudged all the time never
         # sleeps out a timeout) and the timeouts slept (a frozen test clock never advances).
@@ -82,20 +80,13 @@ class Sweeper:
             periodic = slept >= MAX_SLEEP or time.monotonic() - last_tick >= MAX_SLEEP
             try:
                 sleep = self._loop_once(periodic)
-                failures = 0
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("kickq: timers paused, Redis unreachable (%s)", exc)
-                sleep = min(0.1 * 2**failures, MAX_SLEEP)
-            except Exception as exc:
-                # the same failure every second (e.g. a misconfigured server) is logged once
-                if repr(exc) != last_failure:
-                    log.exception("kickq: sweeper tick failed")
-                last_failure = repr(exc)
-                sleep = MAX_SLEEP
-            else:
-                last_failure = ""
+                retry.succeeded()
+            except Exception as exc:  # the timer outlives any failed tick, and backs off
+                # all of it: a nudge cannot make Redis take what it refused a moment ago
+                pause = retry.failed(exc)
+                self._stopping.wait(pause)
+                slept += pause
+                continue
             if self._ticked:
                 slept, last_tick = 0.0, time.monotonic()
             self._planned_ms = clock.to_ms(clock.now()) + int(sleep * 1000)
@@ -152,10 +143,10 @@ class Sweeper:
                         change, loaded.version, self._purge_timeout(), previous=loaded.record
                     )
                 )
-        for result in store.run_batch(calls):
-            if isinstance(result, Exception):
-                log.error("kickq: a timer transition failed: %s", result)
+        refused = [result for result in store.run_batch(calls) if isinstance(result, Exception)]
         purged = store.purge(now_ms, BATCH) if due.purge else 0
+        if refused:  # what Redis refused stays due: back off, then try again
+            raise refused[0]
         more = len(due.scheduled) >= BATCH or len(due.overdue) >= BATCH or purged >= BATCH
         return due.earliest_ms, more
 
@@ -167,6 +158,4 @@ class Sweeper:
         if isinstance(loaded, Damaged):
             self._quarantine(loaded)
             return None
-        if loaded is None:
-            return None
-        return decide(loaded.job)
+        return None if loaded is None else decide(loaded.job)

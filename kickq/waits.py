@@ -16,22 +16,21 @@ from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 
 import attrs
-import redis
 
 from . import clock
-from .errors import HotjobTimeout, JobFailed, JobNotFound
+from .errors import DamagedRecord, HotjobTimeout, JobFailed, JobNotFound
 from .future import KickqFuture
 from .job import Job, State, from_event
 from .keys import Keys
 from .listener import Listener, Subscription
-from .store import Store
+from .outage import is_outage
+from .store import Claimed, Damaged, Store
 
 Schedule = Callable[[Callable[[], None]], None]
 FINISHED = (State.SUCCESS.value, State.FAIL.value)
 TIMEOUT, RECHECK = "timeout", "recheck"
 RECHECK_AFTER = datetime.timedelta(seconds=0.5)
-# errors that mean "Redis cannot be read right now", not "this wait is wrong"
-OUTAGES = (redis.ConnectionError, redis.TimeoutError, OSError)
+DAMAGED = "damaged"  # on the done channel: the record was set aside
 
 
 @attrs.define(eq=False)
@@ -151,8 +150,10 @@ class Waits:
     def _on_message(self, waiter: Waiter, payload: str) -> None:
         if not payload:
             self._finish(waiter, error=JobNotFound(f"job {waiter.job_id} was deleted"))
-            return
-        self._resolve(waiter, from_event(payload))
+        elif payload == DAMAGED:
+            self._recheck(waiter)  # reads why, from the record set aside
+        else:
+            self._resolve(waiter, from_event(payload))
 
     def _on_subscribed(self, waiter: Waiter) -> None:
         with self._lock:
@@ -168,20 +169,21 @@ class Waits:
             try:
                 # most re-reads find the job still running: read its state, not the record
                 state = self._store.state(waiter.job_id)
-                found = self._store.load(waiter.job_id) if state in FINISHED else None
-            except OUTAGES:
-                # the done message may be lost with the pub/sub connection too: read again
-                # later rather than rely on a reconnect that may not come
-                self._recheck_later(waiter)
-                return
+                found = self._store.load(waiter.job_id) if state in FINISHED else state
             except Exception as exc:
-                self._finish(waiter, error=exc)
+                if is_outage(exc):
+                    # the done message may be lost with the pub/sub connection too: read
+                    # again later rather than rely on a reconnect that may not come
+                    self._recheck_later(waiter)
+                else:
+                    self._finish(waiter, error=exc)
                 return
-            if state is None or found is None:
-                if state is None or state in FINISHED:  # gone (or purged between the reads)
-                    self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
-                return
-            self._resolve(waiter, found.job)
+            if isinstance(found, Damaged):
+                self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
+            elif isinstance(found, Claimed):
+                self._resolve(waiter, found.job)
+            elif found is None:  # gone (or purged between the two reads)
+                self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
 
         self._schedule(load)
 

@@ -18,15 +18,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-import redis
 
 from . import clock, lifecycle
 from .errors import SerializationError
 from .handlers import Handler, describe_error
 from .job import dumps
 from .listener import Listener, Subscription
+from .outage import Retry
 from .pool import ThreadPool
-from .store import Claimed, Damaged, Store
+from .store import Claimed, Damaged, ScriptCall, Store
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 5.0  # a safety net only: wake-ups come from pub/sub
@@ -55,6 +55,14 @@ def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
     return lifecycle.Succeeded(value)
 
 
+@attrs.frozen
+class Ending:
+    """The decided end of one run, and the script call that applies it."""
+
+    change: lifecycle.Change
+    call: ScriptCall
+
+
 @attrs.define
 class WorkerContext:
     """What a worker needs from the process-wide runtime."""
@@ -81,6 +89,7 @@ class Worker:
         self._lock = threading.Lock()
         self._running: dict[str, Running] = {}
         self._ended: list[tuple[Running, lifecycle.Outcome]] = []
+        self._unsent: list[Ending] = []  # ends of runs Redis has not taken yet
         self._nudge = threading.Event()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
@@ -142,32 +151,18 @@ class Worker:
     # -- the fetch loop -------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = 0.0
-        last_failure = ""
+        retry = Retry(f"worker {self._thread.name}", log)
         while not self._abandon.is_set():
             self._nudge.clear()
             try:
                 claimed_all = self._turn_once()
-                if backoff:
-                    log.info("kickq: worker %s reconnected to Redis", self._thread.name)
-                backoff, last_failure = 0.0, ""
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not backoff:
-                    log.warning(
-                        "kickq: worker %s lost Redis (%s); retrying", self._thread.name, exc
-                    )
-                backoff = min(max(backoff * 2, 0.05), 2.0)
-                self._nudge.wait(backoff)
-                continue
-            except Exception as exc:  # a worker must outlive any one bad turn; say so loudly
-                if repr(exc) != last_failure:  # ... once, not at every retry of the same
-                    log.exception("kickq: worker %s: a turn failed; retrying", self._thread.name)
-                last_failure = repr(exc)
-                backoff = min(max(backoff * 2, 0.05), 2.0)
-                self._nudge.wait(backoff)
+                retry.succeeded()
+            except Exception as exc:  # a worker outlives any failed turn, and backs off
+                # all of it: a nudge cannot make Redis take what it refused a moment ago
+                self._abandon.wait(retry.failed(exc))
                 continue
             with self._lock:
-                idle = not self._running and not self._ended
+                idle = not self._running and not self._ended and not self._unsent
             if self._stopping.is_set() and idle:
                 return
             if not claimed_all:
@@ -184,27 +179,14 @@ class Worker:
         return min(max(remaining, 0.005), BUSY_WAIT)
 
     def _turn_once(self) -> bool:
-        """One round trip: end finished runs, claim for free slots. True if it should go on."""
-        now = clock.now()
-        with self._lock:
-            overdue = self._ghost_overdue(now)
-            ended, self._ended = self._ended, []
-            free = 0 if self._stopping.is_set() else self.concurrent_jobs - len(self._running)
-        self._abandon_runs(overdue)
+        """One round trip: end finished runs, claim for free slots. True if it should go on.
+
+        A run's end that Redis did not take (down, out of memory) is kept, as decided, and sent
+        again by the next turns until Redis takes it: a finished run is never lost, and never
+        costs a second run while its deadline holds."""
+        endings, free = self._plan(clock.now())
         store = self._context.store
-        calls = []
-        changes = []
-        for running, outcome in ended:
-            change = lifecycle.end_run(
-                running.claimed.job, outcome, now, self._context.interval_for
-            )
-            if change is not None:
-                changes.append(change)
-                purge = self._context.purge_timeout()
-                claimed = running.claimed
-                calls.append(
-                    store.transition_call(change, claimed.version, purge, previous=claimed.record)
-                )
+        calls = [ending.call for ending in endings]
         if free > 0:
             calls.append(store.claim_call(self._claim_order(), free))
         if not calls:
@@ -212,32 +194,67 @@ class Worker:
         try:
             results = store.run_batch(calls)
         except BaseException:
-            with self._lock:
-                self._ended = ended + self._ended
+            self._keep_unsent(endings)
             raise
-        for change, result in zip(changes, results):
-            if isinstance(result, Exception):
-                log.error("kickq: ending a run of job %s failed: %s", change.job.id, result)
-            elif not result:
-                log.info(
-                    "kickq: job %s changed meanwhile; this run's end is ignored", change.job.id
+        refused = self._apply_endings(endings, results)
+        go_on = free > 0 and self._start_claimed(results[-1], free)
+        if refused:
+            raise refused[0]  # after the claimed runs started: the caller backs off
+        return go_on and not self._stopping.is_set()
+
+    def _plan(self, now: datetime.datetime) -> tuple[list[Ending], int]:
+        """The ends of runs to send (those Redis refused before first), and the free slots."""
+        with self._lock:
+            overdue = self._ghost_overdue(now)
+            ended, self._ended = self._ended, []
+            endings, self._unsent = self._unsent, []
+            free = 0 if self._stopping.is_set() else self.concurrent_jobs - len(self._running)
+        self._abandon_runs(overdue)
+        purge = self._context.purge_timeout()
+        for running, outcome in ended:
+            claimed = running.claimed
+            change = lifecycle.end_run(claimed.job, outcome, now, self._context.interval_for)
+            if change is not None:
+                call = self._context.store.transition_call(
+                    change, claimed.version, purge, previous=claimed.record
                 )
-        scheduled = [c.job.scheduled_for for c in changes if c.job.state in lifecycle.WAITING]
+                endings.append(Ending(change, call))
+        return endings, free
+
+    def _keep_unsent(self, endings: list[Ending]) -> None:
+        with self._lock:
+            self._unsent = endings + self._unsent
+
+    def _apply_endings(self, endings: list[Ending], results: list[Any]) -> list[Exception]:
+        """Note what Redis made of each run's end; keep the refused ones for the next turn."""
+        refused = [(e, r) for e, r in zip(endings, results) if isinstance(r, Exception)]
+        self._keep_unsent([ending for ending, _ in refused])
+        for ending, result in zip(endings, results):
+            if not isinstance(result, Exception) and not result:
+                log.info(
+                    "kickq: job %s changed meanwhile; this run's end is ignored",
+                    ending.change.job.id,
+                )
+        scheduled = [
+            e.change.job.scheduled_for
+            for e, r in zip(endings, results)
+            if not isinstance(r, Exception) and e.change.job.state in lifecycle.WAITING
+        ]
         if scheduled:
             self._context.on_scheduled(clock.to_ms(min(s for s in scheduled if s)))
-        if free <= 0:
-            return False
-        claimed = results[-1]
-        if isinstance(claimed, Exception):
-            raise claimed
-        jobs = store.parse_claimed(claimed)
+        return [result for _, result in refused]
+
+    def _start_claimed(self, reply: Any, free: int) -> bool:
+        """Start the runs a claim returned; True if another claim may find more."""
+        if isinstance(reply, Exception):
+            raise reply
+        jobs = self._context.store.parse_claimed(reply)
         for item in jobs:
             if isinstance(item, Damaged):
                 self._context.quarantine(item)
             else:
                 self._start(item)
-        go_on = len(jobs) >= free or self._other_groups_may_have_jobs(bool(jobs))
-        return go_on and not self._stopping.is_set()
+        return len(jobs) >= free or self._other_groups_may_have_jobs(bool(jobs))
 
     def _other_groups_may_have_jobs(self, claimed_any: bool) -> bool:
         """With slots left after a claim: try another group before sleeping if a wake message

@@ -493,7 +493,7 @@ def test_namespaces_isolate_jobs_events_lookups_and_keys(
     try:
         assert child.read() == {"ready": True}
         b_channels = [f"B:{event}" for event in ("create", "queued", "success", "fail", "delete")]
-        b_channels.append("B:wake:shared")
+        b_channels.append("B:wake:{shared}")
         wait_until(lambda: all(n for _, n in r.pubsub_numsub(*b_channels)), timeout=10)
 
         kickq.config(redis_namespace="A")

@@ -6,6 +6,12 @@
 -- Returns 1 if the job existed, else 0.
 local name = redis.call('HGET', KEYS[1], 'name')
 if not name then return 0 end
+for i = 2, 4 do  -- checked before the first write, so that an error leaves nothing changed
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
+  end
+end
 redis.call('DEL', KEYS[1])
 for i = 2, 4 do
   redis.call('ZREM', KEYS[i], ARGV[1])

@@ -7,7 +7,8 @@
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
-  local name = redis.call('HGET', key, 'name')
+  -- a key that is not a hash is due for purging all the same: never stop at it
+  local name = redis.call('TYPE', key).ok == 'hash' and redis.call('HGET', key, 'name')
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[1], id)
   if name then

@@ -12,12 +12,19 @@
 -- ARGV[6]  message published on each channel: the job as JSON
 -- ARGV[7]  n, the number of channels; ARGV[8 .. 7+n] the channels
 -- ARGV[8+n ..]  field, value pairs written to the job hash
--- Returns 1 when applied, 0 when the record changed meanwhile (or already exists).
+-- Returns 1 when applied, 0 when the record changed meanwhile (or already exists). Every key is
+-- checked before the first write, so that an error leaves nothing changed.
 local version = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == '0' then
   if version then return 0 end
 elseif version ~= ARGV[1] then
   return 0
+end
+for i = 2, 5 do
+  local kind, expected = redis.call('TYPE', KEYS[i]).ok, i == 5 and 'list' or 'zset'
+  if kind ~= 'none' and kind ~= expected then
+    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. expected)
+  end
 end
 
 local n = tonumber(ARGV[7])

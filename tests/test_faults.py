@@ -285,6 +285,56 @@ def test_out_of_memory_fails_create_and_leaves_no_half_job(tmp_path: pathlib.Pat
         server.stop()
 
 
+def script_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+def test_a_run_ending_while_redis_is_out_of_memory_is_kept_and_runs_once(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that finishes while Redis refuses writes (OOM) is kept and its end sent again once
+    Redis takes it: the job succeeds after one run. Meanwhile no loop spins (a few script
+    calls a second, not thousands) and the failure is logged once, not at every retry."""
+    server = RedisServer(tmp_path / "oom").start()
+    client = server.client()
+    release = threading.Event()
+    try:
+        kickq.reset()
+        kickq.config(redis_url=server.url)
+        caplog.set_level(logging.INFO, logger="kickq")
+        kickq.process("oom", lambda job, data: data if release.wait(30) else None)
+        kickq.process("oom-later", lambda job, data: data)
+        job = kickq.create("oom", "kept").result(5)
+        wait_until(lambda: client.hget(f"{NS}:job:{job.id}", "state") == "processing")
+        later = kickq.create("oom-later", "due during the outage", delay=0.3).result(5)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)  # every write refused from now on
+        refused = kickq.create("oom", "refused")
+        assert isinstance(outcome(refused, 10), kickq.RedisUnavailable)
+        release.set()
+        caplog.clear()
+        before = script_calls(client)
+        pace(3.0)  # a window to count the calls in (the waits below are bounded polls)
+        calls = script_calls(client) - before
+        assert calls < 60, f"{calls} script calls in 3 s while Redis refused writes"
+        problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(problems) <= 4, [r.getMessage() for r in problems]
+        assert client.hget(f"{NS}:job:{job.id}", "state") == "processing"
+
+        client.config_set("maxmemory", 0)
+        done = kickq.wait(job.id, timeout=10).result(15)
+        assert done.result == "kept" and [run.state for run in done.runs] == ["success"]
+        assert kickq.wait(later.id, timeout=10).result(15).result == "due during the outage"
+    finally:
+        release.set()
+        client.close()
+        kickq.reset()
+        server.stop()
+
+
 # -- handlers that misbehave ------------------------------------------------------------------
 
 

@@ -22,6 +22,21 @@ from support import RedisCluster, RedisServer
 
 Client = Union[redis.Redis, redis.RedisCluster]
 BACKENDS = ("single", "cluster")
+PARSER_ENV = "KICKQ_TEST_PARSER"  # "hiredis" or "python": the run fails at once if it is not so
+
+
+def pytest_report_header() -> str:
+    return f"redis-py {redis.__version__}, parser: {parser_in_use()}"
+
+
+def parser_in_use() -> str:
+    return "hiredis" if redis.utils.HIREDIS_AVAILABLE else "python"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    wanted = os.environ.get(PARSER_ENV)
+    if wanted and wanted != parser_in_use():
+        raise pytest.UsageError(f"{PARSER_ENV}={wanted}, but redis-py uses {parser_in_use()}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -12,7 +12,7 @@ import redis
 import kickq
 from support import all_keys, job_key, queue_key, wait_until
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
 VALID = "valid-job"
 

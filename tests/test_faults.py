@@ -24,6 +24,8 @@ import kickq.runtime
 from kickq.job import Job, to_record
 from support import RedisServer, free_port, wait_until
 
+pytestmark = pytest.mark.both_parsers
+
 NS = "kickq"
 # every field create() writes, plus the version the transition script adds
 RECORD_FIELDS = frozenset(to_record(Job(id="x", name="y"))) | {"version"}

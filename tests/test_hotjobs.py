@@ -15,7 +15,7 @@ import redis
 import kickq
 from support import client_lists, numsub, wait_until
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
 
 def test_hotjob_resolves_with_the_finished_job() -> None:

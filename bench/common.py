@@ -238,7 +238,7 @@ class WorkerProcs:
                 )
             self.procs.append(proc)
         try:
-            for proc, log_path in zip(self.procs, self.logs):
+            for proc, log_path in zip(self.procs, self.logs, strict=True):
                 self._expect(proc, "ready", timeout, log_path)
         except BaseException:
             self.stop()
@@ -275,7 +275,7 @@ class WorkerProcs:
         return started
 
     def check_alive(self) -> None:
-        for proc, log in zip(self.procs, self.logs):
+        for proc, log in zip(self.procs, self.logs, strict=True):
             if proc.poll() is not None:
                 tail = ""
                 with contextlib.suppress(OSError):

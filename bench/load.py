@@ -302,7 +302,7 @@ def measure(  # the whole benchmark, on the private server
                 pipe.hget(key, "state")
                 pipe.hexists(key, "run:2")
             replies = pipe.execute()
-            for state, rerun in zip(replies[::2], replies[1::2]):
+            for state, rerun in zip(replies[::2], replies[1::2], strict=True):
                 if state is not None:  # purged meanwhile
                     states[state] += 1
                     bad_runs += bool(rerun)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union, overload
+from typing import Any, overload
 
 import attrs
 
@@ -21,7 +21,7 @@ from .store import Damaged
 from .worker import Worker
 
 _MISSING: Any = object()
-Names = Union[str, Iterable[str]]
+Names = str | Iterable[str]
 
 
 @overload

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import redis
 
@@ -19,7 +19,7 @@ from .errors import ConfigError, RedisUnavailable
 
 ENV_URL = "KICKQ_REDIS_URL"
 ENV_CLUSTER = "KICKQ_REDIS_CLUSTER"
-Client = Union[redis.Redis, redis.RedisCluster]
+Client = redis.Redis | redis.RedisCluster
 
 # kickq reads replies as text and speaks RESP2 on every connection, the pub/sub one included.
 # Bytes that are not UTF-8 (a hand-edited record) decode to lone surrogates instead of raising

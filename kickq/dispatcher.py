@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -39,7 +39,7 @@ class Task:
     run: Callable[[], None]
 
 
-Request = Union[Call, Task, None]
+Request = Call | Task | None
 
 
 class Dispatcher:
@@ -97,7 +97,7 @@ class Dispatcher:
         results = [
             translate(r, self._where) if isinstance(r, BaseException) else r for r in results
         ]
-        for call, result in zip(calls, results):
+        for call, result in zip(calls, results, strict=True):
             self._guarded(functools.partial(call.done, result))
 
     @staticmethod

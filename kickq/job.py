@@ -271,7 +271,7 @@ def _json_fields(record: Mapping[str, str]) -> dict[str, Any]:
     values = json.loads("[" + ",".join(record[name] for name in present) + "]")
     if len(values) != len(present):
         raise ValueError("a field does not hold exactly one JSON value")
-    return dict(zip(present, values))
+    return dict(zip(present, values, strict=True))
 
 
 def from_record(record: Mapping[str, str]) -> Job:

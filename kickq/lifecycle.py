@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -40,7 +40,7 @@ class Ghosted:
     pass
 
 
-Outcome = Union[Succeeded, Failed, Ghosted]
+Outcome = Succeeded | Failed | Ghosted
 WAITING = (State.DELAYED, State.RETRY, State.GHOST)
 
 

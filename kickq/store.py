@@ -39,7 +39,7 @@ def _load(name: str) -> str:
 
 
 def _as_dict(flat: Sequence[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2]))
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 @attrs.frozen
@@ -129,7 +129,7 @@ class Store:
             for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
                 script.sha = str(self.client.script_load(script.script))
             retried = self._send([calls[i] for i in missing])
-            for i, result in zip(missing, retried):
+            for i, result in zip(missing, retried, strict=True):
                 results[i] = result
         return results
 
@@ -270,7 +270,7 @@ class Store:
             pipe.hgetall(self.keys_of(job_id).job(job_id))
         return [
             self._loaded(job_id, record)
-            for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False))
+            for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False), strict=True)
         ]
 
     @staticmethod

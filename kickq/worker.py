@@ -227,22 +227,22 @@ class Worker:
 
     def _apply_endings(self, endings: list[Ending], results: list[Any]) -> list[Exception]:
         """Note what Redis made of each run's end; keep the refused ones for the next turn."""
-        refused = [(e, r) for e, r in zip(endings, results) if isinstance(r, Exception)]
-        self._keep_unsent([ending for ending, _ in refused])
-        for ending, result in zip(endings, results):
-            if not isinstance(result, Exception) and not result:
-                log.info(
-                    "kickq: job %s changed meanwhile; this run's end is ignored",
-                    ending.change.job.id,
-                )
-        scheduled = [
-            e.change.job.scheduled_for
-            for e, r in zip(endings, results)
-            if not isinstance(r, Exception) and e.change.job.state in lifecycle.WAITING
-        ]
+        refused: list[Exception] = []
+        unsent: list[Ending] = []
+        scheduled: list[datetime.datetime] = []
+        for ending, result in zip(endings, results[: len(endings)], strict=True):
+            job = ending.change.job
+            if isinstance(result, Exception):
+                refused.append(result)
+                unsent.append(ending)
+            elif not result:
+                log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
+            elif job.state in lifecycle.WAITING and job.scheduled_for is not None:
+                scheduled.append(job.scheduled_for)
+        self._keep_unsent(unsent)
         if scheduled:
-            self._context.on_scheduled(clock.to_ms(min(s for s in scheduled if s)))
-        return [result for _, result in refused]
+            self._context.on_scheduled(clock.to_ms(min(scheduled)))
+        return refused
 
     def _start_claimed(self, reply: Any, free: int) -> bool:
         """Start the runs a claim returned; True if another claim may find more."""

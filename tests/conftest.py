@@ -10,7 +10,6 @@ import os
 import pathlib
 import sys
 from collections.abc import Iterator
-from typing import Union
 
 import pytest
 import redis
@@ -20,7 +19,7 @@ import kickq
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from support import RedisCluster, RedisServer
 
-Client = Union[redis.Redis, redis.RedisCluster]
+Client = redis.Redis | redis.RedisCluster
 BACKENDS = ("single", "cluster")
 PARSER_ENV = "KICKQ_TEST_PARSER"  # "hiredis" or "python": the run fails at once if it is not so
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -448,7 +449,7 @@ def test_backoff_without_jitter_grows_to_the_maximum() -> None:
     interval = kickq.backoff(base=1, factor=2, maximum=10, jitter=False)
     values = [interval(n) for n in range(1, 9)]
     assert values == [1, 2, 4, 8, 10, 10, 10, 10]
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(values))
     assert interval(1000) == 10
 
 

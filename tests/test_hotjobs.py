@@ -13,9 +13,14 @@ import pytest
 import redis
 
 import kickq
+import kickq.runtime
 from support import client_lists, numsub, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
+
+
+def done_channel(job_id: str) -> str:
+    return kickq.runtime.get().keys.done(job_id)
 
 
 def test_hotjob_resolves_with_the_finished_job() -> None:
@@ -84,17 +89,17 @@ def test_wait_for_unknown_job_fails_at_once() -> None:
         kickq.wait("no-such-job").result(5)
 
 
-def test_wait_fails_when_job_is_deleted_meanwhile() -> None:
+def test_wait_fails_when_job_is_deleted_meanwhile(r: redis.Redis) -> None:
     """A pending wait fails with JobNotFound when its job is deleted."""
     job = kickq.create("doomed").result(5)
     waiting = kickq.wait(job.id)
-    time.sleep(0.05)  # let the subscription settle; the assertion below is bounded anyway
+    wait_until(lambda: numsub(r, done_channel(job.id)) == 1, timeout=5, what="the subscription")
     assert kickq.delete(job.id).result(5)
     with pytest.raises(kickq.JobNotFound):
         waiting.result(5)
 
 
-def test_wait_by_id_from_a_second_process(subprocess_env: dict[str, str]) -> None:
+def test_wait_by_id_from_a_second_process(r: redis.Redis, subprocess_env: dict[str, str]) -> None:
     """A job created here is awaited by id in another process, which gets the result."""
     job = kickq.create("shared", {"n": 5}).result(5)
     child = subprocess.Popen(
@@ -109,7 +114,8 @@ def test_wait_by_id_from_a_second_process(subprocess_env: dict[str, str]) -> Non
         stdout=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.3)  # the child subscribes; either way it re-reads the record
+    # the completion reaches the child by pub/sub: it is subscribed before the job runs
+    wait_until(lambda: numsub(r, done_channel(job.id)) == 1, timeout=20, what="the child's wait")
     kickq.process("shared", lambda j, d: d["n"] * 3)
     out, _ = child.communicate(timeout=30)
     assert child.returncode == 0 and json.loads(out) == 15
@@ -120,7 +126,7 @@ def test_thousand_hotjobs_share_one_pubsub_connection(r: redis.Redis) -> None:
     release = threading.Event()
     kickq.process("held", lambda job, data: release.wait(20) and data, concurrent_jobs=2)
     jobs = [f.result(10) for f in [kickq.create("held", i, hotjob=True) for i in range(1000)]]
-    wait_until(lambda: numsub(r, f"kickq:done:{jobs[-1].id}") == 1, timeout=10)
+    wait_until(lambda: numsub(r, done_channel(jobs[-1].id)) == 1, timeout=10)
     clients = client_lists(r)
     pubsub_clients = [c for c in clients if int(c.get("sub", 0)) > 0]
     assert len(pubsub_clients) == 1

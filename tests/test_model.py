@@ -333,7 +333,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         pipe = client.pipeline(transaction=False)
         for job_id in self.jobs:
             pipe.hgetall(keys.job(job_id))
-        for job, record in zip(self.jobs.values(), pipe.execute()):
+        for job, record in zip(self.jobs.values(), pipe.execute(), strict=True):
             stored = from_record(record)
             assert (stored.name, stored.state.value) == (job.name, job.state)
             assert [run.state.value for run in stored.runs] == job.runs

@@ -30,6 +30,18 @@ def failed(error: BaseException) -> KickqFuture[Any]:
     return future
 
 
+def resolve(future: concurrent.futures.Future[T], result: T) -> None:
+    """Set the result, unless the future was cancelled meanwhile (by its caller, or reset)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(result)
+
+
+def reject(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+    """Set the exception, unless the future was cancelled meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
+
+
 async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 

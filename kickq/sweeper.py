@@ -26,6 +26,7 @@ log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0
 NEVER = 2**62
 BATCH = 200
+STOP_WAIT = 0.5
 
 
 class Sweeper:
@@ -64,10 +65,12 @@ class Sweeper:
         if clock.to_ms(when) < self._planned_ms:
             self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Stop the thread; wait for it `timeout` seconds at most (a tick may be waiting for a
+        Redis that does not answer: the thread then ends after it, on its own)."""
         self._stopping.set()
         self._wake.set()
-        self._thread.join(timeout=3)
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         failures = 0

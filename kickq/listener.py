@@ -70,6 +70,8 @@ class Listener:
                 self._send("UNSUBSCRIBE", subscription.channel)
 
     def stop(self) -> None:
+        """Stop listening and close the connection. Callable from a subscriber's callback (on
+        the listening thread): the thread then ends once the callback returns."""
         self._stopping.set()
         with self._lock:
             conn = self._conn
@@ -78,7 +80,8 @@ class Listener:
             # wakes the reader at once; it closes the connection itself, in its own thread
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=3)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=3)
 
     # -- the listening thread -----------------------------------------------------------
 

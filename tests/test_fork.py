@@ -117,10 +117,10 @@ def collect(pid: int, read_fd: int, deadline: float = CHILD_DEADLINE) -> str:
     finally:
         os.close(read_fd)
         _, status = os.waitpid(pid, 0)
-    report = b"".join(chunks).decode(errors="replace")
-    assert not timed_out, f"the child did not finish in {deadline:g}s: {report}"
-    assert os.waitstatus_to_exitcode(status) == 0, report
-    return report
+    text = b"".join(chunks).decode(errors="replace")
+    assert not timed_out, f"the child did not finish in {deadline:g}s: {text}"
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    return text
 
 
 def report(work: Callable[[], str]) -> tuple[int, str]:

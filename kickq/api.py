@@ -12,7 +12,7 @@ import attrs
 from . import clock, config, lifecycle, runtime
 from .config import settings
 from .errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
-from .future import KickqFuture, failed
+from .future import KickqFuture, failed, reject, resolve
 from .handlers import Handler
 from .job import Job, dumps, from_event
 from .keys import EVENTS, is_job_id
@@ -115,19 +115,27 @@ def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> Ki
     def saved(result: Any) -> None:
         # A result of 0 means a record with this (random, unique) id exists already: redis-py
         # re-sent the batch after a dropped connection and the first send had saved it.
+        if future.cancelled():  # by its caller, or by kickq.reset() while the save was out
+            if waiter is not None:
+                engine.waits.cancel(waiter)
+            return
         if isinstance(result, BaseException):
             if waiter is not None:
                 engine.waits.cancel(waiter, result)
-            future.set_exception(result)
+            reject(future, result)
             return
         if waiter is not None:
             engine.waits.created(waiter)
         if job.scheduled_for is not None:
             engine.sweeper.nudge(clock.to_ms(job.scheduled_for))
-        future.set_result(job)
+        resolve(future, job)
+
+    def cancelled() -> None:
+        if future.cancel() and waiter is not None:
+            engine.waits.cancel(waiter)
 
     call = engine.store.transition_call(change, 0, runtime.purge_timeout(), data_json)
-    engine.dispatcher.call(call, saved)
+    engine.dispatcher.call(call, saved, cancelled)
     return future
 
 
@@ -147,12 +155,16 @@ def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
     future: KickqFuture[Any] = KickqFuture()
 
     def run() -> None:
+        if future.cancelled():
+            return
         try:
-            future.set_result(work(engine))
+            result = work(engine)
         except BaseException as exc:
-            future.set_exception(translate(exc, engine.where))
+            reject(future, translate(exc, engine.where))
+            return
+        resolve(future, result)
 
-    engine.dispatcher.task(run)
+    engine.dispatcher.task(run, future.cancel)
     return future
 
 

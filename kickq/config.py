@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import os
 import threading
 import types
 from collections.abc import Callable, Mapping
@@ -222,6 +223,10 @@ class Settings:
         self._values = self._defaults()
         self._explicit: set[str] = set()
 
+    def _renew_lock(self) -> None:
+        """After fork(), in the child: a parent thread may have held the lock at the fork."""
+        self._lock = threading.Lock()
+
     @staticmethod
     def _defaults() -> dict[str, Any]:
         return {name: option.default for name, option in OPTIONS.items()}
@@ -269,3 +274,5 @@ class Settings:
 
 
 settings = Settings()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=settings._renew_lock)

@@ -3,10 +3,16 @@
 Requests that arrive close together go out together: script calls queued while one batch is
 on the wire leave in the next, as one pipeline (creates issued in a loop cost one round trip
 per batch, not per job).
+
+Stopping cancels every request that has not started: its future is cancelled, and nothing of it
+reaches Redis. Only the request in flight is waited for, briefly; past that it is cancelled too
+(whether Redis applied it is then unknown), so that stopping never waits on a Redis that does
+not answer.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import queue
@@ -22,43 +28,93 @@ from .store import ScriptCall, Store
 
 log = logging.getLogger("kickq")
 MAX_BATCH = 1000
+STOP_WAIT = 0.5  # seconds stop() waits for the request in flight
+
+
+def _nothing() -> None:
+    """The cancellation of a request that has no future of its own."""
 
 
 @attrs.frozen
 class Call:
-    """A script call; `done` gets its result, or the exception it raised."""
+    """A script call; `done` gets its result, or the exception it raised. `cancel` is called
+    instead when the dispatcher stops before the result is in."""
 
     call: ScriptCall
     done: Callable[[Any], None]
+    cancel: Callable[[], object] = _nothing
 
 
 @attrs.frozen
 class Task:
-    """Any other Redis work; it reports its own outcome."""
+    """Any other Redis work; it reports its own outcome, or `cancel` is called instead."""
 
     run: Callable[[], None]
+    cancel: Callable[[], object] = _nothing
 
 
-Request = Call | Task | None
+Request = Call | Task
 
 
 class Dispatcher:
     def __init__(self, store: Store, where: str) -> None:
         self._store = store
         self._where = where
-        self._queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()  # None: wake up
+        self._lock = threading.Lock()
+        self._stopping = False
+        # requests the thread has taken off the queue but not started, and those on the wire
+        self._backlog: collections.deque[Request] = collections.deque()
+        self._in_flight: list[Request] = []
         self._thread = threading.Thread(target=self._run, name="kickq-dispatcher", daemon=True)
         self._thread.start()
 
-    def call(self, call: ScriptCall, done: Callable[[Any], None]) -> None:
-        self._queue.put(Call(call, done))
+    def call(
+        self, call: ScriptCall, done: Callable[[Any], None], cancel: Callable[[], object] = _nothing
+    ) -> None:
+        self._put(Call(call, done, cancel))
 
-    def task(self, run: Callable[[], None]) -> None:
-        self._queue.put(Task(run))
+    def task(self, run: Callable[[], None], cancel: Callable[[], object] = _nothing) -> None:
+        self._put(Task(run, cancel))
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Cancel every request that has not started; give the one in flight `timeout` seconds,
+        then cancel it too. Callable from a callback that runs on the dispatcher thread: the
+        thread ends once that callback returns."""
+        with self._lock:
+            self._stopping = True
+            waiting = [*self._backlog, *self._drain()]
+            self._backlog.clear()
         self._queue.put(None)
+        _cancel(waiting)
+        if threading.current_thread() is self._thread:
+            return
         self._thread.join(timeout)
+        with self._lock:
+            abandoned, self._in_flight = self._in_flight, []
+        _cancel(abandoned)
+
+    def _put(self, request: Request) -> None:
+        self._queue.put(request)
+        if self._stopping:  # stop() may have emptied the queue before this request came
+            _cancel(self._drain())
+
+    def _drain(self) -> list[Request]:
+        """Take every request off the queue (thread-safe); a wake-up stays queued."""
+        taken: list[Request] = []
+        wake = False
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                wake = True
+            else:
+                taken.append(request)
+        if wake:
+            self._queue.put(None)
+        return taken
 
     def _run(self) -> None:
         while True:
@@ -68,21 +124,42 @@ class Dispatcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            if not self._serve(batch):
+            requests = [request for request in batch if request is not None]
+            with self._lock:
+                stopping = self._stopping
+                if not stopping:
+                    self._backlog.extend(requests)
+            if stopping:
+                _cancel(requests)
+                return
+            while self._serve_next():
+                pass
+            if self._stopping:
                 return
 
-    def _serve(self, batch: list[Request]) -> bool:
-        calls: list[Call] = []
-        for request in batch:
-            if isinstance(request, Call):
-                calls.append(request)
-                continue
-            self._send(calls)
-            calls = []
-            if request is None:
+    def _serve_next(self) -> bool:
+        """Serve the next request of the backlog (a run of script calls goes as one batch);
+        False once the backlog is empty or the dispatcher is stopping."""
+        with self._lock:
+            backlog = self._backlog
+            if self._stopping or not backlog:
                 return False
-            self._guarded(request.run)
-        self._send(calls)
+            if isinstance(backlog[0], Task):
+                self._in_flight = [backlog.popleft()]
+            else:
+                calls: list[Request] = []
+                while backlog and isinstance(backlog[0], Call):
+                    calls.append(backlog.popleft())
+                self._in_flight = calls
+            unit = self._in_flight
+        first = unit[0]
+        if isinstance(first, Task):
+            _guarded(first.run)
+        else:
+            self._send([call for call in unit if isinstance(call, Call)])
+        with self._lock:
+            if self._in_flight is unit:
+                self._in_flight = []
         return True
 
     def _send(self, calls: list[Call]) -> None:
@@ -98,11 +175,16 @@ class Dispatcher:
             translate(r, self._where) if isinstance(r, BaseException) else r for r in results
         ]
         for call, result in zip(calls, results, strict=True):
-            self._guarded(functools.partial(call.done, result))
+            _guarded(functools.partial(call.done, result))
 
-    @staticmethod
-    def _guarded(run: Callable[[], None]) -> None:
-        try:
-            run()
-        except Exception:
-            log.exception("kickq: a request callback failed")
+
+def _guarded(run: Callable[[], object]) -> None:
+    try:
+        run()
+    except Exception:
+        log.exception("kickq: a request callback failed")
+
+
+def _cancel(requests: list[Request]) -> None:
+    for request in requests:
+        _guarded(request.cancel)

@@ -46,6 +46,16 @@ _POLL = 0.02
 _announced = False
 _announce_lock = threading.Lock()
 
+
+def _renew_lock() -> None:
+    """After fork(), in the child: a parent thread may have held the lock at the fork."""
+    global _announce_lock
+    _announce_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_lock)
+
 # What a probe of the socket found.
 _UP = "up"
 _LOADING = "loading"
@@ -334,9 +344,13 @@ def _locked(directory: pathlib.Path) -> Iterator[None]:
                         "(another process is starting or stopping the embedded Redis)"
                     ) from None
                 time.sleep(_POLL)
-        yield
+        try:
+            yield
+        finally:
+            # Unlocked explicitly: closing the fd alone would not release the lock while a
+            # child forked meanwhile keeps its copy of the fd open.
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        # Closing the fd releases the flock.
         os.close(fd)
 
 

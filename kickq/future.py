@@ -30,6 +30,18 @@ def failed(error: BaseException) -> KickqFuture[Any]:
     return future
 
 
+def resolve(future: concurrent.futures.Future[T], result: T) -> None:
+    """Set the result, unless the future was cancelled meanwhile (by its caller, or reset)."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(result)
+
+
+def reject(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+    """Set the exception, unless the future was cancelled meanwhile."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_exception(error)
+
+
 async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
@@ -41,6 +53,18 @@ async def _contained(coroutine: Coroutine[Any, Any, T]) -> T:
         return await coroutine
     except (KeyboardInterrupt, SystemExit) as exc:
         raise RuntimeError(str(exc) or type(exc).__name__) from exc
+
+
+async def _wind_down(spare: asyncio.Task[Any] | None) -> None:
+    """Cancel every task but `spare`, let them end, wait for `spare`, then stop the loop."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and t is not spare]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if spare is not None:
+        await asyncio.wait([spare])
+    asyncio.get_running_loop().stop()
 
 
 class LoopThread:
@@ -56,11 +80,22 @@ class LoopThread:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(
-                    target=loop.run_forever, name="kickq-asyncio", daemon=True
+                    target=self._serve, args=(loop,), name="kickq-asyncio", daemon=True
                 )
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def is_current(self) -> bool:
+        """Whether the caller runs on the loop's thread (in a coroutine handler, say)."""
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(_contained(coroutine), self._start())
@@ -69,21 +104,21 @@ class LoopThread:
         return self.run(_await(awaitable))
 
     def stop(self) -> None:
+        """Cancel every task and stop the loop. From a coroutine on the loop (which the loop
+        cannot wait for while it runs), the loop is stopped once that coroutine's task ends,
+        and every other task is cancelled as soon as it gives the loop control."""
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
-
-        async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout=2)
-        loop.call_soon_threadsafe(loop.stop)
+        if threading.current_thread() is thread:
+            loop.create_task(_wind_down(asyncio.current_task(loop)))
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(_wind_down(None), loop).result(timeout=2)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            # a task that outlives its cancellation: stop the loop all the same
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=2)
-        if not thread.is_alive():
-            loop.close()

@@ -50,6 +50,10 @@ class Handler:
         self.takes_done = not self.is_coroutine and _takes_done(function)
         self._loop = loop
 
+    def on_loop_thread(self) -> bool:
+        """Whether the caller runs on the event-loop thread that runs coroutine handlers."""
+        return self._loop.is_current()
+
     def start_coroutine(self, job: Job) -> RunFuture:
         """Schedule a coroutine handler's run on the loop thread (from any thread)."""
         return self._loop.run(self.function(job, job.data))

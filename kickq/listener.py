@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -38,6 +39,7 @@ class Listener:
         self._conn: Any = None
         self._confirmed: set[str] = set()
         self._stopping = threading.Event()
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="kickq-listener", daemon=True)
         self._thread.start()
 
@@ -48,6 +50,8 @@ class Listener:
         on_ready: Callable[[], None] | None = None,
     ) -> Subscription:
         subscription = Subscription(channel, on_message, on_ready)
+        if self._forked():
+            return subscription
         with self._lock:
             subscribers = self._channels.setdefault(channel, [])
             subscribers.append(subscription)
@@ -59,6 +63,8 @@ class Listener:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        if self._forked():
+            return
         with self._lock:
             subscribers = self._channels.get(subscription.channel)
             if not subscribers or subscription not in subscribers:
@@ -70,6 +76,10 @@ class Listener:
                 self._send("UNSUBSCRIBE", subscription.channel)
 
     def stop(self) -> None:
+        """Stop listening and close the connection. Callable from a subscriber's callback (on
+        the listening thread): the thread then ends once the callback returns."""
+        if self._forked():
+            return
         self._stopping.set()
         with self._lock:
             conn = self._conn
@@ -78,7 +88,14 @@ class Listener:
             # wakes the reader at once; it closes the connection itself, in its own thread
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=3)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=3)
+
+    def _forked(self) -> bool:
+        """True in a child forked from the process that made this listener (reached through
+        a handle the child inherited, such as a Worker or an EventSubscription): the connection
+        and the thread are the parent's, so nothing is sent, closed or waited for."""
+        return os.getpid() != self._pid
 
     # -- the listening thread -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ connecting (and starting the embedded server) happens in the background threads.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -111,6 +112,26 @@ class Runtime:
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+# engines inherited through fork(): kept, never closed or collected, see _forget_in_child
+_inherited: list[Runtime] = []
+
+
+def _forget_in_child() -> None:
+    """After fork(), in the child. The inherited engine's threads are the parent's (they do not
+    run here) and its sockets are shared with the parent: using them would hang or garble the
+    parent's traffic, and closing them (a QUIT, a shutdown, even a finalizer) could cut the
+    parent off. So it is put out of reach untouched, and the child's first call starts an engine
+    of its own, with the same settings and no workers (the child calls process() itself). The
+    lock is new: a parent thread may have held it at the fork."""
+    global _lock, _runtime
+    _lock = threading.Lock()
+    if _runtime is not None:
+        _inherited.append(_runtime)
+        _runtime = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def get() -> Runtime:

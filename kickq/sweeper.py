@@ -25,6 +25,7 @@ log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0
 NEVER = 2**62
 BATCH = 200
+STOP_WAIT = 0.5
 
 
 class Sweeper:
@@ -63,10 +64,14 @@ class Sweeper:
         if clock.to_ms(when) < self._planned_ms:
             self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Stop the thread; wait for it `timeout` seconds at most (a tick may be waiting for a
+        Redis that does not answer: the thread then ends after it, on its own). Callable from a
+        wait's callback that runs on the timer thread, which then ends once it returns."""
         self._stopping.set()
         self._wake.set()
-        self._thread.join(timeout=3)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         retry = Retry("timers", log)
@@ -99,6 +104,8 @@ class Sweeper:
         now = clock.now()
         now_ms = clock.to_ms(now)
         next_wait = self._waits.expire(now)
+        if self._stopping.is_set():  # a callback of an expired wait stopped kickq
+            return 0.0
         with self._lock:
             self._ticked = periodic or now_ms >= self._next_tick_ms
             if self._ticked:

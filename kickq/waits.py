@@ -111,8 +111,9 @@ class Waits:
         if wake:
             self.on_deadline(when)
 
-    def cancel(self, waiter: Waiter, error: BaseException) -> None:
-        self._finish(waiter, error=error)
+    def cancel(self, waiter: Waiter, error: BaseException | None = None) -> None:
+        """End a wait with `error`, or cancel its future."""
+        self._finish(waiter, error=error, cancel=error is None)
 
     def cancel_all(self) -> None:
         """Cancel every pending wait (kickq.reset)."""

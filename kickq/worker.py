@@ -100,6 +100,7 @@ class Worker:
         self._group_of = {name: i for i, group in enumerate(self._groups) for name in group}
         self._woken: set[int] = set()  # groups a wake message named since their last claim
         self._subscriptions: list[Subscription] = []
+        self._run_threads: set[int] = set()  # threads inside one of its handlers now
         self._thread = threading.Thread(
             target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
         )
@@ -115,16 +116,20 @@ class Worker:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop fetching jobs; let the running ones finish (for at most `timeout` seconds)."""
+        """Stop fetching jobs; let the running ones finish (for at most `timeout` seconds).
+
+        Called from this worker's own threads (a handler, say), it cannot wait for the runs,
+        which wait for it: it returns at once, and the worker ends after its runs, on its own.
+        """
         self._stopping.set()
         self.nudge()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+        if self._thread.is_alive() and not self._waits_on_itself():
             self._thread.join(timeout)
-        if self._thread.is_alive():
-            # runs still in progress are left to their deadline: any kickq process ghosts them
-            self._abandon.set()
-            self.nudge()
-            self._thread.join(1.0)
+            if self._thread.is_alive():
+                # runs still going are left to their deadline: any kickq process ghosts them
+                self._abandon.set()
+                self.nudge()
+                self._thread.join(1.0)
         for subscription in self._subscriptions:
             self._context.listener.unsubscribe(subscription)
         self._subscriptions.clear()
@@ -141,6 +146,14 @@ class Worker:
 
     def nudge(self) -> None:
         self._nudge.set()
+
+    def _waits_on_itself(self) -> bool:
+        """Whether the calling thread is one this worker's runs need to end: its fetch loop, a
+        thread running one of its handlers, or the event loop running its coroutines."""
+        if threading.current_thread() is self._thread or self._handler.on_loop_thread():
+            return True
+        with self._lock:
+            return threading.get_ident() in self._run_threads
 
     def _on_wake(self, name: str, _payload: str) -> None:
         if len(self._groups) > 1:
@@ -319,7 +332,14 @@ class Worker:
             self._context.pool.submit(lambda: self._run_in_thread(running))
 
     def _run_in_thread(self, running: Running) -> None:
-        future = self._handler.call(running.claimed.job)
+        me = threading.get_ident()
+        with self._lock:
+            self._run_threads.add(me)
+        try:
+            future = self._handler.call(running.claimed.job)
+        finally:
+            with self._lock:
+                self._run_threads.discard(me)
         running.future = future
         future.add_done_callback(lambda f: self._ended_run(running, f))
 

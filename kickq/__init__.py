@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .api import EventSubscription, create, delete, get, on, process, reset, wait
 from .api import configure as config
-from .backoff import backoff
 from .errors import (
     ConfigError,
     HotjobTimeout,
@@ -20,6 +19,7 @@ from .errors import (
 )
 from .future import KickqFuture
 from .job import Job, Run, State
+from .retries import backoff
 from .worker import Worker
 
 __version__ = "0.1.0"

@@ -7,9 +7,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
-import attrs
-
-from . import clock, config, lifecycle, runtime
+from . import clock, config, runtime
 from .config import settings
 from .errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
 from .future import KickqFuture, failed, reject, resolve
@@ -20,7 +18,6 @@ from .outage import translate
 from .store import Damaged
 from .worker import Worker
 
-_MISSING: Any = object()
 Names = str | Iterable[str]
 
 
@@ -95,48 +92,9 @@ def create(
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)
     try:
-        return _save(name, data, effective, data_json)
+        return runtime.get().create(name, data, effective, data_json)
     except Exception as exc:  # create() never raises: whatever went wrong fails the future
         return failed(exc)
-
-
-def _save(name: str, data: Any, effective: dict[str, Any], data_json: str) -> KickqFuture[Job]:
-    engine = runtime.get()
-    change = lifecycle.create(engine.store.new_id(name), name, data, effective, clock.now())
-    job = change.job
-    waiter = None
-    if job.hotjob:
-        assert job.create_time is not None
-        deadline = clock.after(job.create_time, job.hotjob_timeout)
-        waiter = engine.waits.wait(job.id, deadline, created=False)
-        job = attrs.evolve(job, hotjob_future=waiter.future)
-    future: KickqFuture[Job] = KickqFuture()
-
-    def saved(result: Any) -> None:
-        # A result of 0 means a record with this (random, unique) id exists already: redis-py
-        # re-sent the batch after a dropped connection and the first send had saved it.
-        if future.cancelled():  # by its caller, or by kickq.reset() while the save was out
-            if waiter is not None:
-                engine.waits.cancel(waiter)
-            return
-        if isinstance(result, BaseException):
-            if waiter is not None:
-                engine.waits.cancel(waiter, result)
-            reject(future, result)
-            return
-        if waiter is not None:
-            engine.waits.created(waiter)
-        if job.scheduled_for is not None:
-            engine.sweeper.nudge(clock.to_ms(job.scheduled_for))
-        resolve(future, job)
-
-    def cancelled() -> None:
-        if future.cancel() and waiter is not None:
-            engine.waits.cancel(waiter)
-
-    call = engine.store.transition_call(change, 0, runtime.purge_timeout(), data_json)
-    engine.dispatcher.call(call, saved, cancelled)
-    return future
 
 
 def _check_id(job_id: object) -> str:

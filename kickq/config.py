@@ -274,5 +274,12 @@ class Settings:
 
 
 settings = Settings()
+
+
+def purge_timeout() -> float:
+    """Seconds a finished job's record is kept: this process's setting when it finishes one."""
+    return float(settings.get("purge_timeout"))
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=settings._renew_lock)

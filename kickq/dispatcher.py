@@ -67,7 +67,6 @@ class Dispatcher:
         self._backlog: collections.deque[Request] = collections.deque()
         self._in_flight: list[Request] = []
         self._thread = threading.Thread(target=self._run, name="kickq-dispatcher", daemon=True)
-        self._thread.start()
 
     def call(
         self, call: ScriptCall, done: Callable[[Any], None], cancel: Callable[[], object] = _nothing
@@ -76,6 +75,9 @@ class Dispatcher:
 
     def task(self, run: Callable[[], None], cancel: Callable[[], object] = _nothing) -> None:
         self._put(Task(run, cancel))
+
+    def start(self) -> None:
+        self._thread.start()
 
     def stop(self, timeout: float = STOP_WAIT) -> None:
         """Cancel every request that has not started; give the one in flight `timeout` seconds,

@@ -41,7 +41,6 @@ class Listener:
         self._stopping = threading.Event()
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="kickq-listener", daemon=True)
-        self._thread.start()
 
     def subscribe(
         self,
@@ -74,6 +73,9 @@ class Listener:
                 del self._channels[subscription.channel]
                 self._confirmed.discard(subscription.channel)
                 self._send("UNSUBSCRIBE", subscription.channel)
+
+    def start(self) -> None:
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop listening and close the connection. Callable from a subscriber's callback (on

@@ -12,36 +12,28 @@ import os
 import threading
 from typing import Any
 
-from . import connection
-from .config import settings
+import attrs
+
+from . import clock, connection, lifecycle
+from .config import purge_timeout, settings
 from .dispatcher import Dispatcher
-from .future import LoopThread
+from .future import KickqFuture, LoopThread, reject, resolve
 from .job import Job
 from .listener import Listener
 from .pool import ThreadPool
+from .retries import interval_for
 from .store import Damaged, Store
 from .sweeper import Sweeper
-from .waits import Waits
+from .waits import Waiter, Waits
 from .worker import Worker, WorkerContext
 
 log = logging.getLogger("kickq")
 
 
-def interval_for(job: Job, retry_number: int) -> float:
-    """Seconds before retry `retry_number`: the job's own number, else this process's config."""
-    if job.retry_interval is not None:
-        return job.retry_interval
-    configured: Any = settings.cascade(job.name, {})["retry_interval"]
-    if callable(configured):
-        return max(float(configured(retry_number)), 0.0)
-    return float(configured)
-
-
-def purge_timeout() -> float:
-    return float(settings.get("purge_timeout"))
-
-
 class Runtime:
+    """The engine of one process. `start()` starts its services; `close()` stops them, the
+    workers first, in the reverse order."""
+
     def __init__(self) -> None:
         values = settings.snapshot()
         explicit = settings.explicit
@@ -58,6 +50,30 @@ class Runtime:
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
         self.sweeper = Sweeper(self.store, self.waits, interval_for, purge_timeout, self.quarantine)
         self.waits.on_deadline = self.sweeper.wake_by
+
+    def start(self) -> Runtime:
+        self.dispatcher.start()
+        self.listener.start()
+        self.sweeper.start()
+        return self
+
+    def create(
+        self, name: str, data: Any, options: dict[str, Any], data_json: str
+    ) -> KickqFuture[Job]:
+        """Save a new job (options already checked and cascaded); with `hotjob`, its wait is
+        listening before the save goes out, so that no completion can be missed."""
+        change = lifecycle.create(self.store.new_id(name), name, data, options, clock.now())
+        job = change.job
+        waiter = None
+        if job.hotjob:
+            deadline = clock.after(change.job.create_time or clock.now(), job.hotjob_timeout)
+            waiter = self.waits.wait(job.id, deadline, created=False)
+            job = attrs.evolve(job, hotjob_future=waiter.future)
+        future: KickqFuture[Job] = KickqFuture()
+        saving = _Saving(self, job, future, waiter)
+        call = self.store.transition_call(change, 0, purge_timeout(), data_json)
+        self.dispatcher.call(call, saving.saved, saving.cancelled)
+        return future
 
     def add_worker(self, worker: Worker) -> Worker:
         with self._lock:
@@ -96,9 +112,8 @@ class Runtime:
     def close(self, worker_timeout: float = 1.0) -> None:
         with self._lock:
             workers, self._workers = self._workers, []
-        for worker in workers:
-            worker._stopping.set()
-            worker.nudge()
+        for worker in workers:  # all stop fetching at once, then each is waited for
+            worker.stop_fetching()
         for worker in workers:
             worker.stop(worker_timeout)
         self.waits.cancel_all()
@@ -108,6 +123,38 @@ class Runtime:
         self.pool.stop()
         self.loop.stop()
         self.client.close()
+
+
+@attrs.define
+class _Saving:
+    """A new job on its way to Redis, and what its save resolves."""
+
+    engine: Runtime
+    job: Job
+    future: KickqFuture[Job]
+    waiter: Waiter | None
+
+    def saved(self, result: Any) -> None:
+        # A result of 0 means a record with this (random, unique) id exists already: redis-py
+        # re-sent the batch after a dropped connection and the first send had saved it.
+        waits, waiter = self.engine.waits, self.waiter
+        if self.future.cancelled():  # by its caller, or by kickq.reset() while the save was out
+            if waiter is not None:
+                waits.cancel(waiter)
+        elif isinstance(result, BaseException):
+            if waiter is not None:
+                waits.cancel(waiter, result)
+            reject(self.future, result)
+        else:
+            if waiter is not None:
+                waits.created(waiter)
+            if self.job.scheduled_for is not None:
+                self.engine.sweeper.nudge(clock.to_ms(self.job.scheduled_for))
+            resolve(self.future, self.job)
+
+    def cancelled(self) -> None:
+        if self.future.cancel() and self.waiter is not None:
+            self.engine.waits.cancel(self.waiter)
 
 
 _lock = threading.Lock()
@@ -138,12 +185,8 @@ def get() -> Runtime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = Runtime()
+            _runtime = Runtime().start()
         return _runtime
-
-
-def running() -> Runtime | None:
-    return _runtime
 
 
 def shutdown(worker_timeout: float = 1.0) -> None:

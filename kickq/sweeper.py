@@ -49,7 +49,6 @@ class Sweeper:
         self._planned_ms = NEVER  # when the thread means to wake next (ms)
         self._ticked = False
         self._thread = threading.Thread(target=self._run, name="kickq-sweeper", daemon=True)
-        self._thread.start()
 
     def nudge(self, due_ms: int | None = None) -> None:
         """Wake the timer thread: for due work in Redis at `due_ms` (this process scheduled
@@ -63,6 +62,9 @@ class Sweeper:
         """A local deadline (a wait's timeout): wake only if it comes before the planned wake."""
         if clock.to_ms(when) < self._planned_ms:
             self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
 
     def stop(self, timeout: float = STOP_WAIT) -> None:
         """Stop the thread; wait for it `timeout` seconds at most (a tick may be waiting for a

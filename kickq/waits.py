@@ -142,10 +142,6 @@ class Waits:
                 )
         return upcoming
 
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._waiters)
-
     # -- resolution -------------------------------------------------------------------
 
     def _on_message(self, waiter: Waiter, payload: str) -> None:

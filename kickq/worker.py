@@ -115,14 +115,18 @@ class Worker:
         self._thread.start()
         return self
 
+    def stop_fetching(self) -> None:
+        """Claim no more jobs; the runs in progress go on (see `stop`)."""
+        self._stopping.set()
+        self.nudge()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop fetching jobs; let the running ones finish (for at most `timeout` seconds).
 
         Called from this worker's own threads (a handler, say), it cannot wait for the runs,
         which wait for it: it returns at once, and the worker ends after its runs, on its own.
         """
-        self._stopping.set()
-        self.nudge()
+        self.stop_fetching()
         if self._thread.is_alive() and not self._waits_on_itself():
             self._thread.join(timeout)
             if self._thread.is_alive():

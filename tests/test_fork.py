@@ -59,8 +59,7 @@ def busy_parent() -> Parent:
 
     wait_until(event_seen, timeout=10, interval=0.05, what="a create event")
     pending = kickq.create("parent-later", hotjob=True, hotjob_timeout=60).result(5)
-    engine = runtime.running()
-    assert engine is not None
+    engine = runtime.get()
     return Parent(pending, created, engine.listener._conn)
 
 
@@ -72,8 +71,7 @@ def parent_still_works(parent: Parent, caplog: pytest.LogCaptureFixture) -> None
     fresh = kickq.create("parent-job", 1, hotjob=True).result(5)
     assert fresh.hotjob_future is not None and fresh.hotjob_future.result(10).result == 2
     wait_until(lambda: fresh.id in parent.created, timeout=10, what="the parent's create event")
-    engine = runtime.running()
-    assert engine is not None and engine.listener._conn is parent.connection
+    assert runtime.get().listener._conn is parent.connection
     assert not [r for r in caplog.records if "pub/sub connection lost" in r.getMessage()]
 
 

@@ -1,11 +1,29 @@
-"""Exponential backoff with jitter, for `retry_interval`."""
+"""How long a failed job waits before its next run: `retry_interval`, and `backoff()` for it.
+
+A job carries its retry interval as a number; one set as a function (such as `backoff()`)
+cannot travel through Redis, so it is looked up in the configuration of the process that runs
+the job, when the run fails.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
+from .config import settings
 from .errors import ConfigError
+from .job import Job
+
+
+def interval_for(job: Job, retry_number: int) -> float:
+    """Seconds before retry `retry_number`: the job's own number, else this process's config."""
+    if job.retry_interval is not None:
+        return job.retry_interval
+    configured: Any = settings.cascade(job.name, {})["retry_interval"]
+    if callable(configured):
+        return max(float(configured(retry_number)), 0.0)
+    return float(configured)
 
 
 def backoff(

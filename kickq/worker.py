@@ -26,6 +26,7 @@ from .job import dumps
 from .listener import Listener, Subscription
 from .outage import Retry
 from .pool import ThreadPool
+from .rotation import ClaimRotation
 from .store import Claimed, Damaged, ScriptCall, Store
 
 log = logging.getLogger("kickq")
@@ -93,12 +94,8 @@ class Worker:
         self._nudge = threading.Event()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
-        self._turn = 0
         # names that one claim serves together (on a Redis Cluster, one group per partition)
-        self._groups = context.store.claim_groups(self.names)
-        self._empty_claims = 0  # claims in a row that found nothing: stop at one per group
-        self._group_of = {name: i for i, group in enumerate(self._groups) for name in group}
-        self._woken: set[int] = set()  # groups a wake message named since their last claim
+        self._rotation = ClaimRotation(context.store.claim_groups(self.names))
         self._subscriptions: list[Subscription] = []
         self._run_threads: set[int] = set()  # threads inside one of its handlers now
         self._thread = threading.Thread(
@@ -160,12 +157,8 @@ class Worker:
             return threading.get_ident() in self._run_threads
 
     def _on_wake(self, name: str, _payload: str) -> None:
-        if len(self._groups) > 1:
-            with self._lock:
-                self._woken.add(self._group_of[name])
+        self._rotation.woken(name)
         self._nudge.set()
-
-    # -- the fetch loop -------------------------------------------------------------------
 
     def _run(self) -> None:
         retry = Retry(f"worker {self._thread.name}", log)
@@ -205,7 +198,7 @@ class Worker:
         store = self._context.store
         calls = [ending.call for ending in endings]
         if free > 0:
-            calls.append(store.claim_call(self._claim_order(), free))
+            calls.append(store.claim_call(self._rotation.next_claim(), free))
         if not calls:
             return False
         try:
@@ -271,29 +264,7 @@ class Worker:
                 self._context.quarantine(item)
             else:
                 self._start(item)
-        return len(jobs) >= free or self._other_groups_may_have_jobs(bool(jobs))
-
-    def _other_groups_may_have_jobs(self, claimed_any: bool) -> bool:
-        """With slots left after a claim: try another group before sleeping if a wake message
-        named one, or if not every group has come up empty since the last claim found jobs."""
-        if len(self._groups) == 1:
-            return False
-        self._empty_claims = 0 if claimed_any else self._empty_claims + 1
-        with self._lock:
-            return bool(self._woken) or self._empty_claims < len(self._groups)
-
-    def _claim_order(self) -> tuple[str, ...]:
-        """The names of the next claim: groups in turn, and the names of a group rotated, so
-        that no name is starved by another that always has jobs."""
-        turn, self._turn = self._turn, self._turn + 1
-        index = turn % len(self._groups)
-        if len(self._groups) > 1:
-            with self._lock:  # a group whose queue just stopped being empty comes first
-                if self._woken:
-                    index = self._woken.pop()
-        group = self._groups[index]
-        start = (turn // len(self._groups)) % len(group)
-        return group[start:] + group[:start]
+        return len(jobs) >= free or self._rotation.more_elsewhere(bool(jobs))
 
     def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
         """Give back the slots of runs past their deadline (lock held)."""

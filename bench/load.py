@@ -37,11 +37,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, RedisServer, WorkerProcs, poll, rss_bytes, snapshot_kickq
+
+if TYPE_CHECKING:
+    from kickq.keys import Keys  # imported for real only after snapshot_kickq(), in run()
 
 ROOT = BENCH_DIR.parent
 
@@ -193,10 +196,11 @@ class Check:
 
 def run(args: argparse.Namespace, server: RedisServer, out: dict[str, Any], check: Check) -> None:
     import kickq  # after snapshot_kickq()
+    from kickq.keys import Keys
 
     client = server.client(decode_responses=True)
     try:
-        measure(kickq, client, args, server, out, check)
+        measure(kickq, Keys(args.namespace), client, args, server, out, check)
     finally:
         kickq.reset()
         client.close()
@@ -204,6 +208,7 @@ def run(args: argparse.Namespace, server: RedisServer, out: dict[str, Any], chec
 
 def measure(  # the whole benchmark, on the private server
     kickq: Any,
+    keys: Keys,
     client: Any,
     args: argparse.Namespace,
     server: RedisServer,
@@ -220,7 +225,7 @@ def measure(  # the whole benchmark, on the private server
         raise RuntimeError(f"kickq did not connect: {error!r}")
     failed: list[Any] = []  # fail events: a failed or ghosted run, from any process
     kickq.on("fail", failed.append)
-    fail_channel = f"{ns}:fail"
+    fail_channel = keys.event("fail")
     poll(
         lambda: dict(client.pubsub_numsub(fail_channel)).get(fail_channel, 0) >= 1,
         10,
@@ -246,11 +251,7 @@ def measure(  # the whole benchmark, on the private server
         out["memory"]["queued"] = queued
         log(f"created {n} jobs in {figures['create_s']:.1f} s; used_memory {queued['used_memory']}")
 
-        queue_key, scheduled, processing = (
-            f"{ns}:queue:{JOB}",
-            f"{ns}:scheduled",
-            f"{ns}:processing",
-        )
+        queue_key, scheduled, processing = keys.queue(JOB), keys.scheduled, keys.processing
 
         def drained() -> bool:
             pipe = client.pipeline(transaction=False)
@@ -296,7 +297,7 @@ def measure(  # the whole benchmark, on the private server
         # nothing left half-done: no failed/ghosted run, every record left is a success
         states: Counter[str] = Counter()
         bad_runs = 0
-        for batch in _batches(client.scan_iter(f"{ns}:job:*", count=1000), 1000):
+        for batch in _batches(client.scan_iter(keys.job_prefix + "*", count=1000), 1000):
             pipe = client.pipeline(transaction=False)
             for key in batch:
                 pipe.hget(key, "state")
@@ -306,7 +307,7 @@ def measure(  # the whole benchmark, on the private server
                 if state is not None:  # purged meanwhile
                     states[state] += 1
                     bad_runs += bool(rerun)
-        damaged = sum(1 for _ in client.scan_iter(f"{ns}:damaged:*"))
+        damaged = sum(1 for _ in client.scan_iter(keys.damaged_prefix + "*"))
         out["states_after_drain"] = dict(states)
         check(
             "no job left unfinished",
@@ -317,7 +318,7 @@ def measure(  # the whole benchmark, on the private server
 
         # the purge removes every key of the namespace
         def purged() -> bool:
-            if client.zcard(f"{ns}:finished"):
+            if client.zcard(keys.finished):
                 return False
             return next(iter(client.scan_iter(f"{ns}:*", count=1000)), None) is None
 

@@ -37,11 +37,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import BENCH_DIR, RedisServer, WorkerProcs, poll, rss_bytes, snapshot_kickq
+
+if TYPE_CHECKING:
+    from kickq.keys import Keys  # imported for real only after snapshot_kickq(), in run()
 
 ROOT = BENCH_DIR.parent
 
@@ -193,10 +196,11 @@ class Check:
 
 def run(args: argparse.Namespace, server: RedisServer, out: dict[str, Any], check: Check) -> None:
     import kickq  # after snapshot_kickq()
+    from kickq.keys import Keys
 
     client = server.client(decode_responses=True)
     try:
-        measure(kickq, client, args, server, out, check)
+        measure(kickq, Keys(args.namespace), client, args, server, out, check)
     finally:
         kickq.reset()
         client.close()
@@ -204,139 +208,223 @@ def run(args: argparse.Namespace, server: RedisServer, out: dict[str, Any], chec
 
 def measure(  # the whole benchmark, on the private server
     kickq: Any,
+    keys: Keys,
     client: Any,
     args: argparse.Namespace,
     server: RedisServer,
     out: dict[str, Any],
     check: Check,
 ) -> None:
-    ns = args.namespace
-    n = args.n
-    figures: dict[str, Any] = out["figures"]
-    kickq.reset()
-    kickq.config(redis_url=server.url, redis_namespace=ns, purge_timeout=args.purge_timeout)
-    error = kickq.get("load-warm-up").exception(timeout=30)
-    if not isinstance(error, kickq.JobNotFound):
-        raise RuntimeError(f"kickq did not connect: {error!r}")
-    failed: list[Any] = []  # fail events: a failed or ghosted run, from any process
-    kickq.on("fail", failed.append)
-    fail_channel = f"{ns}:fail"
-    poll(
-        lambda: dict(client.pubsub_numsub(fail_channel)).get(fail_channel, 0) >= 1,
-        10,
-        "the fail subscription",
-    )
+    failed = connect(kickq, keys, client, args, server)
     # the baseline: this process's kickq connected, no worker process yet (they are all
     # gone again when memory is compared at the end)
     baseline = quiet_memory(client)
     out["memory"] = {"baseline": baseline}
     log(f"baseline used_memory {baseline['used_memory']} B, dbsize {baseline['dbsize']}")
-    workers = LoadWorkers(server.url, args.procs, args.concurrency, ns, args.purge_timeout)
+    workers = LoadWorkers(
+        server.url, args.procs, args.concurrency, args.namespace, args.purge_timeout
+    )
     try:
-        started = time.perf_counter()
-        futures = [kickq.create(JOB, {"seq": i}) for i in range(n)]
-        ids = [future.result(timeout=args.timeout) for future in futures]
-        created = time.perf_counter()
-        del futures
-        figures["create_s"] = created - started
-        figures["create_jobs_per_s"] = n / figures["create_s"]
-        check("created", len({job.id for job in ids}) == n, f"{n} jobs, distinct ids")
-        del ids
-        queued = memory(client)
-        out["memory"]["queued"] = queued
-        log(f"created {n} jobs in {figures['create_s']:.1f} s; used_memory {queued['used_memory']}")
-
-        queue_key, scheduled, processing = (
-            f"{ns}:queue:{JOB}",
-            f"{ns}:scheduled",
-            f"{ns}:processing",
-        )
-
-        def drained() -> bool:
-            pipe = client.pipeline(transaction=False)
-            pipe.hlen(RUNS)
-            pipe.llen(queue_key)
-            pipe.zcard(scheduled)
-            pipe.zcard(processing)
-            ran, *left = pipe.execute()
-            return ran >= n and not any(left)
-
-        figures["worker_rss_before"] = [rss_bytes(proc.pid) for proc in workers.procs]
-        go = workers.go()
-        finished = poll(drained, args.timeout, f"{n} jobs run", workers=workers)
-        figures["worker_rss_after"] = [rss_bytes(proc.pid) for proc in workers.procs]
-        figures["drain_s"] = finished - go
-        figures["drain_jobs_per_s"] = n / figures["drain_s"]
-        figures["end_to_end_s"] = finished - started
-        figures["end_to_end_jobs_per_s"] = n / figures["end_to_end_s"]
-        out["memory"]["peak_used_memory"] = int(client.info("memory")["used_memory_peak"])
-        log(f"drained in {figures['drain_s']:.1f} s")
-
-        # exactly once: every seq ran once, none is missing, nothing else ran
-        runs = {int(seq): int(count) for seq, count in client.hgetall(RUNS).items()}
-        missing = n - sum(1 for seq in range(n) if seq in runs)
-        twice = sum(1 for count in runs.values() if count != 1)
-        strange = sum(1 for seq in runs if not 0 <= seq < n)
-        figures["runs"] = sum(runs.values())
-        check(
-            "exactly once",
-            missing == 0 and twice == 0 and strange == 0 and figures["runs"] == n,
-            f"{len(runs)} seqs ran, {figures['runs']} runs; missing {missing}, "
-            f"run more than once {twice}, unknown {strange}",
-        )
-        del runs
-        per_proc = {pid: int(c) for pid, c in client.hgetall(PROCS).items()}
-        out["runs_per_process"] = per_proc
-        check(
-            "every worker process ran jobs",
-            len(per_proc) == args.procs and all(per_proc.values()),
-            ", ".join(f"pid {pid}: {c}" for pid, c in sorted(per_proc.items())),
-        )
-
-        # nothing left half-done: no failed/ghosted run, every record left is a success
-        states: Counter[str] = Counter()
-        bad_runs = 0
-        for batch in _batches(client.scan_iter(f"{ns}:job:*", count=1000), 1000):
-            pipe = client.pipeline(transaction=False)
-            for key in batch:
-                pipe.hget(key, "state")
-                pipe.hexists(key, "run:2")
-            replies = pipe.execute()
-            for state, rerun in zip(replies[::2], replies[1::2], strict=True):
-                if state is not None:  # purged meanwhile
-                    states[state] += 1
-                    bad_runs += bool(rerun)
-        damaged = sum(1 for _ in client.scan_iter(f"{ns}:damaged:*"))
-        out["states_after_drain"] = dict(states)
-        check(
-            "no job left unfinished",
-            set(states) <= {"success"} and bad_runs == 0 and damaged == 0 and not failed,
-            f"records not yet purged: {dict(states) or 'none'}; with a second run {bad_runs}; "
-            f"damaged {damaged}; fail events {len(failed)}",
-        )
-
-        # the purge removes every key of the namespace
-        def purged() -> bool:
-            if client.zcard(f"{ns}:finished"):
-                return False
-            return next(iter(client.scan_iter(f"{ns}:*", count=1000)), None) is None
-
-        try:
-            done = poll(purged, args.purge_timeout + 60, "the purge", interval=0.05)
-            figures["purge_after_drain_s"] = done - finished
-            check(
-                "purged",
-                True,
-                f"no key under {ns}:* {figures['purge_after_drain_s']:.2f} s after the last job "
-                f"finished (purge_timeout {args.purge_timeout:g} s)",
-            )
-        except TimeoutError as exc:
-            left = sorted(client.scan_iter(f"{ns}:*", count=1000))
-            check("purged", False, f"{exc}: {len(left)} keys left, e.g. {left[:5]}")
+        started = create_jobs(kickq, client, args, out, check)
+        finished = drain(keys, client, args, workers, out, started)
+        check_exactly_once(client, args, out, check)
+        check_every_process_ran(client, args, out, check)
+        check_nothing_half_done(keys, client, failed, out, check)
+        check_purged(keys, client, args, finished, out, check)
     finally:
         workers.stop()
+    check_memory_back(client, args, baseline, out, check)
+    if failed:
+        out["fail_events"] = [
+            {"id": job.id, "state": str(job.state), "error": job.last_error} for job in failed[:20]
+        ]
 
-    # back to the baseline: workers gone, counting hashes deleted
+
+def connect(
+    kickq: Any, keys: Keys, client: Any, args: argparse.Namespace, server: RedisServer
+) -> list[Any]:
+    """Connect this process's kickq and subscribe to `fail`; returns the list that the fail
+    events (a failed or ghosted run, from any process) are appended to."""
+    kickq.reset()
+    kickq.config(
+        redis_url=server.url, redis_namespace=args.namespace, purge_timeout=args.purge_timeout
+    )
+    error = kickq.get("load-warm-up").exception(timeout=30)
+    if not isinstance(error, kickq.JobNotFound):
+        raise RuntimeError(f"kickq did not connect: {error!r}")
+    failed: list[Any] = []
+    kickq.on("fail", failed.append)
+    fail_channel = keys.event("fail")
+    # a fail event published before the subscription is in place would go unseen
+    poll(
+        lambda: dict(client.pubsub_numsub(fail_channel)).get(fail_channel, 0) >= 1,
+        10,
+        "the fail subscription",
+    )
+    return failed
+
+
+def create_jobs(
+    kickq: Any, client: Any, args: argparse.Namespace, out: dict[str, Any], check: Check
+) -> float:
+    """Create the N jobs, all futures issued before any is awaited; returns the perf_counter()
+    at which the first was issued."""
+    n = args.n
+    figures: dict[str, Any] = out["figures"]
+    started = time.perf_counter()
+    futures = [kickq.create(JOB, {"seq": i}) for i in range(n)]
+    ids = [future.result(timeout=args.timeout) for future in futures]
+    created = time.perf_counter()
+    del futures
+    figures["create_s"] = created - started
+    figures["create_jobs_per_s"] = n / figures["create_s"]
+    check("created", len({job.id for job in ids}) == n, f"{n} jobs, distinct ids")
+    del ids
+    queued = memory(client)
+    out["memory"]["queued"] = queued
+    log(f"created {n} jobs in {figures['create_s']:.1f} s; used_memory {queued['used_memory']}")
+    return started
+
+
+def drain(
+    keys: Keys,
+    client: Any,
+    args: argparse.Namespace,
+    workers: LoadWorkers,
+    out: dict[str, Any],
+    started: float,
+) -> float:
+    """Tell the workers "go" and wait until every job has run and none is queued, scheduled or
+    processing; returns the perf_counter() at which that was seen."""
+    n = args.n
+    figures: dict[str, Any] = out["figures"]
+    queue_key, scheduled, processing = keys.queue(JOB), keys.scheduled, keys.processing
+
+    def drained() -> bool:
+        pipe = client.pipeline(transaction=False)
+        pipe.hlen(RUNS)
+        pipe.llen(queue_key)
+        pipe.zcard(scheduled)
+        pipe.zcard(processing)
+        ran, *left = pipe.execute()
+        return ran >= n and not any(left)
+
+    figures["worker_rss_before"] = [rss_bytes(proc.pid) for proc in workers.procs]
+    go = workers.go()
+    finished = poll(drained, args.timeout, f"{n} jobs run", workers=workers)
+    figures["worker_rss_after"] = [rss_bytes(proc.pid) for proc in workers.procs]
+    figures["drain_s"] = finished - go
+    figures["drain_jobs_per_s"] = n / figures["drain_s"]
+    figures["end_to_end_s"] = finished - started
+    figures["end_to_end_jobs_per_s"] = n / figures["end_to_end_s"]
+    out["memory"]["peak_used_memory"] = int(client.info("memory")["used_memory_peak"])
+    log(f"drained in {figures['drain_s']:.1f} s")
+    return finished
+
+
+def check_exactly_once(
+    client: Any, args: argparse.Namespace, out: dict[str, Any], check: Check
+) -> None:
+    """Every seq ran once, none is missing, nothing else ran."""
+    n = args.n
+    figures: dict[str, Any] = out["figures"]
+    runs = {int(seq): int(count) for seq, count in client.hgetall(RUNS).items()}
+    missing = n - sum(1 for seq in range(n) if seq in runs)
+    twice = sum(1 for count in runs.values() if count != 1)
+    strange = sum(1 for seq in runs if not 0 <= seq < n)
+    figures["runs"] = sum(runs.values())
+    check(
+        "exactly once",
+        missing == 0 and twice == 0 and strange == 0 and figures["runs"] == n,
+        f"{len(runs)} seqs ran, {figures['runs']} runs; missing {missing}, "
+        f"run more than once {twice}, unknown {strange}",
+    )
+
+
+def check_every_process_ran(
+    client: Any, args: argparse.Namespace, out: dict[str, Any], check: Check
+) -> None:
+    per_proc = {pid: int(c) for pid, c in client.hgetall(PROCS).items()}
+    out["runs_per_process"] = per_proc
+    check(
+        "every worker process ran jobs",
+        len(per_proc) == args.procs and all(per_proc.values()),
+        ", ".join(f"pid {pid}: {c}" for pid, c in sorted(per_proc.items())),
+    )
+
+
+def check_nothing_half_done(
+    keys: Keys, client: Any, failed: list[Any], out: dict[str, Any], check: Check
+) -> None:
+    """No failed or ghosted run, every record not yet purged is a success, none damaged."""
+    states, bad_runs = record_states(keys, client)
+    damaged = sum(1 for _ in client.scan_iter(keys.damaged_prefix + "*"))
+    out["states_after_drain"] = dict(states)
+    check(
+        "no job left unfinished",
+        set(states) <= {"success"} and bad_runs == 0 and damaged == 0 and not failed,
+        f"records not yet purged: {dict(states) or 'none'}; with a second run {bad_runs}; "
+        f"damaged {damaged}; fail events {len(failed)}",
+    )
+
+
+def record_states(keys: Keys, client: Any) -> tuple[Counter[str], int]:
+    """How many job records are in each state, and how many of them have a second run."""
+    states: Counter[str] = Counter()
+    bad_runs = 0
+    for batch in _batches(client.scan_iter(keys.job_prefix + "*", count=1000), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.hget(key, "state")
+            pipe.hexists(key, "run:2")
+        replies = pipe.execute()
+        for state, rerun in zip(replies[::2], replies[1::2], strict=True):
+            if state is not None:  # purged meanwhile
+                states[state] += 1
+                bad_runs += bool(rerun)
+    return states, bad_runs
+
+
+def check_purged(
+    keys: Keys,
+    client: Any,
+    args: argparse.Namespace,
+    finished: float,
+    out: dict[str, Any],
+    check: Check,
+) -> None:
+    """The purge removes every key of the namespace, indexes included."""
+    ns = args.namespace
+    figures: dict[str, Any] = out["figures"]
+
+    def purged() -> bool:
+        if client.zcard(keys.finished):
+            return False
+        return next(iter(client.scan_iter(f"{ns}:*", count=1000)), None) is None
+
+    try:
+        done = poll(purged, args.purge_timeout + 60, "the purge", interval=0.05)
+        figures["purge_after_drain_s"] = done - finished
+        check(
+            "purged",
+            True,
+            f"no key under {ns}:* {figures['purge_after_drain_s']:.2f} s after the last job "
+            f"finished (purge_timeout {args.purge_timeout:g} s)",
+        )
+    except TimeoutError as exc:
+        left = sorted(client.scan_iter(f"{ns}:*", count=1000))
+        check("purged", False, f"{exc}: {len(left)} keys left, e.g. {left[:5]}")
+
+
+def check_memory_back(
+    client: Any,
+    args: argparse.Namespace,
+    baseline: dict[str, int],
+    out: dict[str, Any],
+    check: Check,
+) -> None:
+    """Redis memory back to the baseline. Call once the workers are gone, as their connections
+    would count; the counting hashes are deleted first, since the baseline had none."""
     client.delete(RUNS, PROCS)
     tolerance = args.mem_tolerance
     after = quiet_memory(client)
@@ -348,13 +436,9 @@ def measure(  # the whole benchmark, on the private server
         "memory back to baseline",
         abs(diff) <= tolerance and after["dbsize"] == baseline["dbsize"],
         f"used_memory {baseline['used_memory']} -> {after['used_memory']} B "
-        f"({diff:+d} B, {diff / n:+.2f} B/job; tolerance {tolerance} B); "
+        f"({diff:+d} B, {diff / args.n:+.2f} B/job; tolerance {tolerance} B); "
         f"dbsize {baseline['dbsize']} -> {after['dbsize']}",
     )
-    if failed:
-        out["fail_events"] = [
-            {"id": job.id, "state": str(job.state), "error": job.last_error} for job in failed[:20]
-        ]
 
 
 def _batches(items: Any, size: int) -> Any:

@@ -219,48 +219,62 @@ class Bench:
 
     def table(self) -> str:
         names = list(self.results)
-        lines = []
-
-        def cell(name: str, metric: str) -> str:
-            res = self.results[name].get(metric)
-            if res is None:
-                reason = self.errors[name].get("*") or self.errors[name].get(metric)
-                return f"n/a ({reason})" if reason else "-"
-            fmt = "{:.0f}" if METRICS[metric][1] in ("jobs/s", "B") else "{:.2f}"
-            if METRICS[metric][1] == "MiB":
-                fmt = "{:.1f}"
-            med = fmt.format(res["median"])
-            if len(res["runs"]) == 1:
-                return med
-            return f"{med} [{fmt.format(res['min'])}-{fmt.format(res['max'])}]"
-
+        grid = {name: {m: self._cell(name, m) for m in METRICS} for name in names}
         # n/a reasons can be long: keep them out of the grid, list them below it
-        label_w = max(len(f"{v[0]} ({v[1]})") for v in METRICS.values())
-        grid = {name: {m: cell(name, m) for m in METRICS} for name in names}
+        notes = self._reasons_out_of(grid)
+        lines = self._grid_lines(names, grid)
+        lines.append("")
+        lines.extend(self._footnotes(names, notes))
+        lines.extend(self._ratio_lines())
+        return "\n".join(lines)
+
+    def _cell(self, name: str, metric: str) -> str:
+        """One figure as the table shows it: "median [min-max]", "n/a (reason)" or "-"."""
+        res = self.results[name].get(metric)
+        if res is None:
+            reason = self.errors[name].get("*") or self.errors[name].get(metric)
+            return f"n/a ({reason})" if reason else "-"
+        fmt = "{:.0f}" if METRICS[metric][1] in ("jobs/s", "B") else "{:.2f}"
+        if METRICS[metric][1] == "MiB":
+            fmt = "{:.1f}"
+        med = fmt.format(res["median"])
+        if len(res["runs"]) == 1:
+            return med
+        return f"{med} [{fmt.format(res['min'])}-{fmt.format(res['max'])}]"
+
+    def _reasons_out_of(self, grid: dict[str, dict[str, str]]) -> list[str]:
+        """Turn each "n/a (reason)" cell of `grid` into "n/a"; returns the notes that keep the
+        reasons, each once (a peer that failed as a whole has one note, not one per cell)."""
         notes: list[str] = []
-        for name in names:
-            for metric, text in grid[name].items():
-                if text.startswith("n/a"):
-                    if "*" in self.errors[name]:
-                        key = f"{name}: {text}"
-                    else:
-                        key = f"{name} / {METRICS[metric][0]}: {text}"
-                    if key not in notes:
-                        notes.append(key)
-                    grid[name][metric] = "n/a"
+        for name, cells in grid.items():
+            for metric, text in cells.items():
+                if not text.startswith("n/a"):
+                    continue
+                if "*" in self.errors[name]:
+                    key = f"{name}: {text}"
+                else:
+                    key = f"{name} / {METRICS[metric][0]}: {text}"
+                if key not in notes:
+                    notes.append(key)
+                cells[metric] = "n/a"
+        return notes
+
+    def _grid_lines(self, names: list[str], grid: dict[str, dict[str, str]]) -> list[str]:
+        label_w = max(len(f"{v[0]} ({v[1]})") for v in METRICS.values())
         widths = {name: max(len(name), *(len(grid[name][m]) for m in METRICS)) for name in names}
         header = " " * label_w + " | " + " | ".join(n.rjust(widths[n]) for n in names)
-        lines.append(header)
-        lines.append("-" * len(header))
+        lines = [header, "-" * len(header)]
         for metric, (label, unit, _) in METRICS.items():
             row = f"{label} ({unit})".ljust(label_w) + " | "
             row += " | ".join(grid[n][metric].rjust(widths[n]) for n in names)
             lines.append(row)
-        lines.append("")
-        lines.append(
+        return lines
+
+    def _footnotes(self, names: list[str], notes: list[str]) -> list[str]:
+        lines = [
             "cells: median [min-max] over runs; N per peer: "
             + ", ".join(f"{n}={self.info[n]['n']}" for n in names if n in self.info)
-        )
+        ]
         for name in names:
             counts = self.info.get(name, {}).get("rt_counts")
             if counts and any(c < self.args.rt_count for c in counts):
@@ -268,26 +282,28 @@ class Bench:
                     f"{name}: round trips cut short by the {self.args.rt_budget:.0f} s budget: "
                     f"{counts}"
                 )
-        for note in notes:
-            lines.append(note)
+        lines.extend(notes)
+        return lines
+
+    def _ratio_lines(self) -> list[str]:
         ratios = self.ratios()
-        if ratios:
-            lines.append("")
-            lines.append(
-                "ratios (kickq / other, same run; jobs/s: >1 = kickq faster; "
-                "ms: <1 = kickq faster):"
-            )
-            for metric, entry in ratios.items():
-                parts = []
-                if "kickq_over_fastest_peer" in entry:
-                    parts.append(
-                        f"kickq/fastest peer ({entry['fastest_peer']}) = "
-                        f"{entry['kickq_over_fastest_peer']:.2f}x"
-                    )
-                if "kickq_over_floor" in entry:
-                    parts.append(f"kickq/floor = {entry['kickq_over_floor']:.2f}x")
-                lines.append(f"  {METRICS[metric][0]:<16} " + "; ".join(parts))
-        return "\n".join(lines)
+        if not ratios:
+            return []
+        lines = [
+            "",
+            "ratios (kickq / other, same run; jobs/s: >1 = kickq faster; ms: <1 = kickq faster):",
+        ]
+        for metric, entry in ratios.items():
+            parts = []
+            if "kickq_over_fastest_peer" in entry:
+                parts.append(
+                    f"kickq/fastest peer ({entry['fastest_peer']}) = "
+                    f"{entry['kickq_over_fastest_peer']:.2f}x"
+                )
+            if "kickq_over_floor" in entry:
+                parts.append(f"kickq/floor = {entry['kickq_over_floor']:.2f}x")
+            lines.append(f"  {METRICS[metric][0]:<16} " + "; ".join(parts))
+        return lines
 
     def as_json(self, command: str, seconds: float) -> dict[str, Any]:
         return {

@@ -81,6 +81,80 @@ def private_server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
 # -- Redis dies -------------------------------------------------------------------------------
 
 
+def crash_traffic(
+    stop: threading.Event,
+    creates: list[tuple[int, concurrent.futures.Future[kickq.Job]]],
+    waits: list[tuple[float, concurrent.futures.Future[kickq.Job]]],
+) -> None:
+    """Create "crash" jobs until `stop` is set, every 7th a hotjob, recording each create's
+    future in `creates` and, for every 5th job, a wait on it (with its deadline) in `waits`."""
+    i = 0
+    while not stop.is_set():
+        future = kickq.create("crash", i, hotjob=i % 7 == 0, hotjob_timeout=30)
+        creates.append((i, future))
+        if i % 5 == 0:  # also wait on it by id, from this process
+            saved = outcome(future, 15)
+            if isinstance(saved, kickq.Job):
+                waits.append((time.monotonic() + 30, kickq.wait(saved.id, timeout=30)))
+        i += 1
+        pace(0.004)
+
+
+def kill_twice(server: RedisServer) -> None:
+    """SIGKILL the server and start it again, twice, spaced so that traffic runs in between."""
+    for _ in range(2):
+        pace(0.8)
+        server.stop(kill=True)
+        pace(0.3)
+        server.start()
+    pace(0.5)
+
+
+def sort_creates(
+    creates: list[tuple[int, concurrent.futures.Future[kickq.Job]]],
+) -> tuple[dict[int, kickq.Job], list[BaseException], list[concurrent.futures.Future[kickq.Job]]]:
+    """The jobs saved (by their data), the errors of the creates that failed, and the hotjob
+    futures of the saved jobs."""
+    saved: dict[int, kickq.Job] = {}
+    failed_creates: list[BaseException] = []
+    hotjobs: list[concurrent.futures.Future[kickq.Job]] = []
+    for data, future in creates:
+        result = outcome(future, 15)
+        if isinstance(result, kickq.Job):
+            saved[data] = result
+            if result.hotjob_future is not None:
+                hotjobs.append(result.hotjob_future)
+        else:
+            failed_creates.append(result)
+    return saved, failed_creates, hotjobs
+
+
+def assert_saved_jobs_succeeded_once(
+    server: RedisServer, saved: dict[int, kickq.Job], calls: collections.Counter[int]
+) -> None:
+    """Every stored job ends in success; each saved one is still there, with one successful run
+    after nothing but ghosts, and its handler ran at least once and no more than it has runs."""
+    client = server.client()
+    try:
+
+        def all_succeeded() -> bool:
+            states = [client.hget(key, "state") for key in job_keys(client)]
+            return all(state == "success" for state in states)
+
+        wait_until(all_succeeded, timeout=30, what="every stored job to succeed")
+        for data, job in saved.items():
+            record = client.hgetall(f"{NS}:job:{job.id}")
+            assert record, f"job {data} was reported saved but is gone"
+            final = kickq.get(job.id).result(5)
+            states = [run.state for run in final.runs]
+            assert final.state == "success" and final.result == data
+            assert states.count("success") == 1 and states[-1] == "success", states
+            assert set(states[:-1]) <= {"ghost"}, states  # only ghosts of in-flight runs
+            assert 1 <= calls[data] <= len(states), (data, calls[data], states)
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
 def test_sigkilled_redis_mid_traffic_loses_no_saved_job(private_server: RedisServer) -> None:
     """Redis SIGKILLed twice while jobs are created, run and awaited: every saved job succeeds
@@ -101,69 +175,24 @@ def test_sigkilled_redis_mid_traffic_loses_no_saved_job(private_server: RedisSer
     kickq.process("crash", handler, concurrent_jobs=4)
     creates: list[tuple[int, concurrent.futures.Future[kickq.Job]]] = []
     waits: list[tuple[float, concurrent.futures.Future[kickq.Job]]] = []
-    hotjobs: list[concurrent.futures.Future[kickq.Job]] = []
     stop = threading.Event()
-
-    def traffic() -> None:
-        i = 0
-        while not stop.is_set():
-            future = kickq.create("crash", i, hotjob=i % 7 == 0, hotjob_timeout=30)
-            creates.append((i, future))
-            if i % 5 == 0:  # also wait on it by id, from this process
-                saved = outcome(future, 15)
-                if isinstance(saved, kickq.Job):
-                    waits.append((time.monotonic() + 30, kickq.wait(saved.id, timeout=30)))
-            i += 1
-            pace(0.004)
-
-    creator = threading.Thread(target=traffic, name="test-traffic")
+    creator = threading.Thread(
+        target=crash_traffic, args=(stop, creates, waits), name="test-traffic"
+    )
     creator.start()
     try:
-        for _ in range(2):
-            pace(0.8)
-            server.stop(kill=True)
-            pace(0.3)
-            server.start()
-        pace(0.5)
+        kill_twice(server)
     finally:
         stop.set()
         creator.join(30)
     assert not creator.is_alive()
 
-    saved: dict[int, kickq.Job] = {}
-    failed_creates: list[BaseException] = []
-    for data, future in creates:
-        result = outcome(future, 15)
-        if isinstance(result, kickq.Job):
-            saved[data] = result
-            if result.hotjob_future is not None:
-                hotjobs.append(result.hotjob_future)
-        else:
-            failed_creates.append(result)
+    saved, failed_creates, hotjobs = sort_creates(creates)
     assert saved and failed_creates, "the kills should have hit some creates and spared others"
     assert all(isinstance(exc, kickq.RedisUnavailable) for exc in failed_creates), {
         type(exc).__name__ for exc in failed_creates
     }
-
-    client = server.client()
-    try:
-
-        def all_succeeded() -> bool:
-            states = [client.hget(key, "state") for key in job_keys(client)]
-            return all(state == "success" for state in states)
-
-        wait_until(all_succeeded, timeout=30, what="every stored job to succeed")
-        for data, job in saved.items():
-            record = client.hgetall(f"{NS}:job:{job.id}")
-            assert record, f"job {data} was reported saved but is gone"
-            final = kickq.get(job.id).result(5)
-            states = [run.state for run in final.runs]
-            assert final.state == "success" and final.result == data
-            assert states.count("success") == 1 and states[-1] == "success", states
-            assert set(states[:-1]) <= {"ghost"}, states  # only ghosts of in-flight runs
-            assert 1 <= calls[data] <= len(states), (data, calls[data], states)
-    finally:
-        client.close()
+    assert_saved_jobs_succeeded_once(server, saved, calls)
     for deadline, future in waits:
         assert_waited(future, max(deadline - time.monotonic(), 0) + 5)
     for future in hotjobs:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kickq
+from kickq.keys import Keys
 from peers.base import Peer as Base
 
 NAME = "noop"
@@ -45,7 +46,7 @@ class Peer(Base):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         _connect(url)
-        self._finished = kickq.config()["redis_namespace"] + ":finished"
+        self._finished = Keys(kickq.config()["redis_namespace"]).finished
 
     @classmethod
     def version(cls) -> str:

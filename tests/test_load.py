@@ -16,6 +16,7 @@ import pytest
 import redis
 
 import kickq
+from kickq.keys import Keys
 from support import RedisServer, namespace_keys, wait_until
 
 N = 3000
@@ -154,7 +155,7 @@ def test_thousands_of_jobs_through_worker_processes_run_once_and_leave_nothing(
         def drained() -> bool:
             pipe = r.pipeline(transaction=False)
             pipe.hlen("load:runs")
-            pipe.llen("kickq:queue:load")
+            pipe.llen(Keys("kickq").queue("load"))
             pipe.zcard("kickq:scheduled")
             pipe.zcard("kickq:processing")
             ran, *left = pipe.execute()

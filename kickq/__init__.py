@@ -11,14 +11,13 @@ from .api import configure as config
 from .errors import (
     ConfigError,
     HotjobTimeout,
-    JobFailed,
     JobNotFound,
     KickqError,
     RedisUnavailable,
     SerializationError,
 )
 from .future import KickqFuture
-from .job import Job, Run, State
+from .job import Job, JobFailed, Run, State
 from .retries import backoff
 from .worker import Worker
 

@@ -5,17 +5,12 @@ KickqError
 ├── SerializationError   (also TypeError)   data or a result that is not JSON
 ├── JobNotFound          (also LookupError) no record under that id
 ├── HotjobTimeout        (also TimeoutError) a wait outlived its timeout
-├── JobFailed                                the job ended in failure
+├── JobFailed                                the job ended in failure (in job.py, with the Job)
 ├── RedisUnavailable     (also ConnectionError) Redis cannot be reached or refuses to serve
 └── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .job import Job
 
 
 class KickqError(Exception):
@@ -36,18 +31,6 @@ class JobNotFound(KickqError, LookupError):
 
 class HotjobTimeout(KickqError, TimeoutError):
     """The job did not finish before the wait's timeout."""
-
-
-class JobFailed(KickqError):
-    """The job ended in failure; `.job` is its final record, `.error` the last error."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.error = job.last_error
-        super().__init__(f"job {job.id} ({job.name}) failed: {job.last_error}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.job,))
 
 
 class RedisUnavailable(KickqError, ConnectionError):

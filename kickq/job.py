@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from . import clock, config
-from .errors import SerializationError
+from .errors import KickqError, SerializationError
 
 
 class State(str, enum.Enum):
@@ -51,6 +51,10 @@ class Run:
     error: str | None = None
 
 
+def _default(option: str) -> Any:
+    return config.OPTIONS[option].default
+
+
 @attrs.frozen(kw_only=True)
 class Job:
     """A job as stored in Redis, with the effective options it was created with."""
@@ -63,16 +67,17 @@ class Job:
     update_time: datetime.datetime | None = None
     finish_time: datetime.datetime | None = None
     scheduled_for: datetime.datetime | None = None
-    delay: float | None = None
-    process_timeout: float = 10.0
-    retry: bool = False
-    retry_count: int = 3
-    retry_interval: float | None = 1800.0
-    ghost_retry: bool = True
-    ghost_count: int = 1
-    ghost_interval: float = 1800.0
-    hotjob: bool = False
-    hotjob_timeout: float = 10.0
+    # the per-job options: their defaults are the option table's (config.OPTIONS)
+    delay: float | None = _default("delay")
+    process_timeout: float = _default("process_timeout")
+    retry: bool = _default("retry")
+    retry_count: int = _default("retry_count")
+    retry_interval: float | None = _default("retry_interval")
+    ghost_retry: bool = _default("ghost_retry")
+    ghost_count: int = _default("ghost_count")
+    ghost_interval: float = _default("ghost_interval")
+    hotjob: bool = _default("hotjob")
+    hotjob_timeout: float = _default("hotjob_timeout")
     result: Any = None
     last_error: str | None = None
     runs: tuple[Run, ...] = ()
@@ -94,6 +99,18 @@ class Job:
 
     def count_runs(self, state: State) -> int:
         return sum(1 for run in self.runs if run.state is state)
+
+
+class JobFailed(KickqError):
+    """The job ended in failure; `.job` is its final record, `.error` the last error."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.error = job.last_error
+        super().__init__(f"job {job.id} ({job.name}) failed: {job.last_error}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.job,))
 
 
 OPTION_FIELDS = (
@@ -280,23 +297,27 @@ def from_record(record: Mapping[str, str]) -> Job:
     _check_text(record)
     if "data" not in record:
         raise KeyError("data")
-    values = _json_fields(record)
-    for name in OPTION_FIELDS:
-        if name in values and not (name in _NULLABLE_OPTIONS and values[name] is None):
-            values[name] = config.OPTIONS[name].check(name, values[name])
-    for name in TIME_FIELDS:
-        values[name] = _time(name, values.get(name))
-    values["last_error"] = _optional_text("last_error", values.get("last_error"))
-    job_id, name = record["id"], record["name"]
-    if not name:
-        raise ValueError("the job has no name")
-    state = State(record["state"])
     runs = [_run_from_dict(run) for run in json.loads("[" + ",".join(_runs_of(record)) + "]")]
-    if state is State.PROCESSING:
+    if record["state"] == State.PROCESSING.value:
         start = _time("run_start", json.loads(record.get("run_start", "null")))
         runs.append(Run(int(record.get("run_count", 0)), start, None, State.PROCESSING))
     version_of(record)
-    return Job(id=job_id, name=name, state=state, runs=tuple(runs), **values)
+    return _job(record["id"], record["name"], record["state"], runs, _json_fields(record))
+
+
+def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, Any]) -> Job:
+    """A Job from decoded values, each checked: the options against the option table (the
+    same checks `config()` makes), the times, the texts."""
+    for text, what in ((job_id, "id"), (name, "name")):
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"the job's {what} is not a non-empty str: {text!r}")
+    for option in OPTION_FIELDS:
+        if option in values and not (option in _NULLABLE_OPTIONS and values[option] is None):
+            values[option] = config.OPTIONS[option].check(option, values[option])
+    for field in TIME_FIELDS:
+        values[field] = _time(field, values.get(field))
+    values["last_error"] = _optional_text("last_error", values.get("last_error"))
+    return Job(id=job_id, name=name, state=State(state), runs=tuple(runs), **values)
 
 
 def record_event_json(record: Mapping[str, str], total_process_time: float | None) -> str:
@@ -357,13 +378,14 @@ def event_json(job: Job) -> str:
 
 
 def from_event(text: str | bytes) -> Job:
+    """Rebuild a Job from an event's JSON, checking every field as `from_record` does."""
     value = json.loads(text)
-    fields = {name: value[name] for name in ("id", "name", "data", "result", "last_error")}
-    fields["state"] = State(value["state"])
-    for name in TIME_FIELDS:
-        fields[name] = clock.from_iso(value.get(name))
-    for name in OPTION_FIELDS:
-        if name in value:
-            fields[name] = value[name]
-    fields["runs"] = tuple(_run_from_dict(run) for run in value.get("runs", ()))
-    return Job(**fields)
+    if not isinstance(value, dict):
+        raise ValueError(f"an event is a JSON object, not {type(value).__name__}")
+    fields = {name: value[name] for name in JSON_FIELDS if name in value}
+    runs = value.get("runs", ())
+    if not isinstance(runs, list):
+        raise ValueError(f"runs is not a list: {runs!r}")
+    return _job(
+        value["id"], value["name"], value["state"], [_run_from_dict(r) for r in runs], fields
+    )

@@ -43,8 +43,9 @@ def _as_dict(flat: Sequence[str]) -> dict[str, str]:
 
 
 @attrs.frozen
-class Claimed:
-    """A job whose run this worker now holds, with the record version that fences the run."""
+class StoredJob:
+    """A job as read from Redis, with the record it was read from and that record's version,
+    which fences the next change (a claim hands the worker the run it now holds this way)."""
 
     job: Job
     version: int
@@ -61,11 +62,11 @@ class Damaged:
     moved: bool = False
 
 
-def decode(job_id: str, record: Mapping[str, str]) -> Claimed | Damaged:
+def decode(job_id: str, record: Mapping[str, str]) -> StoredJob | Damaged:
     """The one way a stored record becomes a Job: the job with its version, or a Damaged
     marker saying why not. Nothing a record holds can make this raise."""
     try:
-        return Claimed(from_record(record), version_of(record), record)
+        return StoredJob(from_record(record), version_of(record), record)
     except Exception as exc:  # any field of any type: one record never stops the caller
         return Damaged(job_id, record, f"{type(exc).__name__}: {exc}")
 
@@ -226,9 +227,9 @@ class Store:
         ]
         return self._claim, keys, args
 
-    def parse_claimed(self, reply: Sequence[Any]) -> list[Claimed | Damaged]:
+    def parse_claimed(self, reply: Sequence[Any]) -> list[StoredJob | Damaged]:
         records, set_aside = reply
-        claimed: list[Claimed | Damaged] = [
+        claimed: list[StoredJob | Damaged] = [
             Damaged(job_id, {}, why, moved=True) for job_id, why in set_aside
         ]
         claimed.extend(decode(job_id, _as_dict(flat)) for job_id, flat in records)
@@ -236,7 +237,7 @@ class Store:
 
     # -- reads, deletes and the sweeper's work ----------------------------------------
 
-    def load(self, job_id: str) -> Claimed | Damaged | None:
+    def load(self, job_id: str) -> StoredJob | Damaged | None:
         """The job's record and version, Damaged (also when it was set aside), or None if
         there is no such job."""
         keys = self.keys_of(job_id)
@@ -264,7 +265,7 @@ class Store:
             return Damaged(job_id, {"state": state}, f"unknown state {state!r}")
         return str(state)
 
-    def load_many(self, job_ids: Sequence[str]) -> list[Claimed | Damaged | None]:
+    def load_many(self, job_ids: Sequence[str]) -> list[StoredJob | Damaged | None]:
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.keys_of(job_id).job(job_id))
@@ -274,7 +275,7 @@ class Store:
         ]
 
     @staticmethod
-    def _loaded(job_id: str, record: Any, set_aside: Any = None) -> Claimed | Damaged | None:
+    def _loaded(job_id: str, record: Any, set_aside: Any = None) -> StoredJob | Damaged | None:
         if isinstance(record, redis.ResponseError) and not is_outage(record):  # WRONGTYPE
             return Damaged(job_id, {}, str(record))
         if isinstance(record, Exception):

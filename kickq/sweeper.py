@@ -18,7 +18,7 @@ from collections.abc import Callable
 from . import clock, lifecycle
 from .job import Job
 from .outage import Retry
-from .store import Claimed, Damaged, ScriptCall, Store
+from .store import Damaged, ScriptCall, Store, StoredJob
 from .waits import Waits
 
 log = logging.getLogger("kickq")
@@ -135,7 +135,7 @@ class Sweeper:
         calls: list[ScriptCall] = []
         for loaded in store.load_many(due.scheduled):
             change = self._decide(loaded, lambda job: lifecycle.promote(job, now))
-            if change is not None and isinstance(loaded, Claimed):
+            if change is not None and isinstance(loaded, StoredJob):
                 calls.append(
                     store.transition_call(
                         change, loaded.version, self._purge_timeout(), previous=loaded.record
@@ -146,7 +146,7 @@ class Sweeper:
                 loaded,
                 lambda job: lifecycle.end_run(job, lifecycle.Ghosted(), now, self._interval_for),
             )
-            if change is not None and isinstance(loaded, Claimed):
+            if change is not None and isinstance(loaded, StoredJob):
                 calls.append(
                     store.transition_call(
                         change, loaded.version, self._purge_timeout(), previous=loaded.record
@@ -161,7 +161,7 @@ class Sweeper:
 
     def _decide(
         self,
-        loaded: Claimed | Damaged | None,
+        loaded: StoredJob | Damaged | None,
         decide: Callable[[Job], lifecycle.Change | None],
     ) -> lifecycle.Change | None:
         if isinstance(loaded, Damaged):

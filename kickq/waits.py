@@ -18,13 +18,13 @@ from concurrent.futures import InvalidStateError
 import attrs
 
 from . import clock
-from .errors import DamagedRecord, HotjobTimeout, JobFailed, JobNotFound
+from .errors import DamagedRecord, HotjobTimeout, JobNotFound
 from .future import KickqFuture
-from .job import Job, State, from_event
+from .job import Job, JobFailed, State, from_event
 from .keys import Keys
 from .listener import Listener, Subscription
 from .outage import is_outage
-from .store import Claimed, Damaged, Store
+from .store import Damaged, Store, StoredJob
 
 Schedule = Callable[[Callable[[], None]], None]
 FINISHED = (State.SUCCESS.value, State.FAIL.value)
@@ -177,7 +177,7 @@ class Waits:
                 return
             if isinstance(found, Damaged):
                 self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
-            elif isinstance(found, Claimed):
+            elif isinstance(found, StoredJob):
                 self._resolve(waiter, found.job)
             elif found is None:  # gone (or purged between the two reads)
                 self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))

@@ -27,7 +27,7 @@ from .listener import Listener, Subscription
 from .outage import Retry
 from .pool import ThreadPool
 from .rotation import ClaimRotation
-from .store import Claimed, Damaged, ScriptCall, Store
+from .store import Damaged, ScriptCall, Store, StoredJob
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 5.0  # a safety net only: wake-ups come from pub/sub
@@ -36,7 +36,7 @@ BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun d
 
 @attrs.define(eq=False)
 class Running:
-    claimed: Claimed
+    claimed: StoredJob
     deadline: datetime.datetime
     future: concurrent.futures.Future[Any] | None = None
     ghosted: bool = False
@@ -293,7 +293,7 @@ class Worker:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def _start(self, claimed: Claimed) -> None:
+    def _start(self, claimed: StoredJob) -> None:
         job = claimed.job
         started = job.runs[-1].start_time if job.runs else None
         deadline = clock.after(started or clock.now(), job.process_timeout)

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 
 from kickq import clock, lifecycle
 from kickq.job import Job, from_record
-from kickq.store import Claimed, Store
+from kickq.store import Store, StoredJob
 from support import RedisServer
 
 NS = "model"
@@ -79,7 +79,7 @@ def interval_for(job: Job, retry_number: int) -> float:
 class Held:
     """A run a (simulated) worker holds: the claimed job, its version and the run's deadline."""
 
-    claimed: Claimed
+    claimed: StoredJob
     deadline_ms: int
 
 
@@ -209,12 +209,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             while self.queues[name] and len(expected) < count:
                 expected.append(self.queues[name].pop(0))
         claimed = self.store.parse_claimed(self.store.run(self.store.claim_call(names, count)))
-        assert all(isinstance(item, Claimed) for item in claimed)
-        got = [item.job.id for item in claimed if isinstance(item, Claimed)]
+        assert all(isinstance(item, StoredJob) for item in claimed)
+        got = [item.job.id for item in claimed if isinstance(item, StoredJob)]
         assert got == expected
         assert not set(got) & (self.deleted | self.purged)  # nothing runs after delete
         for item in claimed:
-            assert isinstance(item, Claimed)
+            assert isinstance(item, StoredJob)
             job = self.jobs[item.job.id]
             assert item.job.state == "processing" and item.job.data == {"n": int(job.id[1:])}
             held = Held(item, self.now_ms + math.floor(job.options["process_timeout"] * 1000))
@@ -280,12 +280,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert due.earliest_ms == (min(scores) if scores else None)
         calls = []
         for loaded in self.store.load_many(due.scheduled):
-            assert isinstance(loaded, Claimed)
+            assert isinstance(loaded, StoredJob)
             change = lifecycle.promote(loaded.job, now)
             assert change is not None
             calls.append(self.store.transition_call(change, loaded.version, PURGE_S))
         for loaded in self.store.load_many(due.overdue):
-            assert isinstance(loaded, Claimed)
+            assert isinstance(loaded, StoredJob)
             change = lifecycle.end_run(loaded.job, lifecycle.Ghosted(), now, interval_for)
             assert change is not None
             calls.append(self.store.transition_call(change, loaded.version, PURGE_S))

@@ -11,7 +11,6 @@ from . import clock, config, runtime
 from .config import settings
 from .errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
 from .future import KickqFuture, failed, reject, resolve
-from .handlers import Handler
 from .job import Job, dumps, from_event
 from .keys import EVENTS, is_job_id
 from .outage import translate
@@ -212,14 +211,9 @@ def process(names: Names, *args: Any, **options: Any) -> Worker:
     concurrent_jobs = checked.get(
         "concurrent_jobs", config.PROCESS_OPTIONS["concurrent_jobs"].default
     )
-    engine = runtime.get()
-    worker = Worker(
-        list(dict.fromkeys(job_names)),
-        Handler(handler, engine.loop),
-        concurrent_jobs,
-        engine.worker_context(),
-    )
-    return engine.add_worker(worker)
+    if not callable(handler):
+        raise TypeError(f"a handler must be callable, not {handler!r}")
+    return runtime.get().process(list(dict.fromkeys(job_names)), handler, concurrent_jobs)
 
 
 class EventSubscription:

@@ -54,6 +54,10 @@ _CLUSTER_ONLY = (
 _REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "Protocol error: unauthenticated")
 
 
+NODE_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)
+"""What a node that went away answers: on a Redis Cluster, read the slot table again."""
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when Redis cannot serve now but may later: retry, do not give up on the job."""
     if isinstance(exc, _OUTAGE_TYPES):

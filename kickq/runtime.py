@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -18,6 +19,7 @@ from . import clock, connection, lifecycle
 from .config import purge_timeout, settings
 from .dispatcher import Dispatcher
 from .future import KickqFuture, LoopThread, reject, resolve
+from .handlers import Handler
 from .job import Job
 from .listener import Listener
 from .pool import ThreadPool
@@ -75,13 +77,17 @@ class Runtime:
         self.dispatcher.call(call, saving.saved, saving.cancelled)
         return future
 
-    def add_worker(self, worker: Worker) -> Worker:
+    def process(
+        self, names: list[str], handler: Callable[..., Any], concurrent_jobs: int
+    ) -> Worker:
+        """Start a worker for these (checked) names in this process."""
+        worker = Worker(names, Handler(handler, self.loop), concurrent_jobs, self._context())
         with self._lock:
             self._workers = [w for w in self._workers if not w.stopped]
             self._workers.append(worker)
         return worker.start()
 
-    def worker_context(self) -> WorkerContext:
+    def _context(self) -> WorkerContext:
         return WorkerContext(
             store=self.store,
             listener=self.listener,

@@ -27,11 +27,9 @@ from . import clock, ids, lifecycle
 from .connection import Client
 from .job import STATES, Job, dumps, from_record, record_event_json, to_record, version_of
 from .keys import PARTITIONS, Keys, partition_of_id, partition_of_name
-from .outage import is_outage
+from .outage import NODE_DOWN, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
-# errors that say a node is down (or the cluster is, until a failover ends)
-NODE_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)
 
 
 def _load(name: str) -> str:

@@ -103,7 +103,7 @@ class LoopThread:
     def run_awaitable(self, awaitable: Awaitable[T]) -> concurrent.futures.Future[T]:
         return self.run(_await(awaitable))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         """Cancel every task and stop the loop. From a coroutine on the loop (which the loop
         cannot wait for while it runs), the loop is stopped once that coroutine's task ends,
         and every other task is cancelled as soon as it gives the loop control."""
@@ -116,9 +116,9 @@ class LoopThread:
             loop.create_task(_wind_down(asyncio.current_task(loop)))
             return
         try:
-            asyncio.run_coroutine_threadsafe(_wind_down(None), loop).result(timeout=2)
+            asyncio.run_coroutine_threadsafe(_wind_down(None), loop).result(timeout=timeout)
         except (concurrent.futures.TimeoutError, RuntimeError):
             # a task that outlives its cancellation: stop the loop all the same
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=2)
+        thread.join(timeout=timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("kickq")
@@ -36,11 +37,17 @@ class ThreadPool:
             self._idle -= 1
         self._tasks.put(task)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.0) -> None:
+        """Let every thread end once its task does; wait up to `timeout` seconds for them (a
+        handler stuck forever keeps its thread: it cannot be stopped)."""
         with self._lock:
             threads = [t for t in self._threads if t.is_alive()]
         for _ in threads:
             self._tasks.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _serve(self) -> None:
         while True:

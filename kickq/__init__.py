@@ -6,9 +6,9 @@ await their results. See README.md for a tour, API.md-style docs in the docstrin
 
 from __future__ import annotations
 
-from .api import EventSubscription, create, delete, get, on, process, reset, wait
-from .api import configure as config
-from .errors import (
+from ._api import EventSubscription, create, delete, get, on, process, reset, wait
+from ._api import configure as config
+from ._errors import (
     ConfigError,
     HotjobTimeout,
     JobNotFound,
@@ -16,10 +16,10 @@ from .errors import (
     RedisUnavailable,
     SerializationError,
 )
-from .future import KickqFuture
-from .job import Job, JobFailed, Run, State
-from .retries import backoff
-from .worker import Worker
+from ._future import KickqFuture
+from ._job import Job, JobFailed, Run, State
+from ._retries import backoff
+from ._worker import Worker
 
 __version__ = "0.1.0"
 

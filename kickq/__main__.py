@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import embedded
-from .errors import RedisUnavailable
+from . import _embedded as embedded
+from ._errors import RedisUnavailable
 
 
 def main(argv: Sequence[str] | None = None) -> int:

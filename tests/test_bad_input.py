@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kickq
-import kickq.runtime
-from kickq.job import MAX_DEPTH
-from kickq.keys import EVENTS, Keys
+import kickq._runtime
+from kickq._job import MAX_DEPTH
+from kickq._keys import EVENTS, Keys
 from support import all_keys
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]

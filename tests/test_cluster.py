@@ -16,7 +16,7 @@ import redis
 from redis.crc import key_slot
 
 import kickq
-from kickq.keys import PARTITIONS, partition_of_id, partition_of_name
+from kickq._keys import PARTITIONS, partition_of_id, partition_of_name
 from support import RedisCluster, RedisServer, all_keys, job_key, queue_key, wait_until
 
 NAMES = [f"name-{i}" for i in range(40)]

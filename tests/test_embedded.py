@@ -20,8 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kickq import embedded  # noqa: E402
-from kickq.errors import RedisUnavailable  # noqa: E402
+from kickq import _embedded as embedded  # noqa: E402
+from kickq._errors import RedisUnavailable  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the embedded Redis is POSIX-only")
 
@@ -176,7 +176,7 @@ def test_second_call_and_subprocess_reuse_server(home: pathlib.Path) -> None:
     pid = embedded.status()["pid"]
     embedded.ensure_running()
     assert embedded.status()["pid"] == pid
-    code = "from kickq import embedded; embedded.ensure_running(); print(embedded.status()['pid'])"
+    code = "from kickq import _embedded as e; e.ensure_running(); print(e.status()['pid'])"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env=_env(home),
@@ -190,7 +190,7 @@ def test_second_call_and_subprocess_reuse_server(home: pathlib.Path) -> None:
 
 def test_concurrent_processes_start_one_server(home: pathlib.Path) -> None:
     """Processes racing to start the server all end up on one server, thanks to the lock."""
-    code = "from kickq import embedded; embedded.ensure_running(); print(embedded.status()['pid'])"
+    code = "from kickq import _embedded as e; e.ensure_running(); print(e.status()['pid'])"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code], env=_env(home), stdout=subprocess.PIPE, text=True

@@ -20,8 +20,9 @@ import attrs
 import pytest
 
 import kickq
-from kickq import embedded, runtime
-from kickq.config import settings
+from kickq import _embedded as embedded
+from kickq import _runtime as runtime
+from kickq._config import settings
 from support import wait_until
 
 pytestmark = [

@@ -13,14 +13,14 @@ import pytest
 import redis
 
 import kickq
-import kickq.runtime
+import kickq._runtime
 from support import client_lists, numsub, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
 
 def done_channel(job_id: str) -> str:
-    return kickq.runtime.get().keys.done(job_id)
+    return kickq._runtime.get().keys.done(job_id)
 
 
 def test_hotjob_resolves_with_the_finished_job() -> None:

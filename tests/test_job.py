@@ -8,8 +8,8 @@ import json
 import attrs
 import pytest
 
-from kickq import lifecycle
-from kickq.job import Job, Run, State, event_json, from_event, from_record, to_event, to_record
+from kickq import _lifecycle as lifecycle
+from kickq._job import Job, Run, State, event_json, from_event, from_record, to_event, to_record
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import pkgutil
 import threading
 
 import pytest
@@ -129,3 +130,37 @@ def test_await_a_failed_future_raises_its_error() -> None:
 
     with pytest.raises(kickq.ConfigError):
         asyncio.run(main())
+
+
+# The documented API: API.md's names, and those the README documents beside them (wait, on and
+# its subscription, the worker handle process() returns, backoff, the version).
+DOCUMENTED = {
+    *PUBLIC_NAMES,
+    "wait",
+    "on",
+    "EventSubscription",
+    "Worker",
+    "backoff",
+    "__version__",
+}
+PUBLIC_SUBMODULES: set[str] = set()  # the documented ones only (none in this release)
+
+
+def test_all_is_exactly_the_documented_api() -> None:
+    """kickq.__all__ lists the documented API: nothing missing, nothing more."""
+    assert set(kickq.__all__) == DOCUMENTED
+    assert len(kickq.__all__) == len(DOCUMENTED)
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED - {"__version__"}))
+def test_every_public_name_has_a_docstring(name: str) -> None:
+    """Each public name explains itself."""
+    assert (getattr(kickq, name).__doc__ or "").strip(), name
+
+
+def test_internals_are_private_modules() -> None:
+    """Every module of the package is private (its name starts with _) but the documented
+    public submodules, so the kickq.config function shadows no module."""
+    names = {info.name for info in pkgutil.iter_modules(kickq.__path__)}
+    assert {n for n in names if not n.startswith("_")} == PUBLIC_SUBMODULES
+    assert callable(kickq.config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kickq.rotation import ClaimRotation
+from kickq._rotation import ClaimRotation
 
 
 def test_one_group_rotates_its_names_so_none_is_always_last() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kickq
-from kickq.keys import Keys
+from kickq._keys import Keys
 from peers.base import Peer as Base
 
 NAME = "noop"

@@ -13,7 +13,7 @@ import logging
 
 import redis
 
-from .errors import ConfigError, RedisUnavailable
+from ._errors import ConfigError, RedisUnavailable
 
 MAX_BACKOFF = 2.0
 """The longest pause, in seconds, of a background loop retrying after a Redis error."""

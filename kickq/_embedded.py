@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import RedisUnavailable
+from ._errors import RedisUnavailable
 
 __all__ = ["data_dir", "ensure_running", "server_binary", "socket_path", "status", "stop"]
 

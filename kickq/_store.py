@@ -1,6 +1,6 @@
 """The only module that talks to Redis about jobs: one method per Lua script, Jobs in and out.
 
-On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see keys.py):
+On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see _keys.py):
 calls about one job go to its partition's slot, and the sweeper's reads and purges go to
 every partition, in one pipeline.
 
@@ -23,11 +23,13 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from . import clock, ids, lifecycle
-from .connection import Client
-from .job import STATES, Job, dumps, from_record, record_event_json, to_record, version_of
-from .keys import PARTITIONS, Keys, partition_of_id, partition_of_name
-from .outage import NODE_DOWN, is_outage
+from . import _clock as clock
+from . import _ids as ids
+from . import _lifecycle as lifecycle
+from ._connection import Client
+from ._job import STATES, Job, dumps, from_record, record_event_json, to_record, version_of
+from ._keys import PARTITIONS, Keys, partition_of_id, partition_of_name
+from ._outage import NODE_DOWN, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 

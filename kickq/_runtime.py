@@ -15,19 +15,21 @@ from typing import Any
 
 import attrs
 
-from . import clock, connection, lifecycle
-from .config import purge_timeout, settings
-from .dispatcher import Dispatcher
-from .future import KickqFuture, LoopThread, reject, resolve
-from .handlers import Handler
-from .job import Job
-from .listener import Listener
-from .pool import ThreadPool
-from .retries import interval_for
-from .store import Damaged, Store
-from .sweeper import Sweeper
-from .waits import Waiter, Waits
-from .worker import Worker, WorkerContext
+from . import _clock as clock
+from . import _connection as connection
+from . import _lifecycle as lifecycle
+from ._config import purge_timeout, settings
+from ._dispatcher import Dispatcher
+from ._future import KickqFuture, LoopThread, reject, resolve
+from ._handlers import Handler
+from ._job import Job
+from ._listener import Listener
+from ._pool import ThreadPool
+from ._retries import interval_for
+from ._store import Damaged, Store
+from ._sweeper import Sweeper
+from ._waits import Waiter, Waits
+from ._worker import Worker, WorkerContext
 
 log = logging.getLogger("kickq")
 

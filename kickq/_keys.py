@@ -1,6 +1,6 @@
 """The key schema: every Redis key and pub/sub channel kickq uses, built from the namespace.
 
-<ns>:job:<id>          hash   the job record (see job.py for its fields)
+<ns>:job:<id>          hash   the job record (see _job.py for its fields)
 <ns>:queue:{<name>}    list   ids of queued jobs of one name, oldest at the right
 <ns>:scheduled         zset   delayed, retry and ghost jobs, scored by when they are due (ms)
 <ns>:processing        zset   running jobs, scored by their run's deadline (ms)

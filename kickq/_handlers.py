@@ -13,8 +13,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from .future import LoopThread
-from .job import Job
+from ._future import LoopThread
+from ._job import Job
 
 RunFuture = concurrent.futures.Future[Any]
 

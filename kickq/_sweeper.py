@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import clock, lifecycle
-from .job import Job
-from .outage import Retry
-from .store import Damaged, ScriptCall, Store, StoredJob
-from .waits import Waits
+from . import _clock as clock
+from . import _lifecycle as lifecycle
+from ._job import Job
+from ._outage import Retry
+from ._store import Damaged, ScriptCall, Store, StoredJob
+from ._waits import Waits
 
 log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigError
+from ._errors import ConfigError
 
 Check = Callable[[str, Any], Any]
 
@@ -101,7 +101,7 @@ def _str(name: str, value: Any) -> str:
 
 
 def _namespace(name: str, value: Any) -> str:
-    """No braces: they would read as a Redis Cluster hash tag, and the key schema (keys.py)
+    """No braces: they would read as a Redis Cluster hash tag, and the key schema (_keys.py)
     relies on their absence to keep namespaces apart."""
     namespace = _str(name, value)
     if "{" in namespace or "}" in namespace:

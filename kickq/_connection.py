@@ -14,8 +14,8 @@ from typing import Any
 
 import redis
 
-from . import embedded
-from .errors import ConfigError, RedisUnavailable
+from . import _embedded as embedded
+from ._errors import ConfigError, RedisUnavailable
 
 ENV_URL = "KICKQ_REDIS_URL"
 ENV_CLUSTER = "KICKQ_REDIS_CLUSTER"

@@ -7,15 +7,17 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
-from . import clock, config, runtime
-from .config import settings
-from .errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
-from .future import KickqFuture, failed, reject, resolve
-from .job import Job, dumps, from_event
-from .keys import EVENTS, is_job_id
-from .outage import translate
-from .store import Damaged
-from .worker import Worker
+from . import _clock as clock
+from . import _config as config
+from . import _runtime as runtime
+from ._config import settings
+from ._errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
+from ._future import KickqFuture, failed, reject, resolve
+from ._job import Job, dumps, from_event
+from ._keys import EVENTS, is_job_id
+from ._outage import translate
+from ._store import Damaged
+from ._worker import Worker
 
 Names = str | Iterable[str]
 

@@ -17,14 +17,14 @@ from concurrent.futures import InvalidStateError
 
 import attrs
 
-from . import clock
-from .errors import DamagedRecord, HotjobTimeout, JobNotFound
-from .future import KickqFuture
-from .job import Job, JobFailed, State, from_event
-from .keys import Keys
-from .listener import Listener, Subscription
-from .outage import is_outage
-from .store import Damaged, Store, StoredJob
+from . import _clock as clock
+from ._errors import DamagedRecord, HotjobTimeout, JobNotFound
+from ._future import KickqFuture
+from ._job import Job, JobFailed, State, from_event
+from ._keys import Keys
+from ._listener import Listener, Subscription
+from ._outage import is_outage
+from ._store import Damaged, Store, StoredJob
 
 Schedule = Callable[[Callable[[], None]], None]
 FINISHED = (State.SUCCESS.value, State.FAIL.value)

@@ -11,9 +11,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from .config import settings
-from .errors import ConfigError
-from .job import Job
+from ._config import settings
+from ._errors import ConfigError
+from ._job import Job
 
 
 def interval_for(job: Job, retry_number: int) -> float:

@@ -22,9 +22,9 @@ from typing import Any
 
 import attrs
 
-from .errors import RedisUnavailable
-from .outage import translate
-from .store import ScriptCall, Store
+from ._errors import RedisUnavailable
+from ._outage import translate
+from ._store import ScriptCall, Store
 
 log = logging.getLogger("kickq")
 MAX_BATCH = 1000

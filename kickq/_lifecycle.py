@@ -18,9 +18,9 @@ from typing import Any
 
 import attrs
 
-from . import clock
-from .config import MAX_DURATION
-from .job import Job, Run, State
+from . import _clock as clock
+from ._config import MAX_DURATION
+from ._job import Job, Run, State
 
 IntervalFor = Callable[[Job, int], float]
 

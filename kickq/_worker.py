@@ -19,15 +19,16 @@ from typing import Any
 
 import attrs
 
-from . import clock, lifecycle
-from .errors import SerializationError
-from .handlers import Handler, describe_error
-from .job import dumps
-from .listener import Listener, Subscription
-from .outage import Retry
-from .pool import ThreadPool
-from .rotation import ClaimRotation
-from .store import Damaged, ScriptCall, Store, StoredJob
+from . import _clock as clock
+from . import _lifecycle as lifecycle
+from ._errors import SerializationError
+from ._handlers import Handler, describe_error
+from ._job import dumps
+from ._listener import Listener, Subscription
+from ._outage import Retry
+from ._pool import ThreadPool
+from ._rotation import ClaimRotation
+from ._store import Damaged, ScriptCall, Store, StoredJob
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 5.0  # a safety net only: wake-ups come from pub/sub

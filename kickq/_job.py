@@ -17,8 +17,9 @@ from typing import Any
 
 import attrs
 
-from . import clock, config
-from .errors import KickqError, SerializationError
+from . import _clock as clock
+from . import _config as config
+from ._errors import KickqError, SerializationError
 
 
 class State(str, enum.Enum):

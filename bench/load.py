@@ -303,7 +303,7 @@ def drain(
     def drained() -> bool:
         pipe = client.pipeline(transaction=False)
         pipe.hlen(RUNS)
-        pipe.llen(queue_key)
+        pipe.zcard(queue_key)
         pipe.zcard(scheduled)
         pipe.zcard(processing)
         ran, *left = pipe.execute()

@@ -6,7 +6,7 @@ await their results. See README.md for a tour, API.md-style docs in the docstrin
 
 from __future__ import annotations
 
-from ._api import EventSubscription, create, delete, get, on, process, reset, wait
+from ._api import EventSubscription, create, create_many, delete, get, on, process, reset, wait
 from ._api import configure as config
 from ._errors import (
     ConfigError,
@@ -41,6 +41,7 @@ __all__ = [
     "backoff",
     "config",
     "create",
+    "create_many",
     "delete",
     "get",
     "on",

@@ -9,11 +9,13 @@ from typing import Any, overload
 
 from . import _clock as clock
 from . import _config as config
+from . import _lifecycle as lifecycle
 from . import _runtime as runtime
 from ._config import settings
 from ._errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
 from ._future import KickqFuture, failed, reject, resolve
-from ._job import Job, dumps, from_event
+from ._job import Job, from_event
+from ._json import dumps
 from ._keys import EVENTS, is_job_id
 from ._outage import translate
 from ._store import Damaged
@@ -79,23 +81,70 @@ def create(
 ) -> KickqFuture[Job]:
     """Create a job; the future resolves to the saved Job or fails with the reason."""
     try:
-        config.check_job_name(name)
-        per_call = _options(opts, options, config.PER_JOB, "create()")
-        if callable(per_call.get("retry_interval")):
-            raise ConfigError(
-                "retry_interval in create() must be a number of seconds: a function cannot "
-                "travel with the job; set it with kickq.config() or job_flags instead"
-            )
-        effective = settings.cascade(name, per_call)
-        if callable(effective["retry_interval"]):
-            effective["retry_interval"] = None  # decided by the config of the worker's process
+        effective = _create_options(name, opts, options)
         data_json = dumps(data, "job data")
+        unique_key = _unique_key(effective, data)
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)
     try:
-        return runtime.get().create(name, data, effective, data_json)
+        return runtime.get().create(name, data, effective, data_json, unique_key)
     except Exception as exc:  # create() never raises: whatever went wrong fails the future
         return failed(exc)
+
+
+def create_many(
+    name: str, items: Iterable[Any], opts: Mapping[str, Any] | None = None, **options: Any
+) -> list[KickqFuture[Job]]:
+    """Create one job per item of `items`, all with the same options: one future per item, in
+    order. An item whose data is not JSON fails its own future alone; a bad name or option
+    fails them all, and nothing is stored. The jobs are saved in pipelined batches."""
+    try:
+        values = list(items) if not isinstance(items, (str, bytes, Mapping)) else None
+        if values is None:
+            raise TypeError(f"create_many() takes an iterable of items, not {type(items).__name__}")
+        effective = _create_options(name, opts, options)
+    except (ConfigError, TypeError, ValueError) as exc:
+        return [failed(exc)] if values is None else [failed(exc) for _ in values]
+    futures: list[KickqFuture[Job] | None] = []
+    ready: list[tuple[Any, str, str | None]] = []
+    for data in values:
+        try:
+            ready.append((data, dumps(data, "job data"), _unique_key(effective, data)))
+            futures.append(None)
+        except (SerializationError, TypeError, ValueError) as exc:
+            futures.append(failed(exc))
+    try:
+        saved = iter(runtime.get().create_many(name, ready, effective))
+    except Exception as exc:
+        return [future or failed(exc) for future in futures]
+    return [future or next(saved) for future in futures]
+
+
+def _create_options(name: str, opts: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked, cascaded options of a create() call."""
+    config.check_job_name(name)
+    per_call = _options(opts, options, config.PER_CALL, "create()")
+    if callable(per_call.get("retry_interval")):
+        raise ConfigError(
+            "retry_interval in create() must be a number of seconds: a function cannot "
+            "travel with the job; set it with kickq.config() or job_flags instead"
+        )
+    if per_call.get("at") is not None and per_call.get("delay") is not None:
+        raise ConfigError("create() takes at or delay, not both")
+    effective = settings.cascade(name, per_call)
+    if callable(effective["retry_interval"]):
+        effective["retry_interval"] = None  # decided by the config of the worker's process
+    return effective
+
+
+def _unique_key(options: Mapping[str, Any], data: Any) -> str | None:
+    """The job's unique key: the one given, else (unique=True) a digest of its data."""
+    if options.get("unique_key") is not None:
+        return str(options["unique_key"])
+    if not options["unique"]:
+        return None
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return lifecycle.unique_key_of(canonical)
 
 
 def _check_id(job_id: object) -> str:

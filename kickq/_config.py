@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
+from ._json import dumps
 
 Check = Callable[[str, Any], Any]
 
@@ -148,6 +149,34 @@ def _job_flags(name: str, value: Any) -> dict[str, dict[str, Any]]:
     return flags
 
 
+def _priority(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+        raise ConfigError(f"{name} must be a whole number from 0 to 9, not {value!r}")
+    return value
+
+
+def _at(name: str, value: Any) -> datetime.datetime:
+    if not isinstance(value, datetime.datetime):
+        raise ConfigError(f"{name} must be a datetime, not {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(
+            f"{name} must be an aware datetime (with a tzinfo, e.g. timezone.utc): {value!r}"
+        )
+    return value
+
+
+def _meta(name: str, value: Any) -> dict[str, Any]:
+    """A dict of JSON values with str keys, small enough to travel with every event."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a dict with str keys, not {value!r}")
+    meta = dict(value)
+    try:
+        dumps(meta, name)
+    except TypeError as exc:  # SerializationError: reported as the option it is
+        raise ConfigError(str(exc)) from None
+    return meta
+
+
 @attrs.frozen
 class Option:
     default: Any
@@ -173,9 +202,18 @@ OPTIONS: dict[str, Option] = {
     "retry": Option(False, _bool, per_job=True),
     "retry_count": Option(3, _count, per_job=True),
     "retry_interval": Option(1800.0, _interval, per_job=True),
+    "priority": Option(5, _priority, per_job=True),
+    "unique": Option(False, _bool, per_job=True),
     "job_flags": Option({}, _job_flags),
 }
 PER_JOB = {name: option for name, option in OPTIONS.items() if option.per_job}
+CALL_ONLY: dict[str, Option] = {
+    "at": Option(None, _at),
+    "meta": Option({}, _meta),
+    "unique_key": Option(None, _str),
+}
+"""Options of one create() call only: config() and job_flags refuse them."""
+PER_CALL = {**PER_JOB, **CALL_ONLY}
 CONNECTION_OPTIONS = frozenset(name for name in OPTIONS if name.startswith("redis_"))
 PROCESS_OPTIONS = {"concurrent_jobs": Option(1, _positive_count)}
 
@@ -191,6 +229,10 @@ def check_job_name(name: object, error: type[Exception] = TypeError) -> str:
 
 def _unknown(name: str, table: Mapping[str, Option], where: str) -> ConfigError:
     message = f"unknown option {name!r}" + (f" in {where}" if where else "")
+    if name in CALL_ONLY:
+        return ConfigError(
+            f"{name!r} is an option of one create() call and cannot be set in {where or 'config()'}"
+        )
     if name in OPTIONS and name not in table:
         kind = "a per-job option" if OPTIONS[name].per_job else "not a per-job option"
         return ConfigError(f"{name!r} is {kind} and cannot be set in {where}")

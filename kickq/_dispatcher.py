@@ -73,6 +73,12 @@ class Dispatcher:
     ) -> None:
         self._put(Call(call, done, cancel))
 
+    def call_many(self, calls: list[Call]) -> None:
+        """Queue many script calls; those queued together leave together, MAX_BATCH at most
+        to a pipeline."""
+        for call in calls:
+            self._put(call)
+
     def task(self, run: Callable[[], None], cancel: Callable[[], object] = _nothing) -> None:
         self._put(Task(run, cancel))
 

@@ -19,7 +19,8 @@ import attrs
 
 from . import _clock as clock
 from . import _config as config
-from ._errors import KickqError, SerializationError
+from ._errors import KickqError
+from ._json import dumps
 
 
 class State(str, enum.Enum):
@@ -79,6 +80,9 @@ class Job:
     ghost_interval: float = _default("ghost_interval")
     hotjob: bool = _default("hotjob")
     hotjob_timeout: float = _default("hotjob_timeout")
+    priority: int = _default("priority")
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    unique_key: str | None = None  # None unless the job is unique
     result: Any = None
     last_error: str | None = None
     runs: tuple[Run, ...] = ()
@@ -125,50 +129,10 @@ OPTION_FIELDS = (
     "ghost_interval",
     "hotjob",
     "hotjob_timeout",
+    "priority",
 )
 TIME_FIELDS = ("create_time", "update_time", "finish_time", "scheduled_for")
 RAW_FIELDS = ("id", "name", "state")
-
-
-MAX_DEPTH = 256
-"""The deepest nesting of lists and dicts a job's data or result may have: deeper values
-could not be read back by every process (Python's parser stops near 1,000 levels, less in a
-thread with a smaller stack or a lower recursion limit)."""
-_CONTAINERS = (dict, list, tuple)
-
-
-def _check_shape(value: Any, what: str) -> None:
-    """Refuse what JSON would silently change, or not every reader could decode: dict keys
-    that are not str ({1: "a"} would come back as {"1": "a"}, and {1: "a", "1": "b"} with a
-    key twice), and nesting deeper than MAX_DEPTH. Iterative, so no depth can overflow it."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise SerializationError(
-                f"{what} nests lists and dicts more than {MAX_DEPTH} levels deep"
-            )
-        if isinstance(item, dict):
-            for key in item:
-                if not isinstance(key, str):
-                    raise SerializationError(
-                        f"{what} is not JSON-serialisable: dict keys must be str, not "
-                        f"{type(key).__name__} ({key!r})"
-                    )
-            children: Any = item.values()
-        else:
-            children = item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
-
-
-def dumps(value: Any, what: str) -> str:
-    """JSON text of a value that must travel through Redis, or SerializationError."""
-    if isinstance(value, _CONTAINERS):
-        _check_shape(value, what)
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
 
 
 _encode_str = json.encoder.encode_basestring_ascii
@@ -257,6 +221,8 @@ def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
     result = job.result
     record["result"] = encode(result) if result is None else dumps(result, "the handler's result")
     record["last_error"] = encode(job.last_error)
+    record["meta"] = dumps(job.meta, "meta") if job.meta else "{}"
+    record["unique_key"] = encode(job.unique_key)
     for run in job.runs:
         if run.state is not State.PROCESSING:
             record[f"run:{run.count}"] = _run_json(run)
@@ -272,7 +238,9 @@ def _check_text(record: Mapping[str, str]) -> None:
                 raise ValueError(f"field {name!r} holds bytes that are not UTF-8") from None
 
 
-JSON_FIELDS = ("data", "result", "last_error", *TIME_FIELDS, *OPTION_FIELDS)
+JSON_FIELDS = ("data", "result", "last_error", "meta", "unique_key", *TIME_FIELDS, *OPTION_FIELDS)
+# an option missing from a record (written before the option existed) reads as its default
+_DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
 _NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by the worker's config
 
 
@@ -318,6 +286,9 @@ def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, 
     for field in TIME_FIELDS:
         values[field] = _time(field, values.get(field))
     values["last_error"] = _optional_text("last_error", values.get("last_error"))
+    values["unique_key"] = _optional_text("unique_key", values.get("unique_key"))
+    if "meta" in values:
+        values["meta"] = config.CALL_ONLY["meta"].check("meta", values["meta"])
     return Job(id=job_id, name=name, state=State(state), runs=tuple(runs), **values)
 
 
@@ -345,7 +316,9 @@ def record_event_json(record: Mapping[str, str], total_process_time: float | Non
         parts += [',"', field, '":', record.get(field, "null")]
     parts += [',"total_process_time":', encode(total_process_time)]
     for field in OPTION_FIELDS:
-        parts += [',"', field, '":', record.get(field, "null")]
+        parts += [',"', field, '":', record.get(field) or _DEFAULT_TEXTS[field]]
+    parts += [',"meta":', record.get("meta", "{}")]
+    parts += [',"unique_key":', record.get("unique_key", "null")]
     parts += [',"result":', record.get("result", "null")]
     parts += [',"last_error":', record.get("last_error", "null")]
     parts += [',"runs":[', ",".join(_runs_of(record)), "]}"]
@@ -368,6 +341,8 @@ def to_event(job: Job) -> dict[str, Any]:
     event["total_process_time"] = job.total_process_time
     for name in OPTION_FIELDS:
         event[name] = getattr(job, name)
+    event["meta"] = job.meta
+    event["unique_key"] = job.unique_key
     event["result"] = job.result
     event["last_error"] = job.last_error
     event["runs"] = [_run_to_dict(run) for run in job.runs]

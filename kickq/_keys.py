@@ -1,7 +1,10 @@
 """The key schema: every Redis key and pub/sub channel kickq uses, built from the namespace.
 
 <ns>:job:<id>          hash   the job record (see _job.py for its fields)
-<ns>:queue:{<name>}    list   ids of queued jobs of one name, oldest at the right
+<ns>:queue:{<name>}    zset   ids of queued jobs of one name, the next to claim lowest:
+                              (9 - priority) * 1e14, plus one more than the last queued
+                              with that priority (first in, first out within a priority)
+<ns>:unique:<digest>   string the id of the job holding a unique key (sha256 of name and key)
 <ns>:scheduled         zset   delayed, retry and ghost jobs, scored by when they are due (ms)
 <ns>:processing        zset   running jobs, scored by their run's deadline (ms)
 <ns>:finished          zset   completed jobs, scored by when they are purged (ms)
@@ -27,6 +30,8 @@ keys and stay the same.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import string
 import zlib
@@ -75,6 +80,17 @@ class Keys:
 
     def queue(self, name: str) -> str:
         return f"{self._prefix}queue:{{{name}}}"
+
+    @property
+    def queue_affixes(self) -> tuple[str, str]:
+        """What stands before and after a job name in its queue's key (for a script)."""
+        return f"{self._prefix}queue:{{", "}"
+
+    def unique(self, name: str, unique_key: str) -> str:
+        """The lock of a unique key: a digest, so that no name or key can look like another."""
+        text = json.dumps([name, unique_key], ensure_ascii=False)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return f"{self._prefix}unique:{digest}"
 
     @property
     def scheduled(self) -> str:

@@ -13,6 +13,7 @@ if the record has not changed since it was read (its version fences every transi
 from __future__ import annotations
 
 import datetime
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,7 @@ class Ghosted:
 
 Outcome = Succeeded | Failed | Ghosted
 WAITING = (State.DELAYED, State.RETRY, State.GHOST)
+NOT_ON_THE_JOB = frozenset({"at", "meta", "unique", "unique_key"})  # kept in other fields
 
 
 @attrs.frozen
@@ -57,10 +59,23 @@ class Change:
 
 
 def create(
-    job_id: str, name: str, data: Any, options: Mapping[str, Any], now: datetime.datetime
+    job_id: str,
+    name: str,
+    data: Any,
+    options: Mapping[str, Any],
+    now: datetime.datetime,
+    unique_key: str | None = None,
 ) -> Change:
-    delay = options.get("delay")
-    delayed = bool(delay)
+    """A new job from its effective options (the cascade's, with `at` and `meta` of the call):
+    delayed until `at` or `delay` if that is still to come, else queued at once."""
+    job_options = {name: value for name, value in options.items() if name not in NOT_ON_THE_JOB}
+    at, delay = options.get("at"), options.get("delay")
+    if at is not None:
+        scheduled_for = at.astimezone(datetime.timezone.utc)
+        job_options["delay"] = None
+    else:
+        scheduled_for = clock.after(now, delay) if delay else None
+    delayed = scheduled_for is not None and scheduled_for > now
     job = Job(
         id=job_id,
         name=name,
@@ -68,10 +83,18 @@ def create(
         state=State.DELAYED if delayed else State.QUEUED,
         create_time=now,
         update_time=now,
-        scheduled_for=clock.after(now, delay) if delay else None,
-        **options,
+        scheduled_for=scheduled_for,
+        meta=options.get("meta") or {},
+        unique_key=unique_key,
+        **job_options,
     )
     return Change(job, ("create",) if delayed else ("create", "queued"))
+
+
+def unique_key_of(data_json_sorted: str) -> str:
+    """The key of a unique job without an explicit one: a digest of its data as canonical
+    JSON (sorted keys), so that equal data gives the same key whatever its dicts' order."""
+    return hashlib.sha256(data_json_sorted.encode("utf-8")).hexdigest()
 
 
 def promote(job: Job, now: datetime.datetime) -> Change | None:
@@ -145,9 +168,10 @@ def end_run(
 
 
 def placement(job: Job, purge_timeout: float) -> tuple[str, int]:
-    """Where the job's id lives after a change, with the score of that sorted set (ms)."""
+    """Where the job's id lives after a change, with the score of that sorted set (ms; for the
+    queue, the priority)."""
     if job.state is State.QUEUED:
-        return "queue", 0
+        return "queue", job.priority  # the script turns it into the queue's score
     if job.complete:
         finished = job.finish_time or job.update_time or clock.now()
         return "finished", clock.to_ms(clock.after(finished, purge_timeout))

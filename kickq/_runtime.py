@@ -7,6 +7,7 @@ connecting (and starting the embedded server) happens in the background threads.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
@@ -19,10 +20,11 @@ from . import _clock as clock
 from . import _connection as connection
 from . import _lifecycle as lifecycle
 from ._config import purge_timeout, settings
-from ._dispatcher import Dispatcher
+from ._dispatcher import Call, Dispatcher
+from ._errors import DamagedRecord
 from ._future import KickqFuture, LoopThread, reject, resolve
 from ._handlers import Handler
-from ._job import Job
+from ._job import Job, State
 from ._listener import Listener
 from ._pool import ThreadPool
 from ._retries import interval_for
@@ -62,22 +64,41 @@ class Runtime:
         return self
 
     def create(
-        self, name: str, data: Any, options: dict[str, Any], data_json: str
+        self,
+        name: str,
+        data: Any,
+        options: dict[str, Any],
+        data_json: str,
+        unique_key: str | None = None,
     ) -> KickqFuture[Job]:
         """Save a new job (options already checked and cascaded); with `hotjob`, its wait is
         listening before the save goes out, so that no completion can be missed."""
-        change = lifecycle.create(self.store.new_id(name), name, data, options, clock.now())
-        job = change.job
-        waiter = None
-        if job.hotjob:
-            deadline = clock.after(change.job.create_time or clock.now(), job.hotjob_timeout)
-            waiter = self.waits.wait(job.id, deadline, created=False)
-            job = attrs.evolve(job, hotjob_future=waiter.future)
-        future: KickqFuture[Job] = KickqFuture()
-        saving = _Saving(self, job, future, waiter)
-        call = self.store.transition_call(change, 0, purge_timeout(), data_json)
+        saving = self._saving(name, data, options, unique_key)
+        call = self.store.create_call(saving.change, data_json)
         self.dispatcher.call(call, saving.saved, saving.cancelled)
-        return future
+        return saving.future
+
+    def create_many(
+        self, name: str, items: list[tuple[Any, str, str | None]], options: dict[str, Any]
+    ) -> list[KickqFuture[Job]]:
+        """Save many new jobs of one name, (data, its JSON, unique key) each, in as few round
+        trips as the dispatcher's batches allow; each job is still one script, alone."""
+        savings = [self._saving(name, data, options, key) for data, _, key in items]
+        calls = [
+            Call(self.store.create_call(saving.change, data_json), saving.saved, saving.cancelled)
+            for saving, (_, data_json, _) in zip(savings, items, strict=True)
+        ]
+        self.dispatcher.call_many(calls)
+        return [saving.future for saving in savings]
+
+    def _saving(
+        self, name: str, data: Any, options: dict[str, Any], unique_key: str | None
+    ) -> _Saving:
+        now = clock.now()
+        change = lifecycle.create(self.store.new_id(name), name, data, options, now, unique_key)
+        deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
+        waiter = None if deadline is None else self.waits.wait(change.job.id, deadline, False)
+        return _Saving(self, change, KickqFuture(), waiter, deadline)
 
     def process(
         self, names: list[str], handler: Callable[..., Any], concurrent_jobs: int
@@ -138,31 +159,51 @@ class _Saving:
     """A new job on its way to Redis, and what its save resolves."""
 
     engine: Runtime
-    job: Job
+    change: lifecycle.Change
     future: KickqFuture[Job]
     waiter: Waiter | None
+    deadline: datetime.datetime | None
 
     def saved(self, result: Any) -> None:
         # A result of 0 means a record with this (random, unique) id exists already: redis-py
         # re-sent the batch after a dropped connection and the first send had saved it.
-        waits, waiter = self.engine.waits, self.waiter
         if self.future.cancelled():  # by its caller, or by kickq.reset() while the save was out
-            if waiter is not None:
-                waits.cancel(waiter)
+            self._drop_wait()
         elif isinstance(result, BaseException):
-            if waiter is not None:
-                waits.cancel(waiter, result)
+            self._drop_wait(result)
             reject(self.future, result)
+        elif isinstance(result, list):
+            self._unique_taken(result)
         else:
-            if waiter is not None:
-                waits.created(waiter)
-            if self.job.scheduled_for is not None:
-                self.engine.sweeper.nudge(clock.to_ms(self.job.scheduled_for))
-            resolve(self.future, self.job)
+            job = self.change.job
+            if self.waiter is not None:
+                self.engine.waits.created(self.waiter)
+                job = attrs.evolve(job, hotjob_future=self.waiter.future)
+            if job.scheduled_for is not None and job.state is State.DELAYED:
+                self.engine.sweeper.nudge(clock.to_ms(job.scheduled_for))
+            resolve(self.future, job)
+
+    def _unique_taken(self, reply: list[Any]) -> None:
+        """A job that is not complete holds the unique key: it is the answer, nothing new."""
+        self._drop_wait()
+        holder = self.engine.store.parse_created(reply)
+        if isinstance(holder, Damaged):
+            reject(self.future, DamagedRecord(holder.job_id, holder.error))
+            return
+        assert holder is not None
+        job = holder.job
+        if self.deadline is not None:
+            waiter = self.engine.waits.wait(job.id, self.deadline)
+            job = attrs.evolve(job, hotjob_future=waiter.future)
+        resolve(self.future, job)
+
+    def _drop_wait(self, error: BaseException | None = None) -> None:
+        if self.waiter is not None:
+            self.engine.waits.cancel(self.waiter, error)
 
     def cancelled(self) -> None:
-        if self.future.cancel() and self.waiter is not None:
-            self.engine.waits.cancel(self.waiter)
+        if self.future.cancel():
+            self._drop_wait()
 
 
 _lock = threading.Lock()

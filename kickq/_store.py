@@ -27,7 +27,7 @@ from . import _clock as clock
 from . import _ids as ids
 from . import _lifecycle as lifecycle
 from ._connection import Client
-from ._job import STATES, Job, dumps, from_record, record_event_json, to_record, version_of
+from ._job import STATES, Job, from_record, record_event_json, to_record, version_of
 from ._keys import PARTITIONS, Keys, partition_of_id, partition_of_name
 from ._outage import NODE_DOWN, is_outage
 
@@ -36,6 +36,10 @@ ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 def _load(name: str) -> str:
     return resources.files("kickq").joinpath(f"scripts/{name}.lua").read_text(encoding="utf-8")
+
+
+def _flat(record: Mapping[str, str]) -> list[str]:
+    return [item for pair in record.items() for item in pair]
 
 
 def _as_dict(flat: Sequence[str]) -> dict[str, str]:
@@ -87,6 +91,7 @@ class Store:
         self.partitions = (
             [Keys(namespace, p) for p in range(PARTITIONS)] if cluster else [self.keys]
         )
+        self._create = client.register_script(_load("create"))
         self._transition = client.register_script(_load("transition"))
         self._claim = client.register_script(_load("claim"))
         self._due = client.register_script(_load("due"))
@@ -167,15 +172,39 @@ class Store:
 
     # -- transitions -----------------------------------------------------------------
 
+    def create_call(self, change: lifecycle.Change, data_json: str) -> ScriptCall:
+        """The call saving a new job (its data already encoded); for a unique job, only if no
+        job that is not complete holds its unique key (see `parse_created`)."""
+        job = change.job
+        keys = self.keys_of(job.id)
+        where, score = lifecycle.placement(job, 0.0)
+        record = to_record(job, data_json)
+        message = record_event_json(record, None)
+        call_keys = [keys.job(job.id), keys.scheduled, keys.queue(job.name)]
+        if job.unique_key is not None:
+            record["unique_lock"] = lock = keys.unique(job.name, job.unique_key)
+            call_keys.append(lock)
+        channels = [self.keys.event(event) for event in change.events]
+        wake = self.keys.wake(job.name)
+        args = [job.id, where, score, wake, message, keys.job_prefix, len(channels), *channels]
+        return self._create, call_keys, [*args, *_flat(record)]
+
+    def parse_created(self, reply: Any) -> StoredJob | Damaged | None:
+        """What a create call returned: None when the job was saved (or was there already),
+        else the job holding the unique key, as it is now."""
+        if not isinstance(reply, list):
+            return None
+        holder, flat = reply
+        return decode(holder, _as_dict(flat))
+
     def transition_call(
         self,
         change: lifecycle.Change,
         version: int,
         purge_timeout: float,
-        data_json: str | None = None,
         previous: Mapping[str, str] | None = None,
     ) -> ScriptCall:
-        """The call applying `change` if the record is still at `version` (0: a new record).
+        """The call applying `change` if the record is still at `version`.
 
         With the `previous` record (as read), only the fields that changed are written, and
         the event is assembled from the field texts: nothing is encoded twice.
@@ -184,9 +213,7 @@ class Store:
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
         if previous is None:
-            if data_json is None:
-                data_json = dumps(job.data, "job data")
-            record = merged = to_record(job, data_json)
+            record = merged = to_record(job)
         else:
             fresh = to_record(job, previous.get("data", "null"))
             record = {name: text for name, text in fresh.items() if previous.get(name) != text}
@@ -194,7 +221,6 @@ class Store:
         channels = [self.keys.event(event) for event in change.events]
         if change.finished:
             channels.append(self.keys.done(job.id))
-        fields = [item for pair in record.items() for item in pair]
         message = record_event_json(merged, job.total_process_time)
         wake = self.keys.wake(job.name)
         args = [version, job.id, where, score, wake, message, len(channels)]
@@ -205,7 +231,7 @@ class Store:
             keys.finished,
             keys.queue(job.name),
         ]
-        return self._transition, call_keys, [*args, *channels, *fields]
+        return self._transition, call_keys, [*args, *channels, *_flat(record)]
 
     def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""
@@ -289,7 +315,7 @@ class Store:
     def delete(self, job_id: str) -> bool:
         keys = self.keys_of(job_id)
         call_keys = [keys.job(job_id), keys.scheduled, keys.processing, keys.finished]
-        args = [job_id, self.keys.event("delete"), self.keys.done(job_id)]
+        args = [job_id, self.keys.event("delete"), self.keys.done(job_id), *keys.queue_affixes]
         return bool(self.run((self._delete, call_keys, args)))
 
     def due(self, now_ms: int, limit: int) -> Due:

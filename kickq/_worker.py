@@ -23,7 +23,7 @@ from . import _clock as clock
 from . import _lifecycle as lifecycle
 from ._errors import SerializationError
 from ._handlers import Handler, describe_error
-from ._job import dumps
+from ._json import dumps
 from ._listener import Listener, Subscription
 from ._outage import Retry
 from ._pool import ThreadPool

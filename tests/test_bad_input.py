@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import kickq
 import kickq._runtime
-from kickq._job import MAX_DEPTH
+from kickq._json import MAX_DEPTH
 from kickq._keys import EVENTS, Keys
 from support import all_keys
 

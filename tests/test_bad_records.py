@@ -25,7 +25,7 @@ def damaged_key(job_id: str) -> str:
 def in_any_index(client: Any, job_id: str, name: str) -> bool:
     keys = kickq._runtime.get().store.keys_of(job_id)
     zsets = (keys.scheduled, keys.processing, keys.finished)
-    return any(client.zscore(z, job_id) is not None for z in zsets) or job_id in client.lrange(
+    return any(client.zscore(z, job_id) is not None for z in zsets) or job_id in client.zrange(
         queue_key(name), 0, -1
     )
 
@@ -150,6 +150,6 @@ def test_a_record_deleted_by_hand_from_its_queue_is_only_dropped(r: redis.Redis)
     good = kickq.create("stale", "good").result(5)
     kickq.process("stale", lambda job, data: data)
     assert kickq.wait(good.id, timeout=5).result(10).result == "good"
-    assert r.llen(queue_key("stale")) == 0
+    assert r.zcard(queue_key("stale")) == 0
     assert not r.exists(damaged_key(gone.id)) and not r.exists(damaged_key(moved_on.id))
     assert r.hget(job_key(moved_on.id), "state") == "success"

@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "retry": False,
     "retry_count": 3,
     "retry_interval": 1800.0,
+    "priority": 5,
+    "unique": False,
     "job_flags": {},
 }
 DURATIONS = (

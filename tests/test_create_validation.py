@@ -145,7 +145,7 @@ def test_bad_creates_mixed_with_good_ones_store_only_the_good(r: redis.Redis) ->
     assert isinstance(futures[2].exception(5), kickq.ConfigError)
     keys = [key for key in all_keys(r) if ":job:" in key]
     assert keys == sorted(job_key(job.id) for job in good)
-    assert r.llen(queue_key("mixed")) == 2
+    assert r.zcard(queue_key("mixed")) == 2
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ def job_ids_in_indexes(client: redis.Redis) -> set[str]:
     for zset in ("scheduled", "processing", "finished"):
         ids.update(client.zrange(f"{NS}:{zset}", 0, -1))
     for queue in client.scan_iter(f"{NS}:queue:*"):
-        ids.update(client.lrange(queue, 0, -1))
+        ids.update(client.zrange(queue, 0, -1))
     return ids
 
 

@@ -155,7 +155,7 @@ def test_thousands_of_jobs_through_worker_processes_run_once_and_leave_nothing(
         def drained() -> bool:
             pipe = r.pipeline(transaction=False)
             pipe.hlen("load:runs")
-            pipe.llen(Keys("kickq").queue("load"))
+            pipe.zcard(Keys("kickq").queue("load"))
             pipe.zcard("kickq:scheduled")
             pipe.zcard("kickq:processing")
             ran, *left = pipe.execute()

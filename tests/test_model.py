@@ -180,7 +180,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         job_id = f"j{self.created:03d}"
         data = {"n": self.created}
         change = lifecycle.create(job_id, name, data, options, self.now())
-        call = self.store.transition_call(change, 0, PURGE_S, json.dumps(data))
+        call = self.store.create_call(change, json.dumps(data))
         assert self.store.run(call) == 1
         assert self.store.run(call) == 0  # the same creation sent twice is not applied twice
         self.created += 1
@@ -328,9 +328,9 @@ class LifecycleMachine(RuleBasedStateMachine):
             where: dict(client.zrange(getattr(keys, where), 0, -1, withscores=True))
             for where in ("scheduled", "processing", "finished")
         }
-        queues = {name: client.lrange(keys.queue(name), 0, -1) for name in NAMES}
-        for name in NAMES:  # oldest at the right; ids of deleted jobs may linger until claimed
-            assert [i for i in reversed(queues[name]) if i in self.jobs] == self.queues[name]
+        queues = {name: client.zrange(keys.queue(name), 0, -1) for name in NAMES}
+        for name in NAMES:  # the next to claim first; a deleted job leaves its queue
+            assert queues[name] == self.queues[name]
         pipe = client.pipeline(transaction=False)
         for job_id in self.jobs:
             pipe.hgetall(keys.job(job_id))

@@ -136,6 +136,7 @@ def test_await_a_failed_future_raises_its_error() -> None:
 # its subscription, the worker handle process() returns, backoff, the version).
 DOCUMENTED = {
     *PUBLIC_NAMES,
+    "create_many",
     "wait",
     "on",
     "EventSubscription",

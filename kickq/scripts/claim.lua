@@ -7,7 +7,8 @@
 --
 -- KEYS[1]     processing zset (score: the run's deadline in ms)
 -- KEYS[2]     scheduled zset    KEYS[3]  finished zset
--- KEYS[4 ..]  queue lists, one per job name the worker serves, in the order to take from
+-- KEYS[4 ..]  queue zsets, one per job name the worker serves, in the order to take from
+--             (lowest score first: the highest priority, then the first in)
 -- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
 -- ARGV[2]  now in ms
 -- ARGV[3]  now as a JSON string (ISO-8601), stored as update_time and run_start
@@ -61,28 +62,31 @@ end
 
 -- a damaged index would stop the script half-way: check every key before the first write
 for i = 1, #KEYS do
-  local kind, expected = redis.call('TYPE', KEYS[i]).ok, i <= 3 and 'zset' or 'list'
-  if kind ~= 'none' and kind ~= expected then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. expected)
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
   end
 end
 
 for q = 4, #KEYS do
   while #claimed < want do
-    local id = redis.call('RPOP', KEYS[q])
-    if not id then break end
-    local key = ARGV[1] .. id
-    local kind = redis.call('TYPE', key).ok
-    if kind ~= 'none' then
-      local why, state, timeout = inspect(key, kind)
-      if why then
-        set_aside(id, key, kind, why)
-      elseif state == 'queued' then
-        redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[3], 'run_start', ARGV[3])
-        redis.call('HINCRBY', key, 'run_count', 1)
-        redis.call('HINCRBY', key, 'version', 1)
-        redis.call('ZADD', KEYS[1], now + math.floor(timeout * 1000), id)
-        claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
+    local popped = redis.call('ZPOPMIN', KEYS[q], want - #claimed)
+    if #popped == 0 then break end
+    for p = 1, #popped, 2 do
+      local id = popped[p]
+      local key = ARGV[1] .. id
+      local kind = redis.call('TYPE', key).ok
+      if kind ~= 'none' then
+        local why, state, timeout = inspect(key, kind)
+        if why then
+          set_aside(id, key, kind, why)
+        elseif state == 'queued' then
+          redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[3], 'run_start', ARGV[3])
+          redis.call('HINCRBY', key, 'run_count', 1)
+          redis.call('HINCRBY', key, 'version', 1)
+          redis.call('ZADD', KEYS[1], now + math.floor(timeout * 1000), id)
+          claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
+        end
       end
     end
   end

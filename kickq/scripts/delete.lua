@@ -1,17 +1,24 @@
 -- delete: remove a job in any state so that it never runs (again).
--- Its id may stay in a queue list; claim drops ids whose record is gone.
 --
 -- KEYS[1]  job hash   KEYS[2]  scheduled zset   KEYS[3]  processing zset   KEYS[4]  finished zset
 -- ARGV[1]  job id     ARGV[2]  delete event channel   ARGV[3]  the job's done channel
+-- ARGV[4], ARGV[5]  what goes before and after a job name to make its queue's key
+-- The job leaves its queue too, and frees its unique key (the record's `unique_lock`).
 -- Returns 1 if the job existed, else 0.
 local name = redis.call('HGET', KEYS[1], 'name')
 if not name then return 0 end
-for i = 2, 4 do  -- checked before the first write, so that an error leaves nothing changed
-  local kind = redis.call('TYPE', KEYS[i]).ok
+local queue = ARGV[4] .. name .. ARGV[5]
+for _, key in ipairs({ KEYS[2], KEYS[3], KEYS[4], queue }) do  -- before the first write
+  local kind = redis.call('TYPE', key).ok
   if kind ~= 'none' and kind ~= 'zset' then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
+    return redis.error_reply('kickq: ' .. key .. ' is a ' .. kind .. ', not a zset')
   end
 end
+local lock = redis.call('HGET', KEYS[1], 'unique_lock')
+if lock and redis.call('GET', lock) == ARGV[1] then
+  redis.call('DEL', lock)
+end
+redis.call('ZREM', queue, ARGV[1])
 redis.call('DEL', KEYS[1])
 for i = 2, 4 do
   redis.call('ZREM', KEYS[i], ARGV[1])

@@ -8,7 +8,12 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, id in ipairs(ids) do
   local key = ARGV[3] .. id
   -- a key that is not a hash is due for purging all the same: never stop at it
-  local name = redis.call('TYPE', key).ok == 'hash' and redis.call('HGET', key, 'name')
+  local is_hash = redis.call('TYPE', key).ok == 'hash'
+  local name = is_hash and redis.call('HGET', key, 'name')
+  local lock = is_hash and redis.call('HGET', key, 'unique_lock')
+  if lock and redis.call('GET', lock) == id then  -- a completed job frees it; just in case
+    redis.call('DEL', lock)
+  end
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[1], id)
   if name then

@@ -99,12 +99,13 @@ def create_many(
     order. An item whose data is not JSON fails its own future alone; a bad name or option
     fails them all, and nothing is stored. The jobs are saved in pipelined batches."""
     try:
-        values = list(items) if not isinstance(items, (str, bytes, Mapping)) else None
-        if values is None:
-            raise TypeError(f"create_many() takes an iterable of items, not {type(items).__name__}")
+        values = _items(items)
+    except TypeError as exc:  # no items to give a future each: one future says why
+        return [failed(exc)]
+    try:
         effective = _create_options(name, opts, options)
     except (ConfigError, TypeError, ValueError) as exc:
-        return [failed(exc)] if values is None else [failed(exc) for _ in values]
+        return [failed(exc) for _ in values]
     futures: list[KickqFuture[Job] | None] = []
     ready: list[tuple[Any, str, str | None]] = []
     for data in values:
@@ -118,6 +119,12 @@ def create_many(
     except Exception as exc:
         return [future or failed(exc) for future in futures]
     return [future or next(saved) for future in futures]
+
+
+def _items(items: Any) -> list[Any]:
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise TypeError(f"create_many() takes a list (or iterable) of items, not {items!r}")
+    return list(items)
 
 
 def _create_options(name: str, opts: Any, options: Mapping[str, Any]) -> dict[str, Any]:

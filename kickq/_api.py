@@ -200,14 +200,19 @@ def _unknown_id(outcome: Any) -> KickqFuture[Any]:
     return _in_background(check)
 
 
-def get(job_id: str) -> KickqFuture[Job]:
-    """Look a job up by id; fails with JobNotFound for an unknown id."""
+def _about(job_id: object, if_unknown: Any, work: Callable[[runtime.Runtime], Any]) -> Any:
+    """`work` in the background for a job id; an id kickq cannot have made gets `if_unknown`."""
     try:
         _check_id(job_id)
     except (TypeError, ValueError) as exc:
         return failed(exc)
-    if not is_job_id(job_id):
-        return _unknown_id(_not_found(job_id))
+    if not is_job_id(str(job_id)):
+        return _unknown_id(if_unknown)
+    return _in_background(work)
+
+
+def get(job_id: str) -> KickqFuture[Job]:
+    """Look a job up by id; fails with JobNotFound for an unknown id."""
 
     def load(engine: runtime.Runtime) -> Job:
         found = engine.store.load(job_id)
@@ -217,18 +222,14 @@ def get(job_id: str) -> KickqFuture[Job]:
             raise DamagedRecord(job_id, found.error)
         return found.job
 
-    return _in_background(load)
+    future: KickqFuture[Job] = _about(job_id, _not_found(str(job_id)), load)
+    return future
 
 
 def delete(job_id: str) -> KickqFuture[bool]:
     """Delete a job in any state; resolves True if it existed. It will not run afterwards."""
-    try:
-        _check_id(job_id)
-    except (TypeError, ValueError) as exc:
-        return failed(exc)
-    if not is_job_id(job_id):
-        return _unknown_id(False)
-    return _in_background(lambda engine: engine.store.delete(job_id))
+    future: KickqFuture[bool] = _about(job_id, False, lambda e: e.store.delete(job_id))
+    return future
 
 
 def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> KickqFuture[Job]:

@@ -40,6 +40,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "drain_2": ("drain 2 procs", "jobs/s", True),
     "drain_4": ("drain 4 procs", "jobs/s", True),
     "drain_prio": ("drain 1 proc, prio 0-9", "jobs/s", True),
+    "drain_prio_plain": ("drain 1 proc, same prio", "jobs/s", True),
     "rt_p50": ("round trip p50", "ms", False),
     "rt_p90": ("round trip p90", "ms", False),
     "rt_p99": ("round trip p99", "ms", False),
@@ -52,7 +53,7 @@ WORKLOADS = {
     "enqueue": ["enqueue"],
     "bulk": ["bulk"],
     "drain": ["drain_1", "drain_2", "drain_4", "mem_queued", "mem_finished"],
-    "prio": ["drain_prio"],
+    "prio": ["drain_prio", "drain_prio_plain"],
     "rt": ["rt_p50", "rt_p90", "rt_p99"],
 }
 RATIO_METRICS = [
@@ -68,7 +69,7 @@ RATIO_METRICS = [
 ]
 # goals, reported and never asserted: kickq's figure over its own figure for another workload
 # in the same run (metric -> (that metric, goal)), and kickq over the fastest peer
-OWN_GOALS = {"bulk": ("enqueue", 3.0), "drain_prio": ("drain_1", 0.9)}
+OWN_GOALS = {"bulk": ("enqueue", 3.0), "drain_prio": ("drain_prio_plain", 0.9)}
 PEER_GOALS = {"bulk": 1.0}
 
 
@@ -174,18 +175,32 @@ class Bench:
         log(f"[{peer.name}] bulk enqueue {summary(rates)['median']:.0f} jobs/s")
 
     def drain_prio(self, peer: Any, n: int) -> None:
-        """The 1-process drain, of N jobs queued with priorities spread over 0-9."""
-        rates = []
-        for _ in range(self.args.runs):
-            peer.flush()
-            peer.prefill_priorities(n)
-            with peer.start_workers(1, CONCURRENCY, "prio") as workers:
-                go = workers.go()
-                end = peer.wait_drained(n, DRAIN_TIMEOUT, workers)
-            rates.append(n / (end - go))
-        self.record(peer.name, "drain_prio", rates)
-        log(f"[{peer.name}] drain 1 proc, priorities 0-9 {summary(rates)['median']:.0f} jobs/s")
+        """The 1-process drain of N jobs queued with priorities spread over 0-9, each run
+        paired with a plain 1-process drain (the library's ordinary queue, one priority) right
+        before or after it, in turn, so that both see the same machine."""
+        mixed = ("prio", peer.prefill_priorities)
+        plain = ("drain", peer.prefill)
+        rates: dict[str, list[float]] = {"prio": [], "drain": []}
+        for i in range(self.args.runs):
+            # mixed first in the first run: a library without priorities stops there
+            for mode, prefill in (mixed, plain) if i % 2 == 0 else (plain, mixed):
+                rates[mode].append(self._drain_once(peer, n, prefill, mode))
+        self.record(peer.name, "drain_prio", rates["prio"])
+        self.record(peer.name, "drain_prio_plain", rates["drain"])
+        log(
+            f"[{peer.name}] drain 1 proc, priorities 0-9 {summary(rates['prio'])['median']:.0f}"
+            f" jobs/s, same priority {summary(rates['drain'])['median']:.0f} jobs/s"
+        )
         peer.flush()
+
+    def _drain_once(self, peer: Any, n: int, prefill: Any, mode: str) -> float:
+        """Queue N jobs with `prefill` (not timed), drain them with one worker process: jobs/s."""
+        peer.flush()
+        prefill(n)
+        with peer.start_workers(1, CONCURRENCY, mode) as workers:
+            go = workers.go()
+            end = peer.wait_drained(n, DRAIN_TIMEOUT, workers)
+        return n / (end - go)
 
     def drain(self, peer: Any, n: int) -> None:
         client = self.server.client()

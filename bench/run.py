@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--quick] [--only kickq,floor,...] [--n 20000] [--json out.json]
 
 Starts a private redis-server on a free 127.0.0.1 port (no persistence) and runs the same
-workloads for every peer: enqueue, drain with 1/2/4 worker processes, round trip, memory.
+workloads for every peer: enqueue, bulk enqueue, drain with 1/2/4 worker processes, a 1-process
+drain of jobs with mixed priorities, round trip, memory.
 Every figure is the median of --runs runs (3; 1 with --quick) with min and max. See README.md.
 """
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
 from common import RedisServer, percentile, snapshot_kickq, summary, used_memory
+from peers.base import Unsupported
 
 CONCURRENCY = 10
 DRAIN_PROCS = (1, 2, 4)
@@ -33,9 +35,12 @@ DRAIN_TIMEOUT = 300.0
 # metric key -> (label, unit, higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
     "enqueue": ("enqueue", "jobs/s", True),
+    "bulk": ("bulk enqueue", "jobs/s", True),
     "drain_1": ("drain 1 proc", "jobs/s", True),
     "drain_2": ("drain 2 procs", "jobs/s", True),
     "drain_4": ("drain 4 procs", "jobs/s", True),
+    "drain_prio": ("drain 1 proc, prio 0-9", "jobs/s", True),
+    "drain_prio_plain": ("drain 1 proc, same prio", "jobs/s", True),
     "rt_p50": ("round trip p50", "ms", False),
     "rt_p90": ("round trip p90", "ms", False),
     "rt_p99": ("round trip p99", "ms", False),
@@ -46,10 +51,26 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 }
 WORKLOADS = {
     "enqueue": ["enqueue"],
+    "bulk": ["bulk"],
     "drain": ["drain_1", "drain_2", "drain_4", "mem_queued", "mem_finished"],
+    "prio": ["drain_prio", "drain_prio_plain"],
     "rt": ["rt_p50", "rt_p90", "rt_p99"],
 }
-RATIO_METRICS = ["enqueue", "drain_1", "drain_2", "drain_4", "rt_p50", "rt_p90", "rt_p99"]
+RATIO_METRICS = [
+    "enqueue",
+    "bulk",
+    "drain_1",
+    "drain_2",
+    "drain_4",
+    "drain_prio",
+    "rt_p50",
+    "rt_p90",
+    "rt_p99",
+]
+# goals, reported and never asserted: kickq's figure over its own figure for another workload
+# in the same run (metric -> (that metric, goal)), and kickq over the fastest peer
+OWN_GOALS = {"bulk": ("enqueue", 3.0), "drain_prio": ("drain_prio_plain", 0.9)}
+PEER_GOALS = {"bulk": 1.0}
 
 
 def log(message: str) -> None:
@@ -93,20 +114,13 @@ class Bench:
         try:
             for workload, step in (
                 ("enqueue", lambda: self.enqueue(peer, n)),
+                ("bulk", lambda: self.bulk(peer, n)),
                 ("drain", lambda: self.drain(peer, n)),
+                ("prio", lambda: self.drain_prio(peer, n)),
                 ("rt", lambda: self.round_trip(peer, rt_count)),
             ):
-                if workload not in self.args.workloads:
-                    continue
-                try:
-                    step()
-                except Exception as exc:
-                    log(f"[{name}] {workload} failed: {short(exc)}")
-                    if self.args.verbose:
-                        traceback.print_exc()
-                    for metric in WORKLOADS[workload]:
-                        if metric not in self.results[name]:
-                            self.errors[name][metric] = short(exc)
+                if workload in self.args.workloads:
+                    self._run_workload(name, workload, step)
         finally:
             try:
                 peer.close()
@@ -114,6 +128,25 @@ class Bench:
                 log(f"[{name}] close failed: {short(exc)}")
         self.info[name]["seconds"] = round(time.perf_counter() - started, 1)
         log(f"[{name}] done in {self.info[name]['seconds']} s")
+
+    def _run_workload(self, name: str, workload: str, step: Any) -> None:
+        """Run one workload of a peer; a failure, or a call the library does not have, makes
+        its figures "n/a (reason)" and the run goes on."""
+        try:
+            step()
+        except Unsupported as exc:
+            reason = str(exc)
+            log(f"[{name}] {workload}: n/a ({reason})")
+        except Exception as exc:
+            reason = short(exc)
+            log(f"[{name}] {workload} failed: {reason}")
+            if self.args.verbose:
+                traceback.print_exc()
+        else:
+            return
+        for metric in WORKLOADS[workload]:
+            if metric not in self.results[name]:
+                self.errors[name][metric] = reason
 
     def record(self, peer: str, metric: str, values: list[float]) -> None:
         self.results[peer][metric] = summary(values)
@@ -128,6 +161,46 @@ class Bench:
             rates.append(n / elapsed)
         self.record(peer.name, "enqueue", rates)
         log(f"[{peer.name}] enqueue {summary(rates)['median']:.0f} jobs/s")
+
+    def bulk(self, peer: Any, n: int) -> None:
+        """N no-op jobs through the library's bulk call, from the call until all are saved."""
+        rates = []
+        for _ in range(self.args.runs):
+            peer.flush()
+            start = time.perf_counter()
+            peer.enqueue_bulk(n)
+            elapsed = time.perf_counter() - start
+            rates.append(n / elapsed)
+        self.record(peer.name, "bulk", rates)
+        log(f"[{peer.name}] bulk enqueue {summary(rates)['median']:.0f} jobs/s")
+
+    def drain_prio(self, peer: Any, n: int) -> None:
+        """The 1-process drain of N jobs queued with priorities spread over 0-9, each run
+        paired with a plain 1-process drain (the library's ordinary queue, one priority) right
+        before or after it, in turn, so that both see the same machine."""
+        mixed = ("prio", peer.prefill_priorities)
+        plain = ("drain", peer.prefill)
+        rates: dict[str, list[float]] = {"prio": [], "drain": []}
+        for i in range(self.args.runs):
+            # mixed first in the first run: a library without priorities stops there
+            for mode, prefill in (mixed, plain) if i % 2 == 0 else (plain, mixed):
+                rates[mode].append(self._drain_once(peer, n, prefill, mode))
+        self.record(peer.name, "drain_prio", rates["prio"])
+        self.record(peer.name, "drain_prio_plain", rates["drain"])
+        log(
+            f"[{peer.name}] drain 1 proc, priorities 0-9 {summary(rates['prio'])['median']:.0f}"
+            f" jobs/s, same priority {summary(rates['drain'])['median']:.0f} jobs/s"
+        )
+        peer.flush()
+
+    def _drain_once(self, peer: Any, n: int, prefill: Any, mode: str) -> float:
+        """Queue N jobs with `prefill` (not timed), drain them with one worker process: jobs/s."""
+        peer.flush()
+        prefill(n)
+        with peer.start_workers(1, CONCURRENCY, mode) as workers:
+            go = workers.go()
+            end = peer.wait_drained(n, DRAIN_TIMEOUT, workers)
+        return n / (end - go)
 
     def drain(self, peer: Any, n: int) -> None:
         client = self.server.client()
@@ -193,29 +266,36 @@ class Bench:
     # -- ratios and output ----------------------------------------------------------------
 
     def ratios(self) -> dict[str, dict[str, Any]]:
-        """kickq / fastest peer and kickq / floor, for each workload, from this run."""
-        out: dict[str, dict[str, Any]] = {}
+        """kickq / fastest peer and kickq / floor, for each workload, from this run; for some,
+        also kickq / kickq's figure for another workload (OWN_GOALS)."""
         kickq = self.results.get("kickq", {})
-        for metric in RATIO_METRICS:
-            if metric not in kickq:
-                continue
-            higher = METRICS[metric][2]
-            mine = kickq[metric]["median"]
-            others = {
-                name: res[metric]["median"]
-                for name, res in self.results.items()
-                if name not in ("kickq", "floor") and metric in res
-            }
-            entry: dict[str, Any] = {"higher_is_better": higher}
-            if others:
-                best = (max if higher else min)(others, key=lambda k: others[k])
-                entry["fastest_peer"] = best
-                entry["kickq_over_fastest_peer"] = mine / others[best]
-            floor = self.results.get("floor", {}).get(metric)
-            if floor:
-                entry["kickq_over_floor"] = mine / floor["median"]
-            out[metric] = entry
-        return out
+        return {m: self._ratio_entry(m, kickq) for m in RATIO_METRICS if m in kickq}
+
+    def _ratio_entry(self, metric: str, kickq: dict[str, Any]) -> dict[str, Any]:
+        higher = METRICS[metric][2]
+        mine = kickq[metric]["median"]
+        others = {
+            name: res[metric]["median"]
+            for name, res in self.results.items()
+            if name not in ("kickq", "floor") and metric in res
+        }
+        entry: dict[str, Any] = {"higher_is_better": higher}
+        if others:
+            best = (max if higher else min)(others, key=lambda k: others[k])
+            entry["fastest_peer"] = best
+            entry["kickq_over_fastest_peer"] = mine / others[best]
+            if metric in PEER_GOALS:
+                entry["fastest_peer_goal"] = PEER_GOALS[metric]
+        floor = self.results.get("floor", {}).get(metric)
+        if floor:
+            entry["kickq_over_floor"] = mine / floor["median"]
+        if metric in OWN_GOALS:
+            own, goal = OWN_GOALS[metric]
+            entry["own_metric"] = own
+            entry["own_goal"] = goal
+            if own in kickq:
+                entry["kickq_over_own"] = mine / kickq[own]["median"]
+        return entry
 
     def table(self) -> str:
         names = list(self.results)
@@ -293,16 +373,20 @@ class Bench:
             "",
             "ratios (kickq / other, same run; jobs/s: >1 = kickq faster; ms: <1 = kickq faster):",
         ]
+        width = max(len(METRICS[metric][0]) for metric in ratios)
         for metric, entry in ratios.items():
             parts = []
             if "kickq_over_fastest_peer" in entry:
                 parts.append(
                     f"kickq/fastest peer ({entry['fastest_peer']}) = "
                     f"{entry['kickq_over_fastest_peer']:.2f}x"
+                    + _goal(entry["kickq_over_fastest_peer"], entry.get("fastest_peer_goal"))
                 )
             if "kickq_over_floor" in entry:
                 parts.append(f"kickq/floor = {entry['kickq_over_floor']:.2f}x")
-            lines.append(f"  {METRICS[metric][0]:<16} " + "; ".join(parts))
+            if "own_metric" in entry:
+                parts.append(_own_ratio(entry))
+            lines.append(f"  {METRICS[metric][0]:<{width}} " + "; ".join(parts))
         return lines
 
     def as_json(self, command: str, seconds: float) -> dict[str, Any]:
@@ -324,6 +408,7 @@ class Bench:
                 "rt_count": self.args.rt_count,
                 "concurrency": CONCURRENCY,
                 "drain_procs": list(DRAIN_PROCS),
+                "prio_priorities": "0-9, job i has priority (7 * i) % 10",
                 "quick": self.args.quick,
             },
             "metrics": {
@@ -335,6 +420,23 @@ class Bench:
             "errors": {k: v for k, v in self.errors.items() if v},
             "ratios": self.ratios(),
         }
+
+
+def _goal(ratio: float, goal: float | None) -> str:
+    """The "(goal >= 3x: met)" after a ratio that has a goal (higher is better), else ""."""
+    if goal is None:
+        return ""
+    return f" (goal >= {goal:g}x: {'met' if ratio >= goal else 'not met'})"
+
+
+def _own_ratio(entry: dict[str, Any]) -> str:
+    """kickq / kickq's own figure for another workload, as the ratio lines show it."""
+    label = f"kickq/kickq's {METRICS[entry['own_metric']][0]}"
+    if "kickq_over_own" not in entry:
+        return f"{label}: n/a (run that workload too; goal >= {entry['own_goal']:g}x)"
+    return f"{label} = {entry['kickq_over_own']:.2f}x" + _goal(
+        entry["kickq_over_own"], entry["own_goal"]
+    )
 
 
 def describe_kickq(info: dict[str, Any]) -> str:
@@ -353,7 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(peers.NAMES),
         help=f"comma-separated peers (default: {','.join(peers.NAMES)})",
     )
-    parser.add_argument("--n", type=int, default=None, help="jobs per enqueue/drain (20000)")
+    parser.add_argument("--n", type=int, default=None, help="jobs per enqueue/bulk/drain (20000)")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (3)")
     parser.add_argument("--rt-count", type=int, default=None, help="round trips per run (1000)")
     parser.add_argument(
@@ -363,7 +465,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds one round-trip run may take before it is cut short (60)",
     )
     parser.add_argument(
-        "--workloads", default="enqueue,drain,rt", help="subset of enqueue,drain,rt"
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"subset of {','.join(WORKLOADS)} (default: all)",
     )
     parser.add_argument("--json", default=None, help="write the results here as JSON")
     parser.add_argument(
@@ -384,7 +488,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown peer {name!r}; peers are {', '.join(peers.NAMES)}")
     args.workloads = {w.strip() for w in args.workloads.split(",") if w.strip()}
     if not args.workloads <= set(WORKLOADS):
-        parser.error("--workloads takes enqueue, drain, rt")
+        parser.error(f"--workloads takes {', '.join(WORKLOADS)}")
     return args
 
 

@@ -2,6 +2,7 @@
 
 arq's worker and Job.result() poll (default poll_delay 0.5 s); both use POLL_DELAY instead, or
 a drain would mostly sleep between polls and a round trip would take about half a second.
+arq has no bulk enqueue and no per-job priority.
 """
 
 from __future__ import annotations

@@ -11,12 +11,23 @@ from common import WorkerProcs, wait_until
 QUEUE = "default"
 
 
+class Unsupported(Exception):
+    """The library has no such call: its figure is "n/a (reason)", which is not a failure."""
+
+
+def spread_priority(i: int) -> int:
+    """The priority of the i-th job of a mixed-priority drain: 0-9, each as often, interleaved
+    in the order of creation (0, 7, 4, 1, 8, 5, 2, 9, 6, 3, 0, 7, ...)."""
+    return (i * 7) % 10
+
+
 class Peer:
     """A queue library as the benchmark sees it, on the producer side.
 
     The worker side of an adapter is its module-level `worker_prepare(url, concurrency, mode)`,
     which connects and returns the blocking worker loop that bench/worker.py runs after "go".
-    `mode` is "drain" or "rt" (round trip), for libraries whose result settings differ.
+    `mode` is "drain", "prio" (a drain of jobs with mixed priorities) or "rt" (round trip),
+    for libraries whose settings differ between them.
     """
 
     name: ClassVar[str] = "?"
@@ -42,9 +53,19 @@ class Peer:
         """Create n no-op jobs with the library's ordinary per-job call; return when all are in."""
         raise NotImplementedError
 
+    def enqueue_bulk(self, n: int) -> None:
+        """Create n no-op jobs with the library's own bulk call; return when all are saved.
+        Unsupported when it has none (a loop of single calls would only repeat enqueue_many)."""
+        raise Unsupported("no bulk call")
+
     def prefill(self, n: int) -> None:
         """Queue n jobs before a drain (not timed: may use a bulk API)."""
         self.enqueue_many(n)
+
+    def prefill_priorities(self, n: int) -> None:
+        """Queue n jobs with priorities spread_priority(0..n-1) before a drain in mode "prio"
+        (not timed). Unsupported when the library has no per-job priority."""
+        raise Unsupported("no per-job priority")
 
     def done_count(self, n: int) -> int:
         """How many of the n queued jobs are finished, read from the library's own keys."""

@@ -3,6 +3,10 @@
 The Results middleware (RedisBackend) is installed on both sides; only the round-trip actor
 stores results (store_results=True), so drains keep no finished records, as with Dramatiq's
 defaults.
+
+Dramatiq has no bulk enqueue: group(...).run() sends its messages one by one, each its own
+enqueue script. Its priority is an actor's, and only orders the messages a worker has already
+prefetched, so there is no mixed-priority drain either.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
 
-from peers.base import QUEUE
+from peers.base import QUEUE, Unsupported
 from peers.base import Peer as Base
 
 
@@ -67,6 +71,12 @@ class Peer(Base):
         send = self.noop.send
         for _ in range(n):
             send()
+
+    def enqueue_bulk(self, n: int) -> None:
+        raise Unsupported("no bulk call: group().run() sends one message at a time")
+
+    def prefill_priorities(self, n: int) -> None:
+        raise Unsupported("no per-job priority: an actor's priority orders prefetched messages")
 
     def done_count(self, n: int) -> int:
         return n - int(self.redis.hlen(self._msgs))

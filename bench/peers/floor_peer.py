@@ -1,6 +1,6 @@
 """The floor: raw redis-py doing the least Redis work of a reliable queue, unpipelined.
 
-enqueue  LPUSH id
+enqueue  LPUSH id (bulk: all N LPUSHes in one pipeline)
 claim    one Lua call: RPOP the queue, ZADD the id to a processing set (deadline as score)
 finish   one Lua call: ZREM from the processing set, HSET the result
 round trip: producer LPUSH + BLPOP on the job's reply list; worker BRPOP + LPUSH reply.
@@ -16,6 +16,7 @@ from collections.abc import Callable
 import redis
 
 from peers.base import Peer as Base
+from peers.base import Unsupported
 
 QUEUE = "floor:queue"
 PROCESSING = "floor:processing"
@@ -84,6 +85,15 @@ class Peer(Base):
         client = self.redis
         for _ in range(n):
             client.lpush(QUEUE, uuid.uuid4().hex)
+
+    def enqueue_bulk(self, n: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for _ in range(n):
+            pipe.lpush(QUEUE, uuid.uuid4().hex)
+        pipe.execute()
+
+    def prefill_priorities(self, n: int) -> None:
+        raise Unsupported("no priority: the floor is one list")
 
     def prefill(self, n: int) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -1,4 +1,8 @@
-"""kickq: create() futures (pipelined by kickq's dispatcher), in-process worker threads."""
+"""kickq: create() futures (pipelined by kickq's dispatcher), in-process worker threads.
+
+Bulk enqueue is create_many(); the mixed-priority drain queues jobs with priorities 0-9 (the
+plain drain's jobs all have the default, 5). Workers are the same in every mode.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import kickq
 from kickq._keys import Keys
 from peers.base import Peer as Base
+from peers.base import spread_priority
 
 NAME = "noop"
 
@@ -40,7 +45,8 @@ class Peer(Base):
     name = "kickq"
     notes = (
         "default options (finished records kept for purge_timeout=86400 s); enqueue issues all "
-        "create() futures then waits for them; round trip = create(hotjob=True) + hotjob_future"
+        "create() futures then waits for them; bulk = create_many(name, [None] * N) then waits "
+        "for its futures; round trip = create(hotjob=True) + hotjob_future"
     )
 
     def __init__(self, url: str) -> None:
@@ -54,6 +60,15 @@ class Peer(Base):
 
     def enqueue_many(self, n: int) -> None:
         futures = [kickq.create(NAME) for _ in range(n)]
+        for future in futures:
+            future.result(timeout=120)
+
+    def enqueue_bulk(self, n: int) -> None:
+        for future in kickq.create_many(NAME, [None] * n):
+            future.result(timeout=120)
+
+    def prefill_priorities(self, n: int) -> None:
+        futures = [kickq.create(NAME, priority=spread_priority(i)) for i in range(n)]
         for future in futures:
             future.result(timeout=120)
 

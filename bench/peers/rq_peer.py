@@ -1,5 +1,8 @@
 """RQ: Queue.enqueue per job; SimpleWorker (no fork per job), which runs one job at a time.
 
+Bulk enqueue is one Queue.enqueue_many() of N Queue.prepare_data() (RQ's own pipeline, one
+MULTI/EXEC). RQ has no per-job priority (a worker takes its queues in order; at_front only).
+
 RQ has no in-process concurrency: `concurrency` is ignored and each worker process runs one job
 at a time (its default Worker forks a work horse per job, far slower still).
 """
@@ -14,7 +17,7 @@ import rq
 from rq import Queue, SimpleWorker
 from rq.registry import FinishedJobRegistry
 
-from peers.base import QUEUE
+from peers.base import QUEUE, Unsupported
 from peers.base import Peer as Base
 
 
@@ -37,7 +40,8 @@ class Peer(Base):
     name = "rq"
     notes = (
         "SimpleWorker (no fork), one job at a time per process (RQ has no in-process "
-        "concurrency); round trip = enqueue + job.latest_result(timeout=10) (blocking XREAD)"
+        "concurrency); bulk = one enqueue_many() of N prepare_data(); round trip = enqueue + "
+        "job.latest_result(timeout=10) (blocking XREAD)"
     )
     n_scale = 0.25
 
@@ -54,6 +58,12 @@ class Peer(Base):
     def enqueue_many(self, n: int) -> None:
         for _ in range(n):
             self.queue.enqueue(noop)
+
+    def enqueue_bulk(self, n: int) -> None:
+        self.queue.enqueue_many([Queue.prepare_data(noop) for _ in range(n)])
+
+    def prefill_priorities(self, n: int) -> None:
+        raise Unsupported("no per-job priority: a worker takes its queues in order")
 
     def prefill(self, n: int) -> None:
         for start in range(0, n, 500):

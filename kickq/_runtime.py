@@ -26,6 +26,7 @@ from ._future import KickqFuture, LoopThread, reject, resolve
 from ._handlers import Handler
 from ._job import Job, State
 from ._listener import Listener
+from ._outage import translate
 from ._pool import ThreadPool
 from ._retries import interval_for
 from ._store import Damaged, Store
@@ -34,6 +35,7 @@ from ._waits import Waiter, Waits
 from ._worker import Worker, WorkerContext
 
 log = logging.getLogger("kickq")
+CREATE_BATCH = 250  # jobs to one create script call: a few milliseconds of Redis at most
 
 
 class Runtime:
@@ -73,28 +75,32 @@ class Runtime:
     ) -> KickqFuture[Job]:
         """Save a new job (options already checked and cascaded); with `hotjob`, its wait is
         listening before the save goes out, so that no completion can be missed."""
-        saving = self._saving(name, data, options, unique_key)
-        call = self.store.create_call(saving.change, data_json)
-        self.dispatcher.call(call, saving.saved, saving.cancelled)
-        return saving.future
+        return self.create_many(name, [(data, data_json, unique_key)], options)[0]
 
     def create_many(
         self, name: str, items: list[tuple[Any, str, str | None]], options: dict[str, Any]
     ) -> list[KickqFuture[Job]]:
-        """Save many new jobs of one name, (data, its JSON, unique key) each, in as few round
-        trips as the dispatcher's batches allow; each job is still one script, alone."""
-        savings = [self._saving(name, data, options, key) for data, _, key in items]
-        calls = [
-            Call(self.store.create_call(saving.change, data_json), saving.saved, saving.cancelled)
-            for saving, (_, data_json, _) in zip(savings, items, strict=True)
-        ]
+        """Save new jobs of one name, (data, its JSON, unique key) each, alike but for those:
+        CREATE_BATCH jobs to a script call, each job still saved alone (see create.lua)."""
+        now = clock.now()
+        savings = [self._saving(name, data, options, key, now) for data, _, key in items]
+        calls = []
+        for start in range(0, len(savings), CREATE_BATCH):
+            batch = _Batch(self, savings[start : start + CREATE_BATCH])
+            data_jsons = [data_json for _, data_json, _ in items[start : start + CREATE_BATCH]]
+            call = self.store.create_call([saving.change for saving in batch.savings], data_jsons)
+            calls.append(Call(call, batch.saved, batch.cancelled))
         self.dispatcher.call_many(calls)
         return [saving.future for saving in savings]
 
     def _saving(
-        self, name: str, data: Any, options: dict[str, Any], unique_key: str | None
+        self,
+        name: str,
+        data: Any,
+        options: dict[str, Any],
+        unique_key: str | None,
+        now: datetime.datetime,
     ) -> _Saving:
-        now = clock.now()
         change = lifecycle.create(self.store.new_id(name), name, data, options, now, unique_key)
         deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
         waiter = None if deadline is None else self.waits.wait(change.job.id, deadline, False)
@@ -187,6 +193,9 @@ class _Saving:
         """A job that is not complete holds the unique key: it is the answer, nothing new."""
         self._drop_wait()
         holder = self.engine.store.parse_created(reply)
+        if isinstance(holder, Exception):
+            reject(self.future, holder)
+            return
         if isinstance(holder, Damaged):
             reject(self.future, DamagedRecord(holder.job_id, holder.error))
             return
@@ -204,6 +213,28 @@ class _Saving:
     def cancelled(self) -> None:
         if self.future.cancel():
             self._drop_wait()
+
+
+@attrs.define
+class _Batch:
+    """The jobs one create call saves: its reply holds one result for each."""
+
+    engine: Runtime
+    savings: list[_Saving]
+
+    def saved(self, reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            for saving in self.savings:
+                saving.saved(reply)
+            return
+        for saving, result in zip(self.savings, reply, strict=True):
+            if isinstance(result, Exception):
+                result = translate(result, self.engine.where)
+            saving.saved(result)
+
+    def cancelled(self) -> None:
+        for saving in self.savings:
+            saving.cancelled()
 
 
 _lock = threading.Lock()

@@ -27,7 +27,7 @@ from . import _clock as clock
 from . import _ids as ids
 from . import _lifecycle as lifecycle
 from ._connection import Client
-from ._job import STATES, Job, from_record, record_event_json, to_record, version_of
+from ._job import STATES, Job, encode, from_record, record_event_json, to_record, version_of
 from ._keys import PARTITIONS, Keys, partition_of_id, partition_of_name
 from ._outage import NODE_DOWN, is_outage
 
@@ -36,6 +36,9 @@ ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 def _load(name: str) -> str:
     return resources.files("kickq").joinpath(f"scripts/{name}.lua").read_text(encoding="utf-8")
+
+
+_PER_JOB_FIELDS = ("id", "data", "unique_key")  # what create.lua takes for each job
 
 
 def _flat(record: Mapping[str, str]) -> list[str]:
@@ -172,26 +175,35 @@ class Store:
 
     # -- transitions -----------------------------------------------------------------
 
-    def create_call(self, change: lifecycle.Change, data_json: str) -> ScriptCall:
-        """The call saving a new job (its data already encoded); for a unique job, only if no
-        job that is not complete holds its unique key (see `parse_created`)."""
-        job = change.job
-        keys = self.keys_of(job.id)
-        where, score = lifecycle.placement(job, 0.0)
-        record = to_record(job, data_json)
-        message = record_event_json(record, None)
-        call_keys = [keys.job(job.id), keys.scheduled, keys.queue(job.name)]
-        if job.unique_key is not None:
-            record["unique_lock"] = lock = keys.unique(job.name, job.unique_key)
-            call_keys.append(lock)
-        channels = [self.keys.event(event) for event in change.events]
-        wake = self.keys.wake(job.name)
-        args = [job.id, where, score, wake, message, keys.job_prefix, len(channels), *channels]
-        return self._create, call_keys, [*args, *_flat(record)]
+    def create_call(
+        self, changes: Sequence[lifecycle.Change], data_jsons: Sequence[str]
+    ) -> ScriptCall:
+        """The call saving new jobs of one name, alike but for their id, data and unique key:
+        one for create(), a batch for create_many() (see scripts/create.lua and
+        `parse_created`)."""
+        first = changes[0].job
+        keys = self.keys_of(first.id)
+        where, score = lifecycle.placement(first, 0.0)
+        shared = to_record(first, "null")
+        for field in _PER_JOB_FIELDS:
+            del shared[field]
+        channels = [self.keys.event(event) for event in changes[0].events]
+        wake = self.keys.wake(first.name)
+        args: list[Any] = [where, score, wake, keys.job_prefix, len(channels), *channels]
+        args += [2 * len(shared), *_flat(shared)]
+        for change, data_json in zip(changes, data_jsons, strict=True):
+            job = change.job
+            unique_key = encode(job.unique_key)
+            lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)
+            record = {**shared, "id": job.id, "data": data_json, "unique_key": unique_key}
+            args += [job.id, data_json, unique_key, lock, record_event_json(record, None)]
+        return self._create, [keys.scheduled, keys.queue(first.name)], args
 
-    def parse_created(self, reply: Any) -> StoredJob | Damaged | None:
-        """What a create call returned: None when the job was saved (or was there already),
-        else the job holding the unique key, as it is now."""
+    def parse_created(self, reply: Any) -> StoredJob | Damaged | Exception | None:
+        """What a create call returned for one job: None when it was saved (or was there
+        already), the error of its own, or the job holding its unique key, as it is now."""
+        if isinstance(reply, Exception):
+            return reply
         if not isinstance(reply, list):
             return None
         holder, flat = reply

@@ -180,9 +180,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         job_id = f"j{self.created:03d}"
         data = {"n": self.created}
         change = lifecycle.create(job_id, name, data, options, self.now())
-        call = self.store.create_call(change, json.dumps(data))
-        assert self.store.run(call) == 1
-        assert self.store.run(call) == 0  # the same creation sent twice is not applied twice
+        call = self.store.create_call([change], [json.dumps(data)])
+        assert self.store.run(call) == [1]
+        assert self.store.run(call) == [0]  # the same creation sent twice is not applied twice
         self.created += 1
         job = ModelJob(job_id, name, options, "delayed", None)
         self.jobs[job_id] = job

@@ -1,42 +1,32 @@
--- create: save a new job, queued or delayed; for a unique job, only if no live job holds its key.
+-- create: save new jobs of one name, each queued or delayed; a unique one only if no job that
+-- is not complete holds its key. One call saves one job (create()) or a batch (create_many()):
+-- the jobs of a batch share every field but their id, data and unique key.
 --
--- KEYS[1]  job hash            KEYS[2]  scheduled zset      KEYS[3]  queue zset of its name
--- KEYS[4]  (unique jobs only) the unique key's lock: a string holding the id of its job
--- ARGV[1]  job id
--- ARGV[2]  placement: "queue" | "scheduled"
--- ARGV[3]  for "queue": the priority (0-9; the score as in transition.lua); for "scheduled":
+-- KEYS[1]  scheduled zset      KEYS[2]  queue zset of the jobs' name
+-- ARGV[1]  placement: "queue" | "scheduled"
+-- ARGV[2]  for "queue": the priority (0-9; the score as in transition.lua); for "scheduled":
 --          the due time in ms
--- ARGV[4]  wake channel, published when the queue was empty before this job joined it
--- ARGV[5]  message published on each channel: the job as JSON
--- ARGV[6]  job key prefix (the key of job <id> is ARGV[6] .. id), to look at a lock's holder
--- ARGV[7]  n, the number of channels; ARGV[8 .. 7+n] the channels
--- ARGV[8+n ..]  field, value pairs of the record
--- Returns 1 when saved; 0 when a record with this id exists already (a batch re-sent after a
--- dropped connection); { holder id, its record (HGETALL) } when a job that is not complete
--- holds the unique key: then nothing is written. Every key is checked before the first write.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-for i = 2, #KEYS do
-  local kind, expected = redis.call('TYPE', KEYS[i]).ok, i == 4 and 'string' or 'zset'
-  if kind ~= 'none' and kind ~= expected then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. expected)
+-- ARGV[3]  wake channel, published when the queue was empty before these jobs joined it
+-- ARGV[4]  job key prefix (the key of job <id> is ARGV[4] .. id)
+-- ARGV[5]  n, the number of event channels; ARGV[6 .. 5+n] the channels
+-- ARGV[6+n]  m, the number of shared field/value arguments; then those m arguments
+-- then 5 arguments per job: id, data (JSON), unique_key (JSON), unique key's lock ("" when the
+-- job is not unique: a string key holding the id of the job that holds it), the event message
+-- Returns one result per job: 1 when saved; 0 when a record with its id exists already (a
+-- batch re-sent after a dropped connection); { holder id, its record (HGETALL) } when a job
+-- that is not complete holds the unique key: then nothing of that job is written. Every key is
+-- checked before the first write.
+for i = 1, 2 do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
   end
 end
 
-if KEYS[4] then
-  local holder = redis.call('GET', KEYS[4])
-  if holder and holder ~= ARGV[1] then
-    local key = ARGV[6] .. holder
-    if redis.call('TYPE', key).ok == 'hash' then
-      local state = redis.call('HGET', key, 'state')
-      if state and state ~= 'success' and state ~= 'fail' then
-        return { holder, redis.call('HGETALL', key) }
-      end
-    end
-  end
-  redis.call('SET', KEYS[4], ARGV[1])
-end
+local n = tonumber(ARGV[5])
+local m = tonumber(ARGV[6 + n])
+local shared = { unpack(ARGV, 7 + n, 6 + n + m) }
+local first_job = 7 + n + m
 
 local function next_score(queue, priority)  -- as in transition.lua
   local band = (9 - tonumber(priority)) * 100000000000000
@@ -45,19 +35,51 @@ local function next_score(queue, priority)  -- as in transition.lua
   return last[2] and tonumber(last[2]) + 1 or band
 end
 
-local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8 + n))
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-if ARGV[2] == 'queue' then
-  local score = next_score(KEYS[3], ARGV[3])
-  redis.call('ZADD', KEYS[3], score, ARGV[1])
-  if redis.call('ZCARD', KEYS[3]) == 1 then
-    redis.call('PUBLISH', ARGV[4], '')
+-- nil when the job may be saved, else what to return for it
+local function refused(key, lock, id)
+  if redis.call('EXISTS', key) == 1 then return 0 end
+  if lock == '' then return nil end
+  local kind = redis.call('TYPE', lock).ok
+  if kind ~= 'none' and kind ~= 'string' then
+    return redis.error_reply('kickq: ' .. lock .. ' is a ' .. kind .. ', not a string')
   end
-else
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  local holder = redis.call('GET', lock)
+  if not holder or holder == id then return nil end
+  local held = ARGV[4] .. holder
+  if redis.call('TYPE', held).ok ~= 'hash' then return nil end
+  local state = redis.call('HGET', held, 'state')
+  if state and state ~= 'success' and state ~= 'fail' then
+    return { holder, redis.call('HGETALL', held) }
+  end
+  return nil
 end
-for i = 8, 7 + n do
-  redis.call('PUBLISH', ARGV[i], ARGV[5])
+
+local results = {}
+for j = first_job, #ARGV, 5 do
+  local id, data, unique_key, lock, message = unpack(ARGV, j, j + 4)
+  local key = ARGV[4] .. id
+  local answer = refused(key, lock, id)
+  if answer then
+    results[#results + 1] = answer
+  else
+    if lock ~= '' then
+      redis.call('SET', lock, id)
+      redis.call('HSET', key, 'unique_lock', lock)
+    end
+    redis.call('HSET', key, 'id', id, 'data', data, 'unique_key', unique_key, unpack(shared))
+    redis.call('HINCRBY', key, 'version', 1)
+    if ARGV[1] == 'queue' then
+      redis.call('ZADD', KEYS[2], next_score(KEYS[2], ARGV[2]), id)
+      if redis.call('ZCARD', KEYS[2]) == 1 then
+        redis.call('PUBLISH', ARGV[3], '')
+      end
+    else
+      redis.call('ZADD', KEYS[1], ARGV[2], id)
+    end
+    for i = 6, 5 + n do
+      redis.call('PUBLISH', ARGV[i], message)
+    end
+    results[#results + 1] = 1
+  end
 end
-return 1
+return results

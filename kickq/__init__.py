@@ -6,7 +6,7 @@ await their results. See README.md for a tour, API.md-style docs in the docstrin
 
 from __future__ import annotations
 
-from ._api import EventSubscription, create, delete, get, on, process, reset, wait
+from ._api import EventSubscription, create, delete, get, on, process, reset, use, wait
 from ._api import configure as config
 from ._errors import (
     ConfigError,
@@ -46,5 +46,6 @@ __all__ = [
     "on",
     "process",
     "reset",
+    "use",
     "wait",
 ]

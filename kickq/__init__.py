@@ -6,7 +6,18 @@ await their results. See README.md for a tour, API.md-style docs in the docstrin
 
 from __future__ import annotations
 
-from ._api import EventSubscription, create, create_many, delete, get, on, process, reset, wait
+from ._api import (
+    EventSubscription,
+    create,
+    create_many,
+    delete,
+    get,
+    on,
+    process,
+    reset,
+    use,
+    wait,
+)
 from ._api import configure as config
 from ._errors import (
     ConfigError,
@@ -47,5 +58,6 @@ __all__ = [
     "on",
     "process",
     "reset",
+    "use",
     "wait",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
@@ -10,6 +11,7 @@ from typing import Any, overload
 from . import _clock as clock
 from . import _config as config
 from . import _lifecycle as lifecycle
+from . import _middleware as middleware
 from . import _runtime as runtime
 from ._config import settings
 from ._errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
@@ -59,9 +61,34 @@ def configure(*args: Any, **options: Any) -> Mapping[str, Any]:
 
 
 def reset() -> None:
-    """Stop workers, cancel waits, close connections and restore every default."""
+    """Stop workers, cancel waits, close connections, remove middleware, restore every default."""
     runtime.shutdown()
     settings.reset()
+    middleware.clear()
+
+
+def use(fn: middleware.Middleware) -> None:
+    """Wrap every handler run of this process's workers in the middleware `fn(job, call_next)`.
+
+    `call_next()` runs the next middleware, then the handler, and returns the handler's result
+    or raises its error; what `fn` returns (or raises) is the run's outcome. The first
+    middleware added is the outermost. A plain `def` middleware runs in the thread that calls
+    the handler, for every handler style; an `async def` one wraps coroutine handlers only, on
+    kickq's loop (`return await call_next()`), inside every plain one. It applies to every run
+    that starts from now on, in workers started before too; `kickq.reset()` removes it.
+    """
+    if not callable(fn):
+        raise TypeError(f"a middleware must be callable, not {fn!r}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins show no signature: trust them
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(None, None)
+        except TypeError as exc:
+            raise TypeError(f"a middleware is called as fn(job, call_next): {exc}") from None
+    middleware.add(fn)
 
 
 def _options(

@@ -4,6 +4,10 @@ def h(job, data): return value          plain: runs in a worker thread
 async def h(job, data): ...             coroutine: runs on the shared event-loop thread
 def h(job, data, done): done(err=None)  callback: the run ends when done() is called
 a plain handler returning a concurrent Future or an awaitable: the run ends when it does
+
+Under middleware (see _middleware), `call_through` runs the plain middleware around any style in
+the calling thread, and `start_coroutine` runs the coroutine middleware around a coroutine on
+the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from ._future import LoopThread
 from ._job import Job
+from ._middleware import Chain, Middleware, await_through, call_through, is_coroutine_callable
 
 RunFuture = concurrent.futures.Future[Any]
 
@@ -44,9 +49,7 @@ class Handler:
         if not callable(function):
             raise TypeError(f"a handler must be callable, not {function!r}")
         self.function = function
-        self.is_coroutine = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-            getattr(function, "__call__", None)  # noqa: B004 - async callable objects
-        )
+        self.is_coroutine = is_coroutine_callable(function)
         self.takes_done = not self.is_coroutine and _takes_done(function)
         self._loop = loop
 
@@ -54,9 +57,40 @@ class Handler:
         """Whether the caller runs on the event-loop thread that runs coroutine handlers."""
         return self._loop.is_current()
 
-    def start_coroutine(self, job: Job) -> RunFuture:
-        """Schedule a coroutine handler's run on the loop thread (from any thread)."""
-        return self._loop.run(self.function(job, job.data))
+    def start_coroutine(self, job: Job, middleware: tuple[Middleware, ...] = ()) -> RunFuture:
+        """Schedule a coroutine handler's run on the loop thread (from any thread), inside the
+        coroutine `middleware`; cancelling the Future cancels the whole run."""
+        if not middleware:
+            return self._loop.run(self.function(job, job.data))
+        return self._loop.run(await_through(middleware, job, lambda: self.function(job, job.data)))
+
+    def call_through(
+        self, job: Job, chain: Chain, started: Callable[[RunFuture], None]
+    ) -> RunFuture:
+        """Run any handler style inside the plain middleware of `chain`, in the calling thread,
+        which waits for the run to end; the Future returned is done. A coroutine's own Future is
+        handed to `started` as soon as the coroutine is scheduled, for the worker to cancel."""
+        outcome: RunFuture = concurrent.futures.Future()
+        try:
+            value = call_through(
+                chain.plain, job, lambda: self._innermost(job, chain.coroutine, started)
+            )
+        except BaseException as exc:  # as in call(): the run fails, not the thread
+            outcome.set_exception(exc)
+        else:
+            outcome.set_result(value)
+        return outcome
+
+    def _innermost(
+        self, job: Job, middleware: tuple[Middleware, ...], started: Callable[[RunFuture], None]
+    ) -> Any:
+        """The handler, as the last `call_next()` of the plain middleware sees it."""
+        if self.is_coroutine:
+            future = self.start_coroutine(job, middleware)
+            started(future)
+        else:
+            future = self.call(job)
+        return future.result()
 
     def call(self, job: Job) -> RunFuture:
         """Run a plain or callback handler in the calling thread; the Future ends the run."""

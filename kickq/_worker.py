@@ -21,6 +21,7 @@ import attrs
 
 from . import _clock as clock
 from . import _lifecycle as lifecycle
+from . import _middleware as middleware
 from ._errors import SerializationError
 from ._handlers import Handler, describe_error
 from ._json import dumps
@@ -39,7 +40,7 @@ BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun d
 class Running:
     claimed: StoredJob
     deadline: datetime.datetime
-    future: concurrent.futures.Future[Any] | None = None
+    future: concurrent.futures.Future[Any] | None = None  # a coroutine's, cancelled if it ghosts
     ghosted: bool = False
 
 
@@ -301,23 +302,38 @@ class Worker:
         running = Running(claimed, deadline)
         with self._lock:
             self._running[job.id] = running
-        if self._handler.is_coroutine:
-            running.future = self._handler.start_coroutine(job)
+        chain = middleware.current()  # read at each run's start: use() reaches running workers
+        if self._handler.is_coroutine and not chain.plain:
+            running.future = self._handler.start_coroutine(job, chain.coroutine)
             running.future.add_done_callback(lambda f: self._ended_run(running, f))
         else:
-            self._context.pool.submit(lambda: self._run_in_thread(running))
+            self._context.pool.submit(lambda: self._run_in_thread(running, chain))
 
-    def _run_in_thread(self, running: Running) -> None:
+    def _run_in_thread(self, running: Running, chain: middleware.Chain) -> None:
         me = threading.get_ident()
         with self._lock:
             self._run_threads.add(me)
+        job = running.claimed.job
         try:
-            future = self._handler.call(running.claimed.job)
+            if chain.plain:
+                future = self._handler.call_through(
+                    job, chain, functools.partial(self._coroutine_started, running)
+                )
+            else:
+                future = self._handler.call(job)
         finally:
             with self._lock:
                 self._run_threads.discard(me)
-        running.future = future
         future.add_done_callback(lambda f: self._ended_run(running, f))
+
+    def _coroutine_started(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
+        """Keep a coroutine's Future, started under plain middleware, for ghosting to cancel;
+        cancel it at once if its run ghosted while the middleware ran."""
+        with self._lock:
+            running.future = future
+            ghosted = running.ghosted
+        if ghosted:
+            future.cancel()
 
     def _ended_run(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
         outcome = outcome_of(future)

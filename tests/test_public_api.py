@@ -133,7 +133,7 @@ def test_await_a_failed_future_raises_its_error() -> None:
 
 
 # The documented API: API.md's names, and those the README documents beside them (wait, on and
-# its subscription, the worker handle process() returns, backoff, the version).
+# its subscription, the worker handle process() returns, backoff, use, the version).
 DOCUMENTED = {
     *PUBLIC_NAMES,
     "create_many",
@@ -142,6 +142,7 @@ DOCUMENTED = {
     "EventSubscription",
     "Worker",
     "backoff",
+    "use",
     "__version__",
 }
 PUBLIC_SUBMODULES: set[str] = set()  # the documented ones only (none in this release)

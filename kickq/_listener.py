@@ -4,6 +4,17 @@ Each channel is subscribed once on the wire, however many in-process subscribers
 A subscriber's `on_ready` runs every time the server confirms its channel: after the first
 SUBSCRIBE and again after every reconnect, so a waiter can re-read the record and catch
 whatever was published while it was not listening.
+
+Only the reader thread ever opens, reads or closes the connection, so every reconnect is its
+own: `_open` subscribes every channel again (their confirmations fire the `on_ready` callbacks)
+and `on_reconnect` follows. SUBSCRIBE and UNSUBSCRIBE, from other threads or from callbacks on
+the reader thread, are written straight on the socket (`_send`, under the lock), not with
+redis-py's `send_command`: when a write finds the socket broken, redis-py disconnects, and its
+next use of the connection (a write, or the reader's `can_read`) connects again, silently, to a
+connection with none of the subscriptions; and a connect made by another thread would read its
+handshake replies while the reader thread reads the same socket. A failed write here shuts the
+socket down instead, so the reader sees the connection end and starts over. A connect callback
+refuses any reconnect that redis-py might still make on its own.
 """
 
 from __future__ import annotations
@@ -21,6 +32,15 @@ import attrs
 import redis
 
 log = logging.getLogger("kickq")
+
+
+class Reopened(Exception):
+    """redis-py reconnected the pub/sub connection by itself. Not a ConnectionError, which
+    redis-py's retry policy would answer by connecting once more."""
+
+
+# what ends a connection (ValueError: a read on a socket closed under it)
+LOST = (redis.ConnectionError, redis.TimeoutError, OSError, ValueError, Reopened)
 
 
 @attrs.define(eq=False)
@@ -103,10 +123,15 @@ class Listener:
 
     def _send(self, *command: str) -> None:
         """Write on the pub/sub connection (lock held); a broken one is mended by the reader."""
-        if self._conn is None:
+        sock = getattr(self._conn, "_sock", None)
+        if sock is None:  # not connected yet: `_open` subscribes every channel
             return
-        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
-            self._conn.send_command(*command)
+        try:
+            sock.sendall(b"".join(self._conn.pack_command(*command)))
+        except OSError:
+            # leave the connection to the reader: ending the socket makes its next read fail
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
         backoff = 0.05
@@ -120,7 +145,7 @@ class Listener:
                     self._ready(self._on_reconnect)
                 first = False
                 self._read()
-            except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError) as exc:
+            except LOST as exc:
                 if self._stopping.is_set():
                     self._close()
                     return
@@ -142,6 +167,9 @@ class Listener:
     def _open(self) -> None:
         conn = self._connect()
         conn.connect()
+        # Any later connect of this connection would be redis-py reopening it by itself,
+        # without the subscriptions: make that an error, which sends the reader round again.
+        conn.register_connect_callback(self._refuse_reconnect)
         with self._lock:
             if self._stopping.is_set():
                 conn.disconnect()
@@ -172,6 +200,9 @@ class Listener:
                 for subscription in self._subscribers(channel):
                     if subscription.on_ready is not None:
                         self._ready(subscription.on_ready)
+
+    def _refuse_reconnect(self, conn: Any) -> None:
+        raise Reopened("the pub/sub connection was reopened outside the listener")
 
     def _subscribers(self, channel: str) -> list[Subscription]:
         with self._lock:

@@ -31,6 +31,8 @@ from typing import Any
 import attrs
 import redis
 
+from ._outage import Retry
+
 log = logging.getLogger("kickq")
 
 
@@ -97,7 +99,7 @@ class Listener:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
         """Stop listening and close the connection. Callable from a subscriber's callback (on
         the listening thread): the thread then ends once the callback returns."""
         if self._forked():
@@ -111,7 +113,7 @@ class Listener:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=3)
+            self._thread.join(timeout)
 
     def _forked(self) -> bool:
         """True in a child forked from the process that made this listener (reached through
@@ -134,28 +136,28 @@ class Listener:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
-        backoff = 0.05
-        first = True
+        retry = Retry("pub/sub listener", log, expected=LOST)
+        reconnecting = False
         while not self._stopping.is_set():
             opened = time.monotonic()
             try:
                 self._open()
-                if not first:
+                if reconnecting:
                     log.info("kickq: pub/sub connection restored")
                     self._ready(self._on_reconnect)
-                first = False
+                reconnecting = True
                 self._read()
-            except LOST as exc:
+                pause = 0.0
+            except Exception as exc:  # the listener outlives anything one connection does
                 if self._stopping.is_set():
-                    self._close()
-                    return
-                log.warning("kickq: pub/sub connection lost (%s); reconnecting", exc)
-                first = False
+                    break
+                reconnecting = True
+                if time.monotonic() - opened > 5.0:  # it had been working: retry at once
+                    retry.succeeded()
+                pause = retry.failed(exc)
             self._close()
-            if time.monotonic() - opened > 5.0:  # it had been working: retry quickly
-                backoff = 0.05
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
+            self._stopping.wait(pause)
+        self._close()
 
     def _close(self) -> None:
         with self._lock:
@@ -184,22 +186,23 @@ class Listener:
             conn = self._conn
             if conn is None:
                 return
-            if not conn.can_read(timeout=1.0):
-                continue
-            reply = conn.read_response()
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue
-            kind, channel, payload = reply[0], reply[1], reply[2]
-            if kind == "message":
-                for subscription in self._subscribers(channel):
-                    self._deliver(subscription, payload)
-            elif kind == "subscribe":
-                with self._lock:
-                    if channel in self._channels:
-                        self._confirmed.add(channel)
-                for subscription in self._subscribers(channel):
-                    if subscription.on_ready is not None:
-                        self._ready(subscription.on_ready)
+            if conn.can_read(timeout=1.0):
+                self._handle(conn.read_response())
+
+    def _handle(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return
+        kind, channel, payload = reply[0], reply[1], reply[2]
+        if kind == "message":
+            for subscription in self._subscribers(channel):
+                self._deliver(subscription, payload)
+        elif kind == "subscribe":
+            with self._lock:
+                if channel in self._channels:
+                    self._confirmed.add(channel)
+            for subscription in self._subscribers(channel):
+                if subscription.on_ready is not None:
+                    self._ready(subscription.on_ready)
 
     def _refuse_reconnect(self, conn: Any) -> None:
         raise Reopened("the pub/sub connection was reopened outside the listener")

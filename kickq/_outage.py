@@ -98,16 +98,19 @@ def _unavailable(message: str, cause: BaseException) -> RedisUnavailable:
 
 
 class Retry:
-    """Backoff and log-once for one background loop.
+    """Backoff and log-once for one background loop (workers, the timer, the listener).
 
     `failed(exc)` returns how long to pause before the next try (doubling from FIRST_BACKOFF
     up to MAX_BACKOFF) and logs the failure the first time it is seen, not at every retry;
     `succeeded()` resets the pause and logs the recovery once.
     """
 
-    def __init__(self, what: str, log: logging.Logger) -> None:
+    def __init__(
+        self, what: str, log: logging.Logger, expected: tuple[type[BaseException], ...] = ()
+    ) -> None:
         self._what = what
         self._log = log
+        self._expected = expected  # more errors to log as an outage, without a traceback
         self._pause = 0.0
         self._last = ""
 
@@ -118,7 +121,7 @@ class Retry:
     def failed(self, exc: BaseException) -> float:
         seen = f"{type(exc).__name__}: {exc}"
         if seen != self._last:
-            if is_outage(exc):
+            if is_outage(exc) or isinstance(exc, self._expected):
                 self._log.warning("kickq: %s: Redis unavailable (%s); retrying", self._what, seen)
             else:
                 self._log.error("kickq: %s failed; retrying", self._what, exc_info=exc)

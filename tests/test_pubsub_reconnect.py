@@ -14,9 +14,9 @@ import pytest
 import redis
 
 import kickq
-from kickq import connection
-from kickq.config import settings
-from kickq.listener import Listener
+from kickq import _connection as connection
+from kickq._config import settings
+from kickq._listener import Listener
 from support import client_lists, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -56,6 +56,7 @@ def listener() -> Iterator[tuple[Listener, Counter]]:
     client = connection.connect(settings.snapshot(), settings.explicit)
     reconnects = Counter()
     listening = Listener(connection.pubsub_connector(client), reconnects)
+    listening.start()
     try:
         yield listening, reconnects
     finally:

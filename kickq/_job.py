@@ -294,11 +294,32 @@ def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, 
 
 def record_event_json(record: Mapping[str, str], total_process_time: float | None) -> str:
     """The event message, assembled from the record's field texts (each encoded only once)."""
+    return "".join(_event_parts(record, total_process_time))
+
+
+def new_jobs_event_parts(shared: Mapping[str, str]) -> tuple[str, str, str, str]:
+    """The event message of new jobs alike but for their id, data and unique key, as the four
+    texts around those three: head + id (JSON) + middle + data + before_key + key + tail."""
+    parts = _event_parts({**shared, "id": "", "data": "", "unique_key": ""}, None)
+    key_at = parts.index(_UNIQUE_KEY) + 1
+    return (
+        "".join(parts[:_ID_AT]),
+        "".join(parts[_ID_AT + 1 : _DATA_AT]),
+        "".join(parts[_DATA_AT + 1 : key_at]),
+        "".join(parts[key_at + 1 :]),
+    )
+
+
+_ID_AT, _DATA_AT = 1, 7  # where _event_parts puts the id's text and the data's
+_UNIQUE_KEY = ',"unique_key":'  # the part before the unique key's text
+
+
+def _event_parts(record: Mapping[str, str], total_process_time: float | None) -> list[str]:
     name = encode(record["name"])
     state = record["state"]
     parts = [
         '{"id":',
-        encode(record["id"]),
+        encode(record["id"]) if record["id"] else "",
         ',"name":',
         name,
         ',"queue":',
@@ -318,11 +339,11 @@ def record_event_json(record: Mapping[str, str], total_process_time: float | Non
     for field in OPTION_FIELDS:
         parts += [',"', field, '":', record.get(field) or _DEFAULT_TEXTS[field]]
     parts += [',"meta":', record.get("meta", "{}")]
-    parts += [',"unique_key":', record.get("unique_key", "null")]
+    parts += [_UNIQUE_KEY, record.get("unique_key", "null")]
     parts += [',"result":', record.get("result", "null")]
     parts += [',"last_error":', record.get("last_error", "null")]
     parts += [',"runs":[', ",".join(_runs_of(record)), "]}"]
-    return "".join(parts)
+    return parts
 
 
 def version_of(record: Mapping[str, str]) -> int:

@@ -44,6 +44,8 @@ def _check_shape(value: Any, what: str) -> None:
 
 def dumps(value: Any, what: str) -> str:
     """JSON text of a value that must travel through Redis, or SerializationError."""
+    if value is None:
+        return "null"
     if isinstance(value, _CONTAINERS):
         _check_shape(value, what)
     try:

@@ -27,7 +27,16 @@ from . import _clock as clock
 from . import _ids as ids
 from . import _lifecycle as lifecycle
 from ._connection import Client
-from ._job import STATES, Job, encode, from_record, record_event_json, to_record, version_of
+from ._job import (
+    STATES,
+    Job,
+    encode,
+    from_record,
+    new_jobs_event_parts,
+    record_event_json,
+    to_record,
+    version_of,
+)
 from ._keys import PARTITIONS, Keys, partition_of_id, partition_of_name
 from ._outage import NODE_DOWN, is_outage
 
@@ -190,13 +199,11 @@ class Store:
         channels = [self.keys.event(event) for event in changes[0].events]
         wake = self.keys.wake(first.name)
         args: list[Any] = [where, score, wake, keys.job_prefix, len(channels), *channels]
-        args += [2 * len(shared), *_flat(shared)]
+        args += [2 * len(shared), *_flat(shared), *new_jobs_event_parts(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
-            unique_key = encode(job.unique_key)
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)
-            record = {**shared, "id": job.id, "data": data_json, "unique_key": unique_key}
-            args += [job.id, data_json, unique_key, lock, record_event_json(record, None)]
+            args += [job.id, data_json, encode(job.unique_key), lock]
         return self._create, [keys.scheduled, keys.queue(first.name)], args
 
     def parse_created(self, reply: Any) -> StoredJob | Damaged | Exception | None:

@@ -10,8 +10,10 @@
 -- ARGV[4]  job key prefix (the key of job <id> is ARGV[4] .. id)
 -- ARGV[5]  n, the number of event channels; ARGV[6 .. 5+n] the channels
 -- ARGV[6+n]  m, the number of shared field/value arguments; then those m arguments
--- then 5 arguments per job: id, data (JSON), unique_key (JSON), unique key's lock ("" when the
--- job is not unique: a string key holding the id of the job that holds it), the event message
+-- then 4 texts around a job's id, data and unique key in its event message: the message is
+-- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
+-- then 4 arguments per job: id (hex digits), data (JSON), unique_key (JSON), the unique key's
+-- lock ("" when the job is not unique: a string key holding the id of the job that holds it)
 -- Returns one result per job: 1 when saved; 0 when a record with its id exists already (a
 -- batch re-sent after a dropped connection); { holder id, its record (HGETALL) } when a job
 -- that is not complete holds the unique key: then nothing of that job is written. Every key is
@@ -26,7 +28,8 @@ end
 local n = tonumber(ARGV[5])
 local m = tonumber(ARGV[6 + n])
 local shared = { unpack(ARGV, 7 + n, 6 + n + m) }
-local first_job = 7 + n + m
+local head, middle, before_key, tail = unpack(ARGV, 7 + n + m, 10 + n + m)
+local first_job = 11 + n + m
 
 local function next_score(queue, priority)  -- as in transition.lua
   local band = (9 - tonumber(priority)) * 100000000000000
@@ -54,9 +57,12 @@ local function refused(key, lock, id)
   return nil
 end
 
+local queued = ARGV[1] == 'queue'
+local was_empty = queued and redis.call('ZCARD', KEYS[2]) == 0
+local score = queued and next_score(KEYS[2], ARGV[2]) or tonumber(ARGV[2])
 local results = {}
-for j = first_job, #ARGV, 5 do
-  local id, data, unique_key, lock, message = unpack(ARGV, j, j + 4)
+for j = first_job, #ARGV, 4 do
+  local id, data, unique_key, lock = unpack(ARGV, j, j + 3)
   local key = ARGV[4] .. id
   local answer = refused(key, lock, id)
   if answer then
@@ -66,20 +72,22 @@ for j = first_job, #ARGV, 5 do
       redis.call('SET', lock, id)
       redis.call('HSET', key, 'unique_lock', lock)
     end
-    redis.call('HSET', key, 'id', id, 'data', data, 'unique_key', unique_key, unpack(shared))
-    redis.call('HINCRBY', key, 'version', 1)
-    if ARGV[1] == 'queue' then
-      redis.call('ZADD', KEYS[2], next_score(KEYS[2], ARGV[2]), id)
-      if redis.call('ZCARD', KEYS[2]) == 1 then
-        redis.call('PUBLISH', ARGV[3], '')
-      end
+    redis.call('HSET', key, 'id', id, 'data', data, 'unique_key', unique_key, 'version', 1,
+      unpack(shared))
+    if queued then
+      redis.call('ZADD', KEYS[2], score, id)
+      score = score + 1  -- the jobs of one call share a priority: first in, first out
     else
-      redis.call('ZADD', KEYS[1], ARGV[2], id)
+      redis.call('ZADD', KEYS[1], score, id)
     end
+    local message = head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
     for i = 6, 5 + n do
       redis.call('PUBLISH', ARGV[i], message)
     end
     results[#results + 1] = 1
   end
+end
+if was_empty and redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('PUBLISH', ARGV[3], '')
 end
 return results

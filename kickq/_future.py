@@ -55,8 +55,9 @@ async def _contained(coroutine: Coroutine[Any, Any, T]) -> T:
         raise RuntimeError(str(exc) or type(exc).__name__) from exc
 
 
-async def _wind_down(spare: asyncio.Task[Any] | None) -> None:
-    """Cancel every task but `spare`, let them end, wait for `spare`, then stop the loop."""
+async def _wind_down(spare: asyncio.Task[Any] | None, stop: bool = True) -> None:
+    """Cancel every task but `spare`, let them end, wait for `spare`, then stop the loop (or
+    leave that to the caller, who must first see this coroutine's result)."""
     current = asyncio.current_task()
     tasks = [t for t in asyncio.all_tasks() if t is not current and t is not spare]
     for task in tasks:
@@ -64,7 +65,8 @@ async def _wind_down(spare: asyncio.Task[Any] | None) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     if spare is not None:
         await asyncio.wait([spare])
-    asyncio.get_running_loop().stop()
+    if stop:
+        asyncio.get_running_loop().stop()
 
 
 class LoopThread:
@@ -115,10 +117,9 @@ class LoopThread:
         if threading.current_thread() is thread:
             loop.create_task(_wind_down(asyncio.current_task(loop)))
             return
-        try:
-            asyncio.run_coroutine_threadsafe(_wind_down(None), loop).result(timeout=timeout)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            # a task that outlives its cancellation: stop the loop all the same
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            # past the timeout, a task outlives its cancellation: stop the loop all the same
+            asyncio.run_coroutine_threadsafe(_wind_down(None, stop=False), loop).result(timeout)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=timeout)

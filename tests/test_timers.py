@@ -281,9 +281,8 @@ def test_many_finished_jobs_purge_down_to_no_keys(r: redis.Redis) -> None:
     n = 20_000
     with freeze_time(START, tick=True) as frozen:
         kickq.config(purge_timeout=600)
-        kickq.process("bulk", lambda job, data: None, concurrent_jobs=10)
-        futures = [kickq.create("bulk", i) for i in range(n)]
-        [future.result(30) for future in futures]
+        kickq.process("bulk", lambda job, data: None, concurrent_jobs=50)
+        [future.result(30) for future in kickq.create_many("bulk", range(n))]
         wait_until(lambda: index_size(r, "finished") == n, timeout=120, what="all finished")
         assert dbsize(r) == n + 1  # n records and the finished index
         frozen.move_to(later(601))

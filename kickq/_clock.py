@@ -23,18 +23,8 @@ def to_ms(moment: datetime.datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def from_ms(ms: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def to_iso(moment: datetime.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-def from_iso(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.fromisoformat(text)
 
 
 def after(moment: datetime.datetime, seconds: float) -> datetime.datetime:

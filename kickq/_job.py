@@ -154,16 +154,6 @@ def encode(value: Any) -> str:
     return dumps(value, "a job field")
 
 
-def _run_to_dict(run: Run) -> dict[str, Any]:
-    return {
-        "count": run.count,
-        "start_time": clock.to_iso(run.start_time),
-        "process_time": run.process_time,
-        "state": run.state.value,
-        "error": run.error,
-    }
-
-
 def _run_json(run: Run) -> str:
     return (
         f'{{"count":{run.count},"start_time":{encode(clock.to_iso(run.start_time))},'
@@ -245,9 +235,12 @@ _NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by t
 
 
 def _runs_of(record: Mapping[str, str]) -> list[str]:
-    """The finished runs' JSON texts, in order."""
-    runs = [(int(name[4:]), value) for name, value in record.items() if name.startswith("run:")]
-    return [value for _, value in sorted(runs)]
+    """The finished runs' JSON texts, in order: run:1, run:2, ... (each run writes its own when
+    it ends, so they follow on; looked up by name, not by scanning every field)."""
+    runs = []
+    while (text := record.get(f"run:{len(runs) + 1}")) is not None:
+        runs.append(text)
+    return runs
 
 
 def _json_fields(record: Mapping[str, str]) -> dict[str, Any]:
@@ -349,29 +342,6 @@ def _event_parts(record: Mapping[str, str], total_process_time: float | None) ->
 def version_of(record: Mapping[str, str]) -> int:
     """The record's version: bumped by every transition, compared by the next one."""
     return int(record.get("version", 0))
-
-
-def to_event(job: Job) -> dict[str, Any]:
-    """The job as published on the event channels: JSON types only, times as ISO-8601."""
-    event: dict[str, Any] = {"id": job.id, "name": job.name, "queue": job.name, "data": job.data}
-    event["state"] = job.state.value
-    event["complete"] = job.complete
-    event["success"] = job.success
-    for name in TIME_FIELDS:
-        event[name] = clock.to_iso(getattr(job, name))
-    event["total_process_time"] = job.total_process_time
-    for name in OPTION_FIELDS:
-        event[name] = getattr(job, name)
-    event["meta"] = job.meta
-    event["unique_key"] = job.unique_key
-    event["result"] = job.result
-    event["last_error"] = job.last_error
-    event["runs"] = [_run_to_dict(run) for run in job.runs]
-    return event
-
-
-def event_json(job: Job) -> str:
-    return record_event_json(to_record(job), job.total_process_time)
 
 
 def from_event(text: str | bytes) -> Job:

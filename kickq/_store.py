@@ -199,7 +199,7 @@ class Store:
         channels = [self.keys.event(event) for event in changes[0].events]
         wake = self.keys.wake(first.name)
         args: list[Any] = [where, score, wake, keys.job_prefix, len(channels), *channels]
-        args += [2 * len(shared), *_flat(shared), *new_jobs_event_parts(shared)]
+        args += [json.dumps(_flat(shared)), *new_jobs_event_parts(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)
@@ -250,7 +250,7 @@ class Store:
             keys.finished,
             keys.queue(job.name),
         ]
-        return self._transition, call_keys, [*args, *channels, *_flat(record)]
+        return self._transition, call_keys, [*args, *channels, json.dumps(_flat(record))]
 
     def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""

@@ -191,3 +191,16 @@ def test_no_two_namespaces_share_a_key_or_a_channel(
     hostile = [*names, "scheduled", *(f"{seg}:scheduled" for seg in extension), "x}:queue:{y"]
     assert not every_key(first, hostile, ids) & every_key(second, hostile, ids)
     assert not every_channel(first, hostile, ids) & every_channel(second, hostile, ids)
+
+
+def test_any_unicode_name_data_and_meta_round_trip(r: Any) -> None:
+    """Names, data and meta with accents, characters beyond the BMP and NUL come back exactly,
+    from get(), from a handler and in the stored record."""
+    name = "naïve-😀-名前\x00x"
+    job = kickq.create(name, {"k": "😀\x00"}, meta={"m": "é😀"}).result(5)
+    stored = kickq.get(job.id).result(5)
+    assert (stored.name, stored.data, stored.meta) == (name, {"k": "😀\x00"}, {"m": "é😀"})
+    kickq.process(name, lambda job, data: [job.name, data])
+    assert kickq.wait(job.id, timeout=5).result(10).result == [name, {"k": "😀\x00"}]
+    many = kickq.create_many(name, ["ü", "😀"])
+    assert [future.result(5).data for future in many] == ["ü", "😀"]

@@ -9,27 +9,27 @@
 -- ARGV[3]  wake channel, published when the queue was empty before these jobs joined it
 -- ARGV[4]  job key prefix (the key of job <id> is ARGV[4] .. id)
 -- ARGV[5]  n, the number of event channels; ARGV[6 .. 5+n] the channels
--- ARGV[6+n]  m, the number of shared field/value arguments; then those m arguments
+-- ARGV[6+n]  the shared fields: a JSON array of field, value, field, value ... (one argument
+--            rather than dozens: packing each costs the client more than decoding costs Redis)
 -- then 4 texts around a job's id, data and unique key in its event message: the message is
 -- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
 -- then 4 arguments per job: id (hex digits), data (JSON), unique_key (JSON), the unique key's
 -- lock ("" when the job is not unique: a string key holding the id of the job that holds it)
 -- Returns one result per job: 1 when saved; 0 when a record with its id exists already (a
 -- batch re-sent after a dropped connection); { holder id, its record (HGETALL) } when a job
--- that is not complete holds the unique key: then nothing of that job is written. Every key is
--- checked before the first write.
-for i = 1, 2 do
-  local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= 'zset' then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
-  end
+-- that is not complete holds the unique key: then nothing of that job is written. The index
+-- written to is checked before the first write, and each job's keys before its own.
+local queued = ARGV[1] == 'queue'
+local target = queued and KEYS[2] or KEYS[1]
+local kind = redis.call('TYPE', target).ok
+if kind ~= 'none' and kind ~= 'zset' then
+  return redis.error_reply('kickq: ' .. target .. ' is a ' .. kind .. ', not a zset')
 end
 
 local n = tonumber(ARGV[5])
-local m = tonumber(ARGV[6 + n])
-local shared = { unpack(ARGV, 7 + n, 6 + n + m) }
-local head, middle, before_key, tail = unpack(ARGV, 7 + n + m, 10 + n + m)
-local first_job = 11 + n + m
+local shared = cjson.decode(ARGV[6 + n])
+local head, middle, before_key, tail = unpack(ARGV, 7 + n, 10 + n)
+local first_job = 11 + n
 
 local function next_score(queue, priority)  -- as in transition.lua
   local band = (9 - tonumber(priority)) * 100000000000000
@@ -57,10 +57,9 @@ local function refused(key, lock, id)
   return nil
 end
 
-local queued = ARGV[1] == 'queue'
 local was_empty = queued and redis.call('ZCARD', KEYS[2]) == 0
 local score = queued and next_score(KEYS[2], ARGV[2]) or tonumber(ARGV[2])
-local results = {}
+local results, saved = {}, 0
 for j = first_job, #ARGV, 4 do
   local id, data, unique_key, lock = unpack(ARGV, j, j + 3)
   local key = ARGV[4] .. id
@@ -85,9 +84,10 @@ for j = first_job, #ARGV, 4 do
       redis.call('PUBLISH', ARGV[i], message)
     end
     results[#results + 1] = 1
+    saved = saved + 1
   end
 end
-if was_empty and redis.call('ZCARD', KEYS[2]) > 0 then
+if was_empty and saved > 0 then
   redis.call('PUBLISH', ARGV[3], '')
 end
 return results

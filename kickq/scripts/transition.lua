@@ -12,7 +12,7 @@
 -- ARGV[5]  wake channel, published when the queue was empty before this job joined it
 -- ARGV[6]  message published on each channel: the job as JSON
 -- ARGV[7]  n, the number of channels; ARGV[8 .. 7+n] the channels
--- ARGV[8+n ..]  field, value pairs written to the job hash
+-- ARGV[8+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
 -- A queued job's score is (9 - priority) * 1e14, plus one more than the last job queued with
 -- that priority: the lowest is claimed first, so higher priorities first, and first in, first
 -- out within one. A job that completes frees its unique key (the record's `unique_lock`).
@@ -38,7 +38,10 @@ end
 
 local n = tonumber(ARGV[7])
 local lock = redis.call('HGET', KEYS[1], 'unique_lock')
-redis.call('HSET', KEYS[1], unpack(ARGV, 8 + n))
+local fields = cjson.decode(ARGV[8 + n])
+if #fields > 0 then
+  redis.call('HSET', KEYS[1], unpack(fields))
+end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])

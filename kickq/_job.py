@@ -237,7 +237,7 @@ _NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by t
 def _runs_of(record: Mapping[str, str]) -> list[str]:
     """The finished runs' JSON texts, in order: run:1, run:2, ... (each run writes its own when
     it ends, so they follow on; looked up by name, not by scanning every field)."""
-    runs = []
+    runs: list[str] = []
     while (text := record.get(f"run:{len(runs) + 1}")) is not None:
         runs.append(text)
     return runs

@@ -165,6 +165,14 @@ def _at(name: str, value: Any) -> datetime.datetime:
     return value
 
 
+def _optional_at(name: str, value: Any) -> datetime.datetime | None:
+    return None if value is None else _at(name, value)
+
+
+def _optional_meta(name: str, value: Any) -> dict[str, Any]:
+    return {} if value is None else _meta(name, value)
+
+
 def _meta(name: str, value: Any) -> dict[str, Any]:
     """A dict of JSON values with str keys, small enough to travel with every event."""
     if not isinstance(value, Mapping):
@@ -208,11 +216,11 @@ OPTIONS: dict[str, Option] = {
 }
 PER_JOB = {name: option for name, option in OPTIONS.items() if option.per_job}
 CALL_ONLY: dict[str, Option] = {
-    "at": Option(None, _at),
-    "meta": Option({}, _meta),
-    "unique_key": Option(None, _str),
+    "at": Option(None, _optional_at),
+    "meta": Option({}, _optional_meta),
+    "unique_key": Option(None, _optional_str),
 }
-"""Options of one create() call only: config() and job_flags refuse them."""
+"""Options of one create() call only: config() and job_flags refuse them. None means not given."""
 PER_CALL = {**PER_JOB, **CALL_ONLY}
 CONNECTION_OPTIONS = frozenset(name for name in OPTIONS if name.startswith("redis_"))
 PROCESS_OPTIONS = {"concurrent_jobs": Option(1, _positive_count)}

@@ -184,3 +184,10 @@ def test_bad_meta_fails_with_config_error_and_stores_nothing(r: Any, meta: Any) 
     with pytest.raises(kickq.ConfigError, match="meta"):
         kickq.create("bad-meta", meta=meta).result(5)
     assert no_job_stored(r)
+
+
+def test_none_means_not_given_for_the_per_call_options() -> None:
+    """at=None, meta=None and unique_key=None are the same as leaving them out."""
+    job = kickq.create("none", 1, at=None, meta=None, unique_key=None).result(5)
+    assert job.state is kickq.State.QUEUED and job.scheduled_for is None
+    assert job.meta == {} and job.unique_key is None

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from . import _embedded as embedded
 from ._errors import ConfigError, RedisUnavailable
@@ -71,6 +73,7 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
     url = settings["redis_url"] or (None if explicit & SERVER_OPTIONS else os.environ.get(ENV_URL))
     if is_cluster(settings):
         return _connect_cluster(settings, explicit, url, options)
+    options = {"retry": _quick_retry(), **options}
     if url:
         tcp = not str(url).startswith("unix:")
         return redis.Redis.from_url(url, **({**TCP_DEFAULTS, **options} if tcp else options))
@@ -85,6 +88,13 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
         connection_class=EmbeddedConnection, path=str(embedded.socket_path()), **options
     )
     return redis.Redis(connection_pool=pool)
+
+
+def _quick_retry() -> Retry:
+    """redis-py's own retry of a command whose connection failed: a few quick tries, so that
+    a dropped connection is mended at once but a server that refuses kickq (a wrong password)
+    or is down says so in well under a second; kickq's loops wait out longer outages."""
+    return Retry(ExponentialBackoff(cap=0.2, base=0.02), 3)
 
 
 def _connect_cluster(

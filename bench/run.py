@@ -152,27 +152,24 @@ class Bench:
         self.results[peer][metric] = summary(values)
 
     def enqueue(self, peer: Any, n: int) -> None:
-        rates = []
-        for _ in range(self.args.runs):
-            peer.flush()
-            start = time.perf_counter()
-            peer.enqueue_many(n)
-            elapsed = time.perf_counter() - start
-            rates.append(n / elapsed)
-        self.record(peer.name, "enqueue", rates)
-        log(f"[{peer.name}] enqueue {summary(rates)['median']:.0f} jobs/s")
+        self._timed(peer, n, "enqueue", peer.enqueue_many)
 
     def bulk(self, peer: Any, n: int) -> None:
         """N no-op jobs through the library's bulk call, from the call until all are saved."""
+        self._timed(peer, n, "bulk", peer.enqueue_bulk, "bulk enqueue")
+
+    def _timed(
+        self, peer: Any, n: int, metric: str, enqueue: Any, label: str | None = None
+    ) -> None:
+        """jobs/s of `enqueue(n)` on a flushed Redis, over --runs runs."""
         rates = []
         for _ in range(self.args.runs):
             peer.flush()
             start = time.perf_counter()
-            peer.enqueue_bulk(n)
-            elapsed = time.perf_counter() - start
-            rates.append(n / elapsed)
-        self.record(peer.name, "bulk", rates)
-        log(f"[{peer.name}] bulk enqueue {summary(rates)['median']:.0f} jobs/s")
+            enqueue(n)
+            rates.append(n / (time.perf_counter() - start))
+        self.record(peer.name, metric, rates)
+        log(f"[{peer.name}] {label or metric} {summary(rates)['median']:.0f} jobs/s")
 
     def drain_prio(self, peer: Any, n: int) -> None:
         """The 1-process drain of N jobs queued with priorities spread over 0-9, each run

@@ -23,6 +23,13 @@ def to_ms(moment: datetime.datetime) -> int:
     return round(moment.timestamp() * 1000)
 
 
+def to_us(moment: datetime.datetime) -> int:
+    """Microseconds since the epoch: the score of the state indexes, which list jobs in the
+    order they changed (exact in a double until the year 2255)."""
+    delta = moment - datetime.datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
 def to_iso(moment: datetime.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 

@@ -86,6 +86,9 @@ class Job:
     result: Any = None
     last_error: str | None = None
     runs: tuple[Run, ...] = ()
+    # the runs up to this count no longer use up retry_count and ghost_count: a requeued job
+    # starts with fresh budgets and keeps its history
+    budget_start: int = 0
     hotjob_future: Future[Job] | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
@@ -103,7 +106,8 @@ class Job:
         return round(sum(times), 6) if times else None
 
     def count_runs(self, state: State) -> int:
-        return sum(1 for run in self.runs if run.state is state)
+        """The runs that ended in `state` since the budgets last started (see requeue)."""
+        return sum(1 for run in self.runs if run.state is state and run.count > self.budget_start)
 
 
 class JobFailed(KickqError):
@@ -216,6 +220,8 @@ def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
     for run in job.runs:
         if run.state is not State.PROCESSING:
             record[f"run:{run.count}"] = _run_json(run)
+    if job.budget_start:  # only a requeued job has one: the others keep their record small
+        record["budget_start"] = str(job.budget_start)
     return record
 
 
@@ -228,7 +234,16 @@ def _check_text(record: Mapping[str, str]) -> None:
                 raise ValueError(f"field {name!r} holds bytes that are not UTF-8") from None
 
 
-JSON_FIELDS = ("data", "result", "last_error", "meta", "unique_key", *TIME_FIELDS, *OPTION_FIELDS)
+JSON_FIELDS = (
+    "data",
+    "result",
+    "last_error",
+    "meta",
+    "unique_key",
+    "budget_start",
+    *TIME_FIELDS,
+    *OPTION_FIELDS,
+)
 # an option missing from a record (written before the option existed) reads as its default
 _DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
 _NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by the worker's config
@@ -282,6 +297,8 @@ def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, 
     values["unique_key"] = _optional_text("unique_key", values.get("unique_key"))
     if "meta" in values:
         values["meta"] = config.CALL_ONLY["meta"].check("meta", values["meta"])
+    if "budget_start" in values:
+        values["budget_start"] = _whole("budget_start", values["budget_start"])
     return Job(id=job_id, name=name, state=State(state), runs=tuple(runs), **values)
 
 
@@ -333,6 +350,7 @@ def _event_parts(record: Mapping[str, str], total_process_time: float | None) ->
         parts += [',"', field, '":', record.get(field) or _DEFAULT_TEXTS[field]]
     parts += [',"meta":', record.get("meta", "{}")]
     parts += [_UNIQUE_KEY, record.get("unique_key", "null")]
+    parts += [',"budget_start":', record.get("budget_start", "0")]
     parts += [',"result":', record.get("result", "null")]
     parts += [',"last_error":', record.get("last_error", "null")]
     parts += [',"runs":[', ",".join(_runs_of(record)), "]}"]

@@ -9,6 +9,16 @@
 <ns>:processing        zset   running jobs, scored by their run's deadline (ms)
 <ns>:finished          zset   completed jobs, scored by when they are purged (ms)
 <ns>:damaged:<id>      hash   a record that could not be decoded, moved aside with its error
+<ns>:state:<state>:{<name>}  zset  ids of the jobs of one name in one state, scored by their
+                              update time (µs): delayed, processing, retry, ghost, success,
+                              fail. Queued jobs are indexed by their queue. Kept by the same
+                              script that changes the state: counts are ZCARDs, a page a range
+<ns>:names             set    every job name that has had a job (or was paused)
+<ns>:paused            set    paused job names: the claim script starts no run of them
+<ns>:minutes:{<name>}  hash   jobs of one name completed per minute: 60 fields, one per
+                              minute of the hour, "<epoch minute>:<succeeded>:<failed>"
+<ns>:times:{<name>}    list   the process times (s) of the last RUN_TIMES runs of one name
+<ns>:workers           hash   live workers: worker id -> its info as JSON, with last_seen
 
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
@@ -39,6 +49,9 @@ import zlib
 import attrs
 
 EVENTS = ("create", "queued", "success", "fail", "delete")
+# the states a job can be seen in, in the order people read them; "new" is never stored
+SEEN_STATES = ("queued", "delayed", "processing", "retry", "ghost", "success", "fail")
+RUN_TIMES = 1000  # run process times kept per name, for the stats' percentiles
 PARTITIONS = 16  # on a Redis Cluster; one hex digit each
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -91,6 +104,35 @@ class Keys:
         text = json.dumps([name, unique_key], ensure_ascii=False)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return f"{self._prefix}unique:{digest}"
+
+    def index(self, state: str, name: str) -> str:
+        """The ids of the jobs of `name` in `state`: the queue itself for queued jobs."""
+        if state == "queued":
+            return self.queue(name)
+        return f"{self._prefix}state:{state}:{{{name}}}"
+
+    @property
+    def index_prefix(self) -> str:
+        """What stands before "<state>:{<name>}" in an index key (for a script)."""
+        return f"{self._prefix}state:"
+
+    @property
+    def names(self) -> str:
+        return f"{self._prefix}names"
+
+    @property
+    def paused(self) -> str:
+        return f"{self._prefix}paused"
+
+    def minutes(self, name: str) -> str:
+        return f"{self._prefix}minutes:{{{name}}}"
+
+    def times(self, name: str) -> str:
+        return f"{self._prefix}times:{{{name}}}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self._prefix}workers"
 
     @property
     def scheduled(self) -> str:

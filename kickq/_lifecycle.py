@@ -7,7 +7,8 @@ if the record has not changed since it was read (its version fences every transi
        └─> delayed ─┘  ^               ├─> retry ──(retry_interval)──┐
                        │               ├─> ghost ──(ghost_interval)──┤
                        │               └─> fail (no retries/ghosts left)
-                       └─────────────── promote (when due) ──────────┘
+                       ├─────────────── promote (when due) ──────────┘
+                       └─────────────── requeue (by hand) <── fail
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ def promote(job: Job, now: datetime.datetime) -> Change | None:
     if job.state not in WAITING:
         return None
     return Change(attrs.evolve(job, state=State.QUEUED, update_time=now), ("queued",))
+
+
+def requeue(job: Job, now: datetime.datetime) -> Change | None:
+    """A job that failed for good is queued again, with fresh retry and ghost budgets; its
+    runs stay. Anything else is left alone."""
+    if job.state is not State.FAIL:
+        return None
+    again = attrs.evolve(
+        job,
+        state=State.QUEUED,
+        update_time=now,
+        finish_time=None,
+        scheduled_for=None,
+        budget_start=max((run.count for run in job.runs), default=0),
+    )
+    return Change(again, ("queued",))
 
 
 def _wait(seconds: float) -> float:

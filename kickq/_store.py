@@ -30,6 +30,7 @@ from ._connection import Client
 from ._job import (
     STATES,
     Job,
+    State,
     encode,
     from_record,
     new_jobs_event_parts,
@@ -37,7 +38,7 @@ from ._job import (
     to_record,
     version_of,
 )
-from ._keys import PARTITIONS, Keys, partition_of_id, partition_of_name
+from ._keys import PARTITIONS, RUN_TIMES, Keys, partition_of_id, partition_of_name
 from ._outage import NODE_DOWN, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
@@ -56,6 +57,14 @@ def _flat(record: Mapping[str, str]) -> list[str]:
 
 def _as_dict(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def checked(results: Sequence[Any]) -> list[Any]:
+    """The replies of a pipeline, or the first error among them raised."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return list(results)
 
 
 @attrs.frozen
@@ -110,6 +119,7 @@ class Store:
         self._purge = client.register_script(_load("purge"))
         self._delete = client.register_script(_load("delete"))
         self._quarantine = client.register_script(_load("quarantine"))
+        self._pause = client.register_script(_load("pause"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -198,13 +208,20 @@ class Store:
             del shared[field]
         channels = [self.keys.event(event) for event in changes[0].events]
         wake = self.keys.wake(first.name)
-        args: list[Any] = [where, score, wake, keys.job_prefix, len(channels), *channels]
+        now_us = clock.to_us(first.update_time or clock.now())
+        args: list[Any] = [where, score, wake, keys.job_prefix, now_us, len(channels), *channels]
         args += [json.dumps(_flat(shared)), *new_jobs_event_parts(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)
             args += [job.id, data_json, encode(job.unique_key), lock]
-        return self._create, [keys.scheduled, keys.queue(first.name)], args
+        call_keys = [
+            keys.scheduled,
+            keys.queue(first.name),
+            keys.index("delayed", first.name),
+            keys.names,
+        ]
+        return self._create, call_keys, args
 
     def parse_created(self, reply: Any) -> StoredJob | Damaged | Exception | None:
         """What a create call returned for one job: None when it was saved (or was there
@@ -217,38 +234,48 @@ class Store:
         return decode(holder, _as_dict(flat))
 
     def transition_call(
-        self,
-        change: lifecycle.Change,
-        version: int,
-        purge_timeout: float,
-        previous: Mapping[str, str] | None = None,
+        self, change: lifecycle.Change, stored: StoredJob, purge_timeout: float
     ) -> ScriptCall:
-        """The call applying `change` if the record is still at `version`.
-
-        With the `previous` record (as read), only the fields that changed are written, and
-        the event is assembled from the field texts: nothing is encoded twice.
-        """
-        job = change.job
+        """The call applying `change` to the job as `stored`, if its record is still at that
+        version: only the fields that changed are written, and the event is assembled from
+        the field texts (nothing is encoded twice). The indexes and the stats of the job's
+        name follow in the same step."""
+        job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
-        if previous is None:
-            record = merged = to_record(job)
-        else:
-            fresh = to_record(job, previous.get("data", "null"))
-            record = {name: text for name, text in fresh.items() if previous.get(name) != text}
-            merged = {**previous, **fresh}
+        fresh = to_record(job, previous.get("data", "null"))
+        record = {name: text for name, text in fresh.items() if previous.get(name) != text}
+        merged = {**previous, **fresh}
         channels = [self.keys.event(event) for event in change.events]
         if change.finished:
             channels.append(self.keys.done(job.id))
         message = record_event_json(merged, job.total_process_time)
         wake = self.keys.wake(job.name)
-        args = [version, job.id, where, score, wake, message, len(channels)]
+        before = stored.job.state
+        run_ended = before is State.PROCESSING and job.state is not State.PROCESSING
+        args = [
+            stored.version,
+            job.id,
+            where,
+            score,
+            wake,
+            message,
+            clock.to_us(job.update_time or clock.now()),
+            job.state.value if job.complete else "",
+            encode(job.runs[-1].process_time) if run_ended and job.runs else "",
+            RUN_TIMES,
+            len(channels),
+        ]
         call_keys = [
             keys.job(job.id),
             keys.processing,
             keys.scheduled,
             keys.finished,
             keys.queue(job.name),
+            keys.index(before.value, job.name),
+            keys.index(job.state.value, job.name),
+            keys.minutes(job.name),
+            keys.times(job.name),
         ]
         return self._transition, call_keys, [*args, *channels, json.dumps(_flat(record))]
 
@@ -256,12 +283,9 @@ class Store:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""
         now = clock.now()
         part = self.keys_of_name(names[0])
-        keys = [
-            part.processing,
-            part.scheduled,
-            part.finished,
-            *(part.queue(name) for name in names),
-        ]
+        keys = [part.processing, part.scheduled, part.finished, part.paused]
+        for name in names:
+            keys += [part.queue(name), part.index("processing", name)]
         args = [
             part.job_prefix,
             clock.to_ms(now),
@@ -269,6 +293,8 @@ class Store:
             count,
             part.damaged_prefix,
             self.keys.done(""),
+            clock.to_us(now),
+            *names,
         ]
         return self._claim, keys, args
 
@@ -332,10 +358,20 @@ class Store:
         return decode(job_id, record)
 
     def delete(self, job_id: str) -> bool:
+        return bool(self.run(self.delete_call(job_id)))
+
+    def delete_call(self, job_id: str) -> ScriptCall:
+        """The call deleting a job in any state (1 if it existed, else 0)."""
         keys = self.keys_of(job_id)
         call_keys = [keys.job(job_id), keys.scheduled, keys.processing, keys.finished]
-        args = [job_id, self.keys.event("delete"), self.keys.done(job_id), *keys.queue_affixes]
-        return bool(self.run((self._delete, call_keys, args)))
+        args = [
+            job_id,
+            self.keys.event("delete"),
+            self.keys.done(job_id),
+            *keys.queue_affixes,
+            keys.index_prefix,
+        ]
+        return self._delete, call_keys, args
 
     def due(self, now_ms: int, limit: int) -> Due:
         """What is due in every partition (up to `limit` ids of each kind per partition)."""
@@ -344,7 +380,7 @@ class Store:
             for keys in self.partitions
         ]
         total = Due([], [], False, None)
-        for reply in self._run_all(calls):
+        for reply in self.run_all(calls):
             scheduled, overdue, purge, earliest = reply
             total.scheduled.extend(scheduled)
             total.overdue.extend(overdue)
@@ -359,17 +395,18 @@ class Store:
         """Purge up to `limit` due jobs in each partition; returns the most one purged."""
         delete_channel = self.keys.event("delete")
         calls: list[ScriptCall] = [
-            (self._purge, [keys.finished], [now_ms, limit, keys.job_prefix, delete_channel])
+            (
+                self._purge,
+                [keys.finished],
+                [now_ms, limit, keys.job_prefix, delete_channel, keys.index_prefix],
+            )
             for keys in self.partitions
         ]
-        return max(int(purged) for purged in self._run_all(calls))
+        return max(int(purged) for purged in self.run_all(calls))
 
-    def _run_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        results = self.run_batch(calls)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results
+    def run_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run script calls in one round trip; the first error among them is raised."""
+        return checked(self.run_batch(calls))
 
     def quarantine(self, damaged: Damaged) -> bool:
         """Move an undecodable record aside (to `<ns>:damaged:<id>`) so no worker trips on it."""
@@ -381,5 +418,17 @@ class Store:
             keys.processing,
             keys.finished,
         ]
-        args = [damaged.job_id, damaged.error, self.keys.done(damaged.job_id)]
+        args = [
+            damaged.job_id,
+            damaged.error,
+            self.keys.done(damaged.job_id),
+            keys.index_prefix,
+            *keys.queue_affixes,
+        ]
         return bool(self.run((self._quarantine, call_keys, args)))
+
+    def pause_call(self, name: str, action: str) -> ScriptCall:
+        """The call pausing (`action` "pause") or resuming ("resume") a job name."""
+        keys = self.keys_of_name(name)
+        call_keys = [keys.paused, keys.names, keys.queue(name)]
+        return self._pause, call_keys, [action, name, self.keys.wake(name)]

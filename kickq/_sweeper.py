@@ -37,12 +37,14 @@ class Sweeper:
         interval_for: lifecycle.IntervalFor,
         purge_timeout: Callable[[], float],
         quarantine: Callable[[Damaged], None],
+        heartbeat: Callable[[datetime.datetime], None] = lambda now: None,
     ) -> None:
         self._store = store
         self._waits = waits
         self._interval_for = interval_for
         self._purge_timeout = purge_timeout
         self._quarantine = quarantine
+        self._heartbeat = heartbeat
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -114,6 +116,7 @@ class Sweeper:
             if self._ticked:
                 self._next_tick_ms = NEVER  # nudges during the tick lower it again
         if self._ticked:
+            self._heartbeat(now)
             earliest_ms, more = self.tick(now)
             with self._lock:
                 self._next_tick_ms = min(
@@ -137,22 +140,14 @@ class Sweeper:
         for loaded in store.load_many(due.scheduled):
             change = self._decide(loaded, lambda job: lifecycle.promote(job, now))
             if change is not None and isinstance(loaded, StoredJob):
-                calls.append(
-                    store.transition_call(
-                        change, loaded.version, self._purge_timeout(), previous=loaded.record
-                    )
-                )
+                calls.append(store.transition_call(change, loaded, self._purge_timeout()))
         for loaded in store.load_many(due.overdue):
             change = self._decide(
                 loaded,
                 lambda job: lifecycle.end_run(job, lifecycle.Ghosted(), now, self._interval_for),
             )
             if change is not None and isinstance(loaded, StoredJob):
-                calls.append(
-                    store.transition_call(
-                        change, loaded.version, self._purge_timeout(), previous=loaded.record
-                    )
-                )
+                calls.append(store.transition_call(change, loaded, self._purge_timeout()))
         refused = [result for result in store.run_batch(calls) if isinstance(result, Exception)]
         purged = store.purge(now_ms, BATCH) if due.purge else 0
         if refused:  # what Redis refused stays due: back off, then try again

@@ -13,6 +13,7 @@ import concurrent.futures
 import datetime
 import functools
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -85,8 +86,10 @@ class Worker:
     def __init__(
         self, names: Sequence[str], handler: Handler, concurrent_jobs: int, context: WorkerContext
     ) -> None:
+        self.id = secrets.token_hex(8)
         self.names = tuple(names)
         self.concurrent_jobs = concurrent_jobs
+        self.started = clock.now()
         self._handler = handler
         self._context = context
         self._lock = threading.Lock()
@@ -227,9 +230,7 @@ class Worker:
             claimed = running.claimed
             change = lifecycle.end_run(claimed.job, outcome, now, self._context.interval_for)
             if change is not None:
-                call = self._context.store.transition_call(
-                    change, claimed.version, purge, previous=claimed.record
-                )
+                call = self._context.store.transition_call(change, claimed, purge)
                 endings.append(Ending(change, call))
         return endings, free
 

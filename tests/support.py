@@ -275,6 +275,11 @@ def queue_key(name: str) -> str:
     return kickq._runtime.get().store.keys_of_name(name).queue(name)
 
 
+def names_key(name: str) -> str:
+    """The Redis key of the set of job names holding `name`, on a single node or a cluster."""
+    return kickq._runtime.get().store.keys_of_name(name).names
+
+
 def all_keys(client: Any, pattern: str = "*") -> list[str]:
     """Every key matching `pattern`, on every node, sorted."""
     if isinstance(client, redis.RedisCluster):

@@ -91,7 +91,9 @@ def test_a_name_that_is_not_utf8_fails_alone_among_1000_creates(r: Any) -> None:
     jobs = [future.result(10) for future in futures]
     assert sorted(job.data for job in jobs) == list(range(1000))
     assert sum(1 for key in all_keys(r) if ":job:" in key) == 1000
-    assert not [key for key in all_keys(r) if ":job:" not in key and "fine" not in key]
+    others = [key for key in all_keys(r) if ":job:" not in key and "fine" not in key]
+    assert [key for key in others if not key.endswith(":names")] == []
+    assert kickq.jobs().count().result(5) == 1000 and set(kickq.stats().result(5)) == {"fine"}
 
 
 def test_names_and_namespaces_that_are_not_utf8_are_refused_everywhere() -> None:

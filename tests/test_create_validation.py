@@ -10,7 +10,7 @@ import pytest
 import redis
 
 import kickq
-from support import all_keys, job_key, queue_key, wait_until
+from support import all_keys, job_key, names_key, queue_key, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
@@ -29,8 +29,9 @@ def settle_and_keys(r: redis.Redis) -> list[str]:
     """
     job = kickq.create(VALID, {"ok": True}).result(5)
     wait_until(lambda: r.exists(job_key(job.id)), timeout=5, what="the valid job's record")
-    expected = sorted([job_key(job.id), queue_key(VALID)])
+    expected = sorted([job_key(job.id), queue_key(VALID), names_key(VALID)])
     assert all_keys(r) == expected
+    assert r.smembers(names_key(VALID)) == {VALID}
     return expected
 
 

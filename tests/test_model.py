@@ -173,7 +173,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         expected = self.expected_end(held)
         change = lifecycle.end_run(held.claimed.job, outcome, self.now(), interval_for)
         assert change is not None
-        call = self.store.transition_call(change, held.claimed.version, PURGE_S)
+        call = self.store.transition_call(change, held.claimed, PURGE_S)
         assert self.store.run(call) == expected
         if expected:
             self.end(self.jobs[held.claimed.job.id], kind)
@@ -260,7 +260,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             held.claimed.job, lifecycle.Succeeded("late"), self.now(), interval_for
         )
         assert change is not None
-        call = self.store.transition_call(change, held.claimed.version, PURGE_S)
+        call = self.store.transition_call(change, held.claimed, PURGE_S)
         assert self.store.run(call) == 0
 
     @rule(seconds=TIME_STEPS)
@@ -290,12 +290,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert isinstance(loaded, StoredJob)
             change = lifecycle.promote(loaded.job, now)
             assert change is not None
-            calls.append(self.store.transition_call(change, loaded.version, PURGE_S))
+            calls.append(self.store.transition_call(change, loaded, PURGE_S))
         for loaded in self.store.load_many(due.overdue):
             assert isinstance(loaded, StoredJob)
             change = lifecycle.end_run(loaded.job, lifecycle.Ghosted(), now, interval_for)
             assert change is not None
-            calls.append(self.store.transition_call(change, loaded.version, PURGE_S))
+            calls.append(self.store.transition_call(change, loaded, PURGE_S))
         assert self.store.run_batch(calls) == [1] * len(calls)
         purged = self.store.purge(now_ms, BATCH) if due.purge else 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import redis
 from freezegun import freeze_time
 
 import kickq
-from support import RedisServer, dbsize, index_size, job_key, wait_until
+from support import RedisServer, all_keys, dbsize, index_size, job_key, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -284,6 +285,14 @@ def test_many_finished_jobs_purge_down_to_no_keys(r: redis.Redis) -> None:
         kickq.process("bulk", lambda job, data: None, concurrent_jobs=50)
         [future.result(30) for future in kickq.create_many("bulk", range(n))]
         wait_until(lambda: index_size(r, "finished") == n, timeout=120, what="all finished")
-        assert dbsize(r) == n + 1  # n records and the finished index
+        # n records, the finished and success indexes, the name's bounded stats (the set of
+        # names, its completions per minute and its last process times) and the workers
+        assert dbsize(r) == n + 6
         frozen.move_to(later(601))
-        wait_until(lambda: dbsize(r) == 0, timeout=60, what="everything purged")
+        wait_until(lambda: dbsize(r) == 4, timeout=60, what="everything purged")
+        assert sorted(re.sub(r"^kickq:(\{.\}:)?", "", key) for key in all_keys(r)) == [
+            "minutes:{bulk}",
+            "names",
+            "times:{bulk}",
+            "workers",
+        ]

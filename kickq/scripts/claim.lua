@@ -7,14 +7,19 @@
 --
 -- KEYS[1]     processing zset (score: the run's deadline in ms)
 -- KEYS[2]     scheduled zset    KEYS[3]  finished zset
--- KEYS[4 ..]  queue zsets, one per job name the worker serves, in the order to take from
---             (lowest score first: the highest priority, then the first in)
+-- KEYS[4]     the set of paused job names: no run of those starts
+-- KEYS[5 ..]  two per job name the worker serves, in the order to take from: its queue zset
+--             (lowest score first: the highest priority, then the first in) and the index of
+--             its processing jobs (scored by the run's start in microseconds; see
+--             transition.lua)
 -- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
 -- ARGV[2]  now in ms
 -- ARGV[3]  now as a JSON string (ISO-8601), stored as update_time and run_start
 -- ARGV[4]  the most jobs to claim
 -- ARGV[5]  damaged key prefix: a record set aside is renamed to ARGV[5] .. id
 -- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside
+-- ARGV[7]  now in microseconds
+-- ARGV[8 ..]  the job names, one per pair of KEYS from KEYS[5]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) };
 --           records set aside, each { id, why } }.
 local claimed, damaged = {}, {}
@@ -63,13 +68,16 @@ end
 -- a damaged index would stop the script half-way: check every key before the first write
 for i = 1, #KEYS do
   local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= 'zset' then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
+  local expected = i == 4 and 'set' or 'zset'
+  if kind ~= 'none' and kind ~= expected then
+    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. expected)
   end
 end
 
-for q = 4, #KEYS do
-  while #claimed < want do
+for q = 5, #KEYS, 2 do
+  local name = ARGV[8 + (q - 5) / 2]
+  local paused = redis.call('SISMEMBER', KEYS[4], name) == 1
+  while not paused and #claimed < want do
     local popped = redis.call('ZPOPMIN', KEYS[q], want - #claimed)
     if #popped == 0 then break end
     for p = 1, #popped, 2 do
@@ -85,6 +93,7 @@ for q = 4, #KEYS do
           redis.call('HINCRBY', key, 'run_count', 1)
           redis.call('HINCRBY', key, 'version', 1)
           redis.call('ZADD', KEYS[1], now + math.floor(timeout * 1000), id)
+          redis.call('ZADD', KEYS[q + 1], ARGV[7], id)
           claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
         end
       end

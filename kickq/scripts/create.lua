@@ -3,13 +3,16 @@
 -- the jobs of a batch share every field but their id, data and unique key.
 --
 -- KEYS[1]  scheduled zset      KEYS[2]  queue zset of the jobs' name
+-- KEYS[3]  the index of the jobs' name's delayed jobs (see transition.lua)
+-- KEYS[4]  the set of job names
 -- ARGV[1]  placement: "queue" | "scheduled"
 -- ARGV[2]  for "queue": the priority (0-9; the score as in transition.lua); for "scheduled":
 --          the due time in ms
 -- ARGV[3]  wake channel, published when the queue was empty before these jobs joined it
 -- ARGV[4]  job key prefix (the key of job <id> is ARGV[4] .. id)
--- ARGV[5]  n, the number of event channels; ARGV[6 .. 5+n] the channels
--- ARGV[6+n]  the shared fields: a JSON array of field, value, field, value ... (one argument
+-- ARGV[5]  now in microseconds: the delayed index's score
+-- ARGV[6]  n, the number of event channels; ARGV[7 .. 6+n] the channels
+-- ARGV[7+n]  the shared fields: a JSON array of field, value, field, value ... (one argument
 --            rather than dozens: packing each costs the client more than decoding costs Redis)
 -- then 4 texts around a job's id, data and unique key in its event message: the message is
 -- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
@@ -20,16 +23,22 @@
 -- that is not complete holds the unique key: then nothing of that job is written. The index
 -- written to is checked before the first write, and each job's keys before its own.
 local queued = ARGV[1] == 'queue'
-local target = queued and KEYS[2] or KEYS[1]
-local kind = redis.call('TYPE', target).ok
-if kind ~= 'none' and kind ~= 'zset' then
-  return redis.error_reply('kickq: ' .. target .. ' is a ' .. kind .. ', not a zset')
+local written = queued and { KEYS[2] } or { KEYS[1], KEYS[3] }
+for _, target in ipairs(written) do
+  local kind = redis.call('TYPE', target).ok
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('kickq: ' .. target .. ' is a ' .. kind .. ', not a zset')
+  end
+end
+local names_kind = redis.call('TYPE', KEYS[4]).ok
+if names_kind ~= 'none' and names_kind ~= 'set' then
+  return redis.error_reply('kickq: ' .. KEYS[4] .. ' is a ' .. names_kind .. ', not a set')
 end
 
-local n = tonumber(ARGV[5])
-local shared = cjson.decode(ARGV[6 + n])
-local head, middle, before_key, tail = unpack(ARGV, 7 + n, 10 + n)
-local first_job = 11 + n
+local n = tonumber(ARGV[6])
+local shared = cjson.decode(ARGV[7 + n])
+local head, middle, before_key, tail = unpack(ARGV, 8 + n, 11 + n)
+local first_job = 12 + n
 
 local function next_score(queue, priority)  -- as in transition.lua
   local band = (9 - tonumber(priority)) * 100000000000000
@@ -78,13 +87,19 @@ for j = first_job, #ARGV, 4 do
       score = score + 1  -- the jobs of one call share a priority: first in, first out
     else
       redis.call('ZADD', KEYS[1], score, id)
+      redis.call('ZADD', KEYS[3], ARGV[5], id)
     end
     local message = head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
-    for i = 6, 5 + n do
+    for i = 7, 6 + n do
       redis.call('PUBLISH', ARGV[i], message)
     end
     results[#results + 1] = 1
     saved = saved + 1
+  end
+end
+if saved > 0 then
+  for i = 1, #shared, 2 do
+    if shared[i] == 'name' then redis.call('SADD', KEYS[4], shared[i + 1]) end
   end
 end
 if was_empty and saved > 0 then

@@ -3,12 +3,16 @@
 -- KEYS[1]  job hash   KEYS[2]  scheduled zset   KEYS[3]  processing zset   KEYS[4]  finished zset
 -- ARGV[1]  job id     ARGV[2]  delete event channel   ARGV[3]  the job's done channel
 -- ARGV[4], ARGV[5]  what goes before and after a job name to make its queue's key
--- The job leaves its queue too, and frees its unique key (the record's `unique_lock`).
+-- ARGV[6]  index key prefix: the index of a job in a state is ARGV[6] .. state .. ':{' .. name .. '}'
+-- The job leaves its queue and its index too, and frees its unique key (the record's
+-- `unique_lock`).
 -- Returns 1 if the job existed, else 0.
 local name = redis.call('HGET', KEYS[1], 'name')
 if not name then return 0 end
 local queue = ARGV[4] .. name .. ARGV[5]
-for _, key in ipairs({ KEYS[2], KEYS[3], KEYS[4], queue }) do  -- before the first write
+local state = redis.call('HGET', KEYS[1], 'state') or 'none'
+local index = ARGV[6] .. state .. ':{' .. name .. '}'
+for _, key in ipairs({ KEYS[2], KEYS[3], KEYS[4], queue, index }) do  -- before the first write
   local kind = redis.call('TYPE', key).ok
   if kind ~= 'none' and kind ~= 'zset' then
     return redis.error_reply('kickq: ' .. key .. ' is a ' .. kind .. ', not a zset')
@@ -19,6 +23,7 @@ if lock and redis.call('GET', lock) == ARGV[1] then
   redis.call('DEL', lock)
 end
 redis.call('ZREM', queue, ARGV[1])
+redis.call('ZREM', index, ARGV[1])
 redis.call('DEL', KEYS[1])
 for i = 2, 4 do
   redis.call('ZREM', KEYS[i], ARGV[1])

@@ -4,11 +4,24 @@
 -- KEYS[4]  processing zset   KEYS[5]  finished zset
 -- ARGV[1]  job id     ARGV[2]  why it could not be decoded
 -- ARGV[3]  the job's done channel: "damaged" is published there, so that waits end
+-- ARGV[4]  index key prefix; ARGV[5], ARGV[6] what goes before and after a job name to make
+--          its queue's key: when the record still names its job, the job leaves them all
 -- Returns 1 if a record was moved, else 0.
+local STATES = { 'delayed', 'processing', 'retry', 'ghost', 'success', 'fail' }
 for i = 3, 5 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local name = redis.call('TYPE', KEYS[1]).ok == 'hash' and redis.call('HGET', KEYS[1], 'name')
+if name then
+  local indexes = { ARGV[5] .. name .. ARGV[6] }
+  for _, state in ipairs(STATES) do
+    indexes[#indexes + 1] = ARGV[4] .. state .. ':{' .. name .. '}'
+  end
+  for _, index in ipairs(indexes) do
+    if redis.call('TYPE', index).ok == 'zset' then redis.call('ZREM', index, ARGV[1]) end
+  end
+end
 redis.call('RENAME', KEYS[1], KEYS[2])
 if redis.call('TYPE', KEYS[2]).ok == 'hash' then
   redis.call('HSET', KEYS[2], 'damaged_error', ARGV[2])

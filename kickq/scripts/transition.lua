@@ -4,6 +4,10 @@
 --
 -- KEYS[1]  job hash            KEYS[2]  processing zset     KEYS[3]  scheduled zset
 -- KEYS[4]  finished zset       KEYS[5]  queue zset of the job's name
+-- KEYS[6]  the index of the job's name and state before the change (for queued: the queue)
+-- KEYS[7]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
+--          the update time (microseconds); for queued, the queue again (the job's place there is enough)
+-- KEYS[8]  the name's per-minute completions hash   KEYS[9]  the name's run process times list
 -- ARGV[1]  expected version
 -- ARGV[2]  job id
 -- ARGV[3]  placement: "queue" | "scheduled" | "finished"
@@ -11,21 +15,28 @@
 --          or the purge time ("finished")
 -- ARGV[5]  wake channel, published when the queue was empty before this job joined it
 -- ARGV[6]  message published on each channel: the job as JSON
--- ARGV[7]  n, the number of channels; ARGV[8 .. 7+n] the channels
--- ARGV[8+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
+-- ARGV[7]  now in microseconds: the new index's score, and the minute a completion counts in
+-- ARGV[8]  "success" or "fail" when the job completes (counted in KEYS[8]), else ""
+-- ARGV[9]  the process time (s) of the run this change ends (kept in KEYS[9]), else ""
+-- ARGV[10] how many process times KEYS[9] keeps
+-- ARGV[11] n, the number of channels; ARGV[12 .. 11+n] the channels
+-- ARGV[12+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
 -- A queued job's score is (9 - priority) * 1e14, plus one more than the last job queued with
 -- that priority: the lowest is claimed first, so higher priorities first, and first in, first
 -- out within one. A job that completes frees its unique key (the record's `unique_lock`).
+-- KEYS[8] holds one field per minute of the hour (minute % 60): "<epoch minute>:<succeeded>:
+-- <failed>", a field of an older minute starting again from zero: 60 fields at most.
 -- Returns 1 when applied, 0 when the record changed meanwhile. Every key is checked before the
 -- first write, so that an error leaves nothing changed.
 local version = redis.call('HGET', KEYS[1], 'version')
 if version ~= ARGV[1] then
   return 0
 end
-for i = 2, 5 do
+local TYPES = { 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'hash', 'list' }
+for i = 2, 9 do
   local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= 'zset' then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a zset')
+  if kind ~= 'none' and kind ~= TYPES[i - 1] then
+    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. TYPES[i - 1])
   end
 end
 
@@ -36,15 +47,42 @@ local function next_score(queue, priority)
   return last[2] and tonumber(last[2]) + 1 or band
 end
 
-local n = tonumber(ARGV[7])
+local function count_completion(outcome)
+  local minute = math.floor(tonumber(ARGV[7]) / 60000000)
+  local slot = minute % 60
+  local succeeded, failed = 0, 0
+  local held = redis.call('HGET', KEYS[8], slot)
+  if held then
+    local at, s, f = string.match(held, '^(%d+):(%d+):(%d+)$')
+    if tonumber(at) == minute then succeeded, failed = tonumber(s), tonumber(f) end
+  end
+  if outcome == 'success' then succeeded = succeeded + 1 else failed = failed + 1 end
+  redis.call('HSET', KEYS[8], slot, minute .. ':' .. succeeded .. ':' .. failed)
+end
+
+local n = tonumber(ARGV[11])
 local lock = redis.call('HGET', KEYS[1], 'unique_lock')
-local fields = cjson.decode(ARGV[8 + n])
+local fields = cjson.decode(ARGV[12 + n])
 if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[2])
+if ARGV[3] ~= 'queue' then
+  redis.call('ZADD', KEYS[7], ARGV[7], ARGV[2])
+end
+if ARGV[3] ~= 'finished' then  -- a job requeued after it failed
+  redis.call('ZREM', KEYS[4], ARGV[2])
+end
+if ARGV[8] ~= '' then
+  count_completion(ARGV[8])
+end
+if ARGV[9] ~= '' then
+  redis.call('LPUSH', KEYS[9], ARGV[9])
+  redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[10]) - 1)
+end
 
 if ARGV[3] == 'queue' then
   local score = next_score(KEYS[5], ARGV[4])
@@ -61,7 +99,7 @@ else
   end
 end
 
-for i = 8, 7 + n do
+for i = 12, 11 + n do
   redis.call('PUBLISH', ARGV[i], ARGV[6])
 end
 return 1

@@ -28,8 +28,11 @@ from ._errors import (
     SerializationError,
 )
 from ._future import KickqFuture
+from ._heartbeats import WorkerInfo
 from ._job import Job, JobFailed, Run, State
+from ._query import JobQuery, jobs, requeue
 from ._retries import backoff
+from ._stats import NameStats, pause, resume, stats, workers
 from ._worker import Worker
 
 __version__ = "0.1.0"
@@ -41,13 +44,16 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobNotFound",
+    "JobQuery",
     "KickqError",
     "KickqFuture",
+    "NameStats",
     "RedisUnavailable",
     "Run",
     "SerializationError",
     "State",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "backoff",
     "config",
@@ -55,9 +61,15 @@ __all__ = [
     "create_many",
     "delete",
     "get",
+    "jobs",
     "on",
+    "pause",
     "process",
+    "requeue",
     "reset",
+    "resume",
+    "stats",
     "use",
     "wait",
+    "workers",
 ]

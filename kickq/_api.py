@@ -189,7 +189,7 @@ def _check_id(job_id: object) -> str:
     return job_id
 
 
-def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
+def in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
     try:
         engine = runtime.get()
     except Exception as exc:  # e.g. a Redis Cluster that cannot be reached to learn its layout
@@ -210,7 +210,7 @@ def _in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
     return future
 
 
-def _not_found(job_id: str) -> JobNotFound:
+def not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"no job with id {job_id!r}")
 
 
@@ -224,10 +224,10 @@ def _unknown_id(outcome: Any) -> KickqFuture[Any]:
             raise outcome
         return outcome
 
-    return _in_background(check)
+    return in_background(check)
 
 
-def _about(job_id: object, if_unknown: Any, work: Callable[[runtime.Runtime], Any]) -> Any:
+def about(job_id: object, if_unknown: Any, work: Callable[[runtime.Runtime], Any]) -> Any:
     """`work` in the background for a job id; an id kickq cannot have made gets `if_unknown`."""
     try:
         _check_id(job_id)
@@ -235,7 +235,7 @@ def _about(job_id: object, if_unknown: Any, work: Callable[[runtime.Runtime], An
         return failed(exc)
     if not is_job_id(str(job_id)):
         return _unknown_id(if_unknown)
-    return _in_background(work)
+    return in_background(work)
 
 
 def get(job_id: str) -> KickqFuture[Job]:
@@ -244,18 +244,18 @@ def get(job_id: str) -> KickqFuture[Job]:
     def load(engine: runtime.Runtime) -> Job:
         found = engine.store.load(job_id)
         if found is None:
-            raise _not_found(job_id)
+            raise not_found(job_id)
         if isinstance(found, Damaged):
             raise DamagedRecord(job_id, found.error)
         return found.job
 
-    future: KickqFuture[Job] = _about(job_id, _not_found(str(job_id)), load)
+    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), load)
     return future
 
 
 def delete(job_id: str) -> KickqFuture[bool]:
     """Delete a job in any state; resolves True if it existed. It will not run afterwards."""
-    future: KickqFuture[bool] = _about(job_id, False, lambda e: e.store.delete(job_id))
+    future: KickqFuture[bool] = about(job_id, False, lambda e: e.store.delete(job_id))
     return future
 
 
@@ -271,7 +271,7 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
     except (TypeError, ValueError) as exc:
         return failed(exc)
     if not is_job_id(job_id):
-        return _unknown_id(_not_found(job_id))
+        return _unknown_id(not_found(job_id))
     try:
         engine = runtime.get()
     except Exception as exc:

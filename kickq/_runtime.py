@@ -7,6 +7,7 @@ connecting (and starting the embedded server) happens in the background threads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -24,6 +25,7 @@ from ._dispatcher import Call, Dispatcher
 from ._errors import DamagedRecord
 from ._future import KickqFuture, LoopThread, reject, resolve
 from ._handlers import Handler
+from ._heartbeats import Heartbeats
 from ._job import Job, State
 from ._listener import Listener
 from ._outage import translate
@@ -56,7 +58,15 @@ class Runtime:
         self._lock = threading.Lock()
         self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
-        self.sweeper = Sweeper(self.store, self.waits, interval_for, purge_timeout, self.quarantine)
+        self.heartbeats = Heartbeats(self.store, self._live_workers)
+        self.sweeper = Sweeper(
+            self.store,
+            self.waits,
+            interval_for,
+            purge_timeout,
+            self.quarantine,
+            self.heartbeats.beat,
+        )
         self.waits.on_deadline = self.sweeper.wake_by
 
     def start(self) -> Runtime:
@@ -114,7 +124,14 @@ class Runtime:
         with self._lock:
             self._workers = [w for w in self._workers if not w.stopped]
             self._workers.append(worker)
-        return worker.start()
+        worker.start()
+        self.heartbeats.soon()
+        self.sweeper.nudge(clock.to_ms(clock.now()))  # a tick now: the heartbeat goes out
+        return worker
+
+    def _live_workers(self) -> list[Worker]:
+        with self._lock:
+            return list(self._workers)
 
     def _context(self) -> WorkerContext:
         return WorkerContext(
@@ -153,6 +170,9 @@ class Runtime:
             worker.stop(worker_timeout)
         self.waits.cancel_all()
         self.sweeper.stop()
+        if workers:
+            with contextlib.suppress(Exception):  # else they leave workers() within 30 s
+                self.heartbeats.forget()
         self.dispatcher.stop()
         self.listener.stop()
         self.pool.stop()

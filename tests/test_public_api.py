@@ -144,6 +144,16 @@ DOCUMENTED = {
     "backoff",
     "use",
     "__version__",
+    # part two: inspect and repair, stats, workers, pause
+    "jobs",
+    "JobQuery",
+    "requeue",
+    "stats",
+    "NameStats",
+    "workers",
+    "WorkerInfo",
+    "pause",
+    "resume",
 }
 PUBLIC_SUBMODULES: set[str] = set()  # the documented ones only (none in this release)
 

@@ -1,0 +1,194 @@
+"""Inspect and repair: `kickq.jobs(...)` with count, list, requeue and delete; `kickq.requeue`.
+
+Counts and pages read the indexes (_indexes.py). Repairs decide in Python and apply each job's
+change with its own script call, fenced by the record's version like every other transition:
+a job that changed meanwhile is left as it now is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from . import _clock as clock
+from . import _config as config
+from . import _indexes as indexes
+from . import _lifecycle as lifecycle
+from . import _runtime as runtime
+from ._api import about, in_background, not_found
+from ._errors import ConfigError, DamagedRecord
+from ._future import KickqFuture, failed
+from ._job import Job, State
+from ._keys import SEEN_STATES
+from ._store import Damaged, Store, StoredJob
+
+PAGE = 200  # jobs to one round trip of a bulk repair
+ATTEMPTS = 5  # a job that keeps changing under a requeue is reported, not chased for ever
+
+
+def _check_states(state: object) -> tuple[str, ...]:
+    if state is None:
+        return SEEN_STATES
+    values = [state] if isinstance(state, (str, State)) else state
+    if not isinstance(values, Iterable):
+        raise TypeError(f"state must be a State, a str or a list of them, not {state!r}")
+    checked = []
+    for value in values:
+        try:
+            checked.append(State(value).value)
+        except ValueError:
+            known = ", ".join(s.value for s in State)
+            raise ConfigError(f"unknown state {value!r}; states are {known}") from None
+    if not checked:
+        raise ConfigError("state must name at least one state")
+    return tuple(dict.fromkeys(checked))
+
+
+def _check_names(name: object) -> tuple[str, ...] | None:
+    if name is None:
+        return None
+    values = [name] if isinstance(name, str) else name
+    if not isinstance(values, Iterable):
+        raise TypeError(f"name must be a str or a list of str, not {name!r}")
+    checked = tuple(dict.fromkeys(config.check_job_name(value) for value in values))
+    if not checked:
+        raise ConfigError("name must name at least one job name")
+    return checked
+
+
+def _check_count(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, got {value}")
+    return value
+
+
+class JobQuery:
+    """The jobs of some names in some states, as `kickq.jobs()` selects them. Every method
+    returns a KickqFuture; none blocks or raises."""
+
+    def __init__(self, names: tuple[str, ...] | None, states: tuple[str, ...]) -> None:
+        self.names = names  # None: every name
+        self.states = states
+
+    def __repr__(self) -> str:
+        return f"JobQuery(name={self.names!r}, state={self.states!r})"
+
+    def _names(self, store: Store) -> Sequence[str]:
+        return self.names if self.names is not None else indexes.names(store)
+
+    def count(self) -> KickqFuture[int]:
+        """How many jobs match: O(1) per name and state."""
+
+        def count(engine: runtime.Runtime) -> int:
+            found = indexes.counts(engine.store, self._names(engine.store), self.states)
+            return sum(sum(row) for row in found)
+
+        return in_background(count)
+
+    def list(self, limit: int = 50, offset: int = 0) -> KickqFuture[list[Job]]:
+        """One page of the matching jobs, most recently updated first (a job that changes
+        between two pages may show on both or neither)."""
+        try:
+            limit = _check_count("limit", limit)
+            offset = _check_count("offset", offset)
+        except (TypeError, ValueError) as exc:
+            return failed(exc)
+
+        def page(engine: runtime.Runtime) -> list[Job]:
+            store = engine.store
+            job_ids = indexes.newest_ids(store, self._names(store), self.states, offset, limit)
+            return [
+                loaded.job for loaded in store.load_many(job_ids) if isinstance(loaded, StoredJob)
+            ]
+
+        return in_background(page)
+
+    def requeue(self) -> KickqFuture[int]:
+        """Queue again every matching job that failed for good; resolves to how many were."""
+        if "fail" not in self.states:
+            return in_background(lambda engine: 0)
+
+        def requeue_all(engine: runtime.Runtime) -> int:
+            before_us = clock.to_us(clock.now())  # a job failing again meanwhile is left alone
+            return sum(_requeue_name(engine, name, before_us) for name in self._names(engine.store))
+
+        return in_background(requeue_all)
+
+    def delete(self) -> KickqFuture[int]:
+        """Delete every matching job, as `kickq.delete(id)` does; resolves to how many were."""
+
+        def delete_all(engine: runtime.Runtime) -> int:
+            names = self._names(engine.store)
+            return sum(_delete_index(engine.store, n, s) for n in names for s in self.states)
+
+        return in_background(delete_all)
+
+
+def jobs(name: str | Iterable[str] | None = None, state: Any = None) -> JobQuery:
+    """Select jobs by name (a str or a list; all names if None) and state (a State, its
+    value, or a list; every state if None), to count, list, requeue or delete them."""
+    return JobQuery(_check_names(name), _check_states(state))
+
+
+def _requeue_name(engine: runtime.Runtime, name: str, before_us: int) -> int:
+    """Requeue the jobs of `name` that failed for good at or before `before_us`, a page at a
+    time; a job that changed meanwhile is skipped."""
+    store, requeued, skipped = engine.store, 0, 0
+    while job_ids := indexes.oldest_ids(store, name, "fail", before_us, skipped + PAGE)[skipped:]:
+        now = clock.now()
+        calls, gone = [], []
+        for job_id, loaded in zip(job_ids, store.load_many(job_ids), strict=True):
+            change = lifecycle.requeue(loaded.job, now) if isinstance(loaded, StoredJob) else None
+            if loaded is None:
+                gone.append(job_id)
+            elif change is None or not isinstance(loaded, StoredJob):
+                skipped += 1
+            else:
+                calls.append(store.transition_call(change, loaded, 0.0))
+        indexes.drop_ids(store, name, "fail", gone)
+        results = store.run_all(calls)
+        requeued += sum(1 for result in results if result)
+        skipped += sum(1 for result in results if not result)
+    return requeued
+
+
+def _delete_index(store: Store, name: str, state: str) -> int:
+    """Delete the jobs of `name` in `state`, a page at a time: as many as the index held when
+    it started, so that jobs arriving all the while cannot keep it going."""
+    (total,), deleted, seen = indexes.counts(store, [name], [state])[0], 0, 0
+    while seen < total and (job_ids := indexes.first_ids(store, name, state, PAGE)):
+        job_ids = job_ids[: total - seen]
+        results = store.run_all([store.delete_call(job_id) for job_id in job_ids])
+        gone = [job_id for job_id, done in zip(job_ids, results, strict=True) if not done]
+        indexes.drop_ids(store, name, state, gone)
+        deleted += sum(1 for done in results if done)
+        seen += len(job_ids)
+    return deleted
+
+
+def requeue(job_id: str) -> KickqFuture[Job]:
+    """Queue a job that failed for good again, with fresh retry and ghost budgets; its runs
+    stay. Fails with ValueError if it has not failed for good, JobNotFound if unknown."""
+
+    def requeue_one(engine: runtime.Runtime) -> Job:
+        store = engine.store
+        for _ in range(ATTEMPTS):
+            loaded = store.load(job_id)
+            if loaded is None:
+                raise not_found(job_id)
+            if isinstance(loaded, Damaged):
+                raise DamagedRecord(job_id, loaded.error)
+            change = lifecycle.requeue(loaded.job, clock.now())
+            if change is None:
+                raise ValueError(
+                    f"job {job_id} has not failed for good (it is {loaded.job.state.value}): "
+                    "only such a job can be requeued"
+                )
+            if store.run(store.transition_call(change, loaded, 0.0)):
+                return change.job
+        raise ValueError(f"job {job_id} kept changing; it was not requeued")
+
+    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), requeue_one)
+    return future

@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._future import KickqFuture
 from ._job import Job, JobFailed, Run, State
+from ._processors import processor, start
 from ._retries import backoff
 from ._worker import Worker
 
@@ -57,7 +58,9 @@ __all__ = [
     "get",
     "on",
     "process",
+    "processor",
     "reset",
+    "start",
     "use",
     "wait",
 ]

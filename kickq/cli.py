@@ -1,6 +1,7 @@
-"""The `kickq` command (also `python -m kickq`): argument parsing, the public API, printing.
+"""The `kickq` command (also `python -m kickq`): a small function per command, and main().
 
-Every command is one small function registered with `@command(name, help, arg(...), ...)`. A
+Every command is one function registered with `@command(name, help, arg(...), ...)` (see
+`_cli_parser`, which builds the parser; `_cli_output` prints; `_cli_worker` runs workers). A
 command that talks to Redis calls `_connect(args)` first (its `--redis-url` and `--namespace`,
 else KICKQ_REDIS_URL, else the embedded Redis), waits on each future with `_wait()`, prints a
 table (`_cli_output`) or, with `--json`, JSON with the API's field names, and raises `Failure`
@@ -13,113 +14,24 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import math
-import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
-
-import attrs
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import kickq
 
 from . import _cli_output as out
+from . import _cli_parser as cli_parser
 from . import _cli_worker as worker_cli
 from . import _embedded as embedded
+from ._cli_parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
 
-PROG = "kickq"
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 WAIT = 30.0  # seconds a command waits for Redis before it gives up
 T = TypeVar("T")
 
 
-class Failure(Exception):
-    """The command could not do what was asked: one line on stderr, exit `status`."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2), as every failure is."""
-
-    def error(self, message: str) -> NoReturn:
-        out.error_line(self.prog, f"{message} (see {self.prog} --help)")
-        sys.exit(EXIT_USAGE)
-
-
-@attrs.frozen
-class Arg:
-    flags: tuple[str, ...]
-    options: dict[str, Any]
-
-
-def arg(*flags: str, **options: Any) -> Arg:
-    """One argument of a command, as `ArgumentParser.add_argument` takes it."""
-    return Arg(flags, options)
-
-
-@attrs.frozen
-class Command:
-    name: str
-    help: str
-    run: Callable[[argparse.Namespace], int]
-    args: tuple[Arg, ...]
-    connects: bool  # takes --redis-url and --namespace
-    prints: bool  # takes --json
-
-
-COMMANDS: list[Command] = []
-
-
-def command(
-    name: str, help: str, *args: Arg, connects: bool = True, prints: bool = True
-) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    """Register a command: its function gets the parsed arguments and returns the exit status."""
-
-    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS.append(Command(name, help, run, args, connects, prints))
-        return run
-
-    return register
-
-
-def _connection_options() -> _Parser:
-    options = _Parser(add_help=False)
-    options.add_argument(
-        "--redis-url",
-        metavar="URL",
-        help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
-        "embedded Redis)",
-    )
-    options.add_argument("--namespace", help="the redis_namespace to use (default: kickq)")
-    return options
-
-
-def _output_options() -> _Parser:
-    options = _Parser(add_help=False)
-    options.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    return options
-
-
-def parser() -> argparse.ArgumentParser:
-    root = _Parser(prog=PROG, description="kickq: a Redis job queue that lives in your process.")
-    root.add_argument("--version", action="version", version=f"kickq {kickq.__version__}")
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    connection, output = _connection_options(), _output_options()
-    for cmd in COMMANDS:
-        parents = [p for p, on in ((connection, cmd.connects), (output, cmd.prints)) if on]
-        sub = commands.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=parents)
-        for argument in cmd.args:
-            sub.add_argument(*argument.flags, **argument.options)
-        sub.set_defaults(run=cmd.run)
-    return root
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = parser().parse_args(argv)
+    args = cli_parser.parser(kickq.__version__).parse_args(argv)
     prog = f"{PROG} {args.command}"
     out.quiet_library_logs()
     try:
@@ -157,36 +69,6 @@ def _wait(future: concurrent.futures.Future[T]) -> T:
     return future.result()
 
 
-# -- argument types --------------------------------------------------------------------------
-
-
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected job names separated by commas, not {text!r}")
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
-    return value
-
-
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -194,11 +76,21 @@ def _seconds(text: str) -> float:
     "worker",
     "run the processors a module registers with @kickq.processor",
     arg("module", metavar="MODULE", help="dotted module name, imported from the current directory"),
-    arg("--names", type=_names, metavar="A,B", help="only the processors of these job names"),
-    arg("--concurrency", type=_positive_int, metavar="N", help="concurrent_jobs of every worker"),
+    arg(
+        "--names",
+        type=cli_parser.names,
+        metavar="A,B",
+        help="only the processors of these job names",
+    ),
+    arg(
+        "--concurrency",
+        type=cli_parser.positive_int,
+        metavar="N",
+        help="concurrent_jobs of every worker",
+    ),
     arg(
         "--grace",
-        type=_seconds,
+        type=cli_parser.seconds,
         default=30.0,
         metavar="SECONDS",
         help="on SIGINT/SIGTERM, how long running jobs may take to finish (default: 30)",

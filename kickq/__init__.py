@@ -30,6 +30,7 @@ from ._errors import (
 from ._future import KickqFuture
 from ._heartbeats import WorkerInfo
 from ._job import Job, JobFailed, Run, State
+from ._processors import processor, start
 from ._query import JobQuery, jobs, requeue
 from ._retries import backoff
 from ._stats import NameStats, pause, resume, stats, workers
@@ -65,9 +66,11 @@ __all__ = [
     "on",
     "pause",
     "process",
+    "processor",
     "requeue",
     "reset",
     "resume",
+    "start",
     "stats",
     "use",
     "wait",

@@ -288,18 +288,26 @@ def process(names: Names, *args: Any, **options: Any) -> Worker:
         opts, handler = args
     else:
         raise TypeError("process() takes (names, handler) or (names, options, handler)")
+    job_names, concurrent_jobs = check_processor(names, opts, options, "process()")
+    if not callable(handler):
+        raise TypeError(f"a handler must be callable, not {handler!r}")
+    return runtime.get().process(job_names, handler, concurrent_jobs)
+
+
+def check_processor(
+    names: Names, opts: Any, options: Mapping[str, Any], where: str
+) -> tuple[list[str], int]:
+    """The checked names (duplicates dropped) and concurrent_jobs of process() or processor()."""
     job_names = [names] if isinstance(names, str) else list(names)
     if not job_names:
-        raise ConfigError("process() needs at least one job name")
+        raise ConfigError(f"{where} needs at least one job name")
     for job_name in job_names:
         config.check_job_name(job_name)
-    checked = _options(opts, options, config.PROCESS_OPTIONS, "process()")
+    checked = _options(opts, options, config.PROCESS_OPTIONS, where)
     concurrent_jobs = checked.get(
         "concurrent_jobs", config.PROCESS_OPTIONS["concurrent_jobs"].default
     )
-    if not callable(handler):
-        raise TypeError(f"a handler must be callable, not {handler!r}")
-    return runtime.get().process(list(dict.fromkeys(job_names)), handler, concurrent_jobs)
+    return list(dict.fromkeys(job_names)), concurrent_jobs
 
 
 class EventSubscription:

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from . import _clock as clock
+from . import _joblog as joblog
 from . import _lifecycle as lifecycle
 from . import _middleware as middleware
 from ._errors import SerializationError
@@ -250,8 +251,10 @@ class Worker:
                 unsent.append(ending)
             elif not result:
                 log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
-            elif job.state in lifecycle.WAITING and job.scheduled_for is not None:
-                scheduled.append(job.scheduled_for)
+            else:
+                joblog.finished(job)
+                if job.state in lifecycle.WAITING and job.scheduled_for is not None:
+                    scheduled.append(job.scheduled_for)
         self._keep_unsent(unsent)
         if scheduled:
             self._context.on_scheduled(clock.to_ms(min(scheduled)))

@@ -656,6 +656,11 @@ def test_a_binary_pickle_record_is_set_aside_and_kickq_goes_on(
         assert not marker.exists()
 
 
+# `kickq worker MODULE` imports the module its operator names on the command line, as any
+# worker command does; nothing read from Redis ever names code to import.
+OPERATOR_IMPORTS = {"_cli_worker.py"}
+
+
 def _forbidden_uses(path: pathlib.Path) -> list[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
@@ -671,7 +676,11 @@ def _forbidden_uses(path: pathlib.Path) -> list[str]:
             func = node.func
             if isinstance(func, ast.Name) and func.id in {"eval", "exec", "__import__"}:
                 found.append(f"{path.name}:{node.lineno} calls {func.id}()")
-            if isinstance(func, ast.Attribute) and func.attr == "import_module":
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "import_module"
+                and path.name not in OPERATOR_IMPORTS
+            ):
                 found.append(f"{path.name}:{node.lineno} calls import_module()")
     return found
 

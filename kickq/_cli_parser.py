@@ -1,0 +1,139 @@
+"""The `kickq` command's parsing: the command registry, the common options, argument types.
+
+A command registers itself with `@command(name, help, arg(...), ...)` (see `kickq.cli`);
+`parser()` builds argparse's parser from the registry, giving each command `--redis-url` and
+`--namespace` (unless it `connects=False`) and `--json` (unless it `prints=False`). A usage error
+is one line on stderr and exit status 2, as every failure of the command is one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import attrs
+
+from . import _cli_output as out
+
+PROG = "kickq"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+Run = Callable[[argparse.Namespace], int]
+
+
+class Failure(Exception):
+    """The command could not do what was asked: one line on stderr, exit `status`."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2), as every failure is."""
+
+    def error(self, message: str) -> NoReturn:
+        out.error_line(self.prog, f"{message} (see {self.prog} --help)")
+        sys.exit(EXIT_USAGE)
+
+
+@attrs.frozen
+class Arg:
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    """One argument of a command, as `ArgumentParser.add_argument` takes it."""
+    return Arg(flags, options)
+
+
+@attrs.frozen
+class Command:
+    name: str
+    help: str
+    run: Run
+    args: tuple[Arg, ...]
+    connects: bool  # takes --redis-url and --namespace
+    prints: bool  # takes --json
+
+
+COMMANDS: list[Command] = []
+
+
+def command(
+    name: str, help: str, *args: Arg, connects: bool = True, prints: bool = True
+) -> Callable[[Run], Run]:
+    """Register a command: its function gets the parsed arguments and returns the exit status."""
+
+    def register(run: Run) -> Run:
+        COMMANDS.append(Command(name, help, run, args, connects, prints))
+        return run
+
+    return register
+
+
+def _connection_options() -> _Parser:
+    options = _Parser(add_help=False)
+    options.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
+        "embedded Redis)",
+    )
+    options.add_argument("--namespace", help="the redis_namespace to use (default: kickq)")
+    return options
+
+
+def _output_options() -> _Parser:
+    options = _Parser(add_help=False)
+    options.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    return options
+
+
+def parser(version: str) -> argparse.ArgumentParser:
+    """The parser of every registered command."""
+    root = _Parser(prog=PROG, description="kickq: a Redis job queue that lives in your process.")
+    root.add_argument("--version", action="version", version=f"kickq {version}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    connection, output = _connection_options(), _output_options()
+    for cmd in COMMANDS:
+        parents = [p for p, on in ((connection, cmd.connects), (output, cmd.prints)) if on]
+        sub = commands.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=parents)
+        for argument in cmd.args:
+            sub.add_argument(*argument.flags, **argument.options)
+        sub.set_defaults(run=cmd.run)
+    return root
+
+
+# argument types: a bad value is a usage error, reported by argparse in one line
+
+
+def names(text: str) -> list[str]:
+    found = [name.strip() for name in text.split(",") if name.strip()]
+    if not found:
+        raise argparse.ArgumentTypeError(f"expected job names separated by commas, not {text!r}")
+    return found
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
+    return value

@@ -116,6 +116,12 @@ class Runtime:
             self._workers.append(worker)
         return worker.start()
 
+    def served_names(self) -> list[str]:
+        """The job names the workers of this process still fetch, each once."""
+        with self._lock:
+            workers = list(self._workers)
+        return list(dict.fromkeys(name for w in workers if w.fetching for name in w.names))
+
     def _context(self) -> WorkerContext:
         return WorkerContext(
             store=self.store,

@@ -110,6 +110,7 @@ class Store:
         self._purge = client.register_script(_load("purge"))
         self._delete = client.register_script(_load("delete"))
         self._quarantine = client.register_script(_load("quarantine"))
+        self._pending = client.register_script(_load("pending"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -383,3 +384,17 @@ class Store:
         ]
         args = [damaged.job_id, damaged.error, self.keys.done(damaged.job_id)]
         return bool(self.run((self._quarantine, call_keys, args)))
+
+    def pending(self, names: Sequence[str], now_ms: int) -> tuple[int, int, int]:
+        """How many jobs of `names` are queued, due by `now_ms` (delayed, retry or ghost) and
+        processing: one read-only script call per partition, each a consistent snapshot (the
+        jobs of a name never leave its partition, so no job is missed between two calls)."""
+        calls: list[ScriptCall] = []
+        for group in self.claim_groups(names):
+            keys = self.keys_of_name(group[0])
+            call_keys = [keys.scheduled, keys.processing, *(keys.queue(name) for name in group)]
+            calls.append((self._pending, call_keys, [now_ms, keys.job_prefix, *group]))
+        totals = [0, 0, 0]
+        for reply in self._run_all(calls):
+            totals = [total + int(count) for total, count in zip(totals, reply, strict=True)]
+        return totals[0], totals[1], totals[2]

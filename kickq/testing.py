@@ -45,8 +45,8 @@ from ._errors import RedisUnavailable
 
 __all__ = ["KickqEnv", "PrivateRedis", "drain", "kickq_env", "kickq_redis"]
 
-START_TIMEOUT = 10.0  # seconds for the server to answer
-STOP_TIMEOUT = 10.0
+_START_TIMEOUT = 10.0  # seconds for the server to answer
+_STOP_TIMEOUT = 10.0
 _POLL = 0.02
 _MAX_SOCKET_BYTES = 100  # sun_path: 108 bytes on Linux, 104 on macOS
 
@@ -76,7 +76,7 @@ class PrivateRedis:
         self._process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = clock.real_monotonic() + START_TIMEOUT
+        deadline = clock.real_monotonic() + _START_TIMEOUT
         while not embedded.answers(self.socket):
             status = self._process.poll()
             if status is not None or clock.real_monotonic() > deadline:
@@ -99,10 +99,10 @@ class PrivateRedis:
         if process is not None:
             process.terminate()
             try:
-                process.wait(STOP_TIMEOUT)
+                process.wait(_STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(STOP_TIMEOUT)
+                process.wait(_STOP_TIMEOUT)
         if not keep_files:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -120,6 +120,54 @@ def test_the_plugin_gives_each_test_a_private_namespace_and_drains(
         os.kill(server["pid"], 0)
 
 
+PARALLEL = """
+import json
+import os
+import pathlib
+
+import pytest
+
+import kickq
+import kickq.testing
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_one_of_many(kickq_env, kickq_redis, n):
+    ran = []
+    kickq.process("job", lambda job, data: ran.append(data))
+    kickq.create("job", n)
+    kickq.testing.drain(timeout=10)
+    assert ran == [n]
+    seen = {
+        "worker": os.environ.get("PYTEST_XDIST_WORKER"),
+        "server": kickq_redis.client().info("server")["process_id"],
+        "namespace": kickq_env.namespace,
+    }
+    pathlib.Path(f"seen-{seen['worker']}-{n}.json").write_text(json.dumps(seen))
+"""
+
+
+def test_under_pytest_xdist_each_worker_process_has_its_own_server(
+    pytester: pytest.Pytester,
+) -> None:
+    """With pytest-xdist, each worker process starts a private server of its own and every
+    test still gets a namespace of its own (`--dist each`: every test runs in both workers,
+    at the same time, with the same job name)."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_parallel=PARALLEL)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "2", "--dist", "each", timeout=120
+    )
+    result.assert_outcomes(passed=8)
+    seen = [json.loads(path.read_text()) for path in pytester.path.glob("seen-*.json")]
+    assert len(seen) == 8
+    assert len({s["namespace"] for s in seen}) == 8
+    servers = {s["worker"]: s["server"] for s in seen}
+    assert sorted(servers) == ["gw0", "gw1"]
+    assert all(servers[s["worker"]] == s["server"] for s in seen)  # one server per worker
+    assert servers["gw0"] != servers["gw1"]  # and none shared
+
+
 def test_the_plugin_is_opt_in(pytester: pytest.Pytester) -> None:
     """Installing kickq adds no fixture to a test run: only pytest_plugins loads them."""
     pytester.makepyfile(test_alone="def test_env(kickq_env):\n    pass\n")

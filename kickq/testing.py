@@ -16,7 +16,7 @@ points it at that server with a namespace of its own, so that no two tests see e
 jobs (under pytest-xdist too, where each worker process starts a server of its own); after the
 test it resets kickq again and deletes the namespace's keys.
 
-This is the only kickq module that imports pytest, and only pytest imports it.
+This is the only kickq module that imports pytest, and `import kickq` does not import it.
 """
 
 from __future__ import annotations

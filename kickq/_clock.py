@@ -9,6 +9,8 @@ inspection that hands threads the real `time.time()`.
 from __future__ import annotations
 
 import datetime
+import sys
+import time
 
 UTC = datetime.timezone.utc
 
@@ -36,3 +38,12 @@ def to_iso(moment: datetime.datetime | None) -> str | None:
 
 def after(moment: datetime.datetime, seconds: float) -> datetime.datetime:
     return moment + datetime.timedelta(seconds=seconds)
+
+
+def real_monotonic() -> float:
+    """Seconds of real time from an arbitrary start, for timeouts a test's clock must not stop:
+    freezegun freezes `time.monotonic` (and every module's reference to it) but keeps the real
+    one, which is used here whether or not a freeze has started."""
+    api = sys.modules.get("freezegun.api")
+    real = getattr(api, "real_monotonic", None)
+    return float(real()) if callable(real) else time.monotonic()

@@ -85,6 +85,12 @@ class Dispatcher:
     def start(self) -> None:
         self._thread.start()
 
+    def waiting(self) -> int:
+        """How many requests wait to be served: called from a task, those queued after it
+        (every request queued before a task is done when the task runs)."""
+        with self._lock:
+            return len(self._backlog) + self._queue.qsize()
+
     def stop(self, timeout: float = STOP_WAIT) -> None:
         """Cancel every request that has not started; give the one in flight `timeout` seconds,
         then cancel it too. Callable from a callback that runs on the dispatcher thread: the

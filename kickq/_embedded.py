@@ -32,7 +32,15 @@ from redis.retry import Retry
 
 from ._errors import RedisUnavailable
 
-__all__ = ["data_dir", "ensure_running", "server_binary", "socket_path", "status", "stop"]
+__all__ = [
+    "answers",
+    "data_dir",
+    "ensure_running",
+    "server_binary",
+    "socket_path",
+    "status",
+    "stop",
+]
 
 log = logging.getLogger("kickq")
 
@@ -188,6 +196,11 @@ def stop() -> bool:
                 )
             time.sleep(_POLL)
     return True
+
+
+def answers(sock: pathlib.Path) -> bool:
+    """Whether a redis-server answers PING on the unix socket `sock` (kickq.testing's too)."""
+    return _probe(sock) == _UP
 
 
 def _start(sock: pathlib.Path, directory: pathlib.Path) -> None:

@@ -133,6 +133,12 @@ class Runtime:
         with self._lock:
             return list(self._workers)
 
+    def served_names(self) -> list[str]:
+        """The job names the workers of this process still fetch, each once."""
+        with self._lock:
+            workers = list(self._workers)
+        return list(dict.fromkeys(name for w in workers if w.fetching for name in w.names))
+
     def _context(self) -> WorkerContext:
         return WorkerContext(
             store=self.store,

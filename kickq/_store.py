@@ -120,6 +120,7 @@ class Store:
         self._delete = client.register_script(_load("delete"))
         self._quarantine = client.register_script(_load("quarantine"))
         self._pause = client.register_script(_load("pause"))
+        self._pending = client.register_script(_load("pending"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -432,3 +433,17 @@ class Store:
         keys = self.keys_of_name(name)
         call_keys = [keys.paused, keys.names, keys.queue(name)]
         return self._pause, call_keys, [action, name, self.keys.wake(name)]
+
+    def pending(self, names: Sequence[str], now_ms: int) -> tuple[int, int, int]:
+        """How many jobs of `names` are queued, due by `now_ms` (delayed, retry or ghost) and
+        processing: one read-only script call per partition, each a consistent snapshot (the
+        jobs of a name never leave its partition, so no job is missed between two calls)."""
+        calls: list[ScriptCall] = []
+        for group in self.claim_groups(names):
+            keys = self.keys_of_name(group[0])
+            call_keys = [keys.scheduled, keys.processing, *(keys.queue(name) for name in group)]
+            calls.append((self._pending, call_keys, [now_ms, keys.job_prefix, *group]))
+        totals = [0, 0, 0]
+        for reply in self._run_all(calls):
+            totals = [total + int(count) for total, count in zip(totals, reply, strict=True)]
+        return totals[0], totals[1], totals[2]

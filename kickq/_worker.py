@@ -148,6 +148,11 @@ class Worker:
             return len(self._running)
 
     @property
+    def fetching(self) -> bool:
+        """Whether it still claims jobs: `stop()` has not been called."""
+        return not self._stopping.is_set()
+
+    @property
     def stopped(self) -> bool:
         return self._stopping.is_set() and not self._thread.is_alive()
 

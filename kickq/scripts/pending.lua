@@ -1,0 +1,29 @@
+-- pending: what is left to do for some job names, in one partition (kickq.testing.drain()).
+-- Read-only. One call is one consistent snapshot: a job of these names is counted once, in the
+-- state it is in at that instant, never missed between two reads.
+--
+-- KEYS[1]     scheduled zset (delayed, retry and ghost jobs, scored by when they are due, ms)
+-- KEYS[2]     processing zset (running jobs)
+-- KEYS[3 ..]  the queue zsets of the names, in the order of ARGV[3 ..]
+-- ARGV[1]  now in ms: a scheduled job is due when its score is at most this
+-- ARGV[2]  job key prefix (the key of job <id> is ARGV[2] .. id)
+-- ARGV[3 ..]  the job names
+-- Returns { jobs queued, scheduled jobs due by now, jobs processing }, of those names only.
+-- A record that is gone or not a hash is not counted (the sweeper or a claim sets it aside).
+local names = {}
+for i = 3, #ARGV do names[ARGV[i]] = true end
+
+local function ours(ids)
+  local count = 0
+  for _, id in ipairs(ids) do
+    local name = redis.pcall('HGET', ARGV[2] .. id, 'name')
+    if type(name) == 'string' and names[name] then count = count + 1 end
+  end
+  return count
+end
+
+local queued = 0
+for i = 3, #KEYS do queued = queued + redis.call('ZCARD', KEYS[i]) end
+local due = ours(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]))
+local running = ours(redis.call('ZRANGE', KEYS[2], 0, -1))
+return { queued, due, running }

@@ -30,6 +30,8 @@ from ._errors import (
 from ._future import KickqFuture
 from ._job import Job, JobFailed, Run, State
 from ._retries import backoff
+from ._schedules import Schedule
+from ._scheduling import schedule, schedules, unschedule
 from ._worker import Worker
 
 __version__ = "0.1.0"
@@ -45,6 +47,7 @@ __all__ = [
     "KickqFuture",
     "RedisUnavailable",
     "Run",
+    "Schedule",
     "SerializationError",
     "State",
     "Worker",
@@ -58,6 +61,9 @@ __all__ = [
     "on",
     "process",
     "reset",
+    "schedule",
+    "schedules",
+    "unschedule",
     "use",
     "wait",
 ]

@@ -9,6 +9,8 @@
 <ns>:processing        zset   running jobs, scored by their run's deadline (ms)
 <ns>:finished          zset   completed jobs, scored by when they are purged (ms)
 <ns>:damaged:<id>      hash   a record that could not be decoded, moved aside with its error
+<ns>:schedules         hash   repeatable jobs: schedule key -> the schedule as JSON
+<ns>:schedule_times    zset   schedule keys, scored by their next tick (ms)
 
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
@@ -25,7 +27,8 @@ of partition p carry the hash tag {p} (one hex digit) after the namespace: <ns>:
 <ns>:{p}:queue:{<name>}, <ns>:{p}:scheduled and so on. Every script then touches one slot
 (Redis hashes the first braces of a key), while the job names spread over the shards. A job's
 id starts with its partition's digit, so its key is known from the id alone. Channels are not
-keys and stay the same.
+keys and stay the same. The two schedule keys live in partition 0, so that one script sees
+every schedule; the job a tick creates goes to its own name's partition.
 """
 
 from __future__ import annotations
@@ -103,6 +106,14 @@ class Keys:
     @property
     def finished(self) -> str:
         return f"{self._prefix}finished"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self._prefix}schedules"
+
+    @property
+    def schedule_times(self) -> str:
+        return f"{self._prefix}schedule_times"
 
     @property
     def damaged_prefix(self) -> str:

@@ -144,6 +144,10 @@ DOCUMENTED = {
     "backoff",
     "use",
     "__version__",
+    "schedule",
+    "schedules",
+    "unschedule",
+    "Schedule",
 }
 PUBLIC_SUBMODULES: set[str] = set()  # the documented ones only (none in this release)
 

@@ -22,11 +22,11 @@ import datetime
 import hashlib
 import json
 import logging
+import math
 from typing import Any
 
 import attrs
 
-from . import _clock as clock
 from . import _cron as cron
 from . import _lifecycle as lifecycle
 from ._config import settings
@@ -66,7 +66,7 @@ class Ticker:
     def tick(self, now: datetime.datetime) -> tuple[int | None, bool]:
         """Create the jobs of the ticks due at `now` and move their schedules on. Returns the
         earliest tick still to come (ms) and whether more schedules may be due."""
-        now_ms = clock.to_ms(now)
+        now_ms = math.floor(now.timestamp() * 1000)  # no tick is acted on before its time
         due = self._schedules.due(now_ms, BATCH)
         planned = [self._plan(stored, now, now_ms) for stored in due.entries]
         creates = [item.create for item in planned if item.create is not None]

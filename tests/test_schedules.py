@@ -125,6 +125,22 @@ def test_a_late_tick_within_the_grace_is_not_missed(r: Any) -> None:
     assert stored_jobs(r)[0].scheduled_for == sched.next_time
 
 
+def test_a_unique_schedule_does_not_pile_up(r: Any) -> None:
+    """unique=True: while the job of an earlier tick is not complete, a tick creates nothing;
+    the schedule goes on all the same."""
+    with freeze_time(START) as frozen:
+        kickq.schedule("slow", {"report": 1}, every=60, unique=True).result(5)
+        for minutes in (1, 2, 3):
+            frozen.move_to(START + datetime.timedelta(minutes=minutes))
+            then = START + datetime.timedelta(minutes=minutes + 1)
+            wait_until(lambda then=then: next_time("slow") == then, timeout=10)
+    jobs = stored_jobs(r)
+    assert [(job.scheduled_for, job.state) for job in jobs] == [
+        (START + datetime.timedelta(minutes=1), "queued")
+    ]
+    assert jobs[0].unique_key is not None
+
+
 def test_scheduling_again_keeps_the_next_tick_unless_the_timing_changes() -> None:
     """Saving the same key again replaces the schedule (name, data, options) but keeps its next
     tick while cron/every and tz are the same, so a process starting up neither re-fires nor

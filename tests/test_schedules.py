@@ -17,7 +17,7 @@ from freezegun import freeze_time
 import kickq
 import kickq._runtime
 from kickq import _clock as clock
-from support import all_keys, dbsize, wait_until
+from support import all_keys, dbsize, queue_key, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -207,6 +207,23 @@ def test_a_schedule_that_cannot_be_read_stops_no_other(
         wait_until(lambda: r.zscore(keys.schedule_times, "bad") == later, timeout=10)
         assert "'bad' cannot be read" in caplog.text
         assert [s.key for s in kickq.schedules().result(5)] == ["good"]
+
+
+def test_a_refused_tick_stays_due_and_stops_no_other_work(r: Any) -> None:
+    """When Redis refuses a tick's job (its queue's key holds a string), the tick stays due and
+    its job is created once Redis takes it; meanwhile a delayed job is still queued on time."""
+    with freeze_time(START) as frozen:
+        kickq.schedule("blocked", every=60).result(5)
+        r.set(queue_key("blocked"), "not a queue")
+        delayed = kickq.create("later", delay=30).result(5)
+        frozen.move_to(START + datetime.timedelta(seconds=60))
+        wait_until(lambda: kickq.get(delayed.id).result(5).state == "queued", timeout=10)
+        assert next_time("blocked") == START + datetime.timedelta(seconds=60)
+        assert [job.name for job in stored_jobs(r)] == ["later"]
+        r.delete(queue_key("blocked"))
+        wait_until(lambda: next_time("blocked") == START + datetime.timedelta(seconds=120))
+    blocked = [job for job in stored_jobs(r) if job.name == "blocked"]
+    assert [job.scheduled_for for job in blocked] == [START + datetime.timedelta(seconds=60)]
 
 
 def test_schedules_live_in_one_slot(r: Any, backend: str) -> None:

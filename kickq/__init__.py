@@ -33,6 +33,8 @@ from ._job import Job, JobFailed, Run, State
 from ._processors import processor, start
 from ._query import JobQuery, jobs, requeue
 from ._retries import backoff
+from ._schedules import Schedule
+from ._scheduling import schedule, schedules, unschedule
 from ._stats import NameStats, pause, resume, stats, workers
 from ._worker import Worker
 
@@ -51,6 +53,7 @@ __all__ = [
     "NameStats",
     "RedisUnavailable",
     "Run",
+    "Schedule",
     "SerializationError",
     "State",
     "Worker",
@@ -70,8 +73,11 @@ __all__ = [
     "requeue",
     "reset",
     "resume",
+    "schedule",
+    "schedules",
     "start",
     "stats",
+    "unschedule",
     "use",
     "wait",
     "workers",

@@ -19,6 +19,8 @@
                               minute of the hour, "<epoch minute>:<succeeded>:<failed>"
 <ns>:times:{<name>}    list   the process times (s) of the last RUN_TIMES runs of one name
 <ns>:workers           hash   live workers: worker id -> its info as JSON, with last_seen
+<ns>:schedules         hash   repeatable jobs: schedule key -> the schedule as JSON
+<ns>:schedule_times    zset   schedule keys, scored by their next tick (ms)
 
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
@@ -35,7 +37,8 @@ of partition p carry the hash tag {p} (one hex digit) after the namespace: <ns>:
 <ns>:{p}:queue:{<name>}, <ns>:{p}:scheduled and so on. Every script then touches one slot
 (Redis hashes the first braces of a key), while the job names spread over the shards. A job's
 id starts with its partition's digit, so its key is known from the id alone. Channels are not
-keys and stay the same.
+keys and stay the same. The two schedule keys live in partition 0, so that one script sees
+every schedule; the job a tick creates goes to its own name's partition.
 """
 
 from __future__ import annotations
@@ -145,6 +148,14 @@ class Keys:
     @property
     def finished(self) -> str:
         return f"{self._prefix}finished"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self._prefix}schedules"
+
+    @property
+    def schedule_times(self) -> str:
+        return f"{self._prefix}schedule_times"
 
     @property
     def damaged_prefix(self) -> str:

@@ -31,8 +31,10 @@ from ._listener import Listener
 from ._outage import translate
 from ._pool import ThreadPool
 from ._retries import interval_for
+from ._schedule_store import ScheduleStore
 from ._store import Damaged, Store
 from ._sweeper import Sweeper
+from ._ticker import Ticker
 from ._waits import Waiter, Waits
 from ._worker import Worker, WorkerContext
 
@@ -59,12 +61,15 @@ class Runtime:
         self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
         self.heartbeats = Heartbeats(self.store, self._live_workers)
+        self.schedules = ScheduleStore(self.store)
+        self.ticker = Ticker(self.store, self.schedules)
         self.sweeper = Sweeper(
             self.store,
             self.waits,
             interval_for,
             purge_timeout,
             self.quarantine,
+            self.ticker.tick,
             self.heartbeats.beat,
         )
         self.waits.on_deadline = self.sweeper.wake_by

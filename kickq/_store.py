@@ -444,6 +444,6 @@ class Store:
             call_keys = [keys.scheduled, keys.processing, *(keys.queue(name) for name in group)]
             calls.append((self._pending, call_keys, [now_ms, keys.job_prefix, *group]))
         totals = [0, 0, 0]
-        for reply in self._run_all(calls):
+        for reply in self.run_all(calls):
             totals = [total + int(count) for total, count in zip(totals, reply, strict=True)]
         return totals[0], totals[1], totals[2]

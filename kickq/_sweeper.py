@@ -2,9 +2,10 @@
 
 Any live kickq process does due work for every job in its namespace, so no job waits on the
 process that created or ran it: each tick promotes due delayed/retry/ghost jobs, ghosts runs
-past their deadline, purges finished jobs and times out local waits. Between ticks the thread
-sleeps until the earliest deadline it knows of (at most a second, so that work scheduled by
-other processes is picked up), and is woken early when this process schedules something.
+past their deadline, purges finished jobs, creates the jobs of due schedule ticks and times out
+local waits. Between ticks the thread sleeps until the earliest deadline it knows of (a job's or
+a schedule's; at most a second, so that work scheduled by other processes is picked up), and
+is woken early when this process schedules something.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ._outage import Retry
 from ._store import Damaged, ScriptCall, Store, StoredJob
 from ._waits import Waits
 
+ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
+
 log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0
 NEVER = 2**62
@@ -37,6 +40,7 @@ class Sweeper:
         interval_for: lifecycle.IntervalFor,
         purge_timeout: Callable[[], float],
         quarantine: Callable[[Damaged], None],
+        schedules: ScheduleStep | None = None,
         heartbeat: Callable[[datetime.datetime], None] = lambda now: None,
     ) -> None:
         self._store = store
@@ -44,6 +48,7 @@ class Sweeper:
         self._interval_for = interval_for
         self._purge_timeout = purge_timeout
         self._quarantine = quarantine
+        self._schedules = schedules
         self._heartbeat = heartbeat
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -135,6 +140,7 @@ class Sweeper:
         """Do the Redis work due at `now`; return the next due time (ms) and if more is due."""
         store = self._store
         now_ms = clock.to_ms(now)
+        next_tick, ticks_left, not_ticked = self._tick_schedules(now)
         due = store.due(now_ms, BATCH)
         calls: list[ScriptCall] = []
         for loaded in store.load_many(due.scheduled):
@@ -152,8 +158,21 @@ class Sweeper:
         purged = store.purge(now_ms, BATCH) if due.purge else 0
         if refused:  # what Redis refused stays due: back off, then try again
             raise refused[0]
+        if not_ticked is not None:
+            raise not_ticked
         more = len(due.scheduled) >= BATCH or len(due.overdue) >= BATCH or purged >= BATCH
-        return due.earliest_ms, more
+        earliest = min((ms for ms in (due.earliest_ms, next_tick) if ms), default=None)
+        return earliest, more or ticks_left
+
+    def _tick_schedules(self, now: datetime.datetime) -> tuple[int | None, bool, Exception | None]:
+        """The schedule step; what it could not do is raised once the jobs' work is done."""
+        if self._schedules is None:
+            return None, False, None
+        try:
+            next_tick, more = self._schedules(now)
+        except Exception as exc:  # the jobs' due work goes on; the tick backs off after it
+            return None, False, exc
+        return next_tick, more, None
 
     def _decide(
         self,

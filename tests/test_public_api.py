@@ -156,6 +156,10 @@ DOCUMENTED = {
     "resume",
     "processor",
     "start",
+    "schedule",
+    "schedules",
+    "unschedule",
+    "Schedule",
 }
 PUBLIC_SUBMODULES: set[str] = {"cli", "testing"}  # the documented ones only
 

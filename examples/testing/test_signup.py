@@ -34,6 +34,8 @@ def test_signup_sends_the_welcome_email(workers: list[kickq.Worker]) -> None:
     kickq.testing.drain(timeout=10)
     assert signup.OUTBOX == [("ada@example.com", "welcome")]
     assert kickq.get(job.id).result(5).state == "success"
+    assert kickq.jobs(name="email", state="success").count().result(5) == 1
+    assert kickq.jobs(name="email", state="delayed").count().result(5) == 1  # the reminder
 
 
 def test_the_reminder_goes_out_a_day_later(workers: list[kickq.Worker]) -> None:

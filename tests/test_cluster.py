@@ -107,8 +107,10 @@ def test_purge_empties_every_shard(cluster: RedisCluster) -> None:
     client = cluster.client()
     kickq.config(purge_timeout=0.2)
     kickq.process(NAMES, lambda job, data: None, concurrent_jobs=10)
-    for job in [kickq.create(name).result(10) for name in NAMES]:
-        kickq.wait(job.id, timeout=20).result(25)
+    # hotjobs: each is waited for from before its save, however soon it is purged
+    for job in [kickq.create(name, hotjob=True).result(10) for name in NAMES]:
+        assert job.hotjob_future is not None
+        job.hotjob_future.result(25)
     kept = re.compile(r"kickq:(\{.\}:)?(names|minutes:.*|times:.*|workers)")
 
     def job_keys() -> list[str]:

@@ -277,6 +277,7 @@ def _wait_quietly(job_id: str) -> kickq.Job | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # 20,000 jobs run, then purged: about a minute on a busy 2-core machine
 def test_many_finished_jobs_purge_down_to_no_keys(r: redis.Redis) -> None:
     """20,000 finished jobs are purged to zero keys of theirs once purge_timeout has passed."""
     n = 20_000

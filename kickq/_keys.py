@@ -19,6 +19,8 @@
                               minute of the hour, "<epoch minute>:<succeeded>:<failed>"
 <ns>:times:{<name>}    list   the process times (s) of the last RUN_TIMES runs of one name
 <ns>:workers           hash   live workers: worker id -> its info as JSON, with last_seen
+<ns>:next_due          string the last deadline published on <ns>:timers (ms): see
+                              scripts/announce.lua
 <ns>:schedules         hash   repeatable jobs: schedule key -> the schedule as JSON
 <ns>:schedule_times    zset   schedule keys, scored by their next tick (ms)
 
@@ -26,6 +28,7 @@
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
                                 when its record was moved aside
 <ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty
+<ns>:timers            channel  a deadline (ms) that every process's timer must know of
 
 Two namespaces never share a key or a channel, whatever their names and the job names, even
 when one namespace extends another ("app" and "app:queue"): a namespace holds no brace, job
@@ -132,6 +135,15 @@ class Keys:
 
     def times(self, name: str) -> str:
         return f"{self._prefix}times:{{{name}}}"
+
+    @property
+    def next_due(self) -> str:
+        return f"{self._prefix}next_due"
+
+    @property
+    def timers(self) -> str:
+        """The channel of deadlines every process's timer must know of (not a key)."""
+        return f"{self.namespace}:timers"
 
     @property
     def workers(self) -> str:

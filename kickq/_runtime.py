@@ -77,8 +77,18 @@ class Runtime:
     def start(self) -> Runtime:
         self.dispatcher.start()
         self.listener.start()
+        # once listening (again, after a reconnect), a tick reads what may have been missed
+        self.listener.subscribe(self.keys.timers, self._announced, lambda: self.sweeper.nudge(0))
         self.sweeper.start()
         return self
+
+    def _announced(self, payload: str) -> None:
+        """Another process (or this one) set a deadline every timer must know of."""
+        try:
+            due_ms = int(payload)
+        except ValueError:
+            return  # not kickq's: a tick finds whatever is due anyway
+        self.sweeper.nudge(due_ms)
 
     def create(
         self,

@@ -7,16 +7,13 @@ the jobs the ticks create go to their own names' partitions, through the job sto
 
 from __future__ import annotations
 
-from importlib import resources
+import math
 from typing import Any
 
 import attrs
 
-from ._store import ScriptCall, Store
-
-
-def _load(name: str) -> str:
-    return resources.files("kickq").joinpath(f"scripts/{name}.lua").read_text(encoding="utf-8")
+from . import _clock as clock
+from ._store import ScriptCall, Store, load_script
 
 
 @attrs.frozen
@@ -40,10 +37,10 @@ class ScheduleStore:
         self._store = store
         self.keys = store.partitions[0]
         client = store.client
-        self._save = client.register_script(_load("schedule_save"))
-        self._remove = client.register_script(_load("schedule_remove"))
-        self._due = client.register_script(_load("schedule_due"))
-        self._advance = client.register_script(_load("schedule_advance"))
+        self._save = client.register_script(load_script("schedule_save", announces=True))
+        self._remove = client.register_script(load_script("schedule_remove"))
+        self._due = client.register_script(load_script("schedule_due"))
+        self._advance = client.register_script(load_script("schedule_advance"))
 
     @property
     def _keys(self) -> list[str]:
@@ -51,7 +48,10 @@ class ScheduleStore:
 
     def save(self, key: str, record: str, spec: str, first_ms: int) -> int:
         """Store a schedule; returns its next tick (kept when its spec is unchanged)."""
-        return int(float(self._store.run((self._save, self._keys, [key, record, spec, first_ms]))))
+        keys = [*self._keys, self.keys.next_due]
+        now_ms = math.floor(clock.now().timestamp() * 1000)
+        args = [key, record, spec, first_ms, self.keys.timers, now_ms]
+        return int(float(self._store.run((self._save, keys, args))))
 
     def remove(self, key: str) -> bool:
         return bool(self._store.run((self._remove, self._keys, [key])))

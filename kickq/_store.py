@@ -44,8 +44,13 @@ from ._outage import NODE_DOWN, is_outage
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 
 
-def _load(name: str) -> str:
-    return resources.files("kickq").joinpath(f"scripts/{name}.lua").read_text(encoding="utf-8")
+def load_script(name: str, announces: bool = False) -> str:
+    """The text of scripts/<name>.lua; with `announces`, after announce.lua's function."""
+    scripts = resources.files("kickq").joinpath("scripts")
+    text = scripts.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if announces:
+        return scripts.joinpath("announce.lua").read_text(encoding="utf-8") + text
+    return text
 
 
 _PER_JOB_FIELDS = ("id", "data", "unique_key")  # what create.lua takes for each job
@@ -112,15 +117,15 @@ class Store:
         self.partitions = (
             [Keys(namespace, p) for p in range(PARTITIONS)] if cluster else [self.keys]
         )
-        self._create = client.register_script(_load("create"))
-        self._transition = client.register_script(_load("transition"))
-        self._claim = client.register_script(_load("claim"))
-        self._due = client.register_script(_load("due"))
-        self._purge = client.register_script(_load("purge"))
-        self._delete = client.register_script(_load("delete"))
-        self._quarantine = client.register_script(_load("quarantine"))
-        self._pause = client.register_script(_load("pause"))
-        self._pending = client.register_script(_load("pending"))
+        self._create = client.register_script(load_script("create", announces=True))
+        self._transition = client.register_script(load_script("transition", announces=True))
+        self._claim = client.register_script(load_script("claim", announces=True))
+        self._due = client.register_script(load_script("due"))
+        self._purge = client.register_script(load_script("purge"))
+        self._delete = client.register_script(load_script("delete"))
+        self._quarantine = client.register_script(load_script("quarantine"))
+        self._pause = client.register_script(load_script("pause"))
+        self._pending = client.register_script(load_script("pending"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -210,7 +215,8 @@ class Store:
         channels = [self.keys.event(event) for event in changes[0].events]
         wake = self.keys.wake(first.name)
         now_us = clock.to_us(first.update_time or clock.now())
-        args: list[Any] = [where, score, wake, keys.job_prefix, now_us, len(channels), *channels]
+        args: list[Any] = [where, score, wake, keys.job_prefix, now_us, self.keys.timers]
+        args += [len(channels), *channels]
         args += [json.dumps(_flat(shared)), *new_jobs_event_parts(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
@@ -221,6 +227,7 @@ class Store:
             keys.queue(first.name),
             keys.index("delayed", first.name),
             keys.names,
+            keys.next_due,
         ]
         return self._create, call_keys, args
 
@@ -265,6 +272,7 @@ class Store:
             job.state.value if job.complete else "",
             encode(job.runs[-1].process_time) if run_ended and job.runs else "",
             RUN_TIMES,
+            self.keys.timers,
             len(channels),
         ]
         call_keys = [
@@ -277,6 +285,7 @@ class Store:
             keys.index(job.state.value, job.name),
             keys.minutes(job.name),
             keys.times(job.name),
+            keys.next_due,
         ]
         return self._transition, call_keys, [*args, *channels, json.dumps(_flat(record))]
 
@@ -284,7 +293,7 @@ class Store:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""
         now = clock.now()
         part = self.keys_of_name(names[0])
-        keys = [part.processing, part.scheduled, part.finished, part.paused]
+        keys = [part.processing, part.scheduled, part.finished, part.paused, part.next_due]
         for name in names:
             keys += [part.queue(name), part.index("processing", name)]
         args = [
@@ -294,6 +303,7 @@ class Store:
             count,
             part.damaged_prefix,
             self.keys.done(""),
+            self.keys.timers,
             clock.to_us(now),
             *names,
         ]

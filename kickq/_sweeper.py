@@ -3,9 +3,12 @@
 Any live kickq process does due work for every job in its namespace, so no job waits on the
 process that created or ran it: each tick promotes due delayed/retry/ghost jobs, ghosts runs
 past their deadline, purges finished jobs, creates the jobs of due schedule ticks and times out
-local waits. Between ticks the thread sleeps until the earliest deadline it knows of (a job's or
-a schedule's; at most a second, so that work scheduled by other processes is picked up), and
-is woken early when this process schedules something.
+local waits. Between ticks the thread sleeps until the earliest deadline it knows of: those it
+read at its last tick, those this process set, and those other processes announce on the timers
+channel (see scripts/announce.lua). So an idle process asks Redis nothing, but for a safety
+sweep every SAFETY_SWEEP seconds and the workers' heartbeats. The thread still wakes every
+MAX_SLEEP seconds, without a word to Redis, to read the clock: a test's frozen clock moved
+forward is seen within a second.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from ._waits import Waits
 ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
 
 log = logging.getLogger("kickq")
-MAX_SLEEP = 1.0
+MAX_SLEEP = 1.0  # seconds between two looks at the clock (no Redis call unless work is due)
+SAFETY_SWEEP = 60.0  # seconds of real time between two ticks with nothing known to be due
 NEVER = 2**62
 BATCH = 200
 STOP_WAIT = 0.5
@@ -85,19 +89,23 @@ class Sweeper:
 
     def _run(self) -> None:
         retry = Retry("timers", log)
-        # Work scheduled by other processes is found by a tick at least once a second. Two
-        # measures of that second: the monotonic clock (a process nudged all the time never
-        # sleeps out a timeout) and the timeouts slept (a frozen test clock never advances).
-        slept, last_tick = MAX_SLEEP, time.monotonic() - MAX_SLEEP
+        # A tick when nothing is known to be due comes every SAFETY_SWEEP seconds: for a run of a
+        # process that died (its deadline is announced, but a process started since knows only
+        # what it read) and for anything missed. Two measures of that time: the monotonic clock
+        # (a process nudged all the time never sleeps out a timeout) and the timeouts slept (a
+        # frozen test clock never advances). The first loop ticks: it learns the deadlines.
+        slept, last_tick = SAFETY_SWEEP, time.monotonic() - SAFETY_SWEEP
         while not self._stopping.is_set():
             self._wake.clear()
             self._planned_ms = NEVER  # busy: any new deadline wakes the next sleep at once
-            periodic = slept >= MAX_SLEEP or time.monotonic() - last_tick >= MAX_SLEEP
+            sweep = slept >= SAFETY_SWEEP or time.monotonic() - last_tick >= SAFETY_SWEEP
             try:
-                sleep = self._loop_once(periodic)
+                sleep = self._loop_once(sweep)
                 retry.succeeded()
             except Exception as exc:  # the timer outlives any failed tick, and backs off
-                # all of it: a nudge cannot make Redis take what it refused a moment ago
+                # all of it: a nudge cannot make Redis take what it refused a moment ago; then
+                # the tick is tried again, whatever else is due
+                self.nudge(0)
                 pause = retry.failed(exc)
                 self._stopping.wait(pause)
                 slept += pause
@@ -108,20 +116,20 @@ class Sweeper:
             if sleep > 0 and not self._wake.wait(sleep):
                 slept += sleep
 
-    def _loop_once(self, periodic: bool) -> float:
-        """Expire local waits; tick Redis when due (or once a second of real time, for work
-        other processes scheduled). Returns how long to sleep, in seconds of real time."""
+    def _loop_once(self, sweep: bool) -> float:
+        """Expire local waits, send a heartbeat when one is due, tick Redis when work is due
+        (or for the safety sweep). Returns how long to sleep, in seconds of real time."""
         now = clock.now()
         now_ms = clock.to_ms(now)
         next_wait = self._waits.expire(now)
         if self._stopping.is_set():  # a callback of an expired wait stopped kickq
             return 0.0
+        self._heartbeat(now)
         with self._lock:
-            self._ticked = periodic or now_ms >= self._next_tick_ms
+            self._ticked = sweep or now_ms >= self._next_tick_ms
             if self._ticked:
                 self._next_tick_ms = NEVER  # nudges during the tick lower it again
         if self._ticked:
-            self._heartbeat(now)
             earliest_ms, more = self.tick(now)
             with self._lock:
                 self._next_tick_ms = min(

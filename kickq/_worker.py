@@ -34,7 +34,7 @@ from ._rotation import ClaimRotation
 from ._store import Damaged, ScriptCall, Store, StoredJob
 
 log = logging.getLogger("kickq")
-IDLE_WAIT = 5.0  # a safety net only: wake-ups come from pub/sub
+IDLE_WAIT = 60.0  # a safety net only: wake-ups come from pub/sub (a reconnect nudges)
 BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun deadlines
 
 

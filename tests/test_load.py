@@ -20,8 +20,8 @@ from kickq._keys import Keys
 from support import RedisServer, namespace_keys, wait_until
 
 N = 3000
-# all that stays of the jobs once purged: the name's bounded stats
-STATS_KEYS = {"kickq:names", "kickq:minutes:{load}", "kickq:times:{load}"}
+# all that stays of the jobs once purged: the name's bounded stats, the last deadline announced
+STATS_KEYS = {"kickq:names", "kickq:minutes:{load}", "kickq:times:{load}", "kickq:next_due"}
 PROCS = 2
 CONCURRENCY = 10
 PURGE_TIMEOUT = 1.0
@@ -181,8 +181,6 @@ def test_thousands_of_jobs_through_worker_processes_run_once_and_leave_nothing(
         assert [key for key in keys if key.startswith("kickq:damaged:")] == []
         assert failed == []
 
-        # all that stays is the name's bounded stats: the set of names, completions per
-        # minute, the last process times
         wait_until(
             lambda: set(namespace_keys(r)) - {"kickq:workers"} == STATS_KEYS,
             timeout=PURGE_TIMEOUT + 30,

@@ -287,13 +287,70 @@ def test_many_finished_jobs_purge_down_to_no_keys(r: redis.Redis) -> None:
         [future.result(30) for future in kickq.create_many("bulk", range(n))]
         wait_until(lambda: index_size(r, "finished") == n, timeout=120, what="all finished")
         # n records, the finished and success indexes, the name's bounded stats (the set of
-        # names, its completions per minute and its last process times) and the workers
-        assert dbsize(r) == n + 6
+        # names, its completions per minute and its last process times), the workers and the
+        # last deadline announced
+        kept = ["minutes:{bulk}", "names", "next_due", "times:{bulk}", "workers"]
+        assert dbsize(r) == n + 2 + len(kept)
         frozen.move_to(later(601))
-        wait_until(lambda: dbsize(r) == 4, timeout=60, what="everything purged")
-        assert sorted(re.sub(r"^kickq:(\{.\}:)?", "", key) for key in all_keys(r)) == [
-            "minutes:{bulk}",
-            "names",
-            "times:{bulk}",
-            "workers",
-        ]
+        wait_until(lambda: dbsize(r) == len(kept), timeout=60, what="everything purged")
+        assert sorted(re.sub(r"^kickq:(\{.\}:)?", "", key) for key in all_keys(r)) == kept
+
+
+def _create_elsewhere(subprocess_env: dict[str, str], code: str) -> str:
+    """Run `code` in a child kickq process that exits at once; returns what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", f"import kickq\n{code}\nkickq.reset()\n"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_a_deadline_set_by_another_process_is_acted_on_at_its_time(
+    r: redis.Redis, subprocess_env: dict[str, str]
+) -> None:
+    """A delayed job created by a process that is gone by its due time is queued then by this
+    one, although this process does not poll Redis: the deadline was announced to it. A
+    damaged announcement key changes nothing."""
+    kickq.get("0" * 32).exception(5)  # this process's timer is up, and has ticked
+    keys = kickq._runtime.get().store.keys_of_name("elsewhere")
+    r.hset(keys.next_due, "not", "a string")
+    job_id = _create_elsewhere(
+        subprocess_env, "print(kickq.create('elsewhere', 1, delay=1.5).result(10).id)"
+    )
+    wait_until(
+        lambda: kickq.get(job_id).result(5).state is kickq.State.QUEUED,
+        timeout=10,
+        what="the job queued by this process's timer",
+    )
+    assert r.type(keys.next_due) == "string"
+
+
+def test_a_run_of_a_dead_process_is_ghosted_at_its_announced_deadline(
+    subprocess_env: dict[str, str],
+) -> None:
+    """A run whose process died is ghosted by this process at the run's deadline, which the
+    claim announced (no poll, no safety sweep needed)."""
+    kickq.get("0" * 32).exception(5)
+    job = kickq.create("dies", process_timeout=1, ghost_retry=False).result(5)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import kickq, os, time\n"
+            "kickq.process('dies', lambda job, data: os._exit(0))\n"
+            "time.sleep(30)\n",
+        ],
+        env=subprocess_env,
+    )
+    try:
+        assert child.wait(20) == 0  # it claimed the job, then died in its handler
+        done = kickq.wait(job.id, timeout=10).exception(15)
+    finally:
+        child.kill()
+        child.wait(10)
+    assert isinstance(done, kickq.JobFailed)
+    assert [run.state for run in done.job.runs] == ["ghost"]

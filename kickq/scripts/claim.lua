@@ -8,7 +8,8 @@
 -- KEYS[1]     processing zset (score: the run's deadline in ms)
 -- KEYS[2]     scheduled zset    KEYS[3]  finished zset
 -- KEYS[4]     the set of paused job names: no run of those starts
--- KEYS[5 ..]  two per job name the worker serves, in the order to take from: its queue zset
+-- KEYS[5]     the last deadline announced (see announce.lua)
+-- KEYS[6 ..]  two per job name the worker serves, in the order to take from: its queue zset
 --             (lowest score first: the highest priority, then the first in) and the index of
 --             its processing jobs (scored by the run's start in microseconds; see
 --             transition.lua)
@@ -18,8 +19,9 @@
 -- ARGV[4]  the most jobs to claim
 -- ARGV[5]  damaged key prefix: a record set aside is renamed to ARGV[5] .. id
 -- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside
--- ARGV[7]  now in microseconds
--- ARGV[8 ..]  the job names, one per pair of KEYS from KEYS[5]
+-- ARGV[7]  the timers channel: the earliest deadline of the runs started is announced there
+-- ARGV[8]  now in microseconds
+-- ARGV[9 ..]  the job names, one per pair of KEYS from KEYS[6]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) };
 --           records set aside, each { id, why } }.
 local claimed, damaged = {}, {}
@@ -67,15 +69,16 @@ end
 
 -- a damaged index would stop the script half-way: check every key before the first write
 for i = 1, #KEYS do
-  local kind = redis.call('TYPE', KEYS[i]).ok
+  local kind = i == 5 and 'none' or redis.call('TYPE', KEYS[i]).ok  -- KEYS[5]: any will do
   local expected = i == 4 and 'set' or 'zset'
   if kind ~= 'none' and kind ~= expected then
     return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. expected)
   end
 end
 
-for q = 5, #KEYS, 2 do
-  local name = ARGV[8 + (q - 5) / 2]
+local earliest = nil
+for q = 6, #KEYS, 2 do
+  local name = ARGV[9 + (q - 6) / 2]
   local paused = redis.call('SISMEMBER', KEYS[4], name) == 1
   while not paused and #claimed < want do
     local popped = redis.call('ZPOPMIN', KEYS[q], want - #claimed)
@@ -92,12 +95,17 @@ for q = 5, #KEYS, 2 do
           redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[3], 'run_start', ARGV[3])
           redis.call('HINCRBY', key, 'run_count', 1)
           redis.call('HINCRBY', key, 'version', 1)
-          redis.call('ZADD', KEYS[1], now + math.floor(timeout * 1000), id)
-          redis.call('ZADD', KEYS[q + 1], ARGV[7], id)
+          local deadline = now + math.floor(timeout * 1000)
+          redis.call('ZADD', KEYS[1], deadline, id)
+          redis.call('ZADD', KEYS[q + 1], ARGV[8], id)
+          if not earliest or deadline < earliest then earliest = deadline end
           claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
         end
       end
     end
   end
+end
+if earliest then
+  announce(KEYS[5], ARGV[7], earliest, now)
 end
 return { claimed, damaged }

@@ -4,15 +4,16 @@
 --
 -- KEYS[1]  scheduled zset      KEYS[2]  queue zset of the jobs' name
 -- KEYS[3]  the index of the jobs' name's delayed jobs (see transition.lua)
--- KEYS[4]  the set of job names
+-- KEYS[4]  the set of job names    KEYS[5]  the last deadline announced (see announce.lua)
 -- ARGV[1]  placement: "queue" | "scheduled"
 -- ARGV[2]  for "queue": the priority (0-9; the score as in transition.lua); for "scheduled":
 --          the due time in ms
 -- ARGV[3]  wake channel, published when the queue was empty before these jobs joined it
 -- ARGV[4]  job key prefix (the key of job <id> is ARGV[4] .. id)
 -- ARGV[5]  now in microseconds: the delayed index's score
--- ARGV[6]  n, the number of event channels; ARGV[7 .. 6+n] the channels
--- ARGV[7+n]  the shared fields: a JSON array of field, value, field, value ... (one argument
+-- ARGV[6]  the timers channel: a delayed job's due time is announced there
+-- ARGV[7]  n, the number of event channels; ARGV[8 .. 7+n] the channels
+-- ARGV[8+n]  the shared fields: a JSON array of field, value, field, value ... (one argument
 --            rather than dozens: packing each costs the client more than decoding costs Redis)
 -- then 4 texts around a job's id, data and unique key in its event message: the message is
 -- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
@@ -35,10 +36,10 @@ if names_kind ~= 'none' and names_kind ~= 'set' then
   return redis.error_reply('kickq: ' .. KEYS[4] .. ' is a ' .. names_kind .. ', not a set')
 end
 
-local n = tonumber(ARGV[6])
-local shared = cjson.decode(ARGV[7 + n])
-local head, middle, before_key, tail = unpack(ARGV, 8 + n, 11 + n)
-local first_job = 12 + n
+local n = tonumber(ARGV[7])
+local shared = cjson.decode(ARGV[8 + n])
+local head, middle, before_key, tail = unpack(ARGV, 9 + n, 12 + n)
+local first_job = 13 + n
 
 local function next_score(queue, priority)  -- as in transition.lua
   local band = (9 - tonumber(priority)) * 100000000000000
@@ -90,7 +91,7 @@ for j = first_job, #ARGV, 4 do
       redis.call('ZADD', KEYS[3], ARGV[5], id)
     end
     local message = head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
-    for i = 7, 6 + n do
+    for i = 8, 7 + n do
       redis.call('PUBLISH', ARGV[i], message)
     end
     results[#results + 1] = 1
@@ -101,6 +102,9 @@ if saved > 0 then
   for i = 1, #shared, 2 do
     if shared[i] == 'name' then redis.call('SADD', KEYS[4], shared[i + 1]) end
   end
+end
+if saved > 0 and not queued then
+  announce(KEYS[5], ARGV[6], tonumber(ARGV[2]), math.floor(tonumber(ARGV[5]) / 1000))
 end
 if was_empty and saved > 0 then
   redis.call('PUBLISH', ARGV[3], '')

@@ -4,8 +4,10 @@
 -- schedule, or one whose spec changed, starts at the given first tick.
 --
 -- KEYS[1]  schedules hash (key -> record JSON)   KEYS[2]  schedule_times zset (next tick, ms)
+-- KEYS[3]  the last deadline announced (see announce.lua)
 -- ARGV[1]  the schedule's key   ARGV[2]  its record (JSON, with a "spec" field)
 -- ARGV[3]  its spec             ARGV[4]  its first tick in ms, used unless the spec is unchanged
+-- ARGV[5]  the timers channel, where the next tick is announced   ARGV[6]  now in ms
 -- Returns the schedule's next tick in ms, as a string.
 for i = 1, 2 do
   local kind = redis.call('TYPE', KEYS[i]).ok
@@ -26,4 +28,5 @@ if same then
   return score
 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+announce(KEYS[3], ARGV[5], tonumber(ARGV[4]), tonumber(ARGV[6]))
 return ARGV[4]

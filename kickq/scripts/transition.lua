@@ -8,6 +8,7 @@
 -- KEYS[7]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
 --          the update time (microseconds); for queued, the queue again (the job's place there is enough)
 -- KEYS[8]  the name's per-minute completions hash   KEYS[9]  the name's run process times list
+-- KEYS[10] the last deadline announced (see announce.lua)
 -- ARGV[1]  expected version
 -- ARGV[2]  job id
 -- ARGV[3]  placement: "queue" | "scheduled" | "finished"
@@ -19,8 +20,9 @@
 -- ARGV[8]  "success" or "fail" when the job completes (counted in KEYS[8]), else ""
 -- ARGV[9]  the process time (s) of the run this change ends (kept in KEYS[9]), else ""
 -- ARGV[10] how many process times KEYS[9] keeps
--- ARGV[11] n, the number of channels; ARGV[12 .. 11+n] the channels
--- ARGV[12+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
+-- ARGV[11] the timers channel: a due time or a purge time is announced there
+-- ARGV[12] n, the number of channels; ARGV[13 .. 12+n] the channels
+-- ARGV[13+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
 -- A queued job's score is (9 - priority) * 1e14, plus one more than the last job queued with
 -- that priority: the lowest is claimed first, so higher priorities first, and first in, first
 -- out within one. A job that completes frees its unique key (the record's `unique_lock`).
@@ -60,9 +62,9 @@ local function count_completion(outcome)
   redis.call('HSET', KEYS[8], slot, minute .. ':' .. succeeded .. ':' .. failed)
 end
 
-local n = tonumber(ARGV[11])
+local n = tonumber(ARGV[12])
 local lock = redis.call('HGET', KEYS[1], 'unique_lock')
-local fields = cjson.decode(ARGV[12 + n])
+local fields = cjson.decode(ARGV[13 + n])
 if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
@@ -99,7 +101,10 @@ else
   end
 end
 
-for i = 12, 11 + n do
+if ARGV[3] ~= 'queue' then
+  announce(KEYS[10], ARGV[11], tonumber(ARGV[4]), math.floor(tonumber(ARGV[7]) / 1000))
+end
+for i = 13, 12 + n do
   redis.call('PUBLISH', ARGV[i], ARGV[6])
 end
 return 1

@@ -172,3 +172,36 @@ def _embedded(args: argparse.Namespace) -> int:
     else:
         print(*result.values())
     return 0
+
+
+@command(
+    "dashboard",
+    "serve the web dashboard (needs the extra: pip install 'kickq[dashboard]')",
+    arg("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"),
+    arg(
+        "--port",
+        type=cli_parser.port,
+        default=8765,
+        help="the port to listen on (default: 8765; 0: any free port)",
+    ),
+    arg(
+        "--allow-actions",
+        action="store_true",
+        help="offer requeue, delete, pause and resume (default: read-only)",
+    ),
+    prints=False,
+)
+def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from . import dashboard  # only this command needs the extra (Starlette, uvicorn)
+    except ImportError as exc:
+        raise Failure(str(exc)) from None
+    worker_cli.configure_logging("INFO")
+    dashboard.serve(
+        args.host,
+        args.port,
+        args.allow_actions,
+        redis_url=args.redis_url,
+        namespace=args.namespace,
+    )
+    return 0

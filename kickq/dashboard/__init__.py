@@ -1,0 +1,34 @@
+"""kickq.dashboard: a web page over the jobs of one Redis namespace (the extra kickq[dashboard]).
+
+    kickq dashboard [--host 127.0.0.1] [--port 8765] [--allow-actions]
+    python -m kickq.dashboard ...                    (the same)
+    kickq.dashboard.serve(port=8765)                 (from Python; returns when interrupted)
+    app = kickq.dashboard.create_app()               (an ASGI app, to mount in your own server)
+
+Server-rendered pages (Starlette, Jinja2) with no front-end build step: every name with its
+counts by state, throughput over the last hour, paused names; jobs by name and state, a page at
+a time; a job's data, result, runs and errors; live workers; schedules. Pages update live from
+kickq's events (server-sent events). It listens on 127.0.0.1 and is read-only unless told
+otherwise; only with `allow_actions` does it requeue, delete, pause and resume, and only for a
+POST carrying its session's token. Job data is shown as text, never as markup.
+
+Importing kickq never imports this package (nor Starlette); importing it without the extra
+installed raises an ImportError saying what to install.
+"""
+
+from __future__ import annotations
+
+REQUIRED = ("starlette", "uvicorn", "jinja2", "anyio")
+
+try:
+    from ._app import create_app
+    from ._server import serve
+except ModuleNotFoundError as exc:
+    if (exc.name or "").split(".")[0] not in REQUIRED:
+        raise
+    raise ImportError(
+        f"kickq.dashboard needs the dashboard extra ({exc.name} is missing): "
+        "pip install 'kickq[dashboard]'"
+    ) from exc
+
+__all__ = ["create_app", "serve"]

@@ -1,0 +1,152 @@
+"""The pages: overview, jobs by name and state, one job, workers, schedules.
+
+Each reads only what it shows, through kickq's public calls: the overview one `kickq.stats()`
+(a few small reads per name), a jobs page a count and one page of the indexes, so every page
+costs the same with a hundred jobs or a hundred thousand. The calls are awaited (their futures
+are resolved by kickq's threads), so a slow Redis never blocks the server's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import urllib.parse
+from typing import Any, TypeVar
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+import kickq
+
+from .._keys import SEEN_STATES
+from ._chart import chart, charts, minutes_of
+from ._render import Renderer
+
+T = TypeVar("T")
+WAIT = 10.0  # seconds a page waits for Redis before it says Redis is unavailable
+PAGE_SIZE = 50
+MAX_PAGE = 1_000_000
+
+
+class Unavailable(Exception):
+    """Redis did not answer: the page says so (503) instead of hanging."""
+
+
+async def fetch(future: concurrent.futures.Future[T]) -> T:
+    """A kickq future's result, awaited without blocking the event loop."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), WAIT)
+    except asyncio.TimeoutError:
+        raise Unavailable(f"no answer from Redis within {WAIT:g} s") from None
+    except kickq.RedisUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+
+
+def _render(request: Request) -> Renderer:
+    renderer: Renderer = request.app.state.render
+    return renderer
+
+
+async def overview(request: Request) -> Response:
+    """Every name with its counts by state, throughput over the last hour, paused names."""
+    stats = dict(sorted((await fetch(kickq.stats())).items()))
+    totals = {state: sum(s.counts.get(state, 0) for s in stats.values()) for state in SEEN_STATES}
+    # Limits across processes: shown once NameStats carries them (a `limits` field).
+    limits = {name: getattr(s, "limits", None) for name, s in stats.items()}
+    return _render(request)(
+        request,
+        "overview.html",
+        stats=stats,
+        states=SEEN_STATES,
+        totals=totals,
+        chart=chart(minutes_of(stats)),
+        sparks=charts(stats),
+        limits=limits if any(v is not None for v in limits.values()) else None,
+        paused=[name for name, s in stats.items() if s.paused],
+    )
+
+
+def _page_number(text: str | None) -> int:
+    if text is None or text == "":
+        return 1
+    try:
+        page = int(text)
+    except ValueError:
+        page = 0
+    if not 1 <= page <= MAX_PAGE:
+        raise HTTPException(400, f"page must be a whole number from 1 to {MAX_PAGE}, not {text!r}")
+    return page
+
+
+async def jobs(request: Request) -> Response:
+    """The jobs of a name (or every name) in a state (or every state), a page at a time."""
+    params = request.query_params
+    name, state = params.get("name") or None, params.get("state") or None
+    page = _page_number(params.get("page"))
+    try:
+        query = kickq.jobs(name=name, state=state)
+    except (kickq.ConfigError, TypeError, ValueError) as exc:
+        raise HTTPException(400, str(exc)) from None
+    total, found = await asyncio.gather(
+        fetch(query.count()), fetch(query.list(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE))
+    )
+
+    def page_url(number: int) -> str:
+        wanted = {"name": name, "state": state, "page": number if number > 1 else None}
+        return "/jobs?" + urllib.parse.urlencode({k: v for k, v in wanted.items() if v})
+
+    return _render(request)(
+        request,
+        "jobs.html",
+        title="Jobs",
+        name=name or "",
+        state=state or "",
+        states=SEEN_STATES,
+        jobs=found,
+        total=total,
+        page=page,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        first=(page - 1) * PAGE_SIZE + 1,
+        page_url=page_url,
+        live_names=[name] if name else None,
+    )
+
+
+async def job(request: Request) -> Response:
+    """One job: its fields, data, result, metadata, runs and errors."""
+    job_id = str(request.path_params["job_id"])
+    try:
+        found = await fetch(kickq.get(job_id))
+    except kickq.JobNotFound:
+        raise HTTPException(
+            404, f"no job with id {job_id!r} (deleted, purged or never made)"
+        ) from None
+    return _render(request)(
+        request,
+        "job.html",
+        title=f"Job {job_id}",
+        job=found,
+        options=_options(found),
+        live_job=job_id,
+    )
+
+
+def _options(job: kickq.Job) -> dict[str, Any]:
+    names = ("priority", "process_timeout", "delay", "retry", "retry_count", "retry_interval")
+    more = ("ghost_retry", "ghost_count", "ghost_interval", "hotjob", "hotjob_timeout")
+    return {name: getattr(job, name) for name in (*names, *more)}
+
+
+async def workers(request: Request) -> Response:
+    """The live workers of every process sharing the Redis and namespace."""
+    found = await fetch(kickq.workers())
+    return _render(request)(request, "workers.html", title="Workers", workers=found, refresh="poll")
+
+
+async def schedules(request: Request) -> Response:
+    """The repeatable jobs, the next to tick first."""
+    found = await fetch(kickq.schedules())
+    return _render(request)(
+        request, "schedules.html", title="Schedules", schedules=found, refresh="poll"
+    )

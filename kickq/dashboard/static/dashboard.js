@@ -1,0 +1,112 @@
+// kickq dashboard: live updates. No framework and no build step.
+//
+// The server sends a `change` message (server-sent events, /events) at most every 0.3 s while
+// jobs change: the event counts, the names touched, some job ids and the latest events. A page
+// whose content may have changed re-reads itself, at most once a second: the same URL with
+// X-Kickq-Fragment: 1, which returns the content alone, rendered and escaped by the server, and
+// swaps it in. Pages that no event describes (workers, schedules) re-read themselves every
+// 10 s instead. The feed of latest events is built with textContent only: event data is never
+// read as markup.
+"use strict";
+
+(function () {
+  const main = document.getElementById("live");
+  const conn = document.getElementById("conn");
+  const feed = document.getElementById("feed");
+  if (!main) return;
+
+  const MIN_INTERVAL = 1000; // ms between two re-reads, however busy the queues are
+  let busy = false;
+  let timer = null;
+  let last = 0;
+
+  function refresh() {
+    if (timer === null) timer = setTimeout(reread, Math.max(0, last + MIN_INTERVAL - Date.now()));
+  }
+
+  async function reread() {
+    timer = null;
+    if (busy) { refresh(); return; }
+    busy = true;
+    last = Date.now();
+    try {
+      const response = await fetch(location.href, {
+        headers: { "X-Kickq-Fragment": "1" },
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (response.ok) {
+        const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+        main.replaceChildren(...doc.body.childNodes);
+        main.dataset.refreshed = String(Date.now());
+      }
+    } catch (error) {
+      // the next change or poll tries again
+    } finally {
+      busy = false;
+    }
+  }
+
+  function concerns(change) {
+    if (change.overflow) return true;
+    if (main.dataset.job) return change.ids.includes(main.dataset.job);
+    if (main.dataset.names) {
+      const names = JSON.parse(main.dataset.names);
+      return names.some((name) => change.names.includes(name));
+    }
+    return true;
+  }
+
+  function showEvents(recent) {
+    if (!feed) return;
+    const empty = feed.querySelector(".empty");
+    if (empty) empty.remove();
+    for (const note of recent) {
+      const item = document.createElement("li");
+      const kind = document.createElement("span");
+      kind.className = "badge event-" + note.event;
+      kind.textContent = note.event;
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = note.name;
+      item.append(kind, " ", name, " ");
+      if (note.event !== "delete") {
+        const link = document.createElement("a");
+        link.href = "/jobs/" + encodeURIComponent(note.id);
+        link.textContent = note.id;
+        item.append(link);
+      } else {
+        item.append(note.id);
+      }
+      feed.prepend(item);
+    }
+    while (feed.children.length > 20) feed.lastElementChild.remove();
+  }
+
+  function setConnected(live) {
+    if (!conn) return;
+    conn.textContent = live ? "live" : "reconnecting…";
+    conn.classList.toggle("live", live);
+  }
+
+  if (main.dataset.refresh === "poll") {
+    setInterval(refresh, 10000);
+  } else if (window.EventSource) {
+    const source = new EventSource("/events");
+    source.addEventListener("open", () => setConnected(true));
+    source.addEventListener("error", () => setConnected(false));
+    source.addEventListener("change", (message) => {
+      const change = JSON.parse(message.data);
+      showEvents(change.recent);
+      if (concerns(change)) refresh();
+    });
+  }
+
+  // Destructive actions ask first (the form says what it will do in data-confirm).
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+})();

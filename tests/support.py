@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -286,3 +287,30 @@ def all_keys(client: Any, pattern: str = "*") -> list[str]:
         nodes = client.get_primaries()
         return sorted(k for n in nodes for k in client.get_redis_connection(n).keys(pattern))
     return sorted(client.keys(pattern))
+
+
+class DashboardServer:
+    """kickq.dashboard served by uvicorn in a thread of this process, on a free 127.0.0.1 port,
+    on whatever Redis kickq is configured for: `with DashboardServer() as server: server.url`."""
+
+    def __init__(self, allow_actions: bool = False) -> None:
+        from kickq.dashboard import _server, create_app  # needs the dashboard extra
+
+        self.sock = _server.bind("127.0.0.1", 0)
+        self.url = _server.url_of(self.sock)
+        self.app = create_app(allow_actions)
+        self.server = _server.server(self.app)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="dashboard", daemon=True
+        )
+
+    def __enter__(self) -> DashboardServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), what="dashboard")
+        assert self.server.started, "the dashboard did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

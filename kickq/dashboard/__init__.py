@@ -24,10 +24,11 @@ try:
     from ._app import create_app
     from ._server import serve
 except ModuleNotFoundError as exc:
-    if (exc.name or "").split(".")[0] not in REQUIRED:
+    missing = (exc.name or "").split(".")[0]
+    if missing not in REQUIRED:
         raise
     raise ImportError(
-        f"kickq.dashboard needs the dashboard extra ({exc.name} is missing): "
+        f"kickq.dashboard needs the dashboard extra ({missing} is missing): "
         "pip install 'kickq[dashboard]'"
     ) from exc
 

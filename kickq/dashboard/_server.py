@@ -7,9 +7,10 @@ status 1) instead of uvicorn logging it and exiting the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,6 +43,22 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, check_port(port)), family=family)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, but once a signal (Ctrl-C, SIGTERM) has shut it down gracefully it
+    returns, instead of raising the signal again: `serve()` returns and the command exits 0,
+    as `kickq worker` does. A second Ctrl-C still exits at once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
+
+
 def server(app: Starlette) -> uvicorn.Server:
     """A uvicorn server for `app` that leaves logging alone (the caller's) and logs no line
     per request."""
@@ -53,7 +70,7 @@ def server(app: Starlette) -> uvicorn.Server:
         lifespan="on",
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def url_of(sock: socket.socket) -> str:
@@ -70,7 +87,7 @@ def serve(
     namespace: str | None = None,
     hosts: Sequence[str] | None = None,
 ) -> None:
-    """Serve the dashboard until interrupted (Ctrl-C, SIGTERM).
+    """Serve the dashboard until interrupted (Ctrl-C or SIGTERM: it then returns).
 
     It listens on 127.0.0.1 unless `host` says otherwise, and is read-only unless
     `allow_actions`. `redis_url` and `namespace` configure kickq first (else its config,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import kickq
 
+from . import _cli_dashboard as dashboard_cli
 from . import _cli_output as out
 from . import _cli_parser as cli_parser
 from . import _cli_worker as worker_cli
@@ -27,6 +28,7 @@ from ._cli_parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
 
 WAIT = 30.0  # seconds a command waits for Redis before it gives up
 T = TypeVar("T")
+COMMAND_MODULES = (dashboard_cli,)  # imported for the commands they register
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,37 +173,4 @@ def _embedded(args: argparse.Namespace) -> int:
         print("stopped" if result["stopped"] else "not running")
     else:
         print(*result.values())
-    return 0
-
-
-@command(
-    "dashboard",
-    "serve the web dashboard (needs the extra: pip install 'kickq[dashboard]')",
-    arg("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)"),
-    arg(
-        "--port",
-        type=cli_parser.port,
-        default=8765,
-        help="the port to listen on (default: 8765; 0: any free port)",
-    ),
-    arg(
-        "--allow-actions",
-        action="store_true",
-        help="offer requeue, delete, pause and resume (default: read-only)",
-    ),
-    prints=False,
-)
-def _dashboard(args: argparse.Namespace) -> int:
-    try:
-        from . import dashboard  # only this command needs the extra (Starlette, uvicorn)
-    except ImportError as exc:
-        raise Failure(str(exc)) from None
-    worker_cli.configure_logging("INFO")
-    dashboard.serve(
-        args.host,
-        args.port,
-        args.allow_actions,
-        redis_url=args.redis_url,
-        namespace=args.namespace,
-    )
     return 0

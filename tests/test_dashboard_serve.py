@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 import kickq
+from kickq import _cli_worker as worker_cli
 from kickq import _runtime, cli
 from kickq._stats import FinishedMinute, NameStats
 from kickq.dashboard import _chart as charts
@@ -218,8 +219,11 @@ def test_without_the_extra_a_clear_error() -> None:
     ]
 
 
-def test_command_line_errors(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_line_errors(
+    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bad port is bad usage (2); a port in use a failure (1); each one line."""
+    monkeypatch.setattr(worker_cli, "configure_logging", lambda level: None)  # logging as it was
     for port in ("x", "70000", "-1"):
         with pytest.raises(SystemExit) as exited:
             cli.main(["dashboard", "--port", port])

@@ -36,11 +36,25 @@ def check_port(port: object) -> int:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free port)."""
+    """A listening socket on host:port (port 0: any free port).
+
+    Made with IPPROTO_TCP named, not 0 as socket.create_server() does: asyncio turns Nagle's
+    algorithm off (TCP_NODELAY) only on the connections of such a socket. With it on, a
+    response written in two parts waits for the client's delayed ACK: 40 ms per request on a
+    kept-alive connection."""
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, not {host!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, check_port(port)), family=family)
+    check_port(port)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Server(uvicorn.Server):

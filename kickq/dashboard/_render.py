@@ -48,13 +48,16 @@ def when(moment: datetime.datetime | None) -> str:
 
 
 def seconds(value: float | None) -> str:
-    """A duration for people: 0.012 s, 4.2 s, 3 min, 2 h, 5 d."""
+    """A duration for people: 0.4 ms, 12 ms, 4.20 s, 42.0 s, 3 min, 2 h, 5 d."""
     if value is None:
         return "-"
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
         if value >= 2 * size:
             return f"{value / size:.0f} {unit}"
-    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if value < 1:
+        ms = value * 1000
+        return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
 
 
 def ago(moment: datetime.datetime | None) -> str:

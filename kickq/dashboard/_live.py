@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -115,7 +115,7 @@ class Fanout:
         self._subscriptions.clear()
         self._loop = None
 
-    def _receiver(self, event: str) -> Any:
+    def _receiver(self, event: str) -> Callable[[Any], None]:
         def receive(payload: Any) -> None:  # on kickq's listener thread
             with self._lock:
                 first = not self._pending
@@ -175,23 +175,23 @@ class EventStream(Response):
         viewer = self._fanout.join()
         try:
             async with anyio.create_task_group() as group:
-
-                async def stream() -> None:
-                    await send(
-                        {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                    )
-                    async for message in _messages(viewer):
-                        body = message.encode()
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-
-                group.start_soon(stream)
+                group.start_soon(self._stream, viewer, send)
                 while (await receive())["type"] != "http.disconnect":
                     pass
                 group.cancel_scope.cancel()
-        except OSError:  # the page went away while a message was being written
-            pass
         finally:
             self._fanout.leave(viewer)
+
+    async def _stream(self, viewer: Viewer, send: Send) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        try:
+            await send(start)
+            async for message in _messages(viewer):
+                await send(
+                    {"type": "http.response.body", "body": message.encode(), "more_body": True}
+                )
+        except OSError:  # the page went away mid-write (a server may say so this way); the
+            pass  # disconnect that follows ends the response
 
 
 async def events(request: Request) -> Response:

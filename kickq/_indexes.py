@@ -64,6 +64,10 @@ def newest_ids(
     and merged: the cost is the page's, whatever the number of jobs that match."""
     if limit <= 0:
         return []
+    if len(job_names) == 1 and len(states) == 1 and states[0] != "queued":
+        # one index, already in that order: just the page
+        index = store.keys_of_name(job_names[0]).index(states[0], job_names[0])
+        return [str(job_id) for job_id in store.client.zrevrange(index, offset, offset + limit - 1)]
     want = offset + limit
     pipe = store.client.pipeline(transaction=False)
     sources: list[bool] = []  # per command: True when it reads a queue's band

@@ -63,6 +63,17 @@ def test_list_pages_most_recently_updated_first() -> None:
     assert kickq.jobs(name="none-such").list().result(5) == []
 
 
+def test_a_page_of_one_state_is_read_straight_from_its_index() -> None:
+    """A page of one name in one state (not queued) comes from its index at the offset, in the
+    order the jobs changed: those that finished last first."""
+    kickq.process("done", lambda job, data: data, concurrent_jobs=1)
+    made = [kickq.create("done", i, hotjob=True).result(5) for i in range(9)]
+    finished = [job.hotjob_future.result(10) for job in made]  # type: ignore[union-attr]
+    by_finish = sorted(finished, key=lambda job: str(job.update_time), reverse=True)
+    page = kickq.jobs(name="done", state="success").list(limit=4, offset=3).result(10)
+    assert [job.id for job in page] == [job.id for job in by_finish[3:7]]
+
+
 def test_queued_jobs_of_every_priority_list_by_update_time() -> None:
     """Queued jobs of several priorities still list newest first, whatever their priority."""
     made = [kickq.create("prio", {"n": i}, priority=i % 10).result(5) for i in range(15)]

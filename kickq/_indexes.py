@@ -64,10 +64,10 @@ def newest_ids(
     and merged: the cost is the page's, whatever the number of jobs that match."""
     if limit <= 0:
         return []
-    if len(job_names) == 1 and len(states) == 1 and states[0] != "queued":
-        # one index, already in that order: just the page
-        index = store.keys_of_name(job_names[0]).index(states[0], job_names[0])
-        return [str(job_id) for job_id in store.client.zrevrange(index, offset, offset + limit - 1)]
+    if len(job_names) == 1 and len(states) == 1:
+        page = _one_index_page(store, job_names[0], states[0], offset, limit)
+        if page is not None:
+            return page
     want = offset + limit
     pipe = store.client.pipeline(transaction=False)
     sources: list[bool] = []  # per command: True when it reads a queue's band
@@ -95,6 +95,27 @@ def newest_ids(
     times = update_times(store, [job_id for job_id, _ in queued])
     scored.extend((us, place, job_id) for us, (job_id, place) in zip(times, queued, strict=True))
     return [job_id for _, _, job_id in heapq.nlargest(want, scored)][offset:]
+
+
+def _one_index_page(
+    store: Store, name: str, state: str, offset: int, limit: int
+) -> list[str] | None:
+    """A page read straight from one index, when its order is the page's: any index but a
+    queue, and a queue whose jobs share one priority band (the usual case). None otherwise."""
+    index = store.keys_of_name(name).index(state, name)
+    if state != "queued":
+        return [str(job_id) for job_id in store.client.zrevrange(index, offset, offset + limit - 1)]
+    pipe = store.client.pipeline(transaction=False)
+    for band in range(PRIORITY_BANDS):
+        pipe.zcount(index, band * BAND, band * BAND + BAND - 1)
+    used = [band for band, n in enumerate(checked(pipe.execute(raise_on_error=False))) if n]
+    if len(used) > 1:
+        return None
+    if not used:
+        return []
+    low = used[0] * BAND
+    found = store.client.zrevrangebyscore(index, low + BAND - 1, low, offset, limit)
+    return [str(job_id) for job_id in found]
 
 
 def update_times(store: Store, job_ids: Sequence[str]) -> list[int]:

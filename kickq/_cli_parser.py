@@ -34,7 +34,12 @@ class Failure(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2), as every failure is."""
+    """argparse, but a usage error is one line (and exit status 2), as every failure is; and
+    no option may be abbreviated: `--name` must never be read as `--namespace`."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        options["allow_abbrev"] = False
+        super().__init__(*args, **options)
 
     def error(self, message: str) -> NoReturn:
         out.error_line(self.prog, f"{message} (see {self.prog} --help)")

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import kickq
-from kickq import _cli_worker as worker_cli
 from kickq import _cli_redis, _processors, cli
+from kickq import _cli_worker as worker_cli
 from support import wait_until
 
 UNREACHABLE = "redis://127.0.0.1:1"

@@ -90,6 +90,17 @@ def _fail(prog: str, message: object, status: int) -> int:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log to stderr from this level on (default: INFO, a line per finished job)",
     ),
+    arg(
+        "--metrics-port",
+        type=cli_parser.port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs kickq[metrics])",
+    ),
+    arg(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0: every one)",
+    ),
     prints=False,
 )
 def _worker(args: argparse.Namespace) -> int:
@@ -100,6 +111,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise Failure(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE) from None
     if not found:
         raise Failure(f"{args.module} registers no processors (see @kickq.processor)", EXIT_USAGE)
+    worker_cli.serve_metrics(args.metrics_host, args.metrics_port)
     _connect(args)
     worker_cli.check_reachable()
     signals = worker_cli.Signals()

@@ -70,9 +70,8 @@ def watch(
                 if as_json:
                     out.print_json(out.plain(found), indent=None)
                 else:
-                    console.print(f"-- {out.human_time(clock.now())}")
-                    console.print(view(found))
-                    console.file.flush()
+                    out.say(f"-- {out.human_time(clock.now())}")
+                    out.show(view(found))
                 time.sleep(interval)
         with Live(view(read()), console=console, auto_refresh=False) as live:
             while True:

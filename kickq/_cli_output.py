@@ -84,6 +84,11 @@ def plain(value: Any) -> Any:
     return value
 
 
+def say(text: str) -> None:
+    """One line of words for people: what a command did."""
+    print(text, flush=True)
+
+
 def print_json(value: Any, indent: int | None = 2) -> None:
     print(json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False), flush=True)
 

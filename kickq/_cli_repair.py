@@ -48,7 +48,7 @@ def _requeue(args: argparse.Namespace) -> int:
         if args.json:
             out.print_json({"name": args.name, "requeued": count})
         else:
-            print(f"requeued {count} jobs of {', '.join(args.name)} that had failed for good")
+            out.say(f"requeued {count} jobs of {', '.join(args.name)} that had failed for good")
         return 0
     try:
         job = wait(kickq.requeue(args.id))
@@ -59,7 +59,7 @@ def _requeue(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(out.job_fields(job))
     else:
-        print(f"requeued {job.id} ({job.name})")
+        out.say(f"requeued {job.id} ({job.name})")
     return 0
 
 
@@ -88,14 +88,14 @@ def _delete(args: argparse.Namespace) -> int:
         if args.json:
             out.print_json({"name": args.name, "state": args.state, "deleted": count})
         else:
-            print(f"deleted {count} jobs of {', '.join(args.name)} ({', '.join(args.state)})")
+            out.say(f"deleted {count} jobs of {', '.join(args.name)} ({', '.join(args.state)})")
         return 0
     if not wait(kickq.delete(args.id)):
         raise Failure(f"no job with id {args.id!r}")
     if args.json:
         out.print_json({"id": args.id, "deleted": True})
     else:
-        print(f"deleted {args.id}")
+        out.say(f"deleted {args.id}")
     return 0
 
 
@@ -106,9 +106,9 @@ def _switch(args: argparse.Namespace, paused: bool) -> int:
     if args.json:
         out.print_json({"name": args.name, "paused": paused, "changed": changed})
     elif paused:
-        print(f"paused {args.name}" if changed else f"{args.name} was paused already")
+        out.say(f"paused {args.name}" if changed else f"{args.name} was paused already")
     else:
-        print(f"resumed {args.name}" if changed else f"{args.name} was not paused")
+        out.say(f"resumed {args.name}" if changed else f"{args.name} was not paused")
     return 0
 
 

@@ -315,6 +315,9 @@ def test_kickq_worker_serves_the_metrics(
         assert value(samples, "kickq_jobs_total", name="m-ok", outcome="success") == 3
         assert value(samples, "kickq_jobs_total", name="m-bad", outcome="fail") == 1
         assert value(samples, "kickq_job_duration_seconds_count", name="m-ok") == 3
+        runs = [kickq.get(job.id).result(5).runs[-1] for job in jobs[:3]]
+        total = value(samples, "kickq_job_duration_seconds_sum", name="m-ok")
+        assert total == pytest.approx(sum(run.process_time or 0 for run in runs), abs=1e-5)
         assert value(samples, "kickq_queue_depth", name="m-none", state="queued") == 1
         assert value(samples, "kickq_queue_depth", name="m-ok", state="success") == 3
         worker.send_signal(signal.SIGTERM)

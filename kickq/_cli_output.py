@@ -8,19 +8,25 @@ with every value passed as plain text: job data is shown as it is, never read as
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from . import _clock as clock
 from ._job import OPTION_FIELDS, TIME_FIELDS, Job, Run
+
+WIDEST = 1000  # columns a piped table may take
 
 
 def run_fields(run: Run) -> dict[str, Any]:
@@ -56,8 +62,35 @@ def job_fields(job: Job) -> dict[str, Any]:
     return fields
 
 
-def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False))
+def plain(value: Any) -> Any:
+    """A value of the API (NameStats, WorkerInfo, Schedule, ...) as JSON with the API's field
+    names: attrs classes and named tuples become objects, times ISO-8601 text, durations
+    seconds. Generic on purpose: a field the API gains shows up without a change here."""
+    if attrs.has(type(value)):
+        names = [field.name for field in attrs.fields(type(value))]
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {name: plain(item) for name, item in value._asdict().items()}
+    if isinstance(value, datetime.datetime):
+        return clock.to_iso(value)
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(name): plain(item) for name, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(item) for item in value]
+    return value
+
+
+def say(text: str) -> None:
+    """One line of words for people: what a command did."""
+    print(text, flush=True)
+
+
+def print_json(value: Any, indent: int | None = 2) -> None:
+    print(json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False), flush=True)
 
 
 def quiet_library_logs() -> None:
@@ -91,7 +124,7 @@ def print_table(
     table = Table(*columns, title=title, box=box.SIMPLE_HEAD, title_justify="left")
     for row in rows:
         table.add_row(*(Text(text_of(value)) for value in row))
-    _console().print(table)
+    console().print(table)
 
 
 def print_fields(fields: Mapping[str, Any], title: str | None = None) -> None:
@@ -101,7 +134,28 @@ def print_fields(fields: Mapping[str, Any], title: str | None = None) -> None:
     )
     for name, value in fields.items():
         table.add_row(Text(name), Text(text_of(value)))
-    _console().print(table)
+    console().print(table)
+
+
+def shorten(value: Any, width: int = 40) -> str:
+    """A cell's text cut to `width` characters on one line: a listing shows a glimpse of
+    data and errors (`kickq show ID` shows them whole)."""
+    text = " ".join(text_of(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def human_duration(seconds: float | None) -> str | None:
+    """A duration for people: 12ms, 4.2s, 3m20s, 2h05m."""
+    if seconds is None:
+        return None
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def human_time(moment: datetime.datetime | None) -> str | None:
@@ -109,6 +163,13 @@ def human_time(moment: datetime.datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(clock.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def short_time(moment: datetime.datetime | None) -> str | None:
+    """A time in a listing, to the second, in UTC (the column header says so)."""
+    if moment is None:
+        return None
+    return moment.astimezone(clock.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def print_job(job: Job) -> None:
@@ -124,6 +185,17 @@ def print_job(job: Job) -> None:
         print_table(("run", "start_time", "process_time", "state", "error"), rows)
 
 
-def _console() -> Console:
+def show(view: RenderableType) -> None:
+    """Print a view: fitted to a terminal's width; piped, as wide as it needs (unless COLUMNS
+    says otherwise), so that each row of a listing stays one line for grep and logs."""
+    shown = console()
+    if not shown.is_terminal and "COLUMNS" not in os.environ:
+        wide = shown.options.update(max_width=WIDEST)
+        width = max(Measurement.get(shown, wide, view).maximum, shown.width)
+        shown = Console(file=sys.stdout, highlight=False, emoji=False, markup=False, width=width)
+    shown.print(view)
+
+
+def console() -> Console:
     """A console on the current stdout (tests and pipes swap it), plain text when piped."""
     return Console(file=sys.stdout, highlight=False, emoji=False, markup=False)

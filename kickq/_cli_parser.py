@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import attrs
 
 from . import _cli_output as out
+from ._job import State
 
 PROG = "kickq"
 EXIT_FAILURE = 1
@@ -33,7 +34,12 @@ class Failure(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2), as every failure is."""
+    """argparse, but a usage error is one line (and exit status 2), as every failure is; and
+    no option may be abbreviated: `--name` must never be read as `--namespace`."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        options["allow_abbrev"] = False
+        super().__init__(*args, **options)
 
     def error(self, message: str) -> NoReturn:
         out.error_line(self.prog, f"{message} (see {self.prog} --help)")
@@ -62,6 +68,15 @@ class Command:
 
 
 COMMANDS: list[Command] = []
+# the order of `kickq --help`, the contract's; a command not named here comes after these
+HELP_ORDER = (
+    *("worker", "stats", "workers", "jobs", "show", "requeue", "delete", "pause", "resume"),
+    *("schedules", "embedded", "dashboard"),
+)
+
+
+def _help_rank(cmd: Command) -> int:
+    return HELP_ORDER.index(cmd.name) if cmd.name in HELP_ORDER else len(HELP_ORDER)
 
 
 def command(
@@ -100,7 +115,7 @@ def parser(version: str) -> argparse.ArgumentParser:
     root.add_argument("--version", action="version", version=f"kickq {version}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     connection, output = _connection_options(), _output_options()
-    for cmd in COMMANDS:
+    for cmd in sorted(COMMANDS, key=_help_rank):
         parents = [p for p, on in ((connection, cmd.connects), (output, cmd.prints)) if on]
         sub = commands.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=parents)
         for argument in cmd.args:
@@ -136,4 +151,46 @@ def seconds(text: str) -> float:
         value = -1.0
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
+    return value
+
+
+def whole_number(text: str) -> int:
+    """A count that may be 0, as --offset takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}")
+    return value
+
+
+def states(text: str) -> list[str]:
+    """Job states separated by commas, each one of kickq.State's values."""
+    known = [state.value for state in State]
+    found = names(text)
+    unknown = [state for state in found if state not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown state {unknown[0]!r}; states are {', '.join(known)}"
+        )
+    return found
+
+
+def interval(text: str) -> float:
+    """Seconds between two refreshes: a tenth of a second at least, so a watch stays light."""
+    value = seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"expected at least 0.1 seconds, not {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port to listen on; 0 lets the system pick a free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {text!r}")
     return value

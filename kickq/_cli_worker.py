@@ -18,11 +18,13 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
 import redis
 
 from . import _connection as connection
 from . import _processors as processors
+from ._cli_parser import EXIT_USAGE, Failure
 from ._config import settings
 from ._outage import translate
 from ._worker import Worker
@@ -30,6 +32,7 @@ from ._worker import Worker
 log = logging.getLogger("kickq.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 POLL = 0.25  # seconds: how late the main thread may run a signal's handler
+METRICS_HOST = "127.0.0.1"  # where --metrics-port listens unless --metrics-host says otherwise
 
 
 class ImportFailed(Exception):
@@ -78,6 +81,30 @@ def check_reachable() -> None:
         raise translate(exc, connection.describe(values, explicit)) from exc
     finally:
         client.close()
+
+
+def serve_metrics(host: str | None, port: int | None) -> WSGIServer | None:
+    """With --metrics-port, register kickq.metrics and serve prometheus_client's registry over
+    HTTP at /metrics, in a daemon thread, on `host` (127.0.0.1 unless told: metrics are for the
+    machine's own Prometheus, or for --metrics-host 0.0.0.0 in a container)."""
+    if port is None:
+        if host is not None:
+            raise Failure("--metrics-host goes with --metrics-port", EXIT_USAGE)
+        return None
+    try:
+        from . import metrics  # says what to install when prometheus_client is missing
+    except ImportError as exc:
+        raise Failure(f"--metrics-port: {exc}") from None
+    from prometheus_client import start_http_server
+
+    host = host or METRICS_HOST
+    metrics.register()
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise Failure(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    return server
 
 
 class Signals:

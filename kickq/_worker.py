@@ -24,6 +24,7 @@ from . import _clock as clock
 from . import _joblog as joblog
 from . import _lifecycle as lifecycle
 from . import _middleware as middleware
+from . import _run_ends as run_ends
 from ._errors import SerializationError
 from ._handlers import Handler, describe_error
 from ._json import dumps
@@ -258,6 +259,7 @@ class Worker:
                 log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
             else:
                 joblog.finished(job)
+                run_ends.notify(job)
                 if job.state in lifecycle.WAITING and job.scheduled_for is not None:
                     scheduled.append(job.scheduled_for)
         self._keep_unsent(unsent)

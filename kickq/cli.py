@@ -1,9 +1,10 @@
 """The `kickq` command (also `python -m kickq`): a small function per command, and main().
 
 Every command is one function registered with `@command(name, help, arg(...), ...)` (see
-`_cli_parser`, which builds the parser; `_cli_output` prints; `_cli_worker` runs workers). A
-command that talks to Redis calls `_connect(args)` first (its `--redis-url` and `--namespace`,
-else KICKQ_REDIS_URL, else the embedded Redis), waits on each future with `_wait()`, prints a
+`_cli_parser`, which builds the parser; `_cli_output` prints; `_cli_worker` runs workers; the
+inspect and repair commands live in `_cli_inspect` and `_cli_repair`). A command that talks to
+Redis calls `_connect(args)` first (its `--redis-url` and `--namespace`, else KICKQ_REDIS_URL,
+else the embedded Redis; see `_cli_redis`), waits on each future with `_wait()`, prints a
 table (`_cli_output`) or, with `--json`, JSON with the API's field names, and raises `Failure`
 when it cannot do what was asked. `main()` turns every failure into one line on stderr: exit
 status 2 for bad usage (argparse's errors, a bad option value), 1 for a failure (an unreachable
@@ -13,22 +14,24 @@ Redis, an unknown id, ...), never a traceback.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import kickq
 
 from . import _cli_dashboard as dashboard_cli
+from . import _cli_inspect as inspect_cli
 from . import _cli_output as out
 from . import _cli_parser as cli_parser
+from . import _cli_repair as repair_cli
 from . import _cli_worker as worker_cli
 from . import _embedded as embedded
 from ._cli_parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
+from ._cli_redis import connect as _connect
+from ._cli_redis import wait as _wait
 
-WAIT = 30.0  # seconds a command waits for Redis before it gives up
-T = TypeVar("T")
-COMMAND_MODULES = (dashboard_cli,)  # imported for the commands they register
+# imported for the commands they register
+COMMAND_MODULES = (inspect_cli, repair_cli, dashboard_cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,20 +58,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(prog: str, message: object, status: int) -> int:
     out.error_line(prog, message)
     return status
-
-
-def _connect(args: argparse.Namespace) -> None:
-    """Point kickq at the server and namespace the command line names, if it names them."""
-    options = {"redis_url": args.redis_url, "redis_namespace": args.namespace}
-    kickq.config({name: value for name, value in options.items() if value is not None})
-
-
-def _wait(future: concurrent.futures.Future[T]) -> T:
-    """The future's result, or a Failure when Redis gives no answer in WAIT seconds."""
-    done, _ = concurrent.futures.wait([future], timeout=WAIT)
-    if not done:
-        raise Failure(f"no answer from Redis within {WAIT:g}s")
-    return future.result()
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -103,6 +92,17 @@ def _wait(future: concurrent.futures.Future[T]) -> T:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log to stderr from this level on (default: INFO, a line per finished job)",
     ),
+    arg(
+        "--metrics-port",
+        type=cli_parser.port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs kickq[metrics])",
+    ),
+    arg(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0: every one)",
+    ),
     prints=False,
 )
 def _worker(args: argparse.Namespace) -> int:
@@ -113,6 +113,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise Failure(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE) from None
     if not found:
         raise Failure(f"{args.module} registers no processors (see @kickq.processor)", EXIT_USAGE)
+    worker_cli.serve_metrics(args.metrics_host, args.metrics_port)
     _connect(args)
     worker_cli.check_reachable()
     signals = worker_cli.Signals()
@@ -129,18 +130,6 @@ def _show(args: argparse.Namespace) -> int:
         out.print_json(out.job_fields(job))
     else:
         out.print_job(job)
-    return 0
-
-
-@command("delete", "delete one job", arg("id", metavar="ID", help="the job's id"))
-def _delete(args: argparse.Namespace) -> int:
-    _connect(args)
-    if not _wait(kickq.delete(args.id)):
-        raise Failure(f"no job with id {args.id!r}")
-    if args.json:
-        out.print_json({"id": args.id, "deleted": True})
-    else:
-        print(f"deleted {args.id}")
     return 0
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import kickq
+from kickq import _cli_redis, _processors, cli
 from kickq import _cli_worker as worker_cli
-from kickq import _processors, cli
 from support import wait_until
 
 UNREACHABLE = "redis://127.0.0.1:1"
@@ -110,7 +110,7 @@ def test_unforeseen_errors(
 
 def test_wait_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """A future Redis never answers fails the command after WAIT seconds."""
-    monkeypatch.setattr(cli, "WAIT", 0.01)
+    monkeypatch.setattr(_cli_redis, "WAIT", 0.01)
     with pytest.raises(cli.Failure, match="no answer from Redis"):
         cli._wait(concurrent.futures.Future())
 

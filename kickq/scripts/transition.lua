@@ -8,6 +8,9 @@
 -- KEYS[7]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
 --          the update time (microseconds); for queued, the queue again (the job's place there is enough)
 -- KEYS[8]  the name's per-minute completions hash   KEYS[9]  the name's run process times list
+-- KEYS[10] the name's limits hash (see limit.lua): when the job leaves processing while a
+--          concurrency limit holds jobs of its name in the queue, the wake channel is published,
+--          so that waiting workers of every process claim the slot it frees
 -- ARGV[1]  expected version
 -- ARGV[2]  job id
 -- ARGV[3]  placement: "queue" | "scheduled" | "finished"
@@ -32,8 +35,8 @@ local version = redis.call('HGET', KEYS[1], 'version')
 if version ~= ARGV[1] then
   return 0
 end
-local TYPES = { 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'hash', 'list' }
-for i = 2, 9 do
+local TYPES = { 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'hash', 'list', 'hash' }
+for i = 2, 10 do
   local kind = redis.call('TYPE', KEYS[i]).ok
   if kind ~= 'none' and kind ~= TYPES[i - 1] then
     return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. TYPES[i - 1])
@@ -67,7 +70,7 @@ if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZREM', KEYS[2], ARGV[2])
+local left_processing = redis.call('ZREM', KEYS[2], ARGV[2]) == 1
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[2])
 if ARGV[3] ~= 'queue' then
@@ -84,11 +87,13 @@ if ARGV[9] ~= '' then
   redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[10]) - 1)
 end
 
+local woken = false
 if ARGV[3] == 'queue' then
   local score = next_score(KEYS[5], ARGV[4])
   redis.call('ZADD', KEYS[5], score, ARGV[2])
   if redis.call('ZCARD', KEYS[5]) == 1 then
     redis.call('PUBLISH', ARGV[5], '')
+    woken = true
   end
 elseif ARGV[3] == 'scheduled' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
@@ -97,6 +102,11 @@ else
   if lock and redis.call('GET', lock) == ARGV[2] then
     redis.call('DEL', lock)
   end
+end
+
+if left_processing and not woken and redis.call('HEXISTS', KEYS[10], 'concurrency') == 1
+    and redis.call('ZCARD', KEYS[5]) > 0 then
+  redis.call('PUBLISH', ARGV[5], '')
 end
 
 for i = 12, 11 + n do

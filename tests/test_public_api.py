@@ -160,6 +160,11 @@ DOCUMENTED = {
     "schedules",
     "unschedule",
     "Schedule",
+    # part two: limits across processes, cancel
+    "limit",
+    "cancel",
+    "cancelled",
+    "JobCancelled",
 }
 PUBLIC_SUBMODULES: set[str] = {"cli", "testing"}  # the documented ones only
 

@@ -171,13 +171,16 @@ class Worker:
 
     def _wait_time(self, idle: bool) -> float:
         """Until the next run's deadline or the turn of a rate limit, on the kickq clock."""
+        now = clock.now()
         deadlines = self._runs.deadlines()
-        if self._rate_until is not None:
+        if self._rate_until is not None and self._rate_until > now:
             deadlines.append(self._rate_until)
+        else:  # passed with every slot taken, or never set: the next claim learns again
+            self._rate_until = None
         longest = IDLE_WAIT if idle else BUSY_WAIT
         if not deadlines:
             return longest
-        remaining = (min(deadlines) - clock.now()).total_seconds()
+        remaining = (min(deadlines) - now).total_seconds()
         return min(max(remaining, 0.005), longest)
 
     def _turn_once(self) -> bool:
@@ -264,11 +267,10 @@ class Worker:
 
     def _note_rate(self, wait: float | None) -> None:
         """Remember when a rate limit that held jobs back lets the next run start (the sooner
-        of what claims said, while still to come): the worker claims again then."""
+        of what the claims said, while still to come): the worker claims again then."""
+        if wait is None:
+            return
         now = clock.now()
-        if self._rate_until is not None and self._rate_until <= now:
-            self._rate_until = None
-        if wait is not None:
-            until = clock.after(now, wait)
-            if self._rate_until is None or until < self._rate_until:
-                self._rate_until = until
+        until = clock.after(now, wait)
+        if self._rate_until is None or self._rate_until <= now or until < self._rate_until:
+            self._rate_until = until

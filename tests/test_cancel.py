@@ -89,6 +89,24 @@ def test_a_job_waiting_for_its_retry_never_runs_again() -> None:
     assert [(run.state, run.error) for run in cancelled.runs] == [("fail", "first try fails")]
 
 
+def test_a_job_waiting_for_its_ghost_rerun_never_runs_again() -> None:
+    """A job whose first run overran process_timeout, waiting to run again, is cancelled: it
+    keeps its ghost run and runs no more."""
+    runs: list[Any] = []
+
+    def overruns(job: kickq.Job, data: Any) -> None:
+        runs.append(job.id)
+        time.sleep(0.5)
+
+    kickq.process("g", overruns)
+    job = kickq.create("g", process_timeout=0.2, ghost_interval=0.6).result(5)
+    wait_until(lambda: state_of(job.id) == "ghost", what="waiting to run again")
+    assert kickq.cancel(job.id).result(5) is True
+    time.sleep(1.0)  # past the ghost's due time: it would have run again by now
+    assert runs == [job.id]
+    assert [run.state for run in assert_cancelled(job.id).runs] == ["ghost"]
+
+
 def test_a_complete_job_is_left_alone() -> None:
     kickq.process("c", lambda job, data: data)
     job = kickq.create("c", 5).result(5)

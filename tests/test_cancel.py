@@ -281,16 +281,20 @@ def test_cancel_and_claim_race_each_job_ends_one_way() -> None:
             assert cancelled is False and done.success and done.result == job.data
 
 
+# A worker process: its handler says it started (a job "started"), waits to be cancelled,
+# and says it saw the cancel (a job "saw-cancel").
 WORKER_SCRIPT = """
 import asyncio, sys, time, kickq
 
 def plain(job, data):
+    kickq.create("started", job.id).result(5)
     while not kickq.cancelled():
         time.sleep(0.01)
     kickq.create("saw-cancel", job.id).result(5)
     return "discarded"
 
 async def coroutine(job, data):
+    await kickq.create("started", job.id)
     try:
         await asyncio.sleep(60)
     except asyncio.CancelledError:
@@ -331,12 +335,27 @@ def test_a_run_in_another_process_is_stopped(name: str, child_worker: Any) -> No
     channel), its thread sees kickq.cancelled() / its coroutine is cancelled."""
     child_worker(name)
     job = kickq.create(name).result(5)
-    wait_until(lambda: state_of(job.id) == "processing", what="the child runs it")
+    started = kickq.jobs(name="started")
+    wait_until(lambda: started.count().result(5) == 1, what="the child runs it")
     assert kickq.cancel(job.id).result(5) is True
     seen = kickq.jobs(name="saw-cancel")
     wait_until(lambda: seen.count().result(5) == 1, timeout=10, what="the child saw it")
     assert [j.data for j in seen.list().result(5)] == [job.id]
     assert_cancelled(job.id)
+
+
+def test_a_run_cancelled_before_its_claim_reply_never_starts() -> None:
+    """A cancel can reach a process before the reply of the claim that took the job: the
+    process remembers it, and the run never starts (shown here by telling the process of the
+    cancel before its worker claims)."""
+    ran: list[Any] = []
+    job = kickq.create("early").result(5)
+    kickq._runtime.get().cancels.cancelled((job.id, 1))  # as a message on <ns>:cancel does
+    kickq.process("early", lambda job, data: ran.append(data))
+    wait_until(lambda: state_of(job.id) == "processing", what="the claim")
+    later = kickq.create("early", "later").result(5)
+    kickq.wait(later.id, timeout=5).result(10)  # the slot (concurrent_jobs=1) is free again
+    assert ran == ["later"]
 
 
 def test_a_cancel_missed_while_disconnected_is_found_on_reconnect() -> None:

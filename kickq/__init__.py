@@ -19,6 +19,8 @@ from ._api import (
     wait,
 )
 from ._api import configure as config
+from ._cancel import cancel
+from ._cancel_router import cancelled
 from ._errors import (
     ConfigError,
     HotjobTimeout,
@@ -29,7 +31,8 @@ from ._errors import (
 )
 from ._future import KickqFuture
 from ._heartbeats import WorkerInfo
-from ._job import Job, JobFailed, Run, State
+from ._job import Job, JobCancelled, JobFailed, Run, State
+from ._limits import limit
 from ._processors import processor, start
 from ._query import JobQuery, jobs, requeue
 from ._retries import backoff
@@ -45,6 +48,7 @@ __all__ = [
     "EventSubscription",
     "HotjobTimeout",
     "Job",
+    "JobCancelled",
     "JobFailed",
     "JobNotFound",
     "JobQuery",
@@ -60,12 +64,15 @@ __all__ = [
     "WorkerInfo",
     "__version__",
     "backoff",
+    "cancel",
+    "cancelled",
     "config",
     "create",
     "create_many",
     "delete",
     "get",
     "jobs",
+    "limit",
     "on",
     "pause",
     "process",

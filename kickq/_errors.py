@@ -6,6 +6,7 @@ KickqError
 ├── JobNotFound          (also LookupError) no record under that id
 ├── HotjobTimeout        (also TimeoutError) a wait outlived its timeout
 ├── JobFailed                                the job ended in failure (in _job.py, with the Job)
+│   └── JobCancelled                         it was cancelled (kickq.cancel; in _job.py too)
 ├── RedisUnavailable     (also ConnectionError) Redis cannot be reached or refuses to serve
 └── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
 """

@@ -68,8 +68,9 @@ class Handler:
         self, job: Job, chain: Chain, started: Callable[[RunFuture], None]
     ) -> RunFuture:
         """Run any handler style inside the plain middleware of `chain`, in the calling thread,
-        which waits for the run to end; the Future returned is done. A coroutine's own Future is
-        handed to `started` as soon as the coroutine is scheduled, for the worker to cancel."""
+        which waits for the run to end; the Future returned is done. The run's own Future (a
+        coroutine's as soon as it is scheduled, or what the handler returned) is handed to
+        `started`, for the worker to cancel."""
         outcome: RunFuture = concurrent.futures.Future()
         try:
             value = call_through(
@@ -85,11 +86,8 @@ class Handler:
         self, job: Job, middleware: tuple[Middleware, ...], started: Callable[[RunFuture], None]
     ) -> Any:
         """The handler, as the last `call_next()` of the plain middleware sees it."""
-        if self.is_coroutine:
-            future = self.start_coroutine(job, middleware)
-            started(future)
-        else:
-            future = self.call(job)
+        future = self.start_coroutine(job, middleware) if self.is_coroutine else self.call(job)
+        started(future)
         return future.result()
 
     def call(self, job: Job) -> RunFuture:

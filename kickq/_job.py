@@ -122,6 +122,21 @@ class JobFailed(KickqError):
         return (type(self), (self.job,))
 
 
+CANCELLED = "cancelled"  # the last_error of a cancelled job, and the error of the run it stopped
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled (`kickq.cancel`): it ended `fail` with last_error "cancelled"."""
+
+
+def failure(job: Job) -> JobFailed:
+    """The error a wait on a job that ended in failure fails with: JobCancelled for a job that
+    was cancelled, else JobFailed."""
+    if job.last_error == CANCELLED:
+        return JobCancelled(job)
+    return JobFailed(job)
+
+
 OPTION_FIELDS = (
     "delay",
     "process_timeout",

@@ -23,12 +23,20 @@
                               scripts/announce.lua
 <ns>:schedules         hash   repeatable jobs: schedule key -> the schedule as JSON
 <ns>:schedule_times    zset   schedule keys, scored by their next tick (ms)
+<ns>:limits:{<name>}   hash   the limits of one name, obeyed by every claim: rate_count and
+                              rate_ms (at most rate_count runs start in any rate_ms), and
+                              concurrency (at most that many in processing at once)
+<ns>:starts:{<name>}   zset   the runs of one name started within its rate window,
+                              "<id>:<run count>" scored by their start (µs); expires when idle
 
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
                                 when its record was moved aside
-<ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty
+<ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty, or
+                                a run of it ended while a concurrency limit held jobs back
 <ns>:timers            channel  a deadline (ms) that every process's timer must know of
+<ns>:cancel            channel  a running job was cancelled: the job as JSON (the worker that
+                                holds its run stops it)
 
 Two namespaces never share a key or a channel, whatever their names and the job names, even
 when one namespace extends another ("app" and "app:queue"): a namespace holds no brace, job
@@ -136,6 +144,17 @@ class Keys:
     def times(self, name: str) -> str:
         return f"{self._prefix}times:{{{name}}}"
 
+    def limits(self, name: str) -> str:
+        return f"{self.limits_prefix}{name}}}"
+
+    @property
+    def limits_prefix(self) -> str:
+        """What stands before a job name in its limits key (which ends with "}"; for a script)."""
+        return f"{self._prefix}limits:{{"
+
+    def starts(self, name: str) -> str:
+        return f"{self._prefix}starts:{{{name}}}"
+
     @property
     def next_due(self) -> str:
         return f"{self._prefix}next_due"
@@ -183,4 +202,13 @@ class Keys:
         return f"{self.namespace}:done:{job_id}"
 
     def wake(self, name: str) -> str:
-        return f"{self.namespace}:wake:{{{name}}}"
+        return f"{self.wake_prefix}{name}}}"
+
+    @property
+    def wake_prefix(self) -> str:
+        """What stands before a job name in its wake channel (which ends with "}")."""
+        return f"{self.namespace}:wake:{{"
+
+    @property
+    def cancel(self) -> str:
+        return f"{self.namespace}:cancel"

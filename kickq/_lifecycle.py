@@ -9,6 +9,7 @@ if the record has not changed since it was read (its version fences every transi
                        │               └─> fail (no retries/ghosts left)
                        ├─────────────── promote (when due) ──────────┘
                        └─────────────── requeue (by hand) <── fail
+    cancel (by hand): queued, delayed, processing, retry or ghost ──> fail
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import attrs
 
 from . import _clock as clock
 from ._config import MAX_DURATION
-from ._job import Job, Run, State
+from ._job import CANCELLED, Job, Run, State
 
 IntervalFor = Callable[[Job, int], float]
 
@@ -119,6 +120,29 @@ def requeue(job: Job, now: datetime.datetime) -> Change | None:
         budget_start=max((run.count for run in job.runs), default=0),
     )
     return Change(again, ("queued",))
+
+
+def cancel(job: Job, now: datetime.datetime) -> Change | None:
+    """A job that is not complete ends `fail` for good with last_error "cancelled"; the run in
+    progress, if any, ends as a failed run with that error. A complete job is left alone."""
+    if job.complete or job.state is State.NEW:
+        return None
+    runs = job.runs
+    if job.state is State.PROCESSING and runs:
+        current = runs[-1]
+        started = current.start_time or now
+        process_time = round(max((now - started).total_seconds(), 0.0), 6)
+        runs = (*runs[:-1], Run(current.count, started, process_time, State.FAIL, CANCELLED))
+    ended = attrs.evolve(
+        job,
+        state=State.FAIL,
+        runs=runs,
+        last_error=CANCELLED,
+        update_time=now,
+        finish_time=now,
+        scheduled_for=None,
+    )
+    return Change(ended, ("fail",))
 
 
 def _wait(seconds: float) -> float:

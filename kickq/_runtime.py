@@ -20,6 +20,7 @@ import attrs
 from . import _clock as clock
 from . import _connection as connection
 from . import _lifecycle as lifecycle
+from ._cancel_router import CancelRouter
 from ._config import purge_timeout, settings
 from ._dispatcher import Call, Dispatcher
 from ._errors import DamagedRecord
@@ -60,6 +61,7 @@ class Runtime:
         self._lock = threading.Lock()
         self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
+        self.cancels = CancelRouter(self.listener, self.keys.cancel, self._live_workers)
         self.heartbeats = Heartbeats(self.store, self._live_workers)
         self.schedules = ScheduleStore(self.store)
         self.ticker = Ticker(self.store, self.schedules)
@@ -135,6 +137,7 @@ class Runtime:
         self, names: list[str], handler: Callable[..., Any], concurrent_jobs: int
     ) -> Worker:
         """Start a worker for these (checked) names in this process."""
+        self.cancels.start()  # before the first claim: a cancel may follow it at once
         worker = Worker(names, Handler(handler, self.loop), concurrent_jobs, self._context())
         with self._lock:
             self._workers = [w for w in self._workers if not w.stopped]
@@ -163,6 +166,7 @@ class Runtime:
             purge_timeout=purge_timeout,
             on_scheduled=self.sweeper.nudge,
             quarantine=self.quarantine,
+            cancels=self.cancels,
         )
 
     def quarantine(self, damaged: Damaged) -> None:

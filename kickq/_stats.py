@@ -1,8 +1,9 @@
 """`kickq.stats()`, `workers()`, `pause()` and `resume()`.
 
 The numbers come from what the state-changing scripts keep for each name in bounded memory:
-the indexes (counts), 60 per-minute completion counters, the last RUN_TIMES process times, and
-the set of paused names. Reading them is a pipeline of small reads per name; nothing scans.
+the indexes (counts), 60 per-minute completion counters, the last RUN_TIMES process times, the
+set of paused names, and each name's limits (see _limits.py). Reading them is a pipeline of
+small reads per name; nothing scans.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ._api import in_background
 from ._future import KickqFuture, failed
 from ._heartbeats import WorkerInfo, live_workers
 from ._keys import SEEN_STATES
+from ._limits import Limits, from_hash
 from ._store import Store, checked
 
 MINUTES = 60
@@ -53,6 +55,8 @@ class NameStats:
     oldest_queued_age: float | None  # seconds the oldest queued job has waited
     finished_per_minute: Sequence[FinishedMinute]  # the last 60 minutes, the oldest first
     process_time: ProcessTime | None  # over the last 1,000 runs
+    # kickq.limit(): the rate and the concurrency, None where there is none
+    limits: Limits = attrs.field(factory=Limits)
 
 
 def _percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -98,11 +102,12 @@ def _read(store: Store, names: Sequence[str]) -> dict[str, NameStats]:
         pipe.sismember(keys.paused, name)
         pipe.hgetall(keys.minutes(name))
         pipe.lrange(keys.times(name), 0, -1)
+        pipe.hgetall(keys.limits(name))
     replies = checked(pipe.execute(raise_on_error=False))
     oldest = _oldest_queued(store, names)
     found = {}
     for i, name in enumerate(names):
-        paused, minutes, times = replies[3 * i : 3 * i + 3]
+        paused, minutes, times, limits = replies[4 * i : 4 * i + 4]
         since = oldest[i]
         age = None if since is None else max((clock.to_us(now) - since) / 1e6, 0.0)
         found[name] = NameStats(
@@ -111,6 +116,7 @@ def _read(store: Store, names: Sequence[str]) -> dict[str, NameStats]:
             oldest_queued_age=age,
             finished_per_minute=finished_per_minute(minutes, now),
             process_time=process_time(times),
+            limits=from_hash(limits),
         )
     return found
 

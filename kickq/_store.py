@@ -126,6 +126,7 @@ class Store:
         self._quarantine = client.register_script(load_script("quarantine"))
         self._pause = client.register_script(load_script("pause"))
         self._pending = client.register_script(load_script("pending"))
+        self._limit = client.register_script(load_script("limit"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -242,12 +243,16 @@ class Store:
         return decode(holder, _as_dict(flat))
 
     def transition_call(
-        self, change: lifecycle.Change, stored: StoredJob, purge_timeout: float
+        self,
+        change: lifecycle.Change,
+        stored: StoredJob,
+        purge_timeout: float,
+        also: Sequence[str] = (),
     ) -> ScriptCall:
         """The call applying `change` to the job as `stored`, if its record is still at that
         version: only the fields that changed are written, and the event is assembled from
         the field texts (nothing is encoded twice). The indexes and the stats of the job's
-        name follow in the same step."""
+        name follow in the same step. The job is also published on the channels `also`."""
         job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
@@ -257,6 +262,7 @@ class Store:
         channels = [self.keys.event(event) for event in change.events]
         if change.finished:
             channels.append(self.keys.done(job.id))
+        channels += also
         message = record_event_json(merged, job.total_process_time)
         wake = self.keys.wake(job.name)
         before = stored.job.state
@@ -285,6 +291,7 @@ class Store:
             keys.index(job.state.value, job.name),
             keys.minutes(job.name),
             keys.times(job.name),
+            keys.limits(job.name),
             keys.next_due,
         ]
         return self._transition, call_keys, [*args, *channels, json.dumps(_flat(record))]
@@ -296,6 +303,7 @@ class Store:
         keys = [part.processing, part.scheduled, part.finished, part.paused, part.next_due]
         for name in names:
             keys += [part.queue(name), part.index("processing", name)]
+            keys += [part.limits(name), part.starts(name)]
         args = [
             part.job_prefix,
             clock.to_ms(now),
@@ -303,19 +311,26 @@ class Store:
             count,
             part.damaged_prefix,
             self.keys.done(""),
-            self.keys.timers,
             clock.to_us(now),
+            self.keys.timers,
             *names,
         ]
         return self._claim, keys, args
 
     def parse_claimed(self, reply: Sequence[Any]) -> list[StoredJob | Damaged]:
-        records, set_aside = reply
+        records, set_aside = reply[0], reply[1]
         claimed: list[StoredJob | Damaged] = [
             Damaged(job_id, {}, why, moved=True) for job_id, why in set_aside
         ]
         claimed.extend(decode(job_id, _as_dict(flat)) for job_id, flat in records)
         return claimed
+
+    @staticmethod
+    def rate_wait(reply: Sequence[Any]) -> float | None:
+        """From a claim's reply: the seconds until a rate limit that held queued jobs back lets
+        the next run start, or None when no rate held any back."""
+        ms = int(reply[2])
+        return None if ms < 0 else ms / 1000
 
     # -- reads, deletes and the sweeper's work ----------------------------------------
 
@@ -381,6 +396,8 @@ class Store:
             self.keys.done(job_id),
             *keys.queue_affixes,
             keys.index_prefix,
+            keys.limits_prefix,
+            self.keys.wake_prefix,
         ]
         return self._delete, call_keys, args
 
@@ -443,6 +460,17 @@ class Store:
         keys = self.keys_of_name(name)
         call_keys = [keys.paused, keys.names, keys.queue(name)]
         return self._pause, call_keys, [action, name, self.keys.wake(name)]
+
+    def limit_call(
+        self, name: str, rate: tuple[int, float] | None, concurrency: int | None
+    ) -> ScriptCall:
+        """The call setting the limits of a job name (`rate`: runs, seconds), replacing its
+        own; both None remove them."""
+        keys = self.keys_of_name(name)
+        call_keys = [keys.limits(name), keys.starts(name), keys.names, keys.queue(name)]
+        count, window = ("", "") if rate is None else (str(rate[0]), encode(rate[1] * 1000))
+        most = "" if concurrency is None else str(concurrency)
+        return self._limit, call_keys, [name, count, window, most, self.keys.wake(name)]
 
     def pending(self, names: Sequence[str], now_ms: int) -> tuple[int, int, int]:
         """How many jobs of `names` are queued, due by `now_ms` (delayed, retry or ghost) and

@@ -20,7 +20,7 @@ import attrs
 from . import _clock as clock
 from ._errors import DamagedRecord, HotjobTimeout, JobNotFound
 from ._future import KickqFuture
-from ._job import Job, JobFailed, State, from_event
+from ._job import Job, State, failure, from_event
 from ._keys import Keys
 from ._listener import Listener, Subscription
 from ._outage import is_outage
@@ -190,7 +190,7 @@ class Waits:
         if job.success:
             self._finish(waiter, job=job)
         else:
-            self._finish(waiter, error=JobFailed(job))
+            self._finish(waiter, error=failure(job))
 
     def _finish(
         self,

@@ -2,14 +2,14 @@
 
 One thread per worker drives everything with Redis: each turn of its loop sends, in one round
 trip, the end of every run that finished since the last turn and a claim for the free slots.
-Runs execute elsewhere (plain handlers on the pool's threads, coroutines on the loop thread)
-and report back through a queue. An idle worker sleeps until its wake channel says a queue of
-its names stopped being empty, a run ends, or a run's deadline comes.
+Runs execute elsewhere (see _runs.py) and report back. An idle worker sleeps until its wake
+channel says a queue of its names stopped being empty (or a run of a concurrency-limited name
+ended, in any process), a run ends, a run's deadline comes, or a rate limit that held jobs back
+lets the next run start.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import functools
 import logging
@@ -23,42 +23,19 @@ import attrs
 from . import _clock as clock
 from . import _joblog as joblog
 from . import _lifecycle as lifecycle
-from . import _middleware as middleware
 from . import _run_ends as run_ends
-from ._errors import SerializationError
-from ._handlers import Handler, describe_error
-from ._json import dumps
+from ._cancel_router import CancelRouter, RunKey
+from ._handlers import Handler
 from ._listener import Listener, Subscription
 from ._outage import Retry
 from ._pool import ThreadPool
 from ._rotation import ClaimRotation
-from ._store import Damaged, ScriptCall, Store, StoredJob
+from ._runs import Runs
+from ._store import Damaged, ScriptCall, Store
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 60.0  # a safety net only: wake-ups come from pub/sub (a reconnect nudges)
 BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun deadlines
-
-
-@attrs.define(eq=False)
-class Running:
-    claimed: StoredJob
-    deadline: datetime.datetime
-    future: concurrent.futures.Future[Any] | None = None  # a coroutine's, cancelled if it ghosts
-    ghosted: bool = False
-
-
-def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
-    if future.cancelled():
-        return lifecycle.Failed("the run was cancelled")
-    error = future.exception()
-    if error is not None:
-        return lifecycle.Failed(describe_error(error))
-    value = future.result()
-    try:
-        dumps(value, "the handler's result")
-    except SerializationError as exc:
-        return lifecycle.Failed(str(exc))
-    return lifecycle.Succeeded(value)
 
 
 @attrs.frozen
@@ -80,6 +57,7 @@ class WorkerContext:
     purge_timeout: Callable[[], float]
     on_scheduled: Callable[[int], None]
     quarantine: Callable[[Damaged], None]
+    cancels: CancelRouter
 
 
 class Worker:
@@ -92,19 +70,17 @@ class Worker:
         self.names = tuple(names)
         self.concurrent_jobs = concurrent_jobs
         self.started = clock.now()
-        self._handler = handler
         self._context = context
-        self._lock = threading.Lock()
-        self._running: dict[str, Running] = {}
-        self._ended: list[tuple[Running, lifecycle.Outcome]] = []
-        self._unsent: list[Ending] = []  # ends of runs Redis has not taken yet
         self._nudge = threading.Event()
+        self._runs = Runs(handler, context.pool, context.cancels, self._nudge.set)
+        self._unsent: list[Ending] = []  # ends of runs Redis has not taken yet (own thread only)
+        self._recheck = threading.Event()  # read the records of the runs for missed cancels
         self._stopping = threading.Event()
         self._abandon = threading.Event()
         # names that one claim serves together (on a Redis Cluster, one group per partition)
         self._rotation = ClaimRotation(context.store.claim_groups(self.names))
         self._subscriptions: list[Subscription] = []
-        self._run_threads: set[int] = set()  # threads inside one of its handlers now
+        self._rate_until: datetime.datetime | None = None  # when a rate limit lets runs start
         self._thread = threading.Thread(
             target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
         )
@@ -145,8 +121,7 @@ class Worker:
     @property
     def running(self) -> int:
         """How many runs are in progress."""
-        with self._lock:
-            return len(self._running)
+        return len(self._runs)
 
     @property
     def fetching(self) -> bool:
@@ -160,13 +135,19 @@ class Worker:
     def nudge(self) -> None:
         self._nudge.set()
 
+    def cancel_run(self, key: RunKey) -> None:
+        """Stop run `key` if this worker holds it (kickq.cancel, from any process)."""
+        self._runs.cancel(key)
+
+    def recheck_cancels(self) -> None:
+        """Cancels may have been missed: read the records of the runs at the next turn."""
+        self._recheck.set()
+        self._nudge.set()
+
     def _waits_on_itself(self) -> bool:
         """Whether the calling thread is one this worker's runs need to end: its fetch loop, a
         thread running one of its handlers, or the event loop running its coroutines."""
-        if threading.current_thread() is self._thread or self._handler.on_loop_thread():
-            return True
-        with self._lock:
-            return threading.get_ident() in self._run_threads
+        return threading.current_thread() is self._thread or self._runs.in_a_handler()
 
     def _on_wake(self, name: str, _payload: str) -> None:
         self._rotation.woken(name)
@@ -183,22 +164,25 @@ class Worker:
                 # all of it: a nudge cannot make Redis take what it refused a moment ago
                 self._abandon.wait(retry.failed(exc))
                 continue
-            with self._lock:
-                idle = not self._running and not self._ended and not self._unsent
+            idle = self._runs.idle() and not self._unsent
             if self._stopping.is_set() and idle:
                 return
             if not claimed_all:
                 self._nudge.wait(self._wait_time(idle))
 
     def _wait_time(self, idle: bool) -> float:
-        if idle:
-            return IDLE_WAIT
-        with self._lock:
-            deadlines = [r.deadline for r in self._running.values()]
+        """Until the next run's deadline or the turn of a rate limit, on the kickq clock."""
+        now = clock.now()
+        deadlines = self._runs.deadlines()
+        if self._rate_until is not None and self._rate_until > now:
+            deadlines.append(self._rate_until)
+        else:  # passed with every slot taken, or never set: the next claim learns again
+            self._rate_until = None
+        longest = IDLE_WAIT if idle else BUSY_WAIT
         if not deadlines:
-            return BUSY_WAIT
-        remaining = (min(deadlines) - clock.now()).total_seconds()
-        return min(max(remaining, 0.005), BUSY_WAIT)
+            return longest
+        remaining = (min(deadlines) - now).total_seconds()
+        return min(max(remaining, 0.005), longest)
 
     def _turn_once(self) -> bool:
         """One round trip: end finished runs, claim for free slots. True if it should go on.
@@ -206,6 +190,13 @@ class Worker:
         A run's end that Redis did not take (down, out of memory) is kept, as decided, and sent
         again by the next turns until Redis takes it: a finished run is never lost, and never
         costs a second run while its deadline holds."""
+        if self._recheck.is_set():
+            self._recheck.clear()
+            try:
+                self._runs.recheck(self._context.store)
+            except BaseException:
+                self._recheck.set()
+                raise
         endings, free = self._plan(clock.now())
         store = self._context.store
         calls = [ending.call for ending in endings]
@@ -226,12 +217,9 @@ class Worker:
 
     def _plan(self, now: datetime.datetime) -> tuple[list[Ending], int]:
         """The ends of runs to send (those Redis refused before first), and the free slots."""
-        with self._lock:
-            overdue = self._ghost_overdue(now)
-            ended, self._ended = self._ended, []
-            endings, self._unsent = self._unsent, []
-            free = 0 if self._stopping.is_set() else self.concurrent_jobs - len(self._running)
-        self._abandon_runs(overdue)
+        ended, in_progress = self._runs.collect(now)
+        endings, self._unsent = self._unsent, []
+        free = 0 if self._stopping.is_set() else self.concurrent_jobs - in_progress
         purge = self._context.purge_timeout()
         for running, outcome in ended:
             claimed = running.claimed
@@ -242,8 +230,7 @@ class Worker:
         return endings, free
 
     def _keep_unsent(self, endings: list[Ending]) -> None:
-        with self._lock:
-            self._unsent = endings + self._unsent
+        self._unsent = endings + self._unsent
 
     def _apply_endings(self, endings: list[Ending], results: list[Any]) -> list[Exception]:
         """Note what Redis made of each run's end; keep the refused ones for the next turn."""
@@ -272,87 +259,20 @@ class Worker:
         if isinstance(reply, Exception):
             raise reply
         jobs = self._context.store.parse_claimed(reply)
+        self._note_rate(self._context.store.rate_wait(reply))
         for item in jobs:
             if isinstance(item, Damaged):
                 self._context.quarantine(item)
             else:
-                self._start(item)
+                self._runs.start(item)
         return len(jobs) >= free or self._rotation.more_elsewhere(bool(jobs))
 
-    def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
-        """Give back the slots of runs past their deadline (lock held)."""
-        overdue = [running for running in self._running.values() if running.deadline <= now]
-        for running in overdue:
-            running.ghosted = True
-            del self._running[running.claimed.job.id]
-            self._ended.append((running, lifecycle.Ghosted()))
-        return overdue
-
-    def _abandon_runs(self, overdue: list[Running]) -> None:
-        """Cancel ghosted coroutines; say so for threads, which cannot be stopped (lock free:
-        cancelling runs the future's callbacks, which take the lock)."""
-        for running in overdue:
-            job = running.claimed.job
-            if self._handler.is_coroutine and running.future is not None:
-                running.future.cancel()
-            else:
-                log.warning(
-                    "kickq: job %s (%s) overran process_timeout (%gs) and became a ghost; its "
-                    "handler thread is still running and its result will be ignored",
-                    job.id,
-                    job.name,
-                    job.process_timeout,
-                )
-
-    # -- runs -----------------------------------------------------------------------------
-
-    def _start(self, claimed: StoredJob) -> None:
-        job = claimed.job
-        started = job.runs[-1].start_time if job.runs else None
-        deadline = clock.after(started or clock.now(), job.process_timeout)
-        running = Running(claimed, deadline)
-        with self._lock:
-            self._running[job.id] = running
-        chain = middleware.current()  # read at each run's start: use() reaches running workers
-        if self._handler.is_coroutine and not chain.plain:
-            running.future = self._handler.start_coroutine(job, chain.coroutine)
-            running.future.add_done_callback(lambda f: self._ended_run(running, f))
-        else:
-            self._context.pool.submit(lambda: self._run_in_thread(running, chain))
-
-    def _run_in_thread(self, running: Running, chain: middleware.Chain) -> None:
-        me = threading.get_ident()
-        with self._lock:
-            self._run_threads.add(me)
-        job = running.claimed.job
-        try:
-            if chain.plain:
-                future = self._handler.call_through(
-                    job, chain, functools.partial(self._coroutine_started, running)
-                )
-            else:
-                future = self._handler.call(job)
-        finally:
-            with self._lock:
-                self._run_threads.discard(me)
-        future.add_done_callback(lambda f: self._ended_run(running, f))
-
-    def _coroutine_started(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
-        """Keep a coroutine's Future, started under plain middleware, for ghosting to cancel;
-        cancel it at once if its run ghosted while the middleware ran."""
-        with self._lock:
-            running.future = future
-            ghosted = running.ghosted
-        if ghosted:
-            future.cancel()
-
-    def _ended_run(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
-        outcome = outcome_of(future)
-        with self._lock:
-            if running.ghosted:
-                job = running.claimed.job
-                log.info("kickq: ghosted run of job %s returned late; ignored", job.id)
-                return
-            self._running.pop(running.claimed.job.id, None)
-            self._ended.append((running, outcome))
-        self._nudge.set()
+    def _note_rate(self, wait: float | None) -> None:
+        """Remember when a rate limit that held jobs back lets the next run start (the sooner
+        of what the claims said, while still to come): the worker claims again then."""
+        if wait is None:
+            return
+        now = clock.now()
+        until = clock.after(now, wait)
+        if self._rate_until is None or self._rate_until <= now or until < self._rate_until:
+            self._rate_until = until

@@ -163,12 +163,13 @@ HEX_ID = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
 def every_key(keys: Keys, names: list[str], ids: list[str]) -> set[str]:
     found = {keys.scheduled, keys.processing, keys.finished}
     found |= {keys.queue(name) for name in names}
+    found |= {keys.limits(name) for name in names} | {keys.starts(name) for name in names}
     found |= {keys.job(job_id) for job_id in ids} | {keys.damaged(job_id) for job_id in ids}
     return found
 
 
 def every_channel(keys: Keys, names: list[str], ids: list[str]) -> set[str]:
-    found = {keys.event(event) for event in EVENTS}
+    found = {keys.event(event) for event in EVENTS} | {keys.cancel}
     found |= {keys.wake(name) for name in names} | {keys.done(job_id) for job_id in ids}
     return found
 

@@ -322,6 +322,31 @@ class LifecycleMachine(RuleBasedStateMachine):
             if job_id in self.queues[job.name]:
                 self.queues[job.name].remove(job_id)
 
+    @precondition(lambda self: self.created)
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        """kickq.cancel's step: a job not complete ends fail, its run (if any) goes stale."""
+        job_id = f"j{data.draw(st.integers(0, self.created - 1), label='job number'):03d}"
+        job = self.jobs.get(job_id)
+        loaded = self.store.load(job_id)
+        assert (loaded is None) == (job is None)
+        if job is None:
+            return
+        assert isinstance(loaded, StoredJob)
+        change = lifecycle.cancel(loaded.job, self.now())
+        assert (change is None) == (job.state in FINISHED)
+        if change is None:
+            return
+        assert self.store.run(self.store.transition_call(change, loaded, PURGE_S)) == 1
+        if job.holder is not None:
+            job.runs[-1] = "fail"
+            self.held.remove(job.holder)
+            self.stale.append(job.holder)
+            job.holder = None
+        if job_id in self.queues[job.name]:
+            self.queues[job.name].remove(job_id)
+        job.state, job.due_ms = "fail", self.at(PURGE_S)
+
     # -- invariants ------------------------------------------------------------------------
 
     @invariant()
@@ -364,8 +389,8 @@ def model_store(redis_server: RedisServer) -> Iterator[Store]:
 
 @pytest.mark.timeout(400)  # passing takes ~10 s; a failure may shrink for up to ~5 minutes
 def test_lifecycle_matches_the_model(model_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Random sequences of create, claim, end, ghost, sweep, purge and delete keep Redis equal
-    to the model: one index per job matching its state, conserved counts, fenced versions."""
+    """Random sequences of create, claim, end, ghost, sweep, purge, delete and cancel keep Redis
+    equal to the model: one index per job matching its state, conserved counts, fenced versions."""
     now_ms = [START_MS]
     monkeypatch.setattr(clock, "now", lambda: from_ms(now_ms[0]))
     run_state_machine_as_test(

@@ -91,6 +91,14 @@ def test_job_failed_carries_job_and_error() -> None:
     assert error.error == "boom"
 
 
+def test_job_cancelled_is_a_job_failed() -> None:
+    """JobCancelled is caught by `except JobFailed`, and carries the job as JobFailed does."""
+    job = kickq.Job(id="x", name="n", state=kickq.State.FAIL, last_error="cancelled")
+    with pytest.raises(kickq.JobFailed) as caught:
+        raise kickq.JobCancelled(job)
+    assert caught.value.job is job and caught.value.error == "cancelled"
+
+
 def test_kickq_future_is_a_concurrent_future() -> None:
     """KickqFuture subclasses concurrent.futures.Future, and create() returns one."""
     assert issubclass(kickq.KickqFuture, concurrent.futures.Future)
@@ -160,6 +168,11 @@ DOCUMENTED = {
     "schedules",
     "unschedule",
     "Schedule",
+    # part two: limits across processes, cancel
+    "limit",
+    "cancel",
+    "cancelled",
+    "JobCancelled",
 }
 PUBLIC_SUBMODULES: set[str] = {"cli", "dashboard", "metrics", "testing"}  # the documented ones
 

@@ -8,7 +8,10 @@
 -- KEYS[7]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
 --          the update time (microseconds); for queued, the queue again (the job's place there is enough)
 -- KEYS[8]  the name's per-minute completions hash   KEYS[9]  the name's run process times list
--- KEYS[10] the last deadline announced (see announce.lua)
+-- KEYS[10] the name's limits hash (see limit.lua): when the job leaves processing while a
+--          concurrency limit holds jobs of its name in the queue, the wake channel is published,
+--          so that waiting workers of every process claim the slot it frees
+-- KEYS[11] the last deadline announced (see announce.lua)
 -- ARGV[1]  expected version
 -- ARGV[2]  job id
 -- ARGV[3]  placement: "queue" | "scheduled" | "finished"
@@ -34,8 +37,8 @@ local version = redis.call('HGET', KEYS[1], 'version')
 if version ~= ARGV[1] then
   return 0
 end
-local TYPES = { 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'hash', 'list' }
-for i = 2, 9 do
+local TYPES = { 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'hash', 'list', 'hash' }
+for i = 2, 10 do
   local kind = redis.call('TYPE', KEYS[i]).ok
   if kind ~= 'none' and kind ~= TYPES[i - 1] then
     return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. TYPES[i - 1])
@@ -69,7 +72,7 @@ if #fields > 0 then
   redis.call('HSET', KEYS[1], unpack(fields))
 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZREM', KEYS[2], ARGV[2])
+local left_processing = redis.call('ZREM', KEYS[2], ARGV[2]) == 1
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[6], ARGV[2])
 if ARGV[3] ~= 'queue' then
@@ -86,11 +89,13 @@ if ARGV[9] ~= '' then
   redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[10]) - 1)
 end
 
+local woken = false
 if ARGV[3] == 'queue' then
   local score = next_score(KEYS[5], ARGV[4])
   redis.call('ZADD', KEYS[5], score, ARGV[2])
   if redis.call('ZCARD', KEYS[5]) == 1 then
     redis.call('PUBLISH', ARGV[5], '')
+    woken = true
   end
 elseif ARGV[3] == 'scheduled' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
@@ -101,8 +106,13 @@ else
   end
 end
 
+if left_processing and not woken and redis.call('HEXISTS', KEYS[10], 'concurrency') == 1
+    and redis.call('ZCARD', KEYS[5]) > 0 then
+  redis.call('PUBLISH', ARGV[5], '')
+end
+
 if ARGV[3] ~= 'queue' then
-  announce(KEYS[10], ARGV[11], tonumber(ARGV[4]), math.floor(tonumber(ARGV[7]) / 1000))
+  announce(KEYS[11], ARGV[11], tonumber(ARGV[4]), math.floor(tonumber(ARGV[7]) / 1000))
 end
 for i = 13, 12 + n do
   redis.call('PUBLISH', ARGV[i], ARGV[6])

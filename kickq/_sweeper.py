@@ -133,7 +133,8 @@ class Sweeper:
             earliest_ms, more = self.tick(now)
             with self._lock:
                 self._next_tick_ms = min(
-                    self._next_tick_ms, now_ms if more else earliest_ms or NEVER
+                    self._next_tick_ms,
+                    now_ms if more else NEVER if earliest_ms is None else earliest_ms,
                 )
             if more:
                 return 0.0
@@ -169,7 +170,7 @@ class Sweeper:
         if not_ticked is not None:
             raise not_ticked
         more = len(due.scheduled) >= BATCH or len(due.overdue) >= BATCH or purged >= BATCH
-        earliest = min((ms for ms in (due.earliest_ms, next_tick) if ms), default=None)
+        earliest = min((ms for ms in (due.earliest_ms, next_tick) if ms is not None), default=None)
         return earliest, more or ticks_left
 
     def _tick_schedules(self, now: datetime.datetime) -> tuple[int | None, bool, Exception | None]:

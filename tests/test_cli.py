@@ -51,6 +51,8 @@ API_FIELDS = {
 def kickq_cli(
     *args: str, env: dict[str, str], cwd: pathlib.Path | None = None
 ) -> subprocess.CompletedProcess[str]:
+    # as a script would run it: no terminal width inherited from the test runner
+    env = {name: value for name, value in env.items() if name not in ("COLUMNS", "LINES")}
     return subprocess.run(
         [sys.executable, "-m", "kickq", *args],
         env=env,

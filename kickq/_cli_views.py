@@ -23,7 +23,16 @@ from ._keys import SEEN_STATES
 from ._schedules import Schedule
 from ._stats import NameStats
 
-FLOW_COLUMNS = ("name", "oldest queued", "this minute", "last hour", "run p50", "p95", "max")
+FLOW_COLUMNS = (
+    "name",
+    "oldest queued",
+    "this minute",
+    "last hour",
+    "run p50",
+    "p95",
+    "max",
+    "limits",
+)
 
 
 def _table(
@@ -62,6 +71,7 @@ def _flow(name: str, stats: NameStats) -> list[Any]:
         _finished(stats, 1),
         _finished(stats, 60),
         *(out.human_duration(seconds) for seconds in times),
+        str(stats.limits) if stats.limits.any else "-",
     ]
 
 

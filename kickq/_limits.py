@@ -33,6 +33,19 @@ class Limits:
     rate: Rate | None = None
     concurrency: int | None = None
 
+    def __str__(self) -> str:
+        """For people: "100 per 60 s, 5 at once", or "none"."""
+        parts = []
+        if self.rate is not None:
+            parts.append(f"{self.rate[0]} per {self.rate[1]:g} s")
+        if self.concurrency is not None:
+            parts.append(f"{self.concurrency} at once")
+        return ", ".join(parts) or "none"
+
+    @property
+    def any(self) -> bool:
+        return self.rate is not None or self.concurrency is not None
+
 
 def check_rate(rate: object) -> Rate | None:
     """A rate is None, or a pair (runs, seconds): a whole number of runs of at least one, and a

@@ -118,6 +118,10 @@ def test_stats(run: Run) -> None:
     assert (found["counts"]["fail"], found["paused"]) == (1, False)
     assert found["process_time"]["max"] >= found["process_time"]["p50"] >= 0
     assert "0 ok, 1 failed" in run("stats")
+    kickq.limit("main-s", rate=(20, 1), concurrency=3).result(5)
+    assert "20 per 1 s, 3 at once" in run("stats")
+    limits = json.loads(run("stats", "--json"))["main-s"]["limits"]
+    assert limits == {"rate": [20, 1.0], "concurrency": 3}
 
 
 def test_jobs_options(run: Run) -> None:
@@ -301,8 +305,8 @@ def test_stats_view() -> None:
     assert ["a", "(paused)", "4", "0", "0", "0", "0", "10", "1"] in lines
     assert ["b", "4", "0", "0", "0", "0", "10", "1"] in lines
     flow = ["1m15s", "3", "ok,", "1", "failed", "121", "ok,", "1", "failed"]
-    assert ["a", *flow, "12ms", "500ms", "1m01s"] in lines
-    assert ["b", *flow, "-", "-", "-"] in lines
+    assert ["a", *flow, "12ms", "500ms", "1m01s", "-"] in lines  # the last: no limits
+    assert ["b", *flow, "-", "-", "-", "-"] in lines
     assert shown.index("a (paused)") < shown.index("b ")
 
 

@@ -98,6 +98,14 @@ def test_overview_shows_every_name_with_its_counts(client: httpx.Client) -> None
     assert page.count('<svg class="chart spark"') == 3
 
 
+def test_overview_shows_the_limits(client: httpx.Client) -> None:
+    """A name's limits across processes are on the overview, as text."""
+    kickq.create("dash-crawl").result(5)
+    assert "Limits" not in client.get("/").text  # no name has any
+    kickq.limit("dash-crawl", rate=(100, 60), concurrency=5).result(5)
+    assert "100 per 60 s, 5 at once" in client.get("/").text
+
+
 def test_overview_of_an_empty_namespace(client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code == 200

@@ -52,8 +52,8 @@ async def overview(request: Request) -> Response:
     """Every name with its counts by state, throughput over the last hour, paused names."""
     stats = dict(sorted((await fetch(kickq.stats())).items()))
     totals = {state: sum(s.counts.get(state, 0) for s in stats.values()) for state in SEEN_STATES}
-    # Limits across processes: shown once NameStats carries them (a `limits` field).
-    limits = {name: getattr(s, "limits", None) for name, s in stats.items()}
+    # limits across processes, as text; the column shows when any name has one
+    limits = {name: str(s.limits) if s.limits.any else None for name, s in stats.items()}
     return _render(request)(
         request,
         "overview.html",

@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -314,3 +315,30 @@ class DashboardServer:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+class ChildWorkers:
+    """kickq worker processes a test starts (each prints "ready" once it serves); `stop_all`
+    kills them and closes their pipes."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children: list[subprocess.Popen[str]] = []
+
+    def start(self, script: str, *args: str) -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.children.append(child)
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        return child
+
+    def stop_all(self) -> None:
+        for child in self.children:
+            child.kill()
+            child.wait(10)
+            if child.stdout is not None:
+                child.stdout.close()

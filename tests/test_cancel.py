@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +16,7 @@ import kickq._clock
 import kickq._lifecycle
 import kickq._runtime
 import kickq._store
-from support import wait_until
+from support import ChildWorkers, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -309,24 +307,13 @@ time.sleep(120)
 
 @pytest.fixture
 def child_worker(subprocess_env: dict[str, str]) -> Iterator[Callable[[str], None]]:
-    children: list[subprocess.Popen[str]] = []
+    workers = ChildWorkers(subprocess_env)
 
     def start(name: str) -> None:
-        child = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, name],
-            env=subprocess_env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        workers.start(WORKER_SCRIPT, name)
 
     yield start
-    for child in children:
-        child.kill()
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+    workers.stop_all()
 
 
 @pytest.mark.parametrize("name", ["far-thread", "far-coroutine"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ from freezegun import freeze_time
 import kickq
 import kickq._runtime
 from kickq._limits import Limits
-from support import all_keys, wait_until
+from support import ChildWorkers, all_keys, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -53,25 +52,13 @@ time.sleep(120)
 @pytest.fixture
 def child_worker(subprocess_env: dict[str, str]) -> Iterator[Any]:
     """Start worker processes (name, slots, seconds a run takes); each is killed at the end."""
-    children: list[subprocess.Popen[str]] = []
+    workers = ChildWorkers(subprocess_env)
 
     def start(name: str, slots: int, seconds: float) -> subprocess.Popen[str]:
-        child = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, name, str(slots), str(seconds)],
-            env=subprocess_env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        return child
+        return workers.start(WORKER_SCRIPT, name, str(slots), str(seconds))
 
     yield start
-    for child in children:
-        child.kill()
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+    workers.stop_all()
 
 
 def count(name: str, state: str) -> int:

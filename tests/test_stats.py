@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 import kickq
-from support import all_keys, wait_until
+from support import ChildWorkers, all_keys, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -28,25 +27,13 @@ time.sleep(120)
 @pytest.fixture
 def child_worker(subprocess_env: dict[str, str]) -> Iterator[Any]:
     """Start worker processes for a job name; each is killed at the end."""
-    children: list[subprocess.Popen[str]] = []
+    workers = ChildWorkers(subprocess_env)
 
     def start(name: str) -> subprocess.Popen[str]:
-        child = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, name],
-            env=subprocess_env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        return child
+        return workers.start(WORKER_SCRIPT, name)
 
     yield start
-    for child in children:
-        child.kill()
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+    workers.stop_all()
 
 
 def stats_of(name: str) -> kickq.NameStats:

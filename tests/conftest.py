@@ -15,6 +15,7 @@ import pytest
 import redis
 
 import kickq
+import kickq._embedded
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from support import RedisCluster, RedisServer
@@ -50,6 +51,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def backend(request: pytest.FixtureRequest) -> str:
     """ "single" or "cluster": which Redis this test runs on."""
     return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_kickq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A test that ends up on the embedded Redis (a kickq.reset() left without redis_url)
+    starts it in a private home, never the developer's, and it is stopped afterwards."""
+    home = tmp_path_factory.mktemp("kickq-home")
+    before = os.environ.get("KICKQ_HOME")
+    os.environ["KICKQ_HOME"] = str(home)
+    yield
+    kickq._embedded.stop()
+    if before is None:
+        del os.environ["KICKQ_HOME"]
+    else:
+        os.environ["KICKQ_HOME"] = before
 
 
 @pytest.fixture(scope="session")

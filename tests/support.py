@@ -171,6 +171,32 @@ class RedisCluster:
         return self.nodes[: self.masters]
 
     def start(self) -> RedisCluster:
+        """Form the cluster; a formation that stalls (a bus port taken meanwhile by another
+        process, a MEET lost on a loaded machine) is torn down and tried on fresh ports."""
+        for attempt in range(3):
+            try:
+                self._form()
+            except AssertionError:
+                logs = self._logs()
+                self.stop()
+                if attempt == 2:
+                    raise AssertionError(f"the cluster did not form; node logs:\n{logs}") from None
+                for node in self.nodes:
+                    node.port = cluster_port()
+                    shutil.rmtree(node.directory, ignore_errors=True)
+            else:
+                break
+        for i, node in enumerate(self.nodes[self.masters :]):
+            primary = self.primaries[i % self.masters].client()
+            primary_id = str(primary.execute_command("CLUSTER", "MYID"))
+            primary.close()
+            client = node.client()
+            client.execute_command("CLUSTER", "REPLICATE", primary_id)
+            client.close()
+        wait_until(self._replicated, timeout=30, what="every replica in sync")
+        return self
+
+    def _form(self) -> None:
         for node in self.nodes:
             node.start()
         slots = 16384
@@ -181,20 +207,30 @@ class RedisCluster:
                 "CLUSTER", "ADDSLOTS", *range(i * share, min(slots, (i + 1) * share))
             )
             client.close()
+        meet_again_at = _real_monotonic()
+
+        def formed() -> bool:
+            nonlocal meet_again_at
+            if _real_monotonic() >= meet_again_at:  # a MEET is only sent once by its node
+                self._meet()
+                meet_again_at = _real_monotonic() + 2
+            return self._ok()
+
+        wait_until(formed, timeout=20, what="cluster_state:ok on every node")
+
+    def _meet(self) -> None:
         for node in self.nodes[1:]:
             client = node.client()
             client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
             client.close()
-        wait_until(self._ok, timeout=30, what="cluster_state:ok on every node")
-        for i, node in enumerate(self.nodes[self.masters :]):
-            primary = self.primaries[i % self.masters].client()
-            primary_id = str(primary.execute_command("CLUSTER", "MYID"))
-            primary.close()
-            client = node.client()
-            client.execute_command("CLUSTER", "REPLICATE", primary_id)
-            client.close()
-        wait_until(self._replicated, timeout=30, what="every replica in sync")
-        return self
+
+    def _logs(self) -> str:
+        texts = []
+        for node in self.nodes:
+            log = node.directory / "redis.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            texts.append(f"--- node on port {node.port}\n{tail}")
+        return "\n".join(texts)
 
     def _ok(self) -> bool:
         for node in self.nodes:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -100,12 +100,27 @@ def crash_traffic(
         pace(0.004)
 
 
-def kill_twice(server: RedisServer) -> None:
-    """SIGKILL the server and start it again, twice, spaced so that traffic runs in between."""
+def kill_twice(
+    server: RedisServer, creates: list[tuple[int, concurrent.futures.Future[kickq.Job]]]
+) -> None:
+    """SIGKILL the server and start it again, twice: each kill once creates have been saved
+    since the last start, each start once a create has failed for the kill, so that the kills
+    hit traffic however slow the machine is."""
+
+    def one_settled(saved: bool, since: int) -> Callable[[], bool]:
+        def check() -> bool:
+            return any(
+                future.done() and (future.exception() is None) is saved
+                for _, future in list(creates)[since:]
+            )
+
+        return check
+
     for _ in range(2):
-        pace(0.8)
+        wait_until(one_settled(True, len(creates)), 20, what="a saved create")
+        pace(0.2)
         server.stop(kill=True)
-        pace(0.3)
+        wait_until(one_settled(False, len(creates)), 20, what="a failed create")
         server.start()
     pace(0.5)
 
@@ -181,7 +196,7 @@ def test_sigkilled_redis_mid_traffic_loses_no_saved_job(private_server: RedisSer
     )
     creator.start()
     try:
-        kill_twice(server)
+        kill_twice(server, creates)
     finally:
         stop.set()
         creator.join(30)

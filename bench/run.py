@@ -35,6 +35,7 @@ DRAIN_TIMEOUT = 300.0
 # metric key -> (label, unit, higher is better)
 METRICS: dict[str, tuple[str, str, bool]] = {
     "enqueue": ("enqueue", "jobs/s", True),
+    "enqueue_seq": ("enqueue, one at a time", "jobs/s", True),
     "bulk": ("bulk enqueue", "jobs/s", True),
     "drain_1": ("drain 1 proc", "jobs/s", True),
     "drain_2": ("drain 2 procs", "jobs/s", True),
@@ -51,6 +52,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
 }
 WORKLOADS = {
     "enqueue": ["enqueue"],
+    "seq": ["enqueue_seq"],
     "bulk": ["bulk"],
     "drain": ["drain_1", "drain_2", "drain_4", "mem_queued", "mem_finished"],
     "prio": ["drain_prio", "drain_prio_plain"],
@@ -58,6 +60,7 @@ WORKLOADS = {
 }
 RATIO_METRICS = [
     "enqueue",
+    "enqueue_seq",
     "bulk",
     "drain_1",
     "drain_2",
@@ -114,6 +117,7 @@ class Bench:
         try:
             for workload, step in (
                 ("enqueue", lambda: self.enqueue(peer, n)),
+                ("seq", lambda: self.enqueue_seq(peer, n)),
                 ("bulk", lambda: self.bulk(peer, n)),
                 ("drain", lambda: self.drain(peer, n)),
                 ("prio", lambda: self.drain_prio(peer, n)),
@@ -153,6 +157,10 @@ class Bench:
 
     def enqueue(self, peer: Any, n: int) -> None:
         self._timed(peer, n, "enqueue", peer.enqueue_many)
+
+    def enqueue_seq(self, peer: Any, n: int) -> None:
+        """N no-op jobs, each call waited for before the next is made."""
+        self._timed(peer, n, "enqueue_seq", peer.enqueue_one_at_a_time, "enqueue one at a time")
 
     def bulk(self, peer: Any, n: int) -> None:
         """N no-op jobs through the library's bulk call, from the call until all are saved."""

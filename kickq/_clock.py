@@ -28,8 +28,16 @@ def to_ms(moment: datetime.datetime) -> int:
 def to_us(moment: datetime.datetime) -> int:
     """Microseconds since the epoch: the score of the state indexes, which list jobs in the
     order they changed (exact in a double until the year 2255)."""
-    delta = moment - datetime.datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime.datetime:
+    """The moment `us` microseconds after the epoch (UTC), exactly."""
+    return _EPOCH + datetime.timedelta(microseconds=us)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_iso(moment: datetime.datetime | None) -> str | None:

@@ -107,11 +107,11 @@ def _connect_cluster(
         )
     if url is not None and str(url).startswith("unix:"):
         raise ConfigError("a Redis Cluster needs a redis:// or rediss:// URL, not unix://")
-    options = {**TCP_DEFAULTS, **options}
+    options = {**TCP_DEFAULTS, **_scripts_routed_by_keys(), **options}
     try:
         if url is not None:
-            return redis.RedisCluster.from_url(str(url), **options)
-        return redis.RedisCluster(
+            return Cluster.from_url(str(url), **options)
+        return Cluster(
             host=settings["redis_host"],
             port=settings["redis_port"],
             password=settings["redis_password"],
@@ -120,6 +120,39 @@ def _connect_cluster(
     except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
         where = describe(settings, explicit)
         raise RedisUnavailable(f"Redis Cluster at {where} cannot be reached: {exc}") from exc
+
+
+class Cluster(redis.RedisCluster):
+    """redis-py's cluster client, whose pipelines route scripts as the client does: redis-py
+    8.1 gives a pipeline the default routing, whatever `policy_resolver` the client has."""
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
+        resolver = getattr(self, "_policy_resolver", None)
+        if resolver is not None and hasattr(pipe, "_policy_resolver"):
+            pipe._policy_resolver = resolver
+        return pipe
+
+
+def _scripts_routed_by_keys() -> dict[str, Any]:
+    """The cluster client's routing of EVALSHA by the keys it names. redis-py 7 and later ask
+    a node COMMAND GETKEYS for every EVALSHA queued in a cluster pipeline otherwise: a round
+    trip more for each script call, on a connection of its own. Older versions route it so."""
+    try:
+        from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
+        from redis.commands.policies import PolicyResolver, StaticPolicyResolver
+    except ImportError:
+        return {}
+    keyed = CommandPolicies(RequestPolicy.DEFAULT_KEYED, ResponsePolicy.DEFAULT_KEYED)
+
+    class ScriptsByKeys(PolicyResolver):
+        def resolve(self, command_name: str) -> CommandPolicies | None:
+            return keyed if command_name in ("evalsha", "eval") else None
+
+        def with_fallback(self, fallback: PolicyResolver) -> PolicyResolver:
+            return self
+
+    return {"policy_resolver": StaticPolicyResolver(ScriptsByKeys())}
 
 
 def pubsub_connector(client: Client) -> Callable[[], redis.connection.AbstractConnection]:

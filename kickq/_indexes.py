@@ -45,7 +45,10 @@ def counts(store: Store, job_names: Sequence[str], states: Sequence[str]) -> lis
 
 
 def _time_us(text: Any) -> int:
-    """A record's update_time field (JSON text) in µs; 0 when it cannot be read."""
+    """A record's update_time field (µs; ISO-8601 JSON in older records) in µs; 0 when it
+    cannot be read."""
+    if isinstance(text, str) and text.isdigit():
+        return int(text)
     if not isinstance(text, str) or len(text) < 3:
         return 0
     try:

@@ -173,6 +173,17 @@ def encode(value: Any) -> str:
     return dumps(value, "a job field")
 
 
+# an option missing from a record (left out at its default, or written before the option
+# existed) reads as its default
+_DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
+_ALWAYS_KEPT = frozenset({"process_timeout"})  # read by scripts/claim.lua
+OPTIONAL_FIELDS = frozenset(
+    {*TIME_FIELDS, *OPTION_FIELDS, "result", "last_error", "meta", "unique_key", "budget_start"}
+    - _ALWAYS_KEPT
+)
+"""The fields `to_record` leaves out at their default."""
+
+
 def _run_json(run: Run) -> str:
     return (
         f'{{"count":{run.count},"start_time":{encode(clock.to_iso(run.start_time))},'
@@ -182,8 +193,11 @@ def _run_json(run: Run) -> str:
 
 
 def _time(name: str, value: Any) -> datetime.datetime | None:
+    """A time as the record keeps it (µs since the epoch) or as events carry it (ISO-8601)."""
     if value is None:
         return None
+    if type(value) is int:
+        return clock.from_us(value)
     if not isinstance(value, str):
         raise ValueError(f"{name} is not a time: {value!r}")
     moment = datetime.datetime.fromisoformat(value)
@@ -219,23 +233,40 @@ def _run_from_dict(value: Any) -> Run:
     )
 
 
+def _set_values(job: Job) -> dict[str, str]:
+    """The texts of the job's result, last error, meta and unique key, those that are set."""
+    texts = {}
+    if job.result is not None:
+        texts["result"] = dumps(job.result, "the handler's result")
+    if job.last_error is not None:
+        texts["last_error"] = encode(job.last_error)
+    if job.meta:
+        texts["meta"] = dumps(job.meta, "meta")
+    if job.unique_key is not None:
+        texts["unique_key"] = encode(job.unique_key)
+    return texts
+
+
 def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
-    """Every field of the record except the run in progress, ready for HSET."""
-    record = {"id": job.id, "name": job.name, "state": job.state.value}
+    """Every field of the record except the run in progress, ready for HSET. The record stays
+    small: the id is the key's; times are µs since the epoch; a field at its default (an option
+    at the option table's, a time or result not set, no meta) is left out, and `from_record`
+    reads it back as that default."""
+    record = {"name": job.name, "state": job.state.value}
     record["data"] = data_json if data_json is not None else dumps(job.data, "job data")
     for name in TIME_FIELDS:
-        record[name] = encode(clock.to_iso(getattr(job, name)))
+        moment = getattr(job, name)
+        if moment is not None:
+            record[name] = str(clock.to_us(moment))
     for name in OPTION_FIELDS:
-        record[name] = encode(getattr(job, name))
-    result = job.result
-    record["result"] = encode(result) if result is None else dumps(result, "the handler's result")
-    record["last_error"] = encode(job.last_error)
-    record["meta"] = dumps(job.meta, "meta") if job.meta else "{}"
-    record["unique_key"] = encode(job.unique_key)
+        text = encode(getattr(job, name))
+        if text != _DEFAULT_TEXTS[name] or name in _ALWAYS_KEPT:
+            record[name] = text
+    record.update(_set_values(job))
     for run in job.runs:
         if run.state is not State.PROCESSING:
             record[f"run:{run.count}"] = _run_json(run)
-    if job.budget_start:  # only a requeued job has one: the others keep their record small
+    if job.budget_start:  # only a requeued job has one
         record["budget_start"] = str(job.budget_start)
     return record
 
@@ -259,8 +290,6 @@ JSON_FIELDS = (
     *TIME_FIELDS,
     *OPTION_FIELDS,
 )
-# an option missing from a record (written before the option existed) reads as its default
-_DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
 _NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by the worker's config
 
 
@@ -283,9 +312,10 @@ def _json_fields(record: Mapping[str, str]) -> dict[str, Any]:
     return dict(zip(present, values, strict=True))
 
 
-def from_record(record: Mapping[str, str]) -> Job:
-    """Rebuild a Job from the hash, checking every field: a damaged record raises (ValueError,
-    KeyError, TypeError, RecursionError...); it never yields a Job that would fail later."""
+def from_record(record: Mapping[str, str], job_id: str | None = None) -> Job:
+    """Rebuild job `job_id` from its hash (the id is the record's `id` when not given),
+    checking every field: a damaged record raises (ValueError, KeyError, TypeError,
+    RecursionError...); it never yields a Job that would fail later."""
     _check_text(record)
     if "data" not in record:
         raise KeyError("data")
@@ -294,7 +324,8 @@ def from_record(record: Mapping[str, str]) -> Job:
         start = _time("run_start", json.loads(record.get("run_start", "null")))
         runs.append(Run(int(record.get("run_count", 0)), start, None, State.PROCESSING))
     version_of(record)
-    return _job(record["id"], record["name"], record["state"], runs, _json_fields(record))
+    job_id = record["id"] if job_id is None else job_id
+    return _job(job_id, record["name"], record["state"], runs, _json_fields(record))
 
 
 def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, Any]) -> Job:
@@ -359,7 +390,7 @@ def _event_parts(record: Mapping[str, str], total_process_time: float | None) ->
         "true" if state == "success" else "false",
     ]
     for field in TIME_FIELDS:
-        parts += [',"', field, '":', record.get(field, "null")]
+        parts += [',"', field, '":', _iso_json(record.get(field))]
     parts += [',"total_process_time":', encode(total_process_time)]
     for field in OPTION_FIELDS:
         parts += [',"', field, '":', record.get(field) or _DEFAULT_TEXTS[field]]
@@ -370,6 +401,16 @@ def _event_parts(record: Mapping[str, str], total_process_time: float | None) ->
     parts += [',"last_error":', record.get("last_error", "null")]
     parts += [',"runs":[', ",".join(_runs_of(record)), "]}"]
     return parts
+
+
+def _iso_json(text: str | None) -> str:
+    """A time field's text (µs since the epoch; ISO-8601 JSON in older records) as events
+    carry it: ISO-8601 JSON."""
+    if text is None:
+        return "null"
+    if text.isdigit():
+        return f'"{clock.from_us(int(text)).isoformat()}"'
+    return text
 
 
 def version_of(record: Mapping[str, str]) -> int:

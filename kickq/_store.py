@@ -28,6 +28,7 @@ from . import _ids as ids
 from . import _lifecycle as lifecycle
 from ._connection import Client
 from ._job import (
+    OPTIONAL_FIELDS,
     STATES,
     Job,
     State,
@@ -39,6 +40,7 @@ from ._job import (
     version_of,
 )
 from ._keys import PARTITIONS, RUN_TIMES, Keys, partition_of_id, partition_of_name
+from ._layout import changes, gather, lay_out
 from ._outage import NODE_DOWN, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
@@ -96,7 +98,7 @@ def decode(job_id: str, record: Mapping[str, str]) -> StoredJob | Damaged:
     """The one way a stored record becomes a Job: the job with its version, or a Damaged
     marker saying why not. Nothing a record holds can make this raise."""
     try:
-        return StoredJob(from_record(record), version_of(record), record)
+        return StoredJob(from_record(gather(record), job_id), version_of(record), record)
     except Exception as exc:  # any field of any type: one record never stops the caller
         return Damaged(job_id, record, f"{type(exc).__name__}: {exc}")
 
@@ -212,13 +214,13 @@ class Store:
         where, score = lifecycle.placement(first, 0.0)
         shared = to_record(first, "null")
         for field in _PER_JOB_FIELDS:
-            del shared[field]
+            shared.pop(field, None)
         channels = [self.keys.event(event) for event in changes[0].events]
         wake = self.keys.wake(first.name)
         now_us = clock.to_us(first.update_time or clock.now())
         args: list[Any] = [where, score, wake, keys.job_prefix, now_us, self.keys.timers]
         args += [len(channels), *channels]
-        args += [json.dumps(_flat(shared)), *new_jobs_event_parts(shared)]
+        args += [json.dumps(_flat(lay_out(shared))), *new_jobs_event_parts(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)
@@ -253,12 +255,17 @@ class Store:
         version: only the fields that changed are written, and the event is assembled from
         the field texts (nothing is encoded twice). The indexes and the stats of the job's
         name follow in the same step. The job is also published on the channels `also`."""
-        job, previous = change.job, stored.record
+        job = change.job
+        previous = gather(stored.record)
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
         fresh = to_record(job, previous.get("data", "null"))
-        record = {name: text for name, text in fresh.items() if previous.get(name) != text}
-        merged = {**previous, **fresh}
+        written = changes(stored.record, fresh, OPTIONAL_FIELDS)
+        merged = {
+            **{name: text for name, text in previous.items() if name not in OPTIONAL_FIELDS},
+            **fresh,
+            "id": job.id,
+        }
         channels = [self.keys.event(event) for event in change.events]
         if change.finished:
             channels.append(self.keys.done(job.id))
@@ -294,7 +301,8 @@ class Store:
             keys.limits(job.name),
             keys.next_due,
         ]
-        return self._transition, call_keys, [*args, *channels, json.dumps(_flat(record))]
+        fields = [item for pair in written.items() for item in pair]
+        return self._transition, call_keys, [*args, *channels, json.dumps(fields)]
 
     def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""
@@ -307,7 +315,7 @@ class Store:
         args = [
             part.job_prefix,
             clock.to_ms(now),
-            json.dumps(now.isoformat()),
+            clock.to_us(now),
             count,
             part.damaged_prefix,
             self.keys.done(""),

@@ -120,6 +120,19 @@ def test_purge_empties_every_shard(cluster: RedisCluster) -> None:
     client.close()
 
 
+def test_script_calls_in_pipelines_are_routed_without_asking_a_node(cluster: RedisCluster) -> None:
+    """EVALSHA names its keys: no COMMAND GETKEYS round trip is spent on routing one."""
+    for node in cluster.primaries:
+        node.client().config_resetstat()
+    kickq.process(NAMES[:6], lambda job, data: data, concurrent_jobs=4)
+    futures = [kickq.create(NAMES[i % 6], i, hotjob=True) for i in range(60)]
+    for future in futures:
+        future.result(10).hotjob_future.result(10)  # type: ignore[union-attr]
+    stats = [node.client().info("commandstats") for node in cluster.primaries]
+    assert sum(int(s.get("cmdstat_evalsha", {}).get("calls", 0)) for s in stats) >= 120
+    assert not [s for s in stats if "cmdstat_command|getkeys" in s]
+
+
 def test_cluster_needs_a_node_address() -> None:
     """The cluster switch without any server named is a clear error, not the embedded Redis."""
     kickq.reset()

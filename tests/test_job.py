@@ -146,7 +146,7 @@ def test_record_round_trip_with_runs() -> None:
     record = to_record(job)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in record.items())
     record.update({"version": "1", "run_count": "2"})
-    assert from_record(record) == job
+    assert from_record(record, job.id) == job
 
 
 def test_record_round_trip_of_a_waiting_job() -> None:
@@ -160,7 +160,7 @@ def test_record_round_trip_of_a_waiting_job() -> None:
         runs=(Run(1, at(2), 1.25, State.FAIL, "boom"),),
     )
     record = {**to_record(job), "version": "3", "run_count": "1"}
-    back = from_record(record)
+    back = from_record(record, job.id)
     assert back == job
     assert back.scheduled_for == at(60)
     assert back.scheduled_for.utcoffset() == datetime.timedelta(0)
@@ -181,14 +181,14 @@ def test_record_of_a_processing_job_rebuilds_the_run_in_progress() -> None:
     record = to_record(job)
     assert "run:2" not in record
     record.update({"version": "4", "run_count": "2", "run_start": json.dumps(at(40).isoformat())})
-    back = from_record(record)
+    back = from_record(record, job.id)
     assert back == job
     assert back.runs[-1] == Run(2, at(40), None, State.PROCESSING)
 
 
 def event_json(job: Job) -> str:
     """The event a transition publishes for `job`."""
-    return record_event_json(to_record(job), job.total_process_time)
+    return record_event_json({**to_record(job), "id": job.id}, job.total_process_time)
 
 
 def test_event_round_trip() -> None:

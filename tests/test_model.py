@@ -31,6 +31,7 @@ from hypothesis.stateful import (
 from kickq import _clock as clock
 from kickq import _lifecycle as lifecycle
 from kickq._job import Job, from_record
+from kickq._layout import gather
 from kickq._store import Store, StoredJob
 from support import RedisServer
 
@@ -366,7 +367,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for job_id in self.jobs:
             pipe.hgetall(keys.job(job_id))
         for job, record in zip(self.jobs.values(), pipe.execute(), strict=True):
-            stored = from_record(record)
+            stored = from_record(gather(record), job.id)
             assert (stored.name, stored.state.value) == (job.name, job.state)
             assert [run.state.value for run in stored.runs] == job.runs
             found = {where for where, members in zsets.items() if job.id in members}

@@ -53,6 +53,11 @@ class Peer:
         """Create n no-op jobs with the library's ordinary per-job call; return when all are in."""
         raise NotImplementedError
 
+    def enqueue_one_at_a_time(self, n: int) -> None:
+        """Create n no-op jobs, each saved before the next call: for the peers, whose
+        ordinary call returns once the job is in, the enqueue workload again."""
+        self.enqueue_many(n)
+
     def enqueue_bulk(self, n: int) -> None:
         """Create n no-op jobs with the library's own bulk call; return when all are saved.
         Unsupported when it has none (a loop of single calls would only repeat enqueue_many)."""

@@ -63,6 +63,10 @@ class Peer(Base):
         for future in futures:
             future.result(timeout=120)
 
+    def enqueue_one_at_a_time(self, n: int) -> None:
+        for _ in range(n):
+            kickq.create(NAME).result(timeout=120)
+
     def enqueue_bulk(self, n: int) -> None:
         for future in kickq.create_many(NAME, [None] * n):
             future.result(timeout=120)

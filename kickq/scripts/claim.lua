@@ -23,7 +23,7 @@
 --             their record: the window is exact to the microsecond)
 -- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
 -- ARGV[2]  now in ms
--- ARGV[3]  now as a JSON string (ISO-8601), stored as update_time and run_start
+-- ARGV[3]  now in microseconds, stored as update_time and run_start
 -- ARGV[4]  the most jobs to claim
 -- ARGV[5]  damaged key prefix: a record set aside is renamed to ARGV[5] .. id
 -- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside

@@ -48,6 +48,28 @@ local function next_score(queue, priority)  -- as in transition.lua
   return last[2] and tonumber(last[2]) + 1 or band
 end
 
+-- adds field and value to `fields`, a value longer than 64 bytes (a listpack entry) as
+-- pieces field, field~1, field~2 ... each cut before a UTF-8 continuation byte (kickq/_layout.py)
+local function lay_out(fields, field, value)
+  local size, at, number = #value, 1, 0
+  if size <= 64 then
+    fields[#fields + 1] = field
+    fields[#fields + 1] = value
+    return
+  end
+  while at <= size do
+    local stop = math.min(at + 63, size)
+    for _ = 1, 3 do  -- a UTF-8 character has at most three continuation bytes
+      local byte = string.byte(value, stop + 1)
+      if not byte or byte < 128 or byte >= 192 then break end
+      stop = stop - 1
+    end
+    fields[#fields + 1] = number == 0 and field or (field .. '~' .. number)
+    fields[#fields + 1] = string.sub(value, at, stop)
+    at, number = stop + 1, number + 1
+  end
+end
+
 -- nil when the job may be saved, else what to return for it
 local function refused(key, lock, id)
   if redis.call('EXISTS', key) == 1 then return 0 end
@@ -81,8 +103,11 @@ for j = first_job, #ARGV, 4 do
       redis.call('SET', lock, id)
       redis.call('HSET', key, 'unique_lock', lock)
     end
-    redis.call('HSET', key, 'id', id, 'data', data, 'unique_key', unique_key, 'version', 1,
-      unpack(shared))
+    local fields = { 'version', 1 }
+    lay_out(fields, 'data', data)
+    if unique_key ~= 'null' then lay_out(fields, 'unique_key', unique_key) end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('HSET', key, unpack(shared))
     if queued then
       redis.call('ZADD', KEYS[2], score, id)
       score = score + 1  -- the jobs of one call share a priority: first in, first out

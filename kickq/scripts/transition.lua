@@ -26,6 +26,7 @@
 -- ARGV[11] the timers channel: a due time or a purge time is announced there
 -- ARGV[12] n, the number of channels; ARGV[13 .. 12+n] the channels
 -- ARGV[13+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
+--             a value null removes its field (see kickq/_layout.py)
 -- A queued job's score is (9 - priority) * 1e14, plus one more than the last job queued with
 -- that priority: the lowest is claimed first, so higher priorities first, and first in, first
 -- out within one. A job that completes frees its unique key (the record's `unique_lock`).
@@ -68,8 +69,20 @@ end
 local n = tonumber(ARGV[12])
 local lock = redis.call('HGET', KEYS[1], 'unique_lock')
 local fields = cjson.decode(ARGV[13 + n])
-if #fields > 0 then
-  redis.call('HSET', KEYS[1], unpack(fields))
+local set, removed = {}, {}
+for i = 1, #fields, 2 do
+  if fields[i + 1] == cjson.null then
+    removed[#removed + 1] = fields[i]
+  else
+    set[#set + 1] = fields[i]
+    set[#set + 1] = fields[i + 1]
+  end
+end
+if #set > 0 then
+  redis.call('HSET', KEYS[1], unpack(set))
+end
+if #removed > 0 then
+  redis.call('HDEL', KEYS[1], unpack(removed))
 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 local left_processing = redis.call('ZREM', KEYS[2], ARGV[2]) == 1

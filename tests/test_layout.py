@@ -1,0 +1,97 @@
+"""A job's record stays a compact hash (a listpack) with realistic payloads, results, errors and
+runs, and reads back whole: long values are cut into pieces of at most 64 bytes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import kickq
+from kickq._layout import PIECE, changes, gather, lay_out
+from support import job_key, wait_until
+
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
+
+PAYLOAD = {"user": 7, "path": "uploads/00000007.png", "sizes": [128, 256, 512], "note": "x" * 47}
+
+
+def fields_of(client: Any, job_id: str) -> dict[str, str]:
+    return dict(client.hgetall(job_key(job_id)))
+
+
+def assert_compact(client: Any, job_id: str) -> None:
+    key = job_key(job_id)
+    assert client.object("encoding", key) == "listpack", fields_of(client, job_id)
+    assert all(len(value.encode()) <= PIECE for value in fields_of(client, job_id).values())
+
+
+def test_a_queued_job_with_a_119_byte_payload_is_a_listpack(r: Any) -> None:
+    assert len(json.dumps(PAYLOAD, separators=(",", ":"))) == 119
+    job = kickq.create("layout", PAYLOAD, meta={"trace": "t" * 100}).result(5)
+    assert_compact(r, job.id)
+    assert "data~1" in fields_of(r, job.id)
+    back = kickq.get(job.id).result(5)
+    assert back.data == PAYLOAD and back.meta == {"trace": "t" * 100}
+    assert back.create_time == job.create_time
+
+
+def test_a_finished_job_with_a_result_and_runs_is_a_listpack(r: Any) -> None:
+    kickq.process("layout", lambda job, data: {"echo": data, "more": "y" * 80})
+    job = kickq.create("layout", PAYLOAD).result(5)
+    done = kickq.wait(job.id, timeout=10).result(15)
+    assert done.result == {"echo": PAYLOAD, "more": "y" * 80}
+    assert_compact(r, job.id)
+    assert done.runs[0].state is kickq.State.SUCCESS
+
+
+def test_unicode_data_is_cut_between_characters(r: Any) -> None:
+    """Non-ASCII data and meta are cut into pieces and read back whole."""
+    data = {"text": "ä€😀" * 40}
+    job = kickq.create("layout", data, meta={"ключ": "ключ" * 30}).result(5)
+    assert_compact(r, job.id)
+    assert {"data~1", "meta~1"} <= set(fields_of(r, job.id))
+    back = kickq.get(job.id).result(5)
+    assert back.data == data and back.meta == {"ключ": "ключ" * 30}
+
+
+def test_a_shorter_error_leaves_no_piece_of_the_longer_one(r: Any) -> None:
+    """A run fails with a long error, the next with a short one: the old pieces are removed."""
+    errors = iter(["E" * 200, "short"])
+
+    def handler(job: kickq.Job, data: Any) -> None:
+        raise RuntimeError(next(errors))
+
+    kickq.process("layout", handler)
+    job = kickq.create("layout", None, retry=True, retry_count=1, retry_interval=0).result(5)
+    with pytest.raises(kickq.JobFailed) as failed:
+        kickq.wait(job.id, timeout=10).result(15)
+    assert failed.value.job.last_error is not None and "short" in failed.value.job.last_error
+    wait_until(lambda: "last_error~1" not in fields_of(r, job.id), what="no stale piece")
+    assert_compact(r, job.id)
+    back = kickq.get(job.id).result(5)
+    assert back.last_error == failed.value.job.last_error
+    first_error = back.runs[0].error
+    assert first_error is not None and first_error.endswith("E" * 100)
+
+
+def test_pieces_that_do_not_follow_on_are_a_damaged_record(r: Any) -> None:
+    job = kickq.create("layout", PAYLOAD).result(5)
+    r.hset(job_key(job.id), "data~3", "x")
+    with pytest.raises(kickq.KickqError, match="pieces of field 'data'"):
+        kickq.get(job.id).result(5)
+
+
+def test_lay_out_and_gather_round_trip() -> None:
+    record = {"name": "n", "data": "a" * 130, "meta": "é" * 70, "state": "queued"}
+    fields = lay_out(record)
+    assert set(fields) == {"name", "data", "data~1", "data~2", "meta", "meta~1", "meta~2", "state"}
+    assert all(len(value.encode()) <= PIECE for value in fields.values())
+    assert gather(fields) == record
+
+
+def test_changes_remove_what_the_new_record_no_longer_has() -> None:
+    stored = lay_out({"name": "n", "data": "1", "last_error": "e" * 100, "result": "2"})
+    written = changes(stored, {"name": "n", "data": "1", "last_error": "ok"}, frozenset({"result"}))
+    assert written == {"last_error": "ok", "last_error~1": None, "result": None}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 import json
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -175,11 +176,9 @@ def encode(value: Any) -> str:
 
 # an option missing from a record (left out at its default, or written before the option
 # existed) reads as its default
-_DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
-_ALWAYS_KEPT = frozenset({"process_timeout"})  # read by scripts/claim.lua
+DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
 OPTIONAL_FIELDS = frozenset(
     {*TIME_FIELDS, *OPTION_FIELDS, "result", "last_error", "meta", "unique_key", "budget_start"}
-    - _ALWAYS_KEPT
 )
 """The fields `to_record` leaves out at their default."""
 
@@ -260,7 +259,7 @@ def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
             record[name] = str(clock.to_us(moment))
     for name in OPTION_FIELDS:
         text = encode(getattr(job, name))
-        if text != _DEFAULT_TEXTS[name] or name in _ALWAYS_KEPT:
+        if text != DEFAULT_TEXTS[name]:
             record[name] = text
     record.update(_set_values(job))
     for run in job.runs:
@@ -393,7 +392,7 @@ def _event_parts(record: Mapping[str, str], total_process_time: float | None) ->
         parts += [',"', field, '":', _iso_json(record.get(field))]
     parts += [',"total_process_time":', encode(total_process_time)]
     for field in OPTION_FIELDS:
-        parts += [',"', field, '":', record.get(field) or _DEFAULT_TEXTS[field]]
+        parts += [',"', field, '":', record.get(field) or DEFAULT_TEXTS[field]]
     parts += [',"meta":', record.get("meta", "{}")]
     parts += [_UNIQUE_KEY, record.get("unique_key", "null")]
     parts += [',"budget_start":', record.get("budget_start", "0")]
@@ -408,9 +407,13 @@ def _iso_json(text: str | None) -> str:
     carry it: ISO-8601 JSON."""
     if text is None:
         return "null"
-    if text.isdigit():
-        return f'"{clock.from_us(int(text)).isoformat()}"'
-    return text
+    return _us_iso_json(text) if text.isdigit() else text
+
+
+@functools.lru_cache(maxsize=256)  # a new job's create and update times are one moment
+def _us_iso_json(text: str) -> str:
+    return f'"{clock.from_us(int(text)).isoformat()}"'
+
 
 
 def version_of(record: Mapping[str, str]) -> int:

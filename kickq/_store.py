@@ -28,6 +28,7 @@ from . import _ids as ids
 from . import _lifecycle as lifecycle
 from ._connection import Client
 from ._job import (
+    DEFAULT_TEXTS,
     OPTIONAL_FIELDS,
     STATES,
     Job,
@@ -56,6 +57,9 @@ def load_script(name: str, announces: bool = False) -> str:
 
 
 _PER_JOB_FIELDS = ("id", "data", "unique_key")  # what create.lua takes for each job
+
+
+_AFTER_A_RUN = OPTIONAL_FIELDS | {"run_start"}
 
 
 def _flat(record: Mapping[str, str]) -> list[str]:
@@ -260,7 +264,9 @@ class Store:
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
         fresh = to_record(job, previous.get("data", "null"))
-        written = changes(stored.record, fresh, OPTIONAL_FIELDS)
+        # the start of a run ended is its run's now (run:<count>), no longer the record's
+        ended = OPTIONAL_FIELDS if job.state is State.PROCESSING else _AFTER_A_RUN
+        written = changes(stored.record, fresh, ended)
         merged = {
             **{name: text for name, text in previous.items() if name not in OPTIONAL_FIELDS},
             **fresh,
@@ -315,7 +321,7 @@ class Store:
         args = [
             part.job_prefix,
             clock.to_ms(now),
-            clock.to_us(now),
+            DEFAULT_TEXTS["process_timeout"],
             count,
             part.damaged_prefix,
             self.keys.done(""),

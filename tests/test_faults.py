@@ -509,7 +509,6 @@ DAMAGE = [
     pytest.param("queued", "bad-json"),
     pytest.param("queued", "no-data"),
     pytest.param("queued", "no-name"),
-    pytest.param("queued", "no-process_timeout"),
     pytest.param("queued", "no-state"),
     pytest.param("queued", "string"),
     pytest.param("delayed", "bad-json"),

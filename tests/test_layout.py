@@ -4,11 +4,13 @@ runs, and reads back whole: long values are cut into pieces of at most 64 bytes.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 
 import kickq
+import kickq._runtime
 from kickq._layout import PIECE, changes, gather, lay_out
 from support import job_key, wait_until
 
@@ -95,3 +97,27 @@ def test_changes_remove_what_the_new_record_no_longer_has() -> None:
     stored = lay_out({"name": "n", "data": "1", "last_error": "e" * 100, "result": "2"})
     written = changes(stored, {"name": "n", "data": "1", "last_error": "ok"}, frozenset({"result"}))
     assert written == {"last_error": "ok", "last_error~1": None, "result": None}
+
+
+def test_the_run_deadline_comes_from_the_record_or_the_default_left_out(r: Any) -> None:
+    """process_timeout is left out at its default (10 s) and written otherwise; the claim
+    script sets the run's deadline from either. A run that ended leaves no run_start."""
+    release = threading.Event()
+    kickq.process("layout", lambda job, data: release.wait(10) and data, concurrent_jobs=2)
+    default = kickq.create("layout", 1).result(5)
+    custom = kickq.create("layout", 2, process_timeout=60).result(5)
+    assert "process_timeout" not in fields_of(r, default.id)
+    assert fields_of(r, custom.id)["process_timeout"] == "60.0"
+    processing = kickq._runtime.get().store.keys_of(default.id).processing
+    wait_until(lambda: r.zcard(processing) == 2, what="both runs started")
+    started = {
+        job_id: int(fields_of(r, job_id)["run_start"]) // 1000 for job_id in (default.id, custom.id)
+    }
+    # the deadline is now in ms, the start now in µs: one millisecond apart at most
+    assert abs(r.zscore(processing, default.id) - started[default.id] - 10_000) <= 1
+    assert abs(r.zscore(processing, custom.id) - started[custom.id] - 60_000) <= 1
+    release.set()
+    for job in (default, custom):
+        kickq.wait(job.id, timeout=10).result(15)
+        assert "run_start" not in fields_of(r, job.id)
+        assert kickq.get(job.id).result(5).runs[0].start_time is not None

@@ -23,11 +23,11 @@
 --             their record: the window is exact to the microsecond)
 -- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
 -- ARGV[2]  now in ms
--- ARGV[3]  now in microseconds, stored as update_time and run_start
+-- ARGV[3]  the process_timeout (s) of a record that has none: left out at its default
 -- ARGV[4]  the most jobs to claim
 -- ARGV[5]  damaged key prefix: a record set aside is renamed to ARGV[5] .. id
 -- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside
--- ARGV[7]  now in microseconds
+-- ARGV[7]  now in microseconds, stored as update_time and run_start
 -- ARGV[8]  the timers channel: the earliest deadline of the runs started is announced there
 -- ARGV[9 ..]  the job names, one per four KEYS from KEYS[6]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) };
@@ -58,7 +58,7 @@ local function inspect(key, kind)
   end
   if not whole(version) then return 'version is not a whole number' end
   if not whole(runs) then return 'run_count is not a whole number' end
-  local seconds = tonumber(timeout)
+  local seconds = tonumber(timeout or ARGV[3])
   if not seconds or seconds ~= seconds or seconds < 0 or seconds > 1e10 then
     return 'process_timeout is not a number of seconds'
   end
@@ -119,7 +119,7 @@ end
 
 local earliest = nil  -- the earliest deadline of the runs started, to announce
 local function start(q, id, key, timeout, limit)
-  redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[3], 'run_start', ARGV[3])
+  redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[7], 'run_start', ARGV[7])
   local run = redis.call('HINCRBY', key, 'run_count', 1)
   redis.call('HINCRBY', key, 'version', 1)
   local deadline = now + math.floor(timeout * 1000)

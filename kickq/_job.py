@@ -415,7 +415,6 @@ def _us_iso_json(text: str) -> str:
     return f'"{clock.from_us(int(text)).isoformat()}"'
 
 
-
 def version_of(record: Mapping[str, str]) -> int:
     """The record's version: bumped by every transition, compared by the next one."""
     return int(record.get("version", 0))

@@ -233,7 +233,7 @@ def measure(  # the whole benchmark, on the private server
         check_purged(keys, client, args, finished, out, check)
     finally:
         workers.stop()
-    check_memory_back(client, args, baseline, out, check)
+    check_memory_back(keys, client, args, baseline, out, check)
     if failed:
         out["fail_events"] = [
             {"id": job.id, "state": str(job.state), "error": job.last_error} for job in failed[:20]
@@ -393,14 +393,15 @@ def check_purged(
     out: dict[str, Any],
     check: Check,
 ) -> None:
-    """The purge removes every key of the namespace, indexes included."""
+    """The purge removes every key of the namespace, indexes included, but the bounded ones
+    kept per name and per namespace (stats, live workers, the last deadline announced)."""
     ns = args.namespace
     figures: dict[str, Any] = out["figures"]
 
     def purged() -> bool:
         if client.zcard(keys.finished):
             return False
-        return next(iter(client.scan_iter(f"{ns}:*", count=1000)), None) is None
+        return not per_job_keys(client, keys, ns)
 
     try:
         done = poll(purged, args.purge_timeout + 60, "the purge", interval=0.05)
@@ -412,11 +413,23 @@ def check_purged(
             f"finished (purge_timeout {args.purge_timeout:g} s)",
         )
     except TimeoutError as exc:
-        left = sorted(client.scan_iter(f"{ns}:*", count=1000))
+        left = per_job_keys(client, keys, ns)
         check("purged", False, f"{exc}: {len(left)} keys left, e.g. {left[:5]}")
 
 
+def bounded_keys(keys: Keys) -> set[str]:
+    """The keys that stay after every job is purged, each of a size bounded whatever the
+    number of jobs (see the README's "Stats, workers and pause")."""
+    return {keys.names, keys.next_due, keys.workers, keys.minutes(JOB), keys.times(JOB)}
+
+
+def per_job_keys(client: Any, keys: Keys, ns: str) -> list[str]:
+    left = {str(key) for key in client.scan_iter(f"{ns}:*", count=1000)}
+    return sorted(left - bounded_keys(keys))
+
+
 def check_memory_back(
+    keys: Keys,
     client: Any,
     args: argparse.Namespace,
     baseline: dict[str, int],
@@ -425,7 +438,7 @@ def check_memory_back(
 ) -> None:
     """Redis memory back to the baseline. Call once the workers are gone, as their connections
     would count; the counting hashes are deleted first, since the baseline had none."""
-    client.delete(RUNS, PROCS)
+    client.delete(RUNS, PROCS, *bounded_keys(keys))
     tolerance = args.mem_tolerance
     after = quiet_memory(client)
     out["memory"]["after"] = after

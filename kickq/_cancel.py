@@ -16,10 +16,9 @@ from . import _lifecycle as lifecycle
 from . import _runtime as runtime
 from ._api import about, not_found
 from ._config import purge_timeout
-from ._errors import DamagedRecord
 from ._future import KickqFuture
 from ._job import State
-from ._store import Damaged
+from ._query import current
 
 ATTEMPTS = 20  # a job changes a few times at most while a cancel reads it (claim, end, retry)
 
@@ -27,11 +26,7 @@ ATTEMPTS = 20  # a job changes a few times at most while a cancel reads it (clai
 def _cancel(engine: runtime.Runtime, job_id: str) -> bool:
     store = engine.store
     for _ in range(ATTEMPTS):
-        loaded = store.load(job_id)
-        if loaded is None:
-            raise not_found(job_id)
-        if isinstance(loaded, Damaged):
-            raise DamagedRecord(job_id, loaded.error)
+        loaded = current(store, job_id)
         change = lifecycle.cancel(loaded.job, clock.now())
         if change is None:
             return False

@@ -311,9 +311,9 @@ def _json_fields(record: Mapping[str, str]) -> dict[str, Any]:
     return dict(zip(present, values, strict=True))
 
 
-def from_record(record: Mapping[str, str], job_id: str | None = None) -> Job:
-    """Rebuild job `job_id` from its hash (the id is the record's `id` when not given),
-    checking every field: a damaged record raises (ValueError, KeyError, TypeError,
+def from_record(record: Mapping[str, str], job_id: str) -> Job:
+    """Rebuild job `job_id` from its hash (the id is the key's, not a field), checking every
+    field: a damaged record raises (ValueError, KeyError, TypeError,
     RecursionError...); it never yields a Job that would fail later."""
     _check_text(record)
     if "data" not in record:
@@ -323,7 +323,6 @@ def from_record(record: Mapping[str, str], job_id: str | None = None) -> Job:
         start = _time("run_start", json.loads(record.get("run_start", "null")))
         runs.append(Run(int(record.get("run_count", 0)), start, None, State.PROCESSING))
     version_of(record)
-    job_id = record["id"] if job_id is None else job_id
     return _job(job_id, record["name"], record["state"], runs, _json_fields(record))
 
 

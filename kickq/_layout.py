@@ -16,7 +16,7 @@ PIECE = 64
 """The longest value written as one field: Redis's default hash-max-listpack-value."""
 MARK = "~"
 """Between a field's name and the number of one of its pieces after the first."""
-_WHOLE = frozenset({"id", "name", "state", "version", "process_timeout", "unique_lock"})
+_WHOLE = frozenset({"name", "state", "version", "process_timeout", "unique_lock"})
 """Read by the Lua scripts: never cut, however long (a unique lock names a key)."""
 
 

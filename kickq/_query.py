@@ -168,6 +168,17 @@ def _delete_index(store: Store, name: str, state: str) -> int:
     return deleted
 
 
+def current(store: Store, job_id: str) -> StoredJob:
+    """The job as stored now, to decide a change from: JobNotFound when there is none,
+    DamagedRecord when its record cannot be read."""
+    loaded = store.load(job_id)
+    if loaded is None:
+        raise not_found(job_id)
+    if isinstance(loaded, Damaged):
+        raise DamagedRecord(job_id, loaded.error)
+    return loaded
+
+
 def requeue(job_id: str) -> KickqFuture[Job]:
     """Queue a job that failed for good again, with fresh retry and ghost budgets; its runs
     stay. Fails with ValueError if it has not failed for good, JobNotFound if unknown."""
@@ -175,11 +186,7 @@ def requeue(job_id: str) -> KickqFuture[Job]:
     def requeue_one(engine: runtime.Runtime) -> Job:
         store = engine.store
         for _ in range(ATTEMPTS):
-            loaded = store.load(job_id)
-            if loaded is None:
-                raise not_found(job_id)
-            if isinstance(loaded, Damaged):
-                raise DamagedRecord(job_id, loaded.error)
+            loaded = current(store, job_id)
             change = lifecycle.requeue(loaded.job, clock.now())
             if change is None:
                 raise ValueError(

@@ -56,13 +56,13 @@ def load_script(name: str, announces: bool = False) -> str:
     return text
 
 
-_PER_JOB_FIELDS = ("id", "data", "unique_key")  # what create.lua takes for each job
-
-
+_PER_JOB_FIELDS = ("data", "unique_key")  # what create.lua takes for each job, with the id
+# what a transition out of processing removes when the new record lacks it: the run's start is
+# its run's now (run:<count>)
 _AFTER_A_RUN = OPTIONAL_FIELDS | {"run_start"}
 
 
-def _flat(record: Mapping[str, str]) -> list[str]:
+def _flat(record: Mapping[str, str | None]) -> list[str | None]:
     return [item for pair in record.items() for item in pair]
 
 
@@ -81,11 +81,13 @@ def checked(results: Sequence[Any]) -> list[Any]:
 @attrs.frozen
 class StoredJob:
     """A job as read from Redis, with the record it was read from and that record's version,
-    which fences the next change (a claim hands the worker the run it now holds this way)."""
+    which fences the next change (a claim hands the worker the run it now holds this way):
+    `record` with its long values joined, `fields` the hash as stored (see _layout.py)."""
 
     job: Job
     version: int
     record: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    fields: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -102,7 +104,8 @@ def decode(job_id: str, record: Mapping[str, str]) -> StoredJob | Damaged:
     """The one way a stored record becomes a Job: the job with its version, or a Damaged
     marker saying why not. Nothing a record holds can make this raise."""
     try:
-        return StoredJob(from_record(gather(record), job_id), version_of(record), record)
+        joined = gather(record)
+        return StoredJob(from_record(joined, job_id), version_of(record), joined, record)
     except Exception as exc:  # any field of any type: one record never stops the caller
         return Damaged(job_id, record, f"{type(exc).__name__}: {exc}")
 
@@ -259,14 +262,12 @@ class Store:
         version: only the fields that changed are written, and the event is assembled from
         the field texts (nothing is encoded twice). The indexes and the stats of the job's
         name follow in the same step. The job is also published on the channels `also`."""
-        job = change.job
-        previous = gather(stored.record)
+        job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
         fresh = to_record(job, previous.get("data", "null"))
-        # the start of a run ended is its run's now (run:<count>), no longer the record's
         ended = OPTIONAL_FIELDS if job.state is State.PROCESSING else _AFTER_A_RUN
-        written = changes(stored.record, fresh, ended)
+        written = changes(stored.fields, fresh, ended)
         merged = {
             **{name: text for name, text in previous.items() if name not in OPTIONAL_FIELDS},
             **fresh,
@@ -307,8 +308,7 @@ class Store:
             keys.limits(job.name),
             keys.next_due,
         ]
-        fields = [item for pair in written.items() for item in pair]
-        return self._transition, call_keys, [*args, *channels, json.dumps(fields)]
+        return self._transition, call_keys, [*args, *channels, json.dumps(_flat(written))]
 
     def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
         """A claim from the queues of `names`, which must be one of `claim_groups`."""

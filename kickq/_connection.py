@@ -87,7 +87,9 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
     pool = redis.ConnectionPool(
         connection_class=EmbeddedConnection, path=str(embedded.socket_path()), **options
     )
-    return redis.Redis(connection_pool=pool)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # else close() leaves the pool's sockets open
+    return client
 
 
 def _quick_retry() -> Retry:
@@ -132,6 +134,16 @@ class Cluster(redis.RedisCluster):
         if resolver is not None and hasattr(pipe, "_policy_resolver"):
             pipe._policy_resolver = resolver
         return pipe
+
+    def close(self) -> None:
+        """Close every node's connections now. Made from a URL, redis-py's cluster client gives
+        each node a pool that node's client does not own, so close() alone leaves the sockets
+        open until the garbage collector finds them (kickq.reset() would leak them)."""
+        super().close()
+        manager = getattr(self, "nodes_manager", None)
+        for node in list(manager.nodes_cache.values()) if manager is not None else ():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
 
 
 def _scripts_routed_by_keys() -> dict[str, Any]:

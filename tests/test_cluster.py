@@ -7,6 +7,7 @@ cover what only a cluster has.
 from __future__ import annotations
 
 import collections
+import gc
 import pathlib
 import re
 import threading
@@ -253,3 +254,25 @@ def test_jobs_survive_a_primary_failover(replicated_cluster: RedisCluster) -> No
     expected = {job.data for job in before + during}
     assert set(runs) == expected
     assert set(runs.values()) == {1}, "a job ran twice"
+
+
+def test_reset_closes_the_connections_to_every_node(cluster: RedisCluster) -> None:
+    """kickq.reset() leaves no connection open on any node, not even until the garbage
+    collector runs."""
+    names = [f"conns-{i}" for i in range(12)]
+    for future in [kickq.create(name, i) for i, name in enumerate(names)]:
+        future.result(10)
+    clients = [node.client() for node in cluster.primaries]
+
+    def connected() -> int:
+        return sum(len(client.client_list()) - 1 for client in clients)  # minus our own
+
+    assert connected() >= 3  # a pool connection to each primary, and the pub/sub one
+    gc.disable()  # what the collector would close must already be closed
+    try:
+        kickq.reset()
+        wait_until(lambda: connected() == 0, what="no connection left on any node")
+    finally:
+        gc.enable()
+        for client in clients:
+            client.close()

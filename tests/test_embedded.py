@@ -221,6 +221,28 @@ def test_data_persists_across_stop_and_start(client: redis.Redis, home: pathlib.
         assert conn.get("kickq-test:persist") == b"still here"
 
 
+def test_reset_closes_every_connection_kickq_made(client: redis.Redis) -> None:
+    """kickq.reset() closes its connections to the embedded server at once, not whenever the
+    garbage collector gets to them."""
+    import gc
+
+    import kickq
+
+    kickq.reset()
+    try:
+        kickq.create("embedded-conns").result(10)
+        assert len(client.client_list()) >= 3  # ours, kickq's pool and its pub/sub connection
+        gc.disable()  # what the collector would close must already be closed
+        kickq.reset()
+        deadline = time.monotonic() + 10
+        while len(client.client_list()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(client.client_list()) == 1  # ours alone
+    finally:
+        gc.enable()
+        kickq.reset()
+
+
 def test_restart_after_crash_with_stale_socket(client: redis.Redis, home: pathlib.Path) -> None:
     """After the server is killed, leaving its socket and pidfile, ensure_running() starts anew."""
     pid = embedded.status()["pid"]

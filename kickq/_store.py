@@ -7,7 +7,7 @@ every partition, in one pipeline.
 Scripts are registered with redis-py (`register_script`), which owns their SHA. Batches of calls
 go out in one pipeline as plain EVALSHA: redis-py's own pipeline path asks SCRIPT EXISTS before
 every execute, a second round trip on the hottest path, so a batch instead re-sends only the
-calls that came back NOSCRIPT, after loading their script.
+calls that came back NOSCRIPT, as EVAL with the script's text, which caches it on that node.
 """
 
 from __future__ import annotations
@@ -170,19 +170,26 @@ class Store:
         results = self._send(calls)
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            for script in {id(calls[i][0]): calls[i][0] for i in missing}.values():
-                script.sha = str(self.client.script_load(script.script))
-            retried = self._send([calls[i] for i in missing])
+            # EVAL loads the script on the node that lacked it, and on no other: SCRIPT LOAD
+            # goes to every primary of a cluster, so one that is down would fail the batch
+            # and throw away what the other calls did (a claim's jobs, left to ghost).
+            try:
+                retried = self._send([calls[i] for i in missing], with_text=True)
+            except Exception as exc:  # the answers in hand stand; only these calls failed
+                retried = [exc] * len(missing)
             for i, result in zip(missing, retried, strict=True):
                 results[i] = result
         return results
 
-    def _send(self, calls: Iterable[ScriptCall]) -> list[Any]:
+    def _send(self, calls: Iterable[ScriptCall], with_text: bool = False) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args in calls:
             # a plain command: a cluster pipeline refuses pipe.evalsha, but routes this one by
             # the slot of its keys
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if with_text:
+                pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+            else:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
             results = list(pipe.execute(raise_on_error=False))
         except NODE_DOWN:

@@ -134,6 +134,25 @@ def test_script_calls_in_pipelines_are_routed_without_asking_a_node(cluster: Red
     assert not [s for s in stats if "cmdstat_command|getkeys" in s]
 
 
+def test_a_script_a_node_lacks_is_sent_to_that_node_alone(cluster: RedisCluster) -> None:
+    """A node without kickq's scripts (restarted, or a replica promoted before it ran them) gets
+    each one as EVAL on the call that needed it, never as SCRIPT LOAD to every primary: so a
+    primary that is down cannot fail, and lose the answers of, calls that went elsewhere."""
+    kickq.create(NAMES[0]).result(10)
+    clients = [node.client() for node in cluster.primaries]
+    for client in clients:
+        client.script_flush()
+        client.config_resetstat()
+    jobs = [kickq.create(name, i).result(10) for i, name in enumerate(NAMES)]
+    assert [kickq.get(job.id).result(10).data for job in jobs] == list(range(len(NAMES)))
+    stats = [client.info("commandstats") for client in clients]
+    assert not [s for s in stats if "cmdstat_script|load" in s]
+    # one EVAL per primary (the first create there); every later create found the script
+    assert [int(s.get("cmdstat_eval", {}).get("calls", 0)) for s in stats] == [1, 1, 1]
+    for client in clients:
+        client.close()
+
+
 def test_cluster_needs_a_node_address() -> None:
     """The cluster switch without any server named is a clear error, not the embedded Redis."""
     kickq.reset()

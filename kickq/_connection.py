@@ -140,8 +140,10 @@ class Cluster(redis.RedisCluster):
         each node a pool that node's client does not own, so close() alone leaves the sockets
         open until the garbage collector finds them (kickq.reset() would leak them)."""
         super().close()
-        manager = getattr(self, "nodes_manager", None)
-        for node in list(manager.nodes_cache.values()) if manager is not None else ():
+        manager = getattr(self, "nodes_manager", None)  # unset if __init__ failed early
+        if manager is None:
+            return
+        for node in list(manager.nodes_cache.values()):
             if node.redis_connection is not None:
                 node.redis_connection.connection_pool.disconnect()
 

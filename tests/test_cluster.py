@@ -143,12 +143,16 @@ def test_a_script_a_node_lacks_is_sent_to_that_node_alone(cluster: RedisCluster)
     for client in clients:
         client.script_flush()
         client.config_resetstat()
-    jobs = [kickq.create(name, i).result(10) for i, name in enumerate(NAMES)]
-    assert [kickq.get(job.id).result(10).data for job in jobs] == list(range(len(NAMES)))
+    names = NAMES * 3  # about 40 creates to each primary
+    jobs = [kickq.create(name, i).result(10) for i, name in enumerate(names)]
+    assert [kickq.get(job.id).result(10).data for job in jobs] == list(range(len(names)))
     stats = [client.info("commandstats") for client in clients]
     assert not [s for s in stats if "cmdstat_script|load" in s]
-    # one EVAL per primary (the first create there); every later create found the script
-    assert [int(s.get("cmdstat_eval", {}).get("calls", 0)) for s in stats] == [1, 1, 1]
+    # each primary got an EVAL for the first create there, and at most one for each other
+    # script the timers ran meanwhile; every later call found its script
+    scripts = len(list((pathlib.Path(kickq.__file__).parent / "scripts").glob("*.lua")))
+    evals = [int(s.get("cmdstat_eval", {}).get("calls", 0)) for s in stats]
+    assert all(1 <= count <= scripts for count in evals), evals
     for client in clients:
         client.close()
 

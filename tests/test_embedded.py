@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pathlib
@@ -20,8 +21,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import kickq  # noqa: E402
 from kickq import _embedded as embedded  # noqa: E402
 from kickq._errors import RedisUnavailable  # noqa: E402
+from support import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the embedded Redis is POSIX-only")
 
@@ -224,20 +227,13 @@ def test_data_persists_across_stop_and_start(client: redis.Redis, home: pathlib.
 def test_reset_closes_every_connection_kickq_made(client: redis.Redis) -> None:
     """kickq.reset() closes its connections to the embedded server at once, not whenever the
     garbage collector gets to them."""
-    import gc
-
-    import kickq
-
     kickq.reset()
     try:
         kickq.create("embedded-conns").result(10)
         assert len(client.client_list()) >= 3  # ours, kickq's pool and its pub/sub connection
         gc.disable()  # what the collector would close must already be closed
         kickq.reset()
-        deadline = time.monotonic() + 10
-        while len(client.client_list()) > 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(client.client_list()) == 1  # ours alone
+        wait_until(lambda: len(client.client_list()) == 1, what="our connection alone")
     finally:
         gc.enable()
         kickq.reset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import json
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
@@ -22,6 +23,8 @@ from ._keys import EVENTS, is_job_id
 from ._outage import translate
 from ._store import Damaged
 from ._worker import Worker
+
+SUBSCRIBE_WAIT = 5.0  # seconds on() waits for Redis to confirm its subscription
 
 Names = str | Iterable[str]
 
@@ -325,7 +328,9 @@ def on(event: str, callback: Callable[[Any], None]) -> EventSubscription:
     """Call `callback` for every `event` published in this namespace, from any process.
 
     `callback` gets the Job for create, queued, success and fail, and a dict with `id` and
-    `queue` for delete. It runs on kickq's listener thread: keep it short.
+    `queue` for delete. It runs on kickq's listener thread: keep it short. on() returns once
+    Redis has confirmed the subscription (at most SUBSCRIBE_WAIT seconds when Redis cannot be
+    reached; the callbacks start once it can), so every event published afterwards is seen.
     """
     if event not in EVENTS:
         raise ConfigError(f"unknown event {event!r}; events are {', '.join(EVENTS)}")
@@ -336,4 +341,11 @@ def on(event: str, callback: Callable[[Any], None]) -> EventSubscription:
         callback(json.loads(payload) if event == "delete" else from_event(payload))
 
     engine = runtime.get()
-    return EventSubscription(engine, engine.listener.subscribe(engine.keys.event(event), deliver))
+    confirmed = threading.Event()
+    subscription = engine.listener.subscribe(engine.keys.event(event), deliver, confirmed.set)
+    # Pub/sub delivers only what is published after Redis took the SUBSCRIBE: wait for it, so
+    # that whatever the caller does next is seen. The listener's own thread reads that
+    # confirmation, so a callback calling on() cannot wait for it.
+    if not engine.listener.is_reader_thread():
+        confirmed.wait(SUBSCRIBE_WAIT)
+    return EventSubscription(engine, subscription)

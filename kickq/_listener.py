@@ -115,6 +115,10 @@ class Listener:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
+    def is_reader_thread(self) -> bool:
+        """Whether the caller is the listening thread (a subscriber's callback)."""
+        return threading.current_thread() is self._thread
+
     def _forked(self) -> bool:
         """True in a child forked from the process that made this listener (reached through
         a handle the child inherited, such as a Worker or an EventSubscription): the connection

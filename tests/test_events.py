@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 import redis
+from conftest import connect_kickq
 
 import kickq
+import kickq._api
 from support import numsub, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -93,6 +96,26 @@ def test_on_calls_back_with_jobs() -> None:
     wait_until(lambda: seen, timeout=10)
     assert seen[0].id == job.id and seen[0].result == 3
     handle.cancel()
+
+
+def test_an_event_published_once_on_returns_is_delivered(target: Any) -> None:
+    """on() returns once Redis has the subscription, even on an engine just started: the
+    create right after it is always seen."""
+    for _ in range(30):
+        kickq.reset()
+        connect_kickq(target)
+        seen: list[kickq.Job] = []
+        kickq.on("create", seen.append)
+        job = kickq.create("watched").result(5)
+        wait_until(lambda: [j.id for j in seen] == [job.id], what="the create event")  # noqa: B023
+
+
+def test_on_from_an_event_callback_does_not_wait_on_itself() -> None:
+    """A callback that subscribes (on the listener's thread) gets its handle at once."""
+    handles: list[Any] = []
+    kickq.on("create", lambda job: handles.append(kickq.on("success", print)))
+    kickq.create("watched").result(5)
+    wait_until(lambda: handles, timeout=kickq._api.SUBSCRIBE_WAIT / 2, what="the inner on()")
 
 
 def test_on_rejects_unknown_event() -> None:

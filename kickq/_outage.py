@@ -54,6 +54,12 @@ _CLUSTER_ONLY = (
 _REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "Protocol error: unauthenticated")
 
 
+class Unanswered(redis.ConnectionError):
+    """Calls that went out to Redis (all or part of their bytes) whose replies never came: the
+    connection failed or timed out after the send began, so Redis may have applied any of them.
+    Any other connection error of a batch means nothing of it was sent."""
+
+
 NODE_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError)
 """What a node that went away answers: on a Redis Cluster, read the slot table again."""
 

@@ -28,6 +28,8 @@
                               concurrency (at most that many in processing at once)
 <ns>:starts:{<name>}   zset   the runs of one name started within its rate window,
                               "<id>:<run count>" scored by their start (µs); expires when idle
+<ns>:claim:<worker id> string the last claim of one worker: "<token> <id>:<run> ...", or
+                              "void:<token>" for a claim given up; expires (see claim.lua)
 
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
@@ -154,6 +156,9 @@ class Keys:
 
     def starts(self, name: str) -> str:
         return f"{self._prefix}starts:{{{name}}}"
+
+    def claim(self, worker_id: str) -> str:
+        return f"{self._prefix}claim:{worker_id}"
 
     @property
     def next_due(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -45,6 +46,10 @@ from ._layout import changes, gather, lay_out
 from ._outage import NODE_DOWN, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+# how long a claim under way, or given up (see scripts/claim.lua), is remembered: a lost claim
+# that reaches Redis later than this (a stall of over a minute) may start runs nobody runs,
+# which then ghost at their deadline
+CLAIM_KEPT_MS = 60_000
 
 
 def load_script(name: str, announces: bool = False) -> str:
@@ -129,6 +134,7 @@ class Store:
         self._create = client.register_script(load_script("create", announces=True))
         self._transition = client.register_script(load_script("transition", announces=True))
         self._claim = client.register_script(load_script("claim", announces=True))
+        self._reclaim = client.register_script(load_script("reclaim"))
         self._due = client.register_script(load_script("due"))
         self._purge = client.register_script(load_script("purge"))
         self._delete = client.register_script(load_script("delete"))
@@ -317,11 +323,15 @@ class Store:
         ]
         return self._transition, call_keys, [*args, *channels, json.dumps(_flat(written))]
 
-    def claim_call(self, names: Sequence[str], count: int) -> ScriptCall:
-        """A claim from the queues of `names`, which must be one of `claim_groups`."""
+    def claim_call(
+        self, names: Sequence[str], count: int, worker_id: str = "", token: str | None = None
+    ) -> ScriptCall:
+        """A claim from the queues of `names`, which must lie in one of `claim_groups`; `token`
+        (unique to the claim) finds it again if its reply is lost (see `reclaim_call`)."""
         now = clock.now()
         part = self.keys_of_name(names[0])
         keys = [part.processing, part.scheduled, part.finished, part.paused, part.next_due]
+        keys.append(part.claim(worker_id or "none"))
         for name in names:
             keys += [part.queue(name), part.index("processing", name)]
             keys += [part.limits(name), part.starts(name)]
@@ -334,17 +344,39 @@ class Store:
             self.keys.done(""),
             clock.to_us(now),
             self.keys.timers,
+            secrets.token_hex(8) if token is None else token,
+            CLAIM_KEPT_MS,
             *names,
         ]
         return self._claim, keys, args
 
+    def reclaim_call(self, names: Sequence[str], worker_id: str, token: str) -> ScriptCall:
+        """The call finding what the claim `token` of `names` started, its reply having been
+        lost, or making sure it never starts anything (see scripts/reclaim.lua)."""
+        part = self.keys_of_name(names[0])
+        args = [token, part.job_prefix, CLAIM_KEPT_MS]
+        return self._reclaim, [part.claim(worker_id)], args
+
+    def forget_claims(self, worker_id: str, names: Sequence[str]) -> None:
+        """Delete the claim keys of a worker that stopped (they would expire anyway)."""
+        for group in self.claim_groups(names):
+            self.client.delete(self.keys_of_name(group[0]).claim(worker_id))
+
     def parse_claimed(self, reply: Sequence[Any]) -> list[StoredJob | Damaged]:
-        records, set_aside = reply[0], reply[1]
+        """The runs a claim (or a reclaim) started, and the records it set aside."""
+        records = reply[0]
+        set_aside = reply[1] if len(reply) > 1 else []
         claimed: list[StoredJob | Damaged] = [
             Damaged(job_id, {}, why, moved=True) for job_id, why in set_aside
         ]
         claimed.extend(decode(job_id, _as_dict(flat)) for job_id, flat in records)
         return claimed
+
+    @staticmethod
+    def idle_names(reply: Sequence[Any]) -> list[str]:
+        """From a claim's reply: the names with nothing to start now (empty queue, paused, or
+        held back by a limit)."""
+        return list(reply[3])
 
     @staticmethod
     def rate_wait(reply: Sequence[Any]) -> float | None:

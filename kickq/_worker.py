@@ -10,8 +10,10 @@ lets the next run start.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import itertools
 import logging
 import secrets
 import threading
@@ -19,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+import redis
 
 from . import _clock as clock
 from . import _joblog as joblog
@@ -31,11 +34,22 @@ from ._outage import Retry
 from ._pool import ThreadPool
 from ._rotation import ClaimRotation
 from ._runs import Runs
-from ._store import Damaged, ScriptCall, Store
+from ._store import Damaged, ScriptCall, Store, StoredJob
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 60.0  # a safety net only: wake-ups come from pub/sub (a reconnect nudges)
 BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun deadlines
+# how often every name is asked for even without a wake message (a safety net, as IDLE_WAIT)
+IDLE_RECHECK = datetime.timedelta(seconds=IDLE_WAIT)
+
+
+@attrs.frozen
+class Claim:
+    """A claim on its way: its names, and the token that finds it again if its reply is lost
+    (Redis may then have started runs for it: see scripts/reclaim.lua)."""
+
+    names: tuple[str, ...]
+    token: str
 
 
 @attrs.frozen
@@ -81,6 +95,9 @@ class Worker:
         self._rotation = ClaimRotation(context.store.claim_groups(self.names))
         self._subscriptions: list[Subscription] = []
         self._rate_until: datetime.datetime | None = None  # when a rate limit lets runs start
+        self._claims = itertools.count(1)  # claim tokens, unique to this worker
+        self._lost: list[Claim] = []  # claims to find again before claiming more
+        self._asked_all = clock.now()  # when every name was last made ready
         self._thread = threading.Thread(
             target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
         )
@@ -133,6 +150,8 @@ class Worker:
         return self._stopping.is_set() and not self._thread.is_alive()
 
     def nudge(self) -> None:
+        """Look again at every name (wake messages may have been missed)."""
+        self._rotation.wake_all()
         self._nudge.set()
 
     def cancel_run(self, key: RunKey) -> None:
@@ -166,6 +185,8 @@ class Worker:
                 continue
             idle = self._runs.idle() and not self._unsent
             if self._stopping.is_set() and idle:
+                with contextlib.suppress(Exception):  # they expire anyway
+                    self._context.store.forget_claims(self.id, self.names)
                 return
             if not claimed_all:
                 self._nudge.wait(self._wait_time(idle))
@@ -176,8 +197,6 @@ class Worker:
         deadlines = self._runs.deadlines()
         if self._rate_until is not None and self._rate_until > now:
             deadlines.append(self._rate_until)
-        else:  # passed with every slot taken, or never set: the next claim learns again
-            self._rate_until = None
         longest = IDLE_WAIT if idle else BUSY_WAIT
         if not deadlines:
             return longest
@@ -197,23 +216,56 @@ class Worker:
             except BaseException:
                 self._recheck.set()
                 raise
-        endings, free = self._plan(clock.now())
+        now = clock.now()
+        endings, free = self._plan(now)
         store = self._context.store
-        calls = [ending.call for ending in endings]
-        if free > 0:
-            calls.append(store.claim_call(self._rotation.next_claim(), free))
+        lost = list(self._lost)
+        calls = [store.reclaim_call(claim.names, self.id, claim.token) for claim in lost]
+        calls += [ending.call for ending in endings]
+        claim = self._next_claim(now) if free > 0 and not lost else None
+        if claim is not None:
+            calls.append(store.claim_call(claim.names, free, self.id, claim.token))
         if not calls:
             return False
         try:
             results = store.run_batch(calls)
-        except BaseException:
+        except BaseException as exc:
             self._keep_unsent(endings)
+            if claim is not None and _maybe_applied(exc):
+                self._lost.append(claim)
             raise
-        refused = self._apply_endings(endings, results)
-        go_on = free > 0 and self._start_claimed(results[-1], free)
+        refused = self._reclaimed(lost, results[: len(lost)])
+        refused += self._apply_endings(endings, results[len(lost) : len(lost) + len(endings)])
+        go_on = bool(lost)  # claim next turn, now that the lost ones are settled
+        if claim is not None:
+            go_on = self._start_claimed(claim, results[-1], free)
         if refused:
             raise refused[0]  # after the claimed runs started: the caller backs off
         return go_on and not self._stopping.is_set()
+
+    def _next_claim(self, now: datetime.datetime) -> Claim | None:
+        """The names to claim from now, with a fresh token; None when none may have work."""
+        if self._rate_until is not None and self._rate_until <= now:
+            self._rate_until = None
+            self._rotation.wake_all()
+        if now - self._asked_all >= IDLE_RECHECK or now < self._asked_all:
+            self._asked_all = now
+            self._rotation.wake_all()
+        names = self._rotation.next_claim()
+        if not names:
+            return None
+        return Claim(names, f"{next(self._claims):x}")
+
+    def _reclaimed(self, lost: list[Claim], replies: list[Any]) -> list[Exception]:
+        """Start what lost claims had started; keep those whose reclaim failed too."""
+        failed: list[Exception] = []
+        for claim, reply in zip(lost, replies, strict=True):
+            if isinstance(reply, Exception):
+                failed.append(reply)
+                continue
+            self._lost.remove(claim)
+            self._start_runs(self._context.store.parse_claimed(reply))
+        return failed
 
     def _plan(self, now: datetime.datetime) -> tuple[list[Ending], int]:
         """The ends of runs to send (those Redis refused before first), and the free slots."""
@@ -254,18 +306,26 @@ class Worker:
             self._context.on_scheduled(clock.to_ms(min(scheduled)))
         return refused
 
-    def _start_claimed(self, reply: Any, free: int) -> bool:
-        """Start the runs a claim returned; True if another claim may find more."""
+    def _start_claimed(self, claim: Claim, reply: Any, free: int) -> bool:
+        """Start the runs a claim returned; True if another claim may find more now."""
         if isinstance(reply, Exception):
+            if _maybe_applied(reply):
+                self._lost.append(claim)
             raise reply
-        jobs = self._context.store.parse_claimed(reply)
-        self._note_rate(self._context.store.rate_wait(reply))
+        store = self._context.store
+        jobs = store.parse_claimed(reply)
+        self._note_rate(store.rate_wait(reply))
+        self._rotation.claimed(store.idle_names(reply))
+        self._start_runs(jobs)
+        runs = sum(1 for item in jobs if not isinstance(item, Damaged))
+        return runs < free and self._rotation.has_ready()
+
+    def _start_runs(self, jobs: list[StoredJob | Damaged]) -> None:
         for item in jobs:
             if isinstance(item, Damaged):
                 self._context.quarantine(item)
             else:
                 self._runs.start(item)
-        return len(jobs) >= free or self._rotation.more_elsewhere(bool(jobs))
 
     def _note_rate(self, wait: float | None) -> None:
         """Remember when a rate limit that held jobs back lets the next run start (the sooner
@@ -276,3 +336,10 @@ class Worker:
         until = clock.after(now, wait)
         if self._rate_until is None or self._rate_until <= now or until < self._rate_until:
             self._rate_until = until
+
+
+def _maybe_applied(error: BaseException) -> bool:
+    """Whether a call that failed so may still have been applied by Redis: the connection
+    failed or timed out once the call may have been sent. A reply that refused it (busy, out of
+    memory, read-only) means it was not."""
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError))

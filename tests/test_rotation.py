@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from kickq._rotation import ClaimRotation
+from kickq._rotation import MAX_NAMES, ClaimRotation
 
 
 def test_one_group_rotates_its_names_so_none_is_always_last() -> None:
-    """On a single server every claim asks for every name, each name first in turn."""
+    """On a single server a claim asks for every ready name, each name first in turn."""
     rotation = ClaimRotation([("a", "b", "c")])
     assert [rotation.next_claim() for _ in range(4)] == [
         ("a", "b", "c"),
@@ -24,32 +24,64 @@ def test_groups_take_turns_and_rotate_within() -> None:
     assert [rotation.next_claim() for _ in range(4)] == [("a", "b"), ("c",), ("b", "a"), ("c",)]
 
 
-def test_a_woken_group_goes_next() -> None:
-    """A wake message for a name puts its group first, once."""
-    rotation = ClaimRotation([("a",), ("b",), ("c",)])
+def test_names_with_nothing_to_start_rest_until_a_wake() -> None:
+    """A claim's idle names are not asked for again until a wake message names them: a claim
+    costs nothing for names with no work."""
+    rotation = ClaimRotation([("a", "b", "c")])
+    assert rotation.next_claim() == ("a", "b", "c")
+    rotation.claimed(["a", "c"])
+    assert rotation.next_claim() == ("b",)
+    rotation.claimed(["b"])
+    assert not rotation.has_ready()
+    assert rotation.next_claim() == ()
     rotation.woken("c")
     assert rotation.next_claim() == ("c",)
-    assert rotation.next_claim() == ("b",)  # then the turns go on
 
 
-def test_a_single_group_never_looks_elsewhere() -> None:
-    """With one group, a claim that left slots free means there is nothing more to claim."""
+def test_a_wake_during_a_claim_keeps_its_name_ready() -> None:
+    """A wake that comes while the claim asking for its name is on its way is not lost when the
+    claim's reply (read before the job of the wake was saved) says the name was idle."""
     rotation = ClaimRotation([("a", "b")])
-    rotation.woken("a")
-    assert rotation.more_elsewhere(found_any=False) is False
+    assert rotation.next_claim() == ("a", "b")
+    rotation.woken("a")  # the reply of that claim is not in yet
+    rotation.claimed(["a", "b"])
+    assert rotation.next_claim() == ("a",)
 
 
-def test_other_groups_are_tried_until_each_came_up_empty() -> None:
-    """After claims that left slots free, the other groups are tried until every group has
-    come up empty once in a row; finding jobs, or a wake message, starts the count again."""
+def test_idle_groups_are_skipped() -> None:
+    """On a cluster only the groups with a ready name take turns."""
     rotation = ClaimRotation([("a",), ("b",), ("c",)])
-    assert rotation.more_elsewhere(found_any=False) is True
-    assert rotation.more_elsewhere(found_any=False) is True
-    assert rotation.more_elsewhere(found_any=False) is False
+    rotation.next_claim()
+    rotation.claimed(["a"])
+    rotation.next_claim()
+    rotation.claimed(["b"])
+    assert rotation.next_claim() == ("c",)
+    rotation.claimed(["c"])
     rotation.woken("b")
-    assert rotation.more_elsewhere(found_any=False) is True
-    assert rotation.next_claim() == ("b",)
-    assert rotation.more_elsewhere(found_any=True) is True
+    assert [rotation.next_claim(), rotation.next_claim()] == [("b",), ("b",)]
+
+
+def test_wake_all_makes_every_name_ready() -> None:
+    """After a reconnect (wake messages may have been missed) every name is asked for."""
+    rotation = ClaimRotation([("a", "b")])
+    rotation.next_claim()
+    rotation.claimed(["a", "b"])
+    rotation.wake_all()
+    assert set(rotation.next_claim()) == {"a", "b"}
+
+
+def test_a_claim_asks_for_a_bounded_number_of_names() -> None:
+    """A worker serving many names asks for MAX_NAMES at most per claim, and every name gets
+    its turn."""
+    names = tuple(f"n{i}" for i in range(3 * MAX_NAMES + 5))
+    rotation = ClaimRotation([names])
+    asked: set[str] = set()
+    while rotation.has_ready():
+        claim = rotation.next_claim()
+        assert 0 < len(claim) <= MAX_NAMES
+        asked.update(claim)
+        rotation.claimed(claim)
+    assert asked == set(names)
 
 
 def test_an_empty_rotation_is_refused() -> None:

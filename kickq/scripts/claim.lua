@@ -1,20 +1,29 @@
 -- claim: take up to N queued jobs for a worker and start a run of each.
--- Each record is checked before anything is written to it, so that one bad record in a batch
--- affects no other: a key that is not a hash, a record with no state or an unknown one, or one
--- whose version, run_count or process_timeout is not a number, is set aside alone (renamed to
--- the damaged key, out of every index, its waiters told). Ids whose record is gone (deleted)
--- or in another known state (a stale copy in the list) are dropped.
+-- An empty claim costs one ZCARD per name: nothing else is read or checked before a queue is
+-- known to hold work. Every key the claim writes is checked before its first write, and each
+-- record before anything is written to it, so that one bad record in a batch affects no other:
+-- a key that is not a hash, a record with no state or an unknown one, or one whose version,
+-- run_count or process_timeout is not a number, is set aside alone (renamed to the damaged key,
+-- out of every index, its waiters told). Ids whose record is gone (deleted) or in another known
+-- state (a stale copy in the queue) are dropped.
 --
 -- A name's limits (see limit.lua) are obeyed here, atomically for every process: no more jobs
 -- are popped than its concurrency leaves room for (beside the runs in its processing index) and
 -- than its rate leaves in the window (the starts kept in its starts zset). Jobs held back stay
 -- in their queue, untouched: a limit never fails a job and never counts as a run.
 --
+-- A claim whose reply is lost (the connection failed after it was sent) is found again by its
+-- token: a claim that starts runs records "<token> <id>:<run> ..." in the worker's claim key
+-- (until the last deadline of those runs), which reclaim.lua reads; a claim that finds reclaim.lua's "void:<token>" there (the lost call
+-- reached Redis only after the worker gave it up) takes nothing, and so does a claim sent a
+-- second time with the same token.
+--
 -- KEYS[1]     processing zset (score: the run's deadline in ms)
 -- KEYS[2]     scheduled zset    KEYS[3]  finished zset
 -- KEYS[4]     the set of paused job names: no run of those starts
 -- KEYS[5]     the last deadline announced (see announce.lua)
--- KEYS[6 ..]  four per job name the worker serves, in the order to take from: its queue zset
+-- KEYS[6]     the worker's claim key (a string; see above)
+-- KEYS[7 ..]  four per job name the worker serves, in the order to take from: its queue zset
 --             (lowest score first: the highest priority, then the first in), the index of
 --             its processing jobs (scored by the run's start in microseconds; see
 --             transition.lua), its limits hash (rate_count, rate_ms, concurrency; any may be
@@ -29,12 +38,17 @@
 -- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside
 -- ARGV[7]  now in microseconds, stored as update_time and run_start
 -- ARGV[8]  the timers channel: the earliest deadline of the runs started is announced there
--- ARGV[9 ..]  the job names, one per four KEYS from KEYS[6]
+-- ARGV[9]  this claim's token (unique to the worker and the claim)
+-- ARGV[10] how long (ms) the claim key is kept while a claim is under way, or given up
+-- ARGV[11 ..]  the job names, one per four KEYS from KEYS[7]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) };
 --           records set aside, each { id, why };
 --           the ms until a rate limit lets the next run start, for the soonest of the names
---           whose rate held queued jobs back, or -1 when none did }.
-local claimed, damaged, wait = {}, {}, -1
+--           whose rate held queued jobs back, or -1 when none did;
+--           the names with nothing to start now: an empty queue, paused, or held back by a
+--           limit (a wake message, or the rate's wait, says when to ask again) }.
+local FIRST = 7
+local claimed, damaged, wait, idle = {}, {}, -1, {}
 local want = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local now_us = tonumber(ARGV[7])
@@ -45,13 +59,36 @@ local function whole(value)  -- absent, or an integer HINCRBY accepts
   return not value or (#value < 19 and string.match(value, '^%-?%d+$') ~= nil)
 end
 
--- Returns why the record cannot be claimed safely (nil if it can), its state, and its
--- process_timeout in seconds.
-local function inspect(key, kind)
-  if kind ~= 'hash' then return 'the job key is a ' .. kind .. ', not a hash' end
-  local state, version, runs, timeout = unpack(
-    redis.call('HMGET', key, 'state', 'version', 'run_count', 'process_timeout'))
-  if not state then return 'the record has no state' end
+local function wrong(key, kind, expected)
+  return 'kickq: ' .. key .. ' is a ' .. kind .. ', not a ' .. expected
+end
+
+local function check(key, expected)  -- nil when the key may be written as `expected`
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'none' and kind ~= expected then return wrong(key, kind, expected) end
+end
+
+-- the reply of a read that fails on a key of the wrong type, or nil and the error
+local function read(expected, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    local key = select(2, ...)
+    return nil, wrong(key, redis.call('TYPE', key).ok, expected)
+  end
+  return reply
+end
+
+-- Returns why the record cannot be claimed safely (nil if it can), its state, its
+-- process_timeout in seconds, its version and its run count; the state is nil for a record
+-- that is gone.
+local function inspect(key)
+  local fields = redis.pcall('HMGET', key, 'state', 'version', 'run_count', 'process_timeout')
+  if fields.err then return 'the job key is a ' .. redis.call('TYPE', key).ok .. ', not a hash' end
+  local state, version, runs, timeout = unpack(fields)
+  if not state then
+    if redis.call('EXISTS', key) == 0 then return nil end
+    return 'the record has no state'
+  end
   if state ~= 'queued' then
     if KNOWN[state] then return nil, state end
     return 'unknown state ' .. state
@@ -62,43 +99,38 @@ local function inspect(key, kind)
   if not seconds or seconds ~= seconds or seconds < 0 or seconds > 1e10 then
     return 'process_timeout is not a number of seconds'
   end
-  return nil, state, seconds
+  return nil, state, seconds, tonumber(version or 0), tonumber(runs or 0)
 end
 
-local function set_aside(id, key, kind, why)
+local function set_aside(id, key, why)
   local aside = ARGV[5] .. id
+  local kind = redis.call('TYPE', key).ok
   redis.call('RENAME', key, aside)
   if kind == 'hash' then
     redis.call('HSET', aside, 'damaged_error', why)
   end
   for i = 1, 3 do
-    redis.call('ZREM', KEYS[i], id)
+    redis.pcall('ZREM', KEYS[i], id)  -- a damaged index is reported by its own reader
   end
   redis.call('PUBLISH', ARGV[6] .. id, 'damaged')
   damaged[#damaged + 1] = { id, why }
 end
 
--- a damaged index would stop the script half-way: check every key before the first write
-local PER_NAME = { 'zset', 'zset', 'hash', 'zset' }
-for i = 1, #KEYS do
-  local kind = i == 5 and 'none' or redis.call('TYPE', KEYS[i]).ok  -- KEYS[5]: any will do
-  local expected = i == 4 and 'set' or (i < 4 and 'zset') or PER_NAME[(i - 6) % 4 + 1]
-  if kind ~= 'none' and kind ~= expected then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. expected)
-  end
-end
-
--- The limits of the name whose keys start at KEYS[q]; a number that is not one is no limit.
--- The window is kept in ms and in us. Microseconds are written with %.0f: Lua writes a number
--- in 14 digits, too few for them.
+-- The limits of the name whose keys start at KEYS[q], or nil and an error; a number that is
+-- not one is no limit.
 local function limits_of(q)
-  local count, window, most = unpack(
-    redis.call('HMGET', KEYS[q + 2], 'rate_count', 'rate_ms', 'concurrency'))
+  local fields, err = read('hash', 'HMGET', KEYS[q + 2], 'rate_count', 'rate_ms', 'concurrency')
+  if not fields then return nil, err end
+  local count, window, most = unpack(fields)
   count, window = tonumber(count), tonumber(window)
   if not (count and window) then count, window = nil, nil end
   local limit = { count = count, window = window, most = tonumber(most) }
-  if count then  -- a start that is a whole window old (or older) counts no more
+  if count then
+    local bad = check(KEYS[q + 3], 'zset')
+    if bad then return nil, bad end
     limit.window_us = window * 1000
+    -- a start that is a whole window old (or older) counts no more; Lua writes a number in 14
+    -- digits, too few for microseconds: %.0f
     local gone = string.format('%.0f', now_us - limit.window_us)
     redis.call('ZREMRANGEBYSCORE', KEYS[q + 3], '-inf', gone)
   end
@@ -118,39 +150,38 @@ local function room(q, limit)
 end
 
 local earliest = nil  -- the earliest deadline of the runs started, to announce
-local function start(q, id, key, timeout, limit)
-  redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[7], 'run_start', ARGV[7])
-  local run = redis.call('HINCRBY', key, 'run_count', 1)
-  redis.call('HINCRBY', key, 'version', 1)
+local latest = now  -- and the latest
+local started = {}  -- "<id>:<run>" of each run started, for the claim key
+local function start(q, id, key, timeout, version, runs, limit)
+  redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[7], 'run_start', ARGV[7],
+    'run_count', runs + 1, 'version', version + 1)
   local deadline = now + math.floor(timeout * 1000)
   redis.call('ZADD', KEYS[1], deadline, id)
   if not earliest or deadline < earliest then earliest = deadline end
+  if deadline > latest then latest = deadline end
   redis.call('ZADD', KEYS[q + 1], ARGV[7], id)
   if limit.count then
-    redis.call('ZADD', KEYS[q + 3], ARGV[7], id .. ':' .. run)
+    redis.call('ZADD', KEYS[q + 3], ARGV[7], id .. ':' .. (runs + 1))
     redis.call('PEXPIRE', KEYS[q + 3], math.ceil(limit.window) + 1000)
   end
+  started[#started + 1] = id .. ':' .. (runs + 1)
   claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
 end
 
--- Take up to `free` jobs from the queue at KEYS[q]; false when it is empty.
+-- Take up to `free` jobs from the queue at KEYS[q]; false when it is empty now.
 local function take(q, free, limit)
   local popped = redis.call('ZPOPMIN', KEYS[q], free)
-  if #popped == 0 then return false end
   for p = 1, #popped, 2 do
     local id = popped[p]
     local key = ARGV[1] .. id
-    local kind = redis.call('TYPE', key).ok
-    if kind ~= 'none' then
-      local why, state, timeout = inspect(key, kind)
-      if why then
-        set_aside(id, key, kind, why)
-      elseif state == 'queued' then
-        start(q, id, key, timeout, limit)
-      end
+    local why, state, timeout, version, runs = inspect(key)
+    if why then
+      set_aside(id, key, why)
+    elseif state == 'queued' then
+      start(q, id, key, timeout, version, runs, limit)
     end
   end
-  return true
+  return #popped == 2 * free
 end
 
 -- When the rate of the name holds queued jobs back: the ms until its oldest start leaves the
@@ -164,18 +195,62 @@ local function rate_wait(q, limit)
   if wait < 0 or ms < wait then wait = ms end
 end
 
-for q = 6, #KEYS, 4 do
-  local name = ARGV[9 + (q - 6) / 4]
-  if redis.call('SISMEMBER', KEYS[4], name) == 0 then
-    local limit = limits_of(q)
-    while #claimed < want do
-      local free = room(q, limit)
-      if free <= 0 or not take(q, free, limit) then break end
+-- 1. Which names have work: every check here only reads, so an error leaves nothing changed.
+local ready = {}  -- { q, name, limit } of the names to take from, in order
+for q = FIRST, #KEYS, 4 do
+  local name = ARGV[11 + (q - FIRST) / 4]
+  local queued, err = read('zset', 'ZCARD', KEYS[q])
+  if not queued then return redis.error_reply(err) end
+  if queued == 0 then
+    idle[#idle + 1] = name
+  else
+    local paused
+    paused, err = read('set', 'SISMEMBER', KEYS[4], name)
+    if not paused then return redis.error_reply(err) end
+    if paused == 1 then
+      idle[#idle + 1] = name
+    else
+      local limit
+      limit, err = limits_of(q)
+      err = err or check(KEYS[q + 1], 'zset')
+      if err then return redis.error_reply(err) end
+      ready[#ready + 1] = { q, name, limit }
     end
-    rate_wait(q, limit)
   end
+end
+if #ready == 0 then return { claimed, damaged, wait, idle } end
+local bad = check(KEYS[1], 'zset')
+if bad then return redis.error_reply(bad) end
+
+-- 2. The fence: a claim given up by its worker (see reclaim.lua) takes nothing.
+local ttl = tonumber(ARGV[10])
+local previous = redis.pcall('SET', KEYS[6], ARGV[9], 'PX', ttl, 'GET')
+if type(previous) == 'table' and previous.err then
+  redis.call('DEL', KEYS[6])
+  redis.call('SET', KEYS[6], ARGV[9], 'PX', ttl)
+elseif previous == 'void:' .. ARGV[9] or previous == ARGV[9]
+    or (previous and string.sub(previous, 1, #ARGV[9] + 1) == ARGV[9] .. ' ') then
+  -- given up, or this very claim sent twice: it takes nothing (more)
+  redis.call('SET', KEYS[6], previous, 'PX', ttl)
+  return { claimed, damaged, wait, idle }
+end
+
+-- 3. Take.
+for _, entry in ipairs(ready) do
+  local q, name, limit = unpack(entry)
+  local more = true  -- false once the queue is empty or a limit holds the rest back
+  while more and #claimed < want do
+    local free = room(q, limit)
+    more = free > 0 and take(q, free, limit)
+  end
+  if not more then idle[#idle + 1] = name end
+  rate_wait(q, limit)
+end
+if #started > 0 then  -- kept until the last deadline of its runs: a reclaim is moot after it
+  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. table.concat(started, ' '),
+    'PX', math.max(latest - now, 0) + 1000)
 end
 if earliest then
   announce(KEYS[5], ARGV[8], earliest, now)
 end
-return { claimed, damaged, wait }
+return { claimed, damaged, wait, idle }

@@ -46,10 +46,10 @@ from ._layout import changes, gather, lay_out
 from ._outage import NODE_DOWN, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
-# how long a claim under way, or given up (see scripts/claim.lua), is remembered: a lost claim
-# that reaches Redis later than this (a stall of over a minute) may start runs nobody runs,
-# which then ghost at their deadline
-CLAIM_KEPT_MS = 60_000
+# how long a claim given up (see scripts/reclaim.lua) is remembered: a lost claim that reaches
+# Redis later than this (after a stall of over a minute) may start runs nobody runs, which then
+# ghost at their deadline
+CLAIM_GIVEN_UP_MS = 60_000
 
 
 def load_script(name: str, announces: bool = False) -> str:
@@ -64,7 +64,7 @@ def load_script(name: str, announces: bool = False) -> str:
 _PER_JOB_FIELDS = ("data", "unique_key")  # what create.lua takes for each job, with the id
 # what a transition out of processing removes when the new record lacks it: the run's start is
 # its run's now (run:<count>)
-_AFTER_A_RUN = OPTIONAL_FIELDS | {"run_start"}
+_AFTER_A_RUN = OPTIONAL_FIELDS | {"run_start", "claim"}
 
 
 def _flat(record: Mapping[str, str | None]) -> list[str | None]:
@@ -81,6 +81,17 @@ def checked(results: Sequence[Any]) -> list[Any]:
         if isinstance(result, Exception):
             raise result
     return list(results)
+
+
+def _zset_of(keys: Keys, state: State, queue: str) -> str:
+    """The sorted set a job in `state` lives in: processing, scheduled, finished, or its queue."""
+    if state is State.QUEUED:
+        return queue
+    if state is State.PROCESSING:
+        return keys.processing
+    if state in (State.SUCCESS, State.FAIL):
+        return keys.finished
+    return keys.scheduled
 
 
 @attrs.frozen
@@ -270,11 +281,14 @@ class Store:
         stored: StoredJob,
         purge_timeout: float,
         also: Sequence[str] = (),
+        again: bool = False,
     ) -> ScriptCall:
         """The call applying `change` to the job as `stored`, if its record is still at that
         version: only the fields that changed are written, and the event is assembled from
         the field texts (nothing is encoded twice). The indexes and the stats of the job's
-        name follow in the same step. The job is also published on the channels `also`."""
+        name follow in the same step. The job is also published on the channels `also`.
+        `again` for a call sent again after its reply was lost: it then returns 2 if its first
+        send applied it."""
         job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
@@ -294,7 +308,7 @@ class Store:
         wake = self.keys.wake(job.name)
         before = stored.job.state
         run_ended = before is State.PROCESSING and job.state is not State.PROCESSING
-        args = [
+        args: list[Any] = [
             stored.version,
             job.id,
             where,
@@ -308,12 +322,12 @@ class Store:
             self.keys.timers,
             len(channels),
         ]
+        queue = keys.queue(job.name)
         call_keys = [
             keys.job(job.id),
-            keys.processing,
-            keys.scheduled,
-            keys.finished,
-            keys.queue(job.name),
+            _zset_of(keys, before, queue),
+            _zset_of(keys, job.state, queue),
+            queue,
             keys.index(before.value, job.name),
             keys.index(job.state.value, job.name),
             keys.minutes(job.name),
@@ -321,7 +335,15 @@ class Store:
             keys.limits(job.name),
             keys.next_due,
         ]
-        return self._transition, call_keys, [*args, *channels, json.dumps(_flat(written))]
+        args += [*channels, json.dumps(_flat(written)), "1" if run_ended else ""]
+        args.append("1" if again else "")
+        return self._transition, call_keys, args
+
+    @staticmethod
+    def sent_again(call: ScriptCall) -> ScriptCall:
+        """A `transition_call` to send again after its reply was lost (its `again` set)."""
+        script, keys, args = call
+        return script, keys, [*args[:-1], "1"]
 
     def claim_call(
         self, names: Sequence[str], count: int, worker_id: str = "", token: str | None = None
@@ -345,22 +367,19 @@ class Store:
             clock.to_us(now),
             self.keys.timers,
             secrets.token_hex(8) if token is None else token,
-            CLAIM_KEPT_MS,
             *names,
         ]
         return self._claim, keys, args
 
-    def reclaim_call(self, names: Sequence[str], worker_id: str, token: str) -> ScriptCall:
-        """The call finding what the claim `token` of `names` started, its reply having been
-        lost, or making sure it never starts anything (see scripts/reclaim.lua)."""
+    def reclaim_call(self, claim: ScriptCall) -> ScriptCall:
+        """The call finding what `claim` (a `claim_call`) started, its reply having been lost,
+        or making sure it never starts anything (see scripts/reclaim.lua)."""
+        _, claim_keys, claim_args = claim
+        names = claim_args[9:]
         part = self.keys_of_name(names[0])
-        args = [token, part.job_prefix, CLAIM_KEPT_MS]
-        return self._reclaim, [part.claim(worker_id)], args
-
-    def forget_claims(self, worker_id: str, names: Sequence[str]) -> None:
-        """Delete the claim keys of a worker that stopped (they would expire anyway)."""
-        for group in self.claim_groups(names):
-            self.client.delete(self.keys_of_name(group[0]).claim(worker_id))
+        keys = [claim_keys[5], *(part.index("processing", name) for name in names)]
+        args = [claim_args[8], part.job_prefix, claim_args[6], CLAIM_GIVEN_UP_MS]
+        return self._reclaim, keys, args
 
     def parse_claimed(self, reply: Sequence[Any]) -> list[StoredJob | Damaged]:
         """The runs a claim (or a reclaim) started, and the records it set aside."""

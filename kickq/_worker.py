@@ -10,7 +10,6 @@ lets the next run start.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import functools
 import itertools
@@ -45,11 +44,10 @@ IDLE_RECHECK = datetime.timedelta(seconds=IDLE_WAIT)
 
 @attrs.frozen
 class Claim:
-    """A claim on its way: its names, and the token that finds it again if its reply is lost
-    (Redis may then have started runs for it: see scripts/reclaim.lua)."""
+    """A claim on its way, whose token finds it again if its reply is lost (Redis may then have
+    started runs for it: see scripts/reclaim.lua)."""
 
-    names: tuple[str, ...]
-    token: str
+    call: ScriptCall
 
 
 @attrs.frozen
@@ -185,8 +183,6 @@ class Worker:
                 continue
             idle = self._runs.idle() and not self._unsent
             if self._stopping.is_set() and idle:
-                with contextlib.suppress(Exception):  # they expire anyway
-                    self._context.store.forget_claims(self.id, self.names)
                 return
             if not claimed_all:
                 self._nudge.wait(self._wait_time(idle))
@@ -220,18 +216,22 @@ class Worker:
         endings, free = self._plan(now)
         store = self._context.store
         lost = list(self._lost)
-        calls = [store.reclaim_call(claim.names, self.id, claim.token) for claim in lost]
+        calls = [store.reclaim_call(claim.call) for claim in lost]
         calls += [ending.call for ending in endings]
-        claim = self._next_claim(now) if free > 0 and not lost else None
+        claim = self._next_claim(now, free) if free > 0 and not lost else None
         if claim is not None:
-            calls.append(store.claim_call(claim.names, free, self.id, claim.token))
+            calls.append(claim.call)
         if not calls:
             return False
         try:
             results = store.run_batch(calls)
         except BaseException as exc:
+            maybe_applied = _maybe_applied(exc)
+            if maybe_applied:  # sent again, they will say whether this send applied them
+                store = self._context.store
+                endings = [Ending(e.change, store.sent_again(e.call)) for e in endings]
             self._keep_unsent(endings)
-            if claim is not None and _maybe_applied(exc):
+            if claim is not None and maybe_applied:
                 self._lost.append(claim)
             raise
         refused = self._reclaimed(lost, results[: len(lost)])
@@ -243,7 +243,7 @@ class Worker:
             raise refused[0]  # after the claimed runs started: the caller backs off
         return go_on and not self._stopping.is_set()
 
-    def _next_claim(self, now: datetime.datetime) -> Claim | None:
+    def _next_claim(self, now: datetime.datetime, free: int) -> Claim | None:
         """The names to claim from now, with a fresh token; None when none may have work."""
         if self._rate_until is not None and self._rate_until <= now:
             self._rate_until = None
@@ -254,7 +254,8 @@ class Worker:
         names = self._rotation.next_claim()
         if not names:
             return None
-        return Claim(names, f"{next(self._claims):x}")
+        token = f"{self.id}.{next(self._claims):x}"
+        return Claim(self._context.store.claim_call(names, free, self.id, token))
 
     def _reclaimed(self, lost: list[Claim], replies: list[Any]) -> list[Exception]:
         """Start what lost claims had started; keep those whose reclaim failed too."""
@@ -293,6 +294,8 @@ class Worker:
             job = ending.change.job
             if isinstance(result, Exception):
                 refused.append(result)
+                if _maybe_applied(result):
+                    ending = Ending(ending.change, self._context.store.sent_again(ending.call))
                 unsent.append(ending)
             elif not result:
                 log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)

@@ -13,16 +13,16 @@
 -- in their queue, untouched: a limit never fails a job and never counts as a run.
 --
 -- A claim whose reply is lost (the connection failed after it was sent) is found again by its
--- token: a claim that starts runs records "<token> <id>:<run> ..." in the worker's claim key
--- (until the last deadline of those runs), which reclaim.lua reads; a claim that finds reclaim.lua's "void:<token>" there (the lost call
--- reached Redis only after the worker gave it up) takes nothing, and so does a claim sent a
--- second time with the same token.
+-- token (see reclaim.lua): each run it starts carries the token in its record's `claim` field,
+-- and its processing index score is this claim's now. A claim that finds "void:<token>" in the
+-- worker's claim key (the lost call reached Redis only after the worker gave it up) takes
+-- nothing.
 --
 -- KEYS[1]     processing zset (score: the run's deadline in ms)
 -- KEYS[2]     scheduled zset    KEYS[3]  finished zset
 -- KEYS[4]     the set of paused job names: no run of those starts
 -- KEYS[5]     the last deadline announced (see announce.lua)
--- KEYS[6]     the worker's claim key (a string; see above)
+-- KEYS[6]     the worker's claim key (a string, written by reclaim.lua only)
 -- KEYS[7 ..]  four per job name the worker serves, in the order to take from: its queue zset
 --             (lowest score first: the highest priority, then the first in), the index of
 --             its processing jobs (scored by the run's start in microseconds; see
@@ -39,8 +39,7 @@
 -- ARGV[7]  now in microseconds, stored as update_time and run_start
 -- ARGV[8]  the timers channel: the earliest deadline of the runs started is announced there
 -- ARGV[9]  this claim's token (unique to the worker and the claim)
--- ARGV[10] how long (ms) the claim key is kept while a claim is under way, or given up
--- ARGV[11 ..]  the job names, one per four KEYS from KEYS[7]
+-- ARGV[10 ..]  the job names, one per four KEYS from KEYS[7]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) };
 --           records set aside, each { id, why };
 --           the ms until a rate limit lets the next run start, for the soonest of the names
@@ -150,21 +149,17 @@ local function room(q, limit)
 end
 
 local earliest = nil  -- the earliest deadline of the runs started, to announce
-local latest = now  -- and the latest
-local started = {}  -- "<id>:<run>" of each run started, for the claim key
 local function start(q, id, key, timeout, version, runs, limit)
   redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[7], 'run_start', ARGV[7],
-    'run_count', runs + 1, 'version', version + 1)
+    'run_count', runs + 1, 'version', version + 1, 'claim', ARGV[9])
   local deadline = now + math.floor(timeout * 1000)
   redis.call('ZADD', KEYS[1], deadline, id)
   if not earliest or deadline < earliest then earliest = deadline end
-  if deadline > latest then latest = deadline end
   redis.call('ZADD', KEYS[q + 1], ARGV[7], id)
   if limit.count then
     redis.call('ZADD', KEYS[q + 3], ARGV[7], id .. ':' .. (runs + 1))
     redis.call('PEXPIRE', KEYS[q + 3], math.ceil(limit.window) + 1000)
   end
-  started[#started + 1] = id .. ':' .. (runs + 1)
   claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
 end
 
@@ -198,7 +193,7 @@ end
 -- 1. Which names have work: every check here only reads, so an error leaves nothing changed.
 local ready = {}  -- { q, name, limit } of the names to take from, in order
 for q = FIRST, #KEYS, 4 do
-  local name = ARGV[11 + (q - FIRST) / 4]
+  local name = ARGV[10 + (q - FIRST) / 4]
   local queued, err = read('zset', 'ZCARD', KEYS[q])
   if not queued then return redis.error_reply(err) end
   if queued == 0 then
@@ -223,15 +218,7 @@ local bad = check(KEYS[1], 'zset')
 if bad then return redis.error_reply(bad) end
 
 -- 2. The fence: a claim given up by its worker (see reclaim.lua) takes nothing.
-local ttl = tonumber(ARGV[10])
-local previous = redis.pcall('SET', KEYS[6], ARGV[9], 'PX', ttl, 'GET')
-if type(previous) == 'table' and previous.err then
-  redis.call('DEL', KEYS[6])
-  redis.call('SET', KEYS[6], ARGV[9], 'PX', ttl)
-elseif previous == 'void:' .. ARGV[9] or previous == ARGV[9]
-    or (previous and string.sub(previous, 1, #ARGV[9] + 1) == ARGV[9] .. ' ') then
-  -- given up, or this very claim sent twice: it takes nothing (more)
-  redis.call('SET', KEYS[6], previous, 'PX', ttl)
+if redis.pcall('GET', KEYS[6]) == 'void:' .. ARGV[9] then
   return { claimed, damaged, wait, idle }
 end
 
@@ -245,10 +232,6 @@ for _, entry in ipairs(ready) do
   end
   if not more then idle[#idle + 1] = name end
   rate_wait(q, limit)
-end
-if #started > 0 then  -- kept until the last deadline of its runs: a reclaim is moot after it
-  redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. table.concat(started, ' '),
-    'PX', math.max(latest - now, 0) + 1000)
 end
 if earliest then
   announce(KEYS[5], ARGV[8], earliest, now)

@@ -2,16 +2,20 @@
 -- the decision was made from. The end of a run (success, failure, ghost) and the promotion of a
 -- due job come through here; Python decides, this script only applies.
 --
--- KEYS[1]  job hash            KEYS[2]  processing zset     KEYS[3]  scheduled zset
--- KEYS[4]  finished zset       KEYS[5]  queue zset of the job's name
--- KEYS[6]  the index of the job's name and state before the change (for queued: the queue)
--- KEYS[7]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
---          the update time (microseconds); for queued, the queue again (the job's place there is enough)
--- KEYS[8]  the name's per-minute completions hash   KEYS[9]  the name's run process times list
--- KEYS[10] the name's limits hash (see limit.lua): when the job leaves processing while a
+-- KEYS[1]  job hash
+-- KEYS[2]  the sorted set the job leaves, by the state it was decided from: processing,
+--          scheduled (delayed, retry, ghost), finished, or its name's queue (queued)
+-- KEYS[3]  the sorted set it joins: scheduled, finished, or its name's queue
+-- KEYS[4]  the queue zset of the job's name
+-- KEYS[5]  the index of the job's name and state before the change (for queued: the queue)
+-- KEYS[6]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
+--          the update time (microseconds); for queued, the queue again (the job's place there is
+--          enough)
+-- KEYS[7]  the name's per-minute completions hash   KEYS[8]  the name's run process times list
+-- KEYS[9]  the name's limits hash (see limit.lua): when the job leaves processing while a
 --          concurrency limit holds jobs of its name in the queue, the wake channel is published,
 --          so that waiting workers of every process claim the slot it frees
--- KEYS[11] the last deadline announced (see announce.lua)
+-- KEYS[10] the last deadline announced (see announce.lua)
 -- ARGV[1]  expected version
 -- ARGV[2]  job id
 -- ARGV[3]  placement: "queue" | "scheduled" | "finished"
@@ -19,31 +23,85 @@
 --          or the purge time ("finished")
 -- ARGV[5]  wake channel, published when the queue was empty before this job joined it
 -- ARGV[6]  message published on each channel: the job as JSON
--- ARGV[7]  now in microseconds: the new index's score, and the minute a completion counts in
--- ARGV[8]  "success" or "fail" when the job completes (counted in KEYS[8]), else ""
--- ARGV[9]  the process time (s) of the run this change ends (kept in KEYS[9]), else ""
--- ARGV[10] how many process times KEYS[9] keeps
+-- ARGV[7]  now in microseconds: the new index's score, the minute a completion counts in, and
+--          the record's update_time
+-- ARGV[8]  "success" or "fail" when the job completes (counted in KEYS[7]), else ""
+-- ARGV[9]  the process time (s) of the run this change ends (kept in KEYS[8]), else ""
+-- ARGV[10] how many process times KEYS[8] keeps (trimmed only once it holds more)
 -- ARGV[11] the timers channel: a due time or a purge time is announced there
 -- ARGV[12] n, the number of channels; ARGV[13 .. 12+n] the channels
 -- ARGV[13+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
 --             a value null removes its field (see kickq/_layout.py)
+-- ARGV[14+n]  "1" when the job leaves processing (the end of a run), else ""
+-- ARGV[15+n]  "1" when this change is sent again, its first send's reply having been lost
 -- A queued job's score is (9 - priority) * 1e14, plus one more than the last job queued with
 -- that priority: the lowest is claimed first, so higher priorities first, and first in, first
 -- out within one. A job that completes frees its unique key (the record's `unique_lock`).
--- KEYS[8] holds one field per minute of the hour (minute % 60): "<epoch minute>:<succeeded>:
+-- KEYS[7] holds one field per minute of the hour (minute % 60): "<epoch minute>:<succeeded>:
 -- <failed>", a field of an older minute starting again from zero: 60 fields at most.
--- Returns 1 when applied, 0 when the record changed meanwhile. Every key is checked before the
--- first write, so that an error leaves nothing changed.
-local version = redis.call('HGET', KEYS[1], 'version')
-if version ~= ARGV[1] then
-  return 0
-end
-local TYPES = { 'zset', 'zset', 'zset', 'zset', 'zset', 'zset', 'hash', 'list', 'hash' }
-for i = 2, 10 do
-  local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= TYPES[i - 1] then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. TYPES[i - 1])
+-- Returns 1 when applied; 2 when this change, sent again, was applied by its first send (the
+-- version is one more, and every field it writes holds what it writes); 0 when the record
+-- changed meanwhile. Every key is checked before the first write, so that an error
+-- leaves nothing changed.
+local n = tonumber(ARGV[12])
+local version, lock = unpack(redis.call('HMGET', KEYS[1], 'version', 'unique_lock'))
+local fields = cjson.decode(ARGV[13 + n])
+
+-- whether the record holds what this change writes, one version on: it was applied already
+local function applied()
+  if not version or tonumber(version) ~= tonumber(ARGV[1]) + 1 then return false end
+  local names = {}
+  for i = 1, #fields, 2 do names[#names + 1] = fields[i] end
+  if #names == 0 then return false end
+  local held = redis.call('HMGET', KEYS[1], unpack(names))
+  for i = 1, #fields, 2 do
+    local want = fields[i + 1]
+    if want == cjson.null then want = false end
+    if held[(i + 1) / 2] ~= want then return false end
   end
+  return true
+end
+
+if version ~= ARGV[1] then
+  return ARGV[15 + n] == '1' and applied() and 2 or 0
+end
+local placement = ARGV[3]
+local completes = ARGV[8] ~= ''
+local run_ended = ARGV[9] ~= ''
+
+local function wrong(key, kind, expected)
+  return redis.error_reply('kickq: ' .. key .. ' is a ' .. kind .. ', not a ' .. expected)
+end
+
+-- the keys this change writes, each checked once; read-only keys are checked by their read
+local checked = {}
+local function check(key, expected)
+  if checked[key] then return end
+  checked[key] = true
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'none' and kind ~= expected then return wrong(key, kind, expected) end
+end
+local function read(expected, ...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    local key = select(2, ...)
+    return nil, wrong(key, redis.call('TYPE', key).ok, expected)
+  end
+  return reply
+end
+
+local err = check(KEYS[2], 'zset') or check(KEYS[3], 'zset') or check(KEYS[5], 'zset')
+  or check(KEYS[6], 'zset') or (run_ended and check(KEYS[8], 'list')) or nil
+if err then return err end
+local held = nil  -- this minute's completion counts, "<epoch minute>:<succeeded>:<failed>"
+if completes then
+  held, err = read('hash', 'HGET', KEYS[7], math.floor(tonumber(ARGV[7]) / 60000000) % 60)
+  if err then return err end
+end
+local limited = 0
+if ARGV[14 + n] == '1' then
+  limited, err = read('hash', 'HEXISTS', KEYS[9], 'concurrency')
+  if err then return err end
 end
 
 local function next_score(queue, priority)
@@ -55,21 +113,16 @@ end
 
 local function count_completion(outcome)
   local minute = math.floor(tonumber(ARGV[7]) / 60000000)
-  local slot = minute % 60
   local succeeded, failed = 0, 0
-  local held = redis.call('HGET', KEYS[8], slot)
   if held then
     local at, s, f = string.match(held, '^(%d+):(%d+):(%d+)$')
     if tonumber(at) == minute then succeeded, failed = tonumber(s), tonumber(f) end
   end
   if outcome == 'success' then succeeded = succeeded + 1 else failed = failed + 1 end
-  redis.call('HSET', KEYS[8], slot, minute .. ':' .. succeeded .. ':' .. failed)
+  redis.call('HSET', KEYS[7], minute % 60, minute .. ':' .. succeeded .. ':' .. failed)
 end
 
-local n = tonumber(ARGV[12])
-local lock = redis.call('HGET', KEYS[1], 'unique_lock')
-local fields = cjson.decode(ARGV[13 + n])
-local set, removed = {}, {}
+local set, removed = { 'version', tonumber(ARGV[1]) + 1 }, {}
 for i = 1, #fields, 2 do
   if fields[i + 1] == cjson.null then
     removed[#removed + 1] = fields[i]
@@ -78,54 +131,47 @@ for i = 1, #fields, 2 do
     set[#set + 1] = fields[i + 1]
   end
 end
-if #set > 0 then
-  redis.call('HSET', KEYS[1], unpack(set))
-end
+redis.call('HSET', KEYS[1], unpack(set))
 if #removed > 0 then
   redis.call('HDEL', KEYS[1], unpack(removed))
 end
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-local left_processing = redis.call('ZREM', KEYS[2], ARGV[2]) == 1
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[6], ARGV[2])
-if ARGV[3] ~= 'queue' then
-  redis.call('ZADD', KEYS[7], ARGV[7], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+if KEYS[5] ~= KEYS[2] then
+  redis.call('ZREM', KEYS[5], ARGV[2])
 end
-if ARGV[3] ~= 'finished' then  -- a job requeued after it failed
-  redis.call('ZREM', KEYS[4], ARGV[2])
+if placement ~= 'queue' then
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])
 end
-if ARGV[8] ~= '' then
+if completes then
   count_completion(ARGV[8])
 end
-if ARGV[9] ~= '' then
-  redis.call('LPUSH', KEYS[9], ARGV[9])
-  redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[10]) - 1)
+if run_ended then
+  local kept = tonumber(ARGV[10])
+  if redis.call('LPUSH', KEYS[8], ARGV[9]) > kept then
+    redis.call('LTRIM', KEYS[8], 0, kept - 1)
+  end
 end
 
 local woken = false
-if ARGV[3] == 'queue' then
-  local score = next_score(KEYS[5], ARGV[4])
-  redis.call('ZADD', KEYS[5], score, ARGV[2])
-  if redis.call('ZCARD', KEYS[5]) == 1 then
+if placement == 'queue' then
+  redis.call('ZADD', KEYS[3], next_score(KEYS[3], ARGV[4]), ARGV[2])
+  if redis.call('ZCARD', KEYS[3]) == 1 then
     redis.call('PUBLISH', ARGV[5], '')
     woken = true
   end
-elseif ARGV[3] == 'scheduled' then
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 else
-  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-  if lock and redis.call('GET', lock) == ARGV[2] then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+  if placement == 'finished' and lock and redis.pcall('GET', lock) == ARGV[2] then
     redis.call('DEL', lock)
   end
 end
 
-if left_processing and not woken and redis.call('HEXISTS', KEYS[10], 'concurrency') == 1
-    and redis.call('ZCARD', KEYS[5]) > 0 then
+if limited == 1 and not woken and (tonumber(redis.pcall('ZCARD', KEYS[4])) or 0) > 0 then
   redis.call('PUBLISH', ARGV[5], '')
 end
 
-if ARGV[3] ~= 'queue' then
-  announce(KEYS[11], ARGV[11], tonumber(ARGV[4]), math.floor(tonumber(ARGV[7]) / 1000))
+if placement ~= 'queue' then
+  announce(KEYS[10], ARGV[11], tonumber(ARGV[4]), math.floor(tonumber(ARGV[7]) / 1000))
 end
 for i = 13, 12 + n do
   redis.call('PUBLISH', ARGV[i], ARGV[6])

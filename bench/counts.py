@@ -104,6 +104,9 @@ class CountWorker(WorkerProcs):
         ]
         self._launch(command, "counts", 1, timeout)
 
+    def __enter__(self) -> CountWorker:
+        return self
+
     def usage(self) -> dict[str, Any]:
         proc = self.procs[0]
         assert proc.stdin is not None and proc.stdout is not None

@@ -95,7 +95,7 @@ class HandleTimer:
             run_once(loop)
 
         self._saved = (handle_run, run_once)
-        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign, assignment]
         asyncio.base_events.BaseEventLoop._run_once = counted  # type: ignore[attr-defined]
         gc.callbacks.append(self._on_gc)
 
@@ -140,6 +140,15 @@ class Timed:
         self.cpu: list[float] = []
         self.first = self.last = 0.0
         self.threads: list[dict[str, Any]] = []
+        self.gather_ms = 0.0
+
+    def gather(self, *awaitables: Any) -> Any:
+        """asyncio.gather(*awaitables), its own (synchronous) time noted: it wraps each
+        awaitable that is not an asyncio future in a Task, in the calling step."""
+        start = time.perf_counter()
+        gathered = asyncio.gather(*awaitables)
+        self.gather_ms += (time.perf_counter() - start) * 1000
+        return gathered
 
     def create(self) -> Any:
         if not self.enabled:
@@ -173,30 +182,44 @@ class Timed:
 
     def during_issue(self) -> dict[str, float]:
         """CPU ms of each thread of the process while the calls were being issued."""
+        d = self._issue_delta()
+        return {k: round(v["cpu"] * 1000, 2) for k, v in d.items() if v["cpu"] > 0}
+
+    def loop_thread_issue(self) -> dict[str, float]:
+        """The loop thread over the issue block: ms on a core, ms runnable but waiting for a
+        core (other processes), and the rest: ms blocked, which in create() is waiting for
+        the GIL (held by kickq's dispatcher or listener)."""
+        main = self._issue_delta().get("MainThread")
+        if main is None:
+            return {}
+        wall = (self.last - self.first) * 1000
+        cpu, rq = main["cpu"] * 1000, main["rq"] * 1000
+        return {"wall": wall, "cpu": cpu, "run_queue": rq, "blocked": wall - cpu - rq}
+
+    def _issue_delta(self) -> dict[str, dict[str, float]]:
         if len(self.threads) < 2:
             return {}
-        d = probes.delta(self.threads[0], self.threads[1])
-        return {k: round(v["cpu"] * 1000, 2) for k, v in d["threads"].items() if v["cpu"] > 0}
+        return dict(probes.delta(self.threads[0], self.threads[1])["threads"])
 
 
 async def gather(t: Timed, n: int, bulk: int) -> None:
-    await asyncio.gather(*(t.create() for _ in range(n)))
+    await t.gather(*(t.create() for _ in range(n)))
 
 
 async def gather_wrap(t: Timed, n: int, bulk: int) -> None:
-    await asyncio.gather(*(asyncio.wrap_future(t.create()) for _ in range(n)))
+    await t.gather(*(asyncio.wrap_future(t.create()) for _ in range(n)))
 
 
 async def create_many(t: Timed, n: int, bulk: int) -> None:
-    await asyncio.gather(*t.create_many(bulk))
+    await t.gather(*t.create_many(bulk))
 
 
 async def chunked(t: Timed, n: int, bulk: int) -> None:
-    futures = []
+    futures: list[Any] = []
     for start in range(0, n, CHUNK):
         futures.extend(t.create() for _ in range(min(CHUNK, n - start)))
         await asyncio.sleep(0)
-    await asyncio.gather(*futures)
+    await t.gather(*futures)
 
 
 async def idle(t: Timed, n: int, bulk: int) -> None:
@@ -212,7 +235,9 @@ WORKLOADS: dict[str, tuple[str, Callable[[Timed, int, int], Awaitable[None]]]] =
 }
 
 
-async def one_run(kickq: Any, workload: str, n: int, bulk: int, instrument: bool) -> dict[str, Any]:
+async def one_run(
+    kickq: Any, workload: str, n: int, bulk: int, instrument: bool, gc_off: bool = False
+) -> dict[str, Any]:
     ticker = Ticker()
     timer = HandleTimer()
     timed = Timed(kickq, instrument, n)
@@ -223,14 +248,19 @@ async def one_run(kickq: Any, workload: str, n: int, bulk: int, instrument: bool
         await asyncio.sleep(0)  # from the next step on, every callback is timed
     usage_before = probes.usage()
     loop_cpu0 = time.thread_time()
+    if gc_off:
+        gc.collect()
+        gc.disable()
     start = time.perf_counter()
     try:
         await WORKLOADS[workload][1](timed, n, bulk)
         end = time.perf_counter()
+        gc.enable()
         loop_cpu = time.thread_time() - loop_cpu0
         usage = probes.delta(usage_before, probes.usage())
         await asyncio.sleep(0.02)  # a tick that spans the end is counted
     finally:
+        gc.enable()
         timer.remove()
         ticker.stop()
         await tick_task
@@ -274,7 +304,9 @@ def explain(
         "create_call_us_max": max(calls) * 1e6 if calls else None,
         "create_calls_wall_ms": sum(calls) * 1000,
         "create_calls_cpu_ms": sum(timed.cpu) * 1000,
+        "gather_call_ms": timed.gather_ms,
         "thread_cpu_ms_during_issue": timed.during_issue(),
+        "loop_thread_during_issue_ms": timed.loop_thread_issue(),
         "callbacks": len(spans),
         "callbacks_ms_total": sum(s[1] for s in spans) * 1000,
         "longest_callbacks_ms": [
@@ -323,13 +355,24 @@ def main() -> int:
         "--workloads", default=",".join(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}"
     )
     parser.add_argument("--no-explain", action="store_true", help="skip the instrumented run")
+    parser.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="disable the garbage collector during each workload (to see its share of the lag)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     info = snapshot_kickq(enabled=False)
     import kickq
 
-    out: dict[str, Any] = {"kickq": info, "n": args.n, "bulk": args.bulk, "results": {}}
+    out: dict[str, Any] = {
+        "kickq": info,
+        "n": args.n,
+        "bulk": args.bulk,
+        "gc_off": args.gc_off,
+        "results": {},
+    }
     with RedisServer() as server:
         log(f"redis-server {server.version}; kickq {kickq.__file__} {info.get('commit', '?')}")
         client = server.client()
@@ -339,7 +382,8 @@ def main() -> int:
             runs = []
             for _ in range(args.runs):
                 client.flushall()
-                runs.append(asyncio.run(one_run(kickq, workload, args.n, args.bulk, False)))
+                run = one_run(kickq, workload, args.n, args.bulk, False, args.gc_off)
+                runs.append(asyncio.run(run))
             entry: dict[str, Any] = {
                 "label": WORKLOADS[workload][0],
                 "runs": runs,
@@ -349,7 +393,8 @@ def main() -> int:
             }
             if not args.no_explain:
                 client.flushall()
-                entry["explained"] = asyncio.run(one_run(kickq, workload, args.n, args.bulk, True))
+                run = one_run(kickq, workload, args.n, args.bulk, True, args.gc_off)
+                entry["explained"] = asyncio.run(run)
             out["results"][workload] = entry
             log(f"{workload}: max {entry['max_ms']:.1f} ms, p99 {entry['p99_ms']:.1f} ms")
         kickq.reset()
@@ -364,7 +409,8 @@ def main() -> int:
 def report(out: dict[str, Any]) -> str:
     info = out["kickq"]
     lines = [
-        f"kickq {probes.describe(info)}, N={out['n']}, BULK={out['bulk']}, ticker sleeps 1 ms",
+        f"kickq {probes.describe(info)}, N={out['n']}, BULK={out['bulk']}, ticker sleeps 1 ms"
+        + (", garbage collector off during each workload" if out["gc_off"] else ""),
         "",
         "| workload | max lag ms | p99 lag ms | workload s | runs (max ms) |",
         "|---|---|---|---|---|",
@@ -399,6 +445,14 @@ def explain_lines(why: dict[str, Any]) -> list[str]:
             f"ms wall, {why['create_calls_cpu_ms']:.1f} ms loop-thread CPU; CPU by thread "
             f"meanwhile {why['thread_cpu_ms_during_issue']}"
         )
+        lines.append(f"  asyncio.gather() call itself: {why['gather_call_ms']:.1f} ms")
+        lt = why["loop_thread_during_issue_ms"]
+        if lt:
+            lines.append(
+                f"  loop thread over the issue block: {lt['cpu']:.1f} ms on a core, "
+                f"{lt['run_queue']:.1f} ms waiting for a core, {lt['blocked']:.1f} ms blocked "
+                f"(waiting for the GIL)"
+            )
     lines.append(
         f"  loop callbacks: {why['callbacks']} ({why['callbacks_ms_total']:.1f} ms); longest "
         f"{why['longest_callbacks_ms']}"

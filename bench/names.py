@@ -101,10 +101,10 @@ def main() -> int:
     ]
     for k, entry in out["results"].items():
         m = entry["median"]
-        runs = ", ".join(f"{r['jobs_per_s']:.0f}" for r in entry["runs"])
+        rates = ", ".join(f"{r['jobs_per_s']:.0f}" for r in entry["runs"])
         after = m.get("jobs_per_s_after_first")
         lines.append(
-            f"| {k:,} | {m['jobs_per_s']:.0f} [{runs}] | "
+            f"| {k:,} | {m['jobs_per_s']:.0f} [{rates}] | "
             f"{'-' if after is None else f'{after:.0f}'} | {m['commands_per_job']:.1f} | "
             f"{m['script_calls_per_job']:.2f} | {m['lua_us_per_job']:.0f} | "
             f"{m['worker_cpu_us_per_job']:.0f} |"

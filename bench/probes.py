@@ -64,7 +64,8 @@ def _thread_label(name: str) -> str:
 
 
 def threads() -> dict[str, dict[str, float]]:
-    """CPU seconds and voluntary switches of each live thread, summed per thread label."""
+    """CPU seconds, seconds spent runnable but waiting for a core (the OS's run queue: other
+    processes), and voluntary switches of each live thread, summed per thread label."""
     names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
     out: dict[str, dict[str, float]] = {}
     for task in Path("/proc/self/task").iterdir():
@@ -77,8 +78,9 @@ def threads() -> dict[str, dict[str, float]]:
             if line.startswith("voluntary_ctxt_switches:"):
                 vcsw = int(line.split()[1])
         label = _thread_label(names.get(tid, f"native-{tid}"))
-        entry = out.setdefault(label, {"cpu": 0.0, "vcsw": 0, "threads": 0})
+        entry = out.setdefault(label, {"cpu": 0.0, "rq": 0.0, "vcsw": 0, "threads": 0})
         entry["cpu"] += int(sched[0]) / 1e9
+        entry["rq"] += int(sched[1]) / 1e9
         entry["vcsw"] += vcsw
         entry["threads"] += 1
     return out
@@ -107,8 +109,12 @@ def delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
             out[key] = after[key] - before[key]
     per_thread = {}
     for label, now in after["threads"].items():
-        then = before["threads"].get(label, {"cpu": 0.0, "vcsw": 0})
-        per_thread[label] = {"cpu": now["cpu"] - then["cpu"], "vcsw": now["vcsw"] - then["vcsw"]}
+        then = before["threads"].get(label, {"cpu": 0.0, "rq": 0.0, "vcsw": 0})
+        per_thread[label] = {
+            "cpu": now["cpu"] - then["cpu"],
+            "rq": now.get("rq", 0.0) - then.get("rq", 0.0),
+            "vcsw": now["vcsw"] - then["vcsw"],
+        }
     out["threads"] = per_thread
     return out
 

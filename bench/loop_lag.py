@@ -11,6 +11,8 @@ each wake-up is, while a coroutine on the same loop runs one of:
 - create_many: `await asyncio.gather(*kickq.create_many(name, [None] * BULK))`;
 - chunked: N creates issued 50 at a time with `await asyncio.sleep(0)` between chunks, then
   gathered (what a coroutine can do today to share the loop);
+- chunked wrap_future: the same with `asyncio.wrap_future(kickq.create(name))` (asyncio
+  futures: gather() makes no Task for them);
 - idle: the ticker alone (what the measurement itself shows).
 
 Figures: the max and p99 lateness of the ticks (ms), medians of --runs runs. Then one more run
@@ -222,6 +224,14 @@ async def chunked(t: Timed, n: int, bulk: int) -> None:
     await t.gather(*futures)
 
 
+async def chunked_wrap(t: Timed, n: int, bulk: int) -> None:
+    futures: list[Any] = []
+    for start in range(0, n, CHUNK):
+        futures.extend(asyncio.wrap_future(t.create()) for _ in range(min(CHUNK, n - start)))
+        await asyncio.sleep(0)
+    await t.gather(*futures)
+
+
 async def idle(t: Timed, n: int, bulk: int) -> None:
     await asyncio.sleep(0.5)
 
@@ -231,6 +241,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[Timed, int, int], Awaitable[None]]]] =
     "gather_wrap": ("gather(*(wrap_future(create()) ...)) x N", gather_wrap),
     "create_many": ("gather(*create_many(BULK))", create_many),
     "chunked": ("N creates, 50 per loop turn, then gather", chunked),
+    "chunked_wrap": ("N wrap_future(create()), 50 per loop turn, then gather", chunked_wrap),
     "idle": ("ticker alone, 0.5 s", idle),
 }
 

@@ -40,7 +40,7 @@
 -- ARGV[8]  the timers channel: the earliest deadline of the runs started is announced there
 -- ARGV[9]  this claim's token (unique to the worker and the claim)
 -- ARGV[10 ..]  the job names, one per four KEYS from KEYS[7]
--- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) };
+-- Returns { claimed jobs, each { id, the flat field/value list of its record, as HGETALL would };
 --           records set aside, each { id, why };
 --           the ms until a rate limit lets the next run start, for the soonest of the names
 --           whose rate held queued jobs back, or -1 when none did;
@@ -77,28 +77,28 @@ local function read(expected, ...)
   return reply
 end
 
--- Returns why the record cannot be claimed safely (nil if it can), its state, its
--- process_timeout in seconds, its version and its run count; the state is nil for a record
--- that is gone.
+-- The record at `key` as a flat field/value list and a table of the fields a claim reads, or
+-- why it cannot be claimed safely. A record that is gone reads as an empty list.
 local function inspect(key)
-  local fields = redis.pcall('HMGET', key, 'state', 'version', 'run_count', 'process_timeout')
-  if fields.err then return 'the job key is a ' .. redis.call('TYPE', key).ok .. ', not a hash' end
-  local state, version, runs, timeout = unpack(fields)
-  if not state then
-    if redis.call('EXISTS', key) == 0 then return nil end
-    return 'the record has no state'
-  end
+  local flat = redis.pcall('HGETALL', key)
+  if flat.err then return nil, nil, 'the job key is a ' .. redis.call('TYPE', key).ok .. ', not a hash' end
+  if #flat == 0 then return flat, {} end
+  local record = {}
+  for i = 1, #flat, 2 do record[flat[i]] = i end
+  local function field(name) return record[name] and flat[record[name] + 1] end
+  local state = field('state')
+  if not state then return nil, nil, 'the record has no state' end
   if state ~= 'queued' then
-    if KNOWN[state] then return nil, state end
-    return 'unknown state ' .. state
+    if KNOWN[state] then return flat, record end
+    return nil, nil, 'unknown state ' .. state
   end
-  if not whole(version) then return 'version is not a whole number' end
-  if not whole(runs) then return 'run_count is not a whole number' end
-  local seconds = tonumber(timeout or ARGV[3])
+  if not whole(field('version')) then return nil, nil, 'version is not a whole number' end
+  if not whole(field('run_count')) then return nil, nil, 'run_count is not a whole number' end
+  local seconds = tonumber(field('process_timeout') or ARGV[3])
   if not seconds or seconds ~= seconds or seconds < 0 or seconds > 1e10 then
-    return 'process_timeout is not a number of seconds'
+    return nil, nil, 'process_timeout is not a number of seconds'
   end
-  return nil, state, seconds, tonumber(version or 0), tonumber(runs or 0)
+  return flat, record, nil, seconds
 end
 
 local function set_aside(id, key, why)
@@ -149,18 +149,34 @@ local function room(q, limit)
 end
 
 local earliest = nil  -- the earliest deadline of the runs started, to announce
-local function start(q, id, key, timeout, version, runs, limit)
-  redis.call('HSET', key, 'state', 'processing', 'update_time', ARGV[7], 'run_start', ARGV[7],
-    'run_count', runs + 1, 'version', version + 1, 'claim', ARGV[9])
+local function start(q, id, key, flat, record, timeout, limit)
+  local function field(name) return record[name] and flat[record[name] + 1] end
+  local runs = tonumber(field('run_count') or 0) + 1
+  local changed = { state = 'processing', update_time = ARGV[7], run_start = ARGV[7],
+    run_count = tostring(runs), version = tostring(tonumber(field('version') or 0) + 1),
+    claim = ARGV[9] }
+  local written = {}
+  for name, value in pairs(changed) do
+    written[#written + 1] = name
+    written[#written + 1] = value
+    -- the record as it now is, for the reply: no second read
+    if record[name] then
+      flat[record[name] + 1] = value
+    else
+      flat[#flat + 1] = name
+      flat[#flat + 1] = value
+    end
+  end
+  redis.call('HSET', key, unpack(written))
   local deadline = now + math.floor(timeout * 1000)
   redis.call('ZADD', KEYS[1], deadline, id)
   if not earliest or deadline < earliest then earliest = deadline end
   redis.call('ZADD', KEYS[q + 1], ARGV[7], id)
   if limit.count then
-    redis.call('ZADD', KEYS[q + 3], ARGV[7], id .. ':' .. (runs + 1))
+    redis.call('ZADD', KEYS[q + 3], ARGV[7], id .. ':' .. runs)
     redis.call('PEXPIRE', KEYS[q + 3], math.ceil(limit.window) + 1000)
   end
-  claimed[#claimed + 1] = { id, redis.call('HGETALL', key) }
+  claimed[#claimed + 1] = { id, flat }
 end
 
 -- Take up to `free` jobs from the queue at KEYS[q]; false when it is empty now.
@@ -169,11 +185,11 @@ local function take(q, free, limit)
   for p = 1, #popped, 2 do
     local id = popped[p]
     local key = ARGV[1] .. id
-    local why, state, timeout, version, runs = inspect(key)
+    local flat, record, why, timeout = inspect(key)
     if why then
       set_aside(id, key, why)
-    elseif state == 'queued' then
-      start(q, id, key, timeout, version, runs, limit)
+    elseif timeout then  -- queued (else gone, or a stale copy of a job in another state)
+      start(q, id, key, flat, record, timeout, limit)
     end
   end
   return #popped == 2 * free

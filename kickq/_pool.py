@@ -23,8 +23,14 @@ class ThreadPool:
         self._lock = threading.Lock()
         self._idle = 0
         self._threads: list[threading.Thread] = []
+        self._local = threading.local()
 
     def submit(self, task: Callable[[], None]) -> None:
+        if self.owns_current_thread() and self._local.next is None:
+            # from a task of this pool (a run that claimed the next job as it ended): this
+            # thread runs it once the current task returns, rather than waking another
+            self._local.next = task
+            return
         with self._lock:
             if self._idle == 0:
                 thread = threading.Thread(
@@ -49,14 +55,22 @@ class ThreadPool:
             if thread is not threading.current_thread():
                 thread.join(max(deadline - time.monotonic(), 0.0))
 
+    def owns_current_thread(self) -> bool:
+        """Whether the calling thread is one of this pool's."""
+        return getattr(self._local, "mine", False)
+
     def _serve(self) -> None:
+        self._local.mine = True
+        self._local.next = None
         while True:
             task = self._tasks.get()
             if task is None:
                 return
-            try:
-                task()
-            except BaseException:
-                log.exception("kickq: a worker thread task failed")
+            while task is not None:
+                try:
+                    task()
+                except BaseException:
+                    log.exception("kickq: a worker thread task failed")
+                task, self._local.next = self._local.next, None
             with self._lock:
                 self._idle += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from freezegun import freeze_time
 
 import kickq
+from kickq._keys import SEEN_STATES
 from support import ChildWorkers, all_keys, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -179,3 +181,102 @@ def test_pause_needs_a_job_name(bad: Any) -> None:
 def test_stats_of_an_empty_namespace() -> None:
     assert kickq.stats().result(5) == {}
     assert kickq.workers().result(5) == []
+
+
+MANY = 10_000
+
+
+def many_name(i: int) -> str:
+    return f"s{i:05d}"
+
+
+def seed_many_names(count: int) -> dict[str, Any]:
+    """Give `count` names a queued job each, and some of them more: a delayed job (one name in
+    four), a cancelled job (fail, one in ten), a pause (one in fifty), limits (one in fifty);
+    and return what the test needs to check them."""
+    futures = []
+    for i in range(count):
+        futures.append(kickq.create(many_name(i), i))
+        if i % 4 == 1:
+            futures.append(kickq.create(many_name(i), None, delay=3600))
+    doomed = [kickq.create(many_name(i), "doomed") for i in range(2, count, 10)]
+    for future in futures:
+        future.result(60)
+    for future in [kickq.cancel(job.result(60).id) for job in doomed]:
+        assert future.result(60) is True
+    for future in [kickq.pause(many_name(i)) for i in range(3, count, 50)]:
+        future.result(60)
+    for future in [kickq.limit(many_name(i), (10, 60), 2) for i in range(4, count, 50)]:
+        future.result(60)
+    return {"delayed": len(range(1, count, 4)), "fail": len(doomed)}
+
+
+def run_a_few(names: list[str], held: str, release: threading.Event) -> None:
+    """Two runs of each of `names`, the second failing; `held`'s queued job left processing
+    until `release` is set."""
+    for future in [kickq.create(name, "bad") for name in names]:
+        future.result(10)
+
+    def handler(job: kickq.Job, data: Any) -> Any:
+        if data == "bad":
+            raise ValueError("bad")
+        return data
+
+    worker = kickq.process(names, handler, concurrent_jobs=4)
+    done = kickq.jobs(name=names, state=["success", "fail"])
+    wait_until(lambda: done.count().result(10) == 2 * len(names), timeout=30, what="the runs")
+    worker.stop(5)
+    kickq.process(held, lambda job, data: release.wait(60))
+    wait_until(
+        lambda: kickq.jobs(name=held, state="processing").count().result(10) == 1,
+        what="the held run",
+    )
+
+
+@pytest.mark.single_backend  # 10,000 names once; the cluster's partitions are tested below
+def test_stats_of_ten_thousand_names() -> None:
+    """With 10,000 names every name is there, with its own counts, pause, limits, runs and
+    oldest queued age; the totals add up."""
+    expected = seed_many_names(MANY)
+    ran = [many_name(i) for i in (5, 5005, 9999)]
+    held = many_name(6)
+    release = threading.Event()
+    try:
+        run_a_few(ran, held, release)
+        found = kickq.stats().result(60)
+    finally:
+        release.set()
+    assert list(found) == [many_name(i) for i in range(MANY)]
+    totals = {state: sum(s.counts[state] for s in found.values()) for state in SEEN_STATES}
+    assert totals == {
+        "queued": MANY - len(ran) - 1,
+        "delayed": expected["delayed"],
+        "processing": 1,
+        "retry": 0,
+        "ghost": 0,
+        "success": len(ran),
+        "fail": expected["fail"] + len(ran),
+    }
+    assert [name for name, s in found.items() if s.paused] == [
+        many_name(i) for i in range(3, MANY, 50)
+    ]
+    assert [name for name, s in found.items() if s.limits.any] == [
+        many_name(i) for i in range(4, MANY, 50)
+    ]
+    limits = found[many_name(54)].limits
+    assert (limits.rate, limits.concurrency) == ((10, 60.0), 2)
+    assert found[many_name(53)].paused and not found[many_name(54)].paused
+    assert found[many_name(1)].counts["delayed"] == 1 and found[many_name(0)].counts["delayed"] == 0
+    assert found[many_name(12)].counts["fail"] == 1 and found[many_name(12)].counts["queued"] == 1
+    assert found[held].counts["processing"] == 1 and found[held].oldest_queued_age is None
+    for name in ran:
+        stats = found[name]
+        assert (stats.counts["success"], stats.counts["fail"], stats.counts["queued"]) == (1, 1, 0)
+        assert sum(m.succeeded for m in stats.finished_per_minute) == 1
+        assert sum(m.failed for m in stats.finished_per_minute) == 1
+        assert stats.process_time is not None and stats.oldest_queued_age is None
+    ages = [s.oldest_queued_age for s in found.values() if s.counts["queued"]]
+    assert len(ages) == MANY - len(ran) - 1 and all(age is not None and age < 60 for age in ages)
+    quiet = found[many_name(7)]
+    assert quiet.process_time is None and len(quiet.finished_per_minute) == 60
+    assert not any(m.succeeded or m.failed for m in quiet.finished_per_minute)

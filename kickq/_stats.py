@@ -95,6 +95,9 @@ class _Window:
         current = clock.to_ms(now) // 60_000
         self.current = current
         self.numbers = range(current - MINUTES + 1, current + 1)
+        # the field of each minute ("<minute % 60>"): a name's few fields are looked up, not
+        # the 60 minutes
+        self.slots = {str(minute % MINUTES): i for i, minute in enumerate(self.numbers)}
         self.empty = [
             FinishedMinute(
                 datetime.datetime.fromtimestamp(minute * 60, datetime.timezone.utc), 0, 0
@@ -104,11 +107,12 @@ class _Window:
 
     def minutes(self, fields: Mapping[str, str]) -> list[FinishedMinute]:
         found = self.empty.copy()
-        if not fields:
-            return found
-        for i, minute in enumerate(self.numbers):
-            counted = _MINUTE.fullmatch(fields.get(str(minute % MINUTES), ""))
-            if counted and int(counted.group(1)) == minute:
+        for field, text in fields.items():
+            i = self.slots.get(field)
+            if i is None:
+                continue
+            counted = _MINUTE.fullmatch(text)
+            if counted and int(counted.group(1)) == self.numbers[i]:
                 succeeded, failures = int(counted.group(2)), int(counted.group(3))
                 found[i] = FinishedMinute(found[i].minute, succeeded, failures)
         return found

@@ -19,8 +19,8 @@
 --     last 60 (the caller still checks each);
 --   n, then the limits hash's fields and values (n texts);
 --   1 and the p50, p95 and max process times ("%.17g": the same doubles as the texts), or
---   0, n and the n texts of the times list when one does not read as a plain decimal number
---   (the caller makes what it can of them, as with any stray entry).
+--   0, n and the n texts of the times list when one is not a decimal number (the caller
+--   makes what it can of them, as with any stray entry).
 local now_minute = tonumber(ARGV[1])
 local job_prefix = ARGV[2]
 local band = tonumber(ARGV[3])
@@ -80,26 +80,24 @@ local function recent(flat)
   return kept
 end
 
-local function plain(text)
-  return string.match(text, '^%-?%d+%.?%d*$') or string.match(text, '^%-?%d*%.%d+$')
-    or string.match(text, '^%-?%d+%.?%d*[eE][%+%-]?%d+$')
-    or string.match(text, '^%-?%d*%.%d+[eE][%+%-]?%d+$')
-end
-
 -- nearest rank, as _stats._percentile
 local function rank(count, fraction)
   return math.max(1, math.ceil(count * fraction))
 end
 
+-- A text Lua reads as a number, Python's float() reads as the same double, but for hex
+-- ("0x1p3"), inf and nan (an "n" in any case), which Python then reads itself: one search of
+-- the whole list finds them.
 local function push_times(texts)
   local values = {}
+  local stray = string.find(table.concat(texts, ','), '[xXnN]')
   for i, text in ipairs(texts) do
-    if not plain(text) then
+    values[i] = not stray and tonumber(text)
+    if not values[i] then
       push(0)
       push_all(texts)
       return
     end
-    values[i] = tonumber(text)
   end
   if #values == 0 then
     push(0)

@@ -3,9 +3,9 @@
 The numbers come from what the state-changing scripts keep for each name in bounded memory:
 the indexes (counts), 60 per-minute completion counters, the last RUN_TIMES process times, the
 set of paused names, and each name's limits (see _limits.py). scripts/stats.lua reads them in
-Redis and returns them as one JSON text per call, a few hundred names a call, every call in one
-round trip: with 10,000 names a command per read sent from Python, and a reply value per
-read parsed by it, took seconds. Nothing scans.
+Redis, NAMES_PER_CALL names of a partition a call, and returns one JSON text per call; every
+call goes in one round trip. (A command per read sent from Python, and a reply value per read
+parsed by it, took 4 s with 10,000 names.) Nothing scans.
 """
 
 from __future__ import annotations

@@ -519,5 +519,5 @@ class Store:
         shapes = [keys.index(state, _MARK) for state in SEEN_STATES]
         shapes += [keys.minutes(_MARK), keys.times(_MARK), keys.limits(_MARK)]
         affixes = [part for shape in shapes for part in shape.rsplit(_MARK, 1)]
-        args = [now_minute, keys.job_prefix, band, bands, *affixes, *names]
+        args = [now_minute, keys.job_prefix, band, bands, len(SEEN_STATES), *affixes, *names]
         return self._stats, [keys.paused], args

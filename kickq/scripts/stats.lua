@@ -8,12 +8,14 @@
 -- ARGV[1]  the current epoch minute: a minutes field of an older minute is left out
 -- ARGV[2]  job key prefix (the key of job <id> is ARGV[2] .. id)
 -- ARGV[3]  the width of a queue's priority band (scores), ARGV[4] the number of bands
--- ARGV[5 .. 24]  the key of each of these of a name, as what stands before the name and what
---          stands after it: the index of each state in kickq's SEEN_STATES order (the first,
---          queued, being the queue), the minutes hash, the times list, the limits hash
--- ARGV[25 ..]  the job names
+-- ARGV[5]  how many states are counted (S)
+-- ARGV[6 ..]  the key of each of these of a name, as what stands before the name and what
+--          stands after it (two texts each): the index of each state counted, in the order of
+--          the counts (the first, queued, being the queue), then the minutes hash, the times
+--          list, the limits hash
+-- ARGV[12 + 2 * S ..]  the job names
 -- Returns, for each name in order, one after the other in a flat JSON array:
---   the 7 counts; 1 if paused else 0;
+--   the S counts; 1 if paused else 0;
 --   n, then the update_time field of the first job of each priority band in use (n texts);
 --   n, then the minutes hash's fields and values (n texts) but those of a minute out of the
 --     last 60 (the caller still checks each);
@@ -25,11 +27,12 @@ local now_minute = tonumber(ARGV[1])
 local job_prefix = ARGV[2]
 local band = tonumber(ARGV[3])
 local bands = tonumber(ARGV[4])
+local states = tonumber(ARGV[5])
 local before, after = {}, {}
-for i = 1, 10 do
-  before[i], after[i] = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+for i = 1, states + 3 do
+  before[i], after[i] = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
 end
-local QUEUE, MINUTES, TIMES, LIMITS = 1, 8, 9, 10
+local QUEUE, MINUTES, TIMES, LIMITS = 1, states + 1, states + 2, states + 3
 
 local out, n = {}, 0
 local function push(value)
@@ -111,12 +114,12 @@ local function push_times(texts)
   end
 end
 
-for i = 25, #ARGV do
+for i = 12 + 2 * states, #ARGV do
   local name = ARGV[i]
   local function key(kind) return before[kind] .. name .. after[kind] end
   local queued = redis.call('ZCARD', key(QUEUE))
   push(queued)
-  for state = 2, 7 do push(redis.call('ZCARD', key(state))) end
+  for state = 2, states do push(redis.call('ZCARD', key(state))) end
   push(redis.call('SISMEMBER', KEYS[1], name))
   push_all(queued > 0 and heads(key(QUEUE)) or {})
   push_all(recent(redis.call('HGETALL', key(MINUTES))))

@@ -215,8 +215,8 @@ def seed_many_names(count: int) -> dict[str, Any]:
 
 
 def run_a_few(names: list[str], held: str, release: threading.Event) -> None:
-    """Two runs of each of `names`, the second failing; `held`'s queued job left processing
-    until `release` is set."""
+    """Two runs of each of `names`: its queued job succeeds, one more job fails; `held`'s
+    queued job left processing until `release` is set."""
     for future in [kickq.create(name, "bad") for name in names]:
         future.result(10)
 

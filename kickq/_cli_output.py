@@ -62,10 +62,15 @@ def job_fields(job: Job) -> dict[str, Any]:
     return fields
 
 
+_AS_IS = frozenset({str, int, float, bool})
+
+
 def plain(value: Any) -> Any:
     """A value of the API (NameStats, WorkerInfo, Schedule, ...) as JSON with the API's field
     names: attrs classes and named tuples become objects, times ISO-8601 text, durations
     seconds. Generic on purpose: a field the API gains shows up without a change here."""
+    if value is None or type(value) in _AS_IS:  # most values: first, and cheap
+        return value
     if attrs.has(type(value)):
         names = [field.name for field in attrs.fields(type(value))]
         return {name: plain(getattr(value, name)) for name in names}

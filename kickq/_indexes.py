@@ -44,7 +44,7 @@ def counts(store: Store, job_names: Sequence[str], states: Sequence[str]) -> lis
     return [flat[i * width : (i + 1) * width] for i in range(len(job_names))]
 
 
-def _time_us(text: Any) -> int:
+def time_us(text: Any) -> int:
     """A record's update_time field (µs; ISO-8601 JSON in older records) in µs; 0 when it
     cannot be read."""
     if isinstance(text, str) and text.isdigit():
@@ -128,7 +128,7 @@ def update_times(store: Store, job_ids: Sequence[str]) -> list[int]:
     pipe = store.client.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hget(store.keys_of(job_id).job(job_id), _UPDATE_TIME)
-    return [_time_us(text) for text in pipe.execute(raise_on_error=False)]
+    return [time_us(text) for text in pipe.execute(raise_on_error=False)]
 
 
 def oldest_ids(store: Store, name: str, state: str, before_us: int, limit: int) -> list[str]:

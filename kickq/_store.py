@@ -41,7 +41,7 @@ from ._job import (
     to_record,
     version_of,
 )
-from ._keys import PARTITIONS, RUN_TIMES, Keys, partition_of_id, partition_of_name
+from ._keys import PARTITIONS, RUN_TIMES, SEEN_STATES, Keys, partition_of_id, partition_of_name
 from ._layout import changes, gather, lay_out
 from ._outage import NODE_DOWN, is_outage
 
@@ -61,6 +61,7 @@ def load_script(name: str, announces: bool = False) -> str:
     return text
 
 
+_MARK = "\x00"  # stands for a job name in a key, to split the key around it (the last one)
 _PER_JOB_FIELDS = ("data", "unique_key")  # what create.lua takes for each job, with the id
 # what a transition out of processing removes when the new record lacks it: the run's start is
 # its run's now (run:<count>)
@@ -153,6 +154,7 @@ class Store:
         self._pause = client.register_script(load_script("pause"))
         self._pending = client.register_script(load_script("pending"))
         self._limit = client.register_script(load_script("limit"))
+        self._stats = client.register_script(load_script("stats"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -557,3 +559,16 @@ class Store:
         for reply in self.run_all(calls):
             totals = [total + int(count) for total, count in zip(totals, reply, strict=True)]
         return totals[0], totals[1], totals[2]
+
+    def stats_call(
+        self, names: Sequence[str], now_minute: int, band: int, bands: int
+    ) -> ScriptCall:
+        """The call reading what `kickq.stats()` reports of `names`, which must share a
+        partition, their queues' scores being in `bands` priority bands `band` wide (see
+        scripts/stats.lua; `_stats` decodes its reply)."""
+        keys = self.keys_of_name(names[0])
+        shapes = [keys.index(state, _MARK) for state in SEEN_STATES]
+        shapes += [keys.minutes(_MARK), keys.times(_MARK), keys.limits(_MARK)]
+        affixes = [part for shape in shapes for part in shape.rsplit(_MARK, 1)]
+        args = [now_minute, keys.job_prefix, band, bands, len(SEEN_STATES), *affixes, *names]
+        return self._stats, [keys.paused], args

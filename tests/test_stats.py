@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from freezegun import freeze_time
 
 import kickq
+from kickq import _stats
+from kickq._keys import PARTITIONS, SEEN_STATES, partition_of_name
 from support import ChildWorkers, all_keys, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -179,3 +184,220 @@ def test_pause_needs_a_job_name(bad: Any) -> None:
 def test_stats_of_an_empty_namespace() -> None:
     assert kickq.stats().result(5) == {}
     assert kickq.workers().result(5) == []
+
+
+MANY = 10_000
+
+
+def many_name(i: int) -> str:
+    return f"s{i:05d}"
+
+
+def seed_many_names(count: int) -> dict[str, Any]:
+    """Give `count` names a queued job each, and some of them more: a delayed job (one name in
+    four), a cancelled job (fail, one in ten), a pause (one in fifty), limits (one in fifty);
+    and return what the test needs to check them."""
+    futures = []
+    for i in range(count):
+        futures.append(kickq.create(many_name(i), i))
+        if i % 4 == 1:
+            futures.append(kickq.create(many_name(i), None, delay=3600))
+    doomed = [kickq.create(many_name(i), "doomed") for i in range(2, count, 10)]
+    for future in futures:
+        future.result(60)
+    for future in [kickq.cancel(job.result(60).id) for job in doomed]:
+        assert future.result(60) is True
+    for future in [kickq.pause(many_name(i)) for i in range(3, count, 50)]:
+        future.result(60)
+    for future in [kickq.limit(many_name(i), (10, 60), 2) for i in range(4, count, 50)]:
+        future.result(60)
+    return {"delayed": len(range(1, count, 4)), "fail": len(doomed)}
+
+
+def run_a_few(names: list[str], held: str, release: threading.Event) -> None:
+    """Two runs of each of `names`: its queued job succeeds, one more job fails; `held`'s
+    queued job left processing until `release` is set."""
+    for future in [kickq.create(name, "bad") for name in names]:
+        future.result(10)
+
+    def handler(job: kickq.Job, data: Any) -> Any:
+        if data == "bad":
+            raise ValueError("bad")
+        return data
+
+    worker = kickq.process(names, handler, concurrent_jobs=4)
+    done = kickq.jobs(name=names, state=["success", "fail"])
+    wait_until(lambda: done.count().result(10) == 2 * len(names), timeout=30, what="the runs")
+    worker.stop(5)
+    kickq.process(held, lambda job, data: release.wait(60))
+    wait_until(
+        lambda: kickq.jobs(name=held, state="processing").count().result(10) == 1,
+        what="the held run",
+    )
+
+
+@pytest.mark.single_backend  # 10,000 names once; the cluster's partitions are tested below
+def test_stats_of_ten_thousand_names() -> None:
+    """With 10,000 names every name is there, with its own counts, pause, limits, runs and
+    oldest queued age; the totals add up."""
+    expected = seed_many_names(MANY)
+    ran = [many_name(i) for i in (5, 5005, 9999)]
+    held = many_name(6)
+    release = threading.Event()
+    try:
+        run_a_few(ran, held, release)
+        found = kickq.stats().result(60)
+    finally:
+        release.set()
+    assert list(found) == [many_name(i) for i in range(MANY)]
+    totals = {state: sum(s.counts[state] for s in found.values()) for state in SEEN_STATES}
+    assert totals == {
+        "queued": MANY - len(ran) - 1,
+        "delayed": expected["delayed"],
+        "processing": 1,
+        "retry": 0,
+        "ghost": 0,
+        "success": len(ran),
+        "fail": expected["fail"] + len(ran),
+    }
+    assert [name for name, s in found.items() if s.paused] == [
+        many_name(i) for i in range(3, MANY, 50)
+    ]
+    assert [name for name, s in found.items() if s.limits.any] == [
+        many_name(i) for i in range(4, MANY, 50)
+    ]
+    limits = found[many_name(54)].limits
+    assert (limits.rate, limits.concurrency) == ((10, 60.0), 2)
+    assert found[many_name(53)].paused and not found[many_name(54)].paused
+    assert found[many_name(1)].counts["delayed"] == 1 and found[many_name(0)].counts["delayed"] == 0
+    assert found[many_name(12)].counts["fail"] == 1 and found[many_name(12)].counts["queued"] == 1
+    assert found[held].counts["processing"] == 1 and found[held].oldest_queued_age is None
+    for name in ran:
+        stats = found[name]
+        assert (stats.counts["success"], stats.counts["fail"], stats.counts["queued"]) == (1, 1, 0)
+        assert sum(m.succeeded for m in stats.finished_per_minute) == 1
+        assert sum(m.failed for m in stats.finished_per_minute) == 1
+        assert stats.process_time is not None and stats.oldest_queued_age is None
+    ages = [s.oldest_queued_age for s in found.values() if s.counts["queued"]]
+    assert len(ages) == MANY - len(ran) - 1 and all(age is not None and age < 60 for age in ages)
+    quiet = found[many_name(7)]
+    assert quiet.process_time is None and len(quiet.finished_per_minute) == 60
+    assert not any(m.succeeded or m.failed for m in quiet.finished_per_minute)
+
+
+class Sent:
+    """What the dispatcher thread (where stats() reads) writes to Redis, seen on the wire:
+    requests (one per command or pipeline: a round trip each) and the commands in them.
+    Commands are counted by their RESP headers, which no argument sent here looks like."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.requests = self.commands = 0
+        send = redis.connection.AbstractConnection.send_packed_command
+
+        def spy(connection: Any, command: Any, check_health: bool = True) -> Any:
+            if threading.current_thread().name == "kickq-dispatcher":
+                chunks = [command] if isinstance(command, (bytes, str)) else command
+                data = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in chunks)
+                self.requests += 1
+                self.commands += data.count(b"\r\n*") + 1
+            return send(connection, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", spy)
+
+    def of_stats(self) -> tuple[int, int, dict[str, kickq.NameStats]]:
+        """The requests and commands one stats() sends, and what it found."""
+        requests, commands = self.requests, self.commands
+        found = kickq.stats().result(30)
+        return self.requests - requests, self.commands - commands, found
+
+
+def test_stats_cost_does_not_grow_with_the_names(
+    monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """stats() of 1,200 names takes as many round trips as of 20, and sends only one command
+    per partition for the names and one script call per NAMES_PER_CALL names of a partition:
+    no command per name."""
+    sent = Sent(monkeypatch)
+    for future in [kickq.create(many_name(i), i) for i in range(20)]:
+        future.result(10)
+    kickq.stats().result(30)  # the script loaded, the connections made
+    few_requests, few_commands, few = sent.of_stats()
+    for future in [kickq.create(many_name(i), i) for i in range(20, 1200)]:
+        future.result(30)
+    many_requests, many_commands, many = sent.of_stats()
+    assert len(few) == 20 and len(many) == 1200
+    assert all(s.counts["queued"] == 1 for s in many.values())
+    assert many_requests == few_requests
+    assert few_commands == expected_commands(few, backend)
+    assert many_commands == expected_commands(many, backend)
+    if backend == "single":
+        assert (few_requests, few_commands) == (2, 2)
+
+
+def expected_commands(names: Iterable[str], backend: str) -> int:
+    """One read of the names set per partition, one script call per NAMES_PER_CALL names of
+    a partition."""
+    if backend == "single":
+        groups = Counter({0: len(list(names))})
+    else:
+        groups = Counter(partition_of_name(name) for name in names)
+    partitions = 1 if backend == "single" else PARTITIONS
+    return partitions + sum(-(-n // _stats.NAMES_PER_CALL) for n in groups.values())
+
+
+def test_the_oldest_queued_job_is_found_in_any_priority_band() -> None:
+    """The oldest queued age is the oldest job's, whichever priority band it waits in: the
+    first band (read from the queue's head) or a later one."""
+    start = datetime.datetime(2031, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    with freeze_time(start) as frozen:
+        for step, (first, later) in enumerate([(1, 9), (9, 1)]):
+            name = f"bands{step}"
+            frozen.move_to(start)
+            kickq.create(name, "oldest", priority=first).result(5)
+            frozen.move_to(start + datetime.timedelta(seconds=60))
+            kickq.create(name, "newer", priority=later).result(5)
+            kickq.create(name, "newer", priority=5).result(5)
+        frozen.move_to(start + datetime.timedelta(seconds=200))
+        found = kickq.stats().result(10)
+    assert [found[f"bands{step}"].oldest_queued_age for step in range(2)] == [200.0, 200.0]
+    assert [found[f"bands{step}"].counts["queued"] for step in range(2)] == [3, 3]
+
+
+def test_stray_minutes_and_times_read_as_they_always_did(r: Any) -> None:
+    """Entries kickq did not write (a stray time, an old or odd minute) are read exactly as
+    the per-name functions read the whole hash and list: scripts/stats.lua leaves out only
+    what cannot count and computes percentiles to the same floats."""
+    now = datetime.datetime(2031, 5, 1, 12, 30, 10, tzinfo=datetime.timezone.utc)
+    minute = int(now.timestamp()) // 60
+    keys = kickq._runtime.get().store.keys_of_name
+    times = {
+        "plain": ["0.1", "1e-3", "3", "7.25", "0.30000000000000004", "1E2"],
+        "stray": ["0.25", "junk", "1_0", "2.", " 4 ", "0x10", "-inf"],
+        "edges": [" 4 ", "+.5", "1e999", "\t7\n"],
+        "none": [],
+    }
+    minutes = {
+        str(minute % 60): f"{minute}:3:1",
+        str((minute - 1) % 60): f"{minute - 61}:5:5",  # an hour and a minute ago
+        str((minute - 2) % 60): f"{minute - 2}:2:0",
+        str((minute - 3) % 60): f"{minute - 3}:x:0",
+        str((minute - 4) % 60): f"0{minute - 4}:0:7",
+        "60": f"{minute - 5}:9:9",
+        "odd": "junk",
+    }
+    with freeze_time(now):
+        for name, entries in times.items():
+            kickq.pause(name).result(5)  # the name is known with no job at all
+            if entries:
+                r.rpush(keys(name).times(name), *entries)
+            r.hset(keys(name).minutes(name), mapping=minutes)
+        found = kickq.stats().result(10)
+        for name, entries in times.items():
+            assert found[name].process_time == _stats.process_time(entries)
+            assert found[name].finished_per_minute == _stats.finished_per_minute(minutes, now)
+    assert found["plain"].process_time == (0.1 + 0.2, 100.0, 100.0)
+    assert found["stray"].process_time == (2.0, 10.0, 10.0)
+    assert found["edges"].process_time == (4.0, float("inf"), float("inf"))
+    assert found["none"].process_time is None
+    counted = [(m.succeeded, m.failed) for m in found["plain"].finished_per_minute[-5:]]
+    assert counted == [(0, 7), (0, 0), (2, 0), (0, 0), (3, 1)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import urllib.parse
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from ._render import Renderer
 T = TypeVar("T")
 WAIT = 10.0  # seconds a page waits for Redis before it says Redis is unavailable
 PAGE_SIZE = 50
+NAMES_PER_PAGE = 100  # rows of the overview's names table
 MAX_PAGE = 1_000_000
 
 
@@ -49,21 +51,34 @@ def _render(request: Request) -> Renderer:
 
 
 async def overview(request: Request) -> Response:
-    """Every name with its counts by state, throughput over the last hour, paused names."""
+    """Every name's counts by state in total, the hour's throughput and the paused names; the
+    names' rows a page of NAMES_PER_PAGE at a time, so that the page stays small with
+    thousands of names."""
+    page = _page_number(request.query_params.get("page"))
     stats = dict(sorted((await fetch(kickq.stats())).items()))
     totals = {state: sum(s.counts.get(state, 0) for s in stats.values()) for state in SEEN_STATES}
-    # limits across processes, as text; the column shows when any name has one
-    limits = {name: str(s.limits) if s.limits.any else None for name, s in stats.items()}
+    pages = max(1, -(-len(stats) // NAMES_PER_PAGE))
+    if page > pages:
+        raise HTTPException(404, f"there are {pages} pages of names, not {page}")
+    first = (page - 1) * NAMES_PER_PAGE
+    shown = dict(itertools.islice(stats.items(), first, first + NAMES_PER_PAGE))
+    # limits across processes, as text; the column shows when any name shown has one
+    limits = {name: str(s.limits) if s.limits.any else None for name, s in shown.items()}
     return _render(request)(
         request,
         "overview.html",
-        stats=stats,
+        stats=shown,
         states=SEEN_STATES,
         totals=totals,
         chart=chart(minutes_of(stats)),
-        sparks=charts(stats),
+        sparks=charts(shown),
         limits=limits if any(v is not None for v in limits.values()) else None,
         paused=[name for name, s in stats.items() if s.paused],
+        names=len(stats),
+        page=page,
+        pages=pages,
+        first=first + 1,
+        page_url=lambda number: "/?page=" + str(number) if number > 1 else "/",
     )
 
 

@@ -28,8 +28,9 @@
                               concurrency (at most that many in processing at once)
 <ns>:starts:{<name>}   zset   the runs of one name started within its rate window,
                               "<id>:<run count>" scored by their start (µs); expires when idle
-<ns>:claim:<worker id> string the last claim of one worker: "<token> <id>:<run> ...", or
-                              "void:<token>" for a claim given up; expires (see claim.lua)
+<ns>:claim:<worker id> string "void:<token>": a claim whose reply was lost and that started
+                              nothing, so that it starts nothing if it reaches Redis later;
+                              written only then, gone after a minute (see reclaim.lua)
 
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"

@@ -232,39 +232,65 @@ def _run_from_dict(value: Any) -> Run:
     )
 
 
-def _set_values(job: Job) -> dict[str, str]:
-    """The texts of the job's result, last error, meta and unique key, those that are set."""
+def _set_values(
+    job: Job, before: Job | None = None, known: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The texts of the job's result, last error, meta and unique key, those that are set;
+    those `before` had too (the same objects) taken from its record `known`."""
     texts = {}
-    if job.result is not None:
-        texts["result"] = dumps(job.result, "the handler's result")
-    if job.last_error is not None:
-        texts["last_error"] = encode(job.last_error)
-    if job.meta:
-        texts["meta"] = dumps(job.meta, "meta")
-    if job.unique_key is not None:
-        texts["unique_key"] = encode(job.unique_key)
+    for name, encoder in _SET_VALUES:
+        value = getattr(job, name)
+        if value is None or (name == "meta" and not value):
+            continue
+        if before is not None and known and value is getattr(before, name) and name in known:
+            texts[name] = known[name]
+        else:
+            texts[name] = encoder(value)
     return texts
 
 
-def to_record(job: Job, data_json: str | None = None) -> dict[str, str]:
+_SET_VALUES: tuple[tuple[str, Any], ...] = (
+    ("result", lambda value: dumps(value, "the handler's result")),
+    ("last_error", encode),
+    ("meta", lambda value: dumps(value, "meta")),
+    ("unique_key", encode),
+)
+
+
+def to_record(
+    job: Job,
+    data_json: str | None = None,
+    like: tuple[Job, Mapping[str, str]] | None = None,
+) -> dict[str, str]:
     """Every field of the record except the run in progress, ready for HSET. The record stays
     small: the id is the key's; times are µs since the epoch; a field at its default (an option
     at the option table's, a time or result not set, no meta) is left out, and `from_record`
-    reads it back as that default."""
+    reads it back as that default. `like`: the job this one was changed from, with its record:
+    the texts of the values it kept (the very same objects) are taken from there, not encoded
+    again."""
     record = {"name": job.name, "state": job.state.value}
     record["data"] = data_json if data_json is not None else dumps(job.data, "job data")
     for name in TIME_FIELDS:
         moment = getattr(job, name)
         if moment is not None:
             record[name] = str(clock.to_us(moment))
+    before, texts = like if like is not None else (None, {})
     for name in OPTION_FIELDS:
-        text = encode(getattr(job, name))
+        value = getattr(job, name)
+        if before is not None and value is getattr(before, name):
+            if name in texts:
+                record[name] = texts[name]
+            continue
+        text = encode(value)
         if text != DEFAULT_TEXTS[name]:
             record[name] = text
-    record.update(_set_values(job))
+    record.update(_set_values(job, before, texts))
+    kept = {id(run) for run in before.runs} if before is not None else set()
     for run in job.runs:
         if run.state is not State.PROCESSING:
-            record[f"run:{run.count}"] = _run_json(run)
+            field = f"run:{run.count}"
+            known = texts.get(field) if id(run) in kept else None
+            record[field] = known if known is not None else _run_json(run)
     if job.budget_start:  # only a requeued job has one
         record["budget_start"] = str(job.budget_start)
     return record

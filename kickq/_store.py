@@ -294,7 +294,7 @@ class Store:
         job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
-        fresh = to_record(job, previous.get("data", "null"))
+        fresh = to_record(job, previous.get("data", "null"), (stored.job, previous))
         ended = OPTIONAL_FIELDS if job.state is State.PROCESSING else _AFTER_A_RUN
         written = changes(stored.fields, fresh, ended)
         merged = {

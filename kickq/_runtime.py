@@ -130,7 +130,9 @@ class Runtime:
     ) -> _Saving:
         change = lifecycle.create(self.store.new_id(name), name, data, options, now, unique_key)
         deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
-        waiter = None if deadline is None else self.waits.wait(change.job.id, deadline, False)
+        waiter = None if deadline is None else self.waits.hotjob(change.job.id, deadline)
+        if waiter is not None:  # the record names where this process waits for it
+            change = attrs.evolve(change, job=attrs.evolve(change.job, reply_to=waiter.reply_to))
         return _Saving(self, change, KickqFuture(), waiter, deadline)
 
     def process(

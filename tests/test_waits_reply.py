@@ -176,6 +176,48 @@ def test_hotjobs_saved_while_pubsub_is_down_resolve(
         workers.stop_all()
 
 
+def test_a_hotjob_saved_before_the_reply_channel_is_confirmed_reads_its_record(
+    r: Any, gated_listener: threading.Event, subprocess_env: dict[str, str]
+) -> None:
+    """The reply channel is confirmed again while a hotjob's save is acknowledged but not yet
+    handled, and the job finished before that, unheard: handling the acknowledgement reads
+    the record, and the hotjob resolves (it would otherwise wait out its timeout)."""
+    workers = ChildWorkers(subprocess_env)
+    engine = kickq._runtime.get()
+    try:
+        workers.start(DOUBLER + "import time\ntime.sleep(60)\n")
+        warm = kickq.create("early", 0, hotjob=True).result(5)
+        assert warm.hotjob_future is not None and warm.hotjob_future.result(10).result == 0
+        acknowledged, handle = threading.Event(), threading.Event()
+        saved: list[Any] = []
+        created = engine.waits.created
+
+        def held(waiter: Any) -> None:
+            saved.append(waiter)
+            acknowledged.set()
+            handle.wait(30)
+            created(waiter)
+
+        engine.waits.created = held  # type: ignore[method-assign]
+        assert sum(int(n.client_kill_filter(_type="pubsub")) for n in nodes(r)) >= 1
+        wait_until(lambda: numsub(r, reply_channel()) == 0, timeout=10, what="the kill")
+        future = kickq.create("early", 21, hotjob=True, hotjob_timeout=60)
+        assert acknowledged.wait(10)
+        job_id = saved[0].job_id
+        wait_until(
+            lambda: r.hget(job_key(job_id), "state") == "success",
+            timeout=20,
+            what="the job finished while nobody here listened",
+        )
+        gated_listener.set()
+        wait_until(lambda: saved[0].check_when_created, timeout=10, what="the confirmation")
+        handle.set()
+        job = future.result(10)
+        assert job.hotjob_future is not None and job.hotjob_future.result(10).result == 42
+    finally:
+        workers.stop_all()
+
+
 def test_a_deleted_hotjob_fails_at_once_with_job_not_found() -> None:
     """Deleting a pending hotjob fails its future with JobNotFound, long before its timeout."""
     job = kickq.create("deleted", hotjob=True, hotjob_timeout=60).result(5)

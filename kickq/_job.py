@@ -114,6 +114,13 @@ class Job:
         return sum(1 for run in self.runs if run.state is state and run.count > self.budget_start)
 
 
+def reply_to_here(job: Job, channel: str) -> None:
+    """Name `channel` as the reply channel of `job`, a hotjob just made and not yet shared
+    with anything: set in place, since an `attrs.evolve` of a Job costs ~15 µs on the
+    create path, against ~0.1 µs."""
+    object.__setattr__(job, "reply_to", channel)
+
+
 class JobFailed(KickqError):
     """The job ended in failure; `.job` is its final record, `.error` the last error."""
 

@@ -27,7 +27,7 @@ from ._errors import DamagedRecord
 from ._future import KickqFuture, LoopThread, reject, resolve
 from ._handlers import Handler
 from ._heartbeats import Heartbeats
-from ._job import Job, State
+from ._job import Job, State, reply_to_here
 from ._listener import Listener
 from ._outage import translate
 from ._pool import ThreadPool
@@ -132,7 +132,7 @@ class Runtime:
         deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
         waiter = None if deadline is None else self.waits.hotjob(change.job.id, deadline)
         if waiter is not None:  # the record names where this process waits for it
-            change = attrs.evolve(change, job=attrs.evolve(change.job, reply_to=waiter.reply_to))
+            reply_to_here(change.job, self.waits.reply_channel)
         return _Saving(self, change, KickqFuture(), waiter, deadline)
 
     def process(

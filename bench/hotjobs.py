@@ -34,7 +34,7 @@ WORKER = """
 import sys, kickq
 kickq.config(redis_url=sys.argv[1])
 kickq.process("rt", lambda job, data: data)
-print("ready", flush=True)
+print("ready", kickq.__file__, flush=True)
 sys.stdin.read()
 """
 
@@ -44,17 +44,21 @@ def measure(n: int) -> dict[str, Any]:
     import kickq
     import kickq._runtime
 
+    assert Path(kickq.__file__).parent.parent == Path(os.environ["PYTHONPATH"]).resolve()
+
     with RedisServer() as server:
-        env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        tree = os.environ.get("PYTHONPATH") or None
         worker = subprocess.Popen(
             [sys.executable, "-c", WORKER, server.url],
-            env=env,
+            cwd=tree,  # `-c` puts the working directory first on sys.path: the tree's kickq
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         try:
-            assert worker.stdout is not None and worker.stdout.readline() == "ready\n"
+            assert worker.stdout is not None
+            ready, path = worker.stdout.readline().split()
+            assert ready == "ready" and Path(path).parent.parent == Path(str(tree)).resolve()
             kickq.config(redis_url=server.url)
             for i in range(100):
                 hot(kickq, i)
@@ -117,6 +121,7 @@ def run_tree(tree: Path, n: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--measure", "--n", str(n)],
         env=env,
+        cwd=tree,
         check=True,
         capture_output=True,
         text=True,

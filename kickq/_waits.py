@@ -52,8 +52,6 @@ class Waiter:
     # sign of a deletion
     created: bool = True
     subscription: Subscription | None = None  # a wait on the job's done channel
-    # a hotjob created here: the reply channel its record names
-    reply_to: str | None = None
     # a hotjob whose reply channel was (re)confirmed while its save was on its way: what was
     # published before that is lost, so its record is read once the save is acknowledged
     check_when_created: bool = False
@@ -102,10 +100,9 @@ class Waits:
         return waiter
 
     def hotjob(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
-        """Wait for a hotjob about to be saved with `reply_to` set to the waiter's: call
+        """Wait for a hotjob about to be saved with `reply_to` set to `reply_channel`: call
         before the save goes out, and `created` once it is acknowledged."""
         waiter = Waiter(job_id, KickqFuture(), deadline, created=False)
-        waiter.reply_to = self.reply_channel
         with self._lock:
             self._replies[job_id] = waiter
             subscribe = not self._reply_subscribed

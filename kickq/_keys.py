@@ -35,6 +35,10 @@
 <ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
                                 when its record was moved aside
+<ns>:reply:<token>     channel  one per process (a new token after fork), named in the
+                                `reply_to` field of the hotjobs it created: the finished job
+                                as JSON, "deleted:<id>" or "damaged:<id>". The process
+                                subscribes it once, not once per hotjob
 <ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty, or
                                 a run of it ended while a concurrency limit held jobs back
 <ns>:timers            channel  a deadline (ms) that every process's timer must know of
@@ -206,6 +210,10 @@ class Keys:
 
     def done(self, job_id: str) -> str:
         return f"{self.namespace}:done:{job_id}"
+
+    def reply(self, token: str) -> str:
+        """The reply channel of one process's hotjobs (see the table above)."""
+        return f"{self.namespace}:reply:{token}"
 
     def wake(self, name: str) -> str:
         return f"{self.wake_prefix}{name}}}"

@@ -27,7 +27,7 @@ from ._errors import DamagedRecord
 from ._future import KickqFuture, LoopThread, reject, resolve
 from ._handlers import Handler
 from ._heartbeats import Heartbeats
-from ._job import Job, State
+from ._job import Job, State, reply_to_here
 from ._listener import Listener
 from ._outage import translate
 from ._pool import ThreadPool
@@ -130,7 +130,9 @@ class Runtime:
     ) -> _Saving:
         change = lifecycle.create(self.store.new_id(name), name, data, options, now, unique_key)
         deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
-        waiter = None if deadline is None else self.waits.wait(change.job.id, deadline, False)
+        waiter = None if deadline is None else self.waits.hotjob(change.job.id, deadline)
+        if waiter is not None:  # the record names where this process waits for it
+            reply_to_here(change.job, self.waits.reply_channel)
         return _Saving(self, change, KickqFuture(), waiter, deadline)
 
     def process(

@@ -305,6 +305,8 @@ class Store:
         channels = [self.keys.event(event) for event in change.events]
         if change.finished:
             channels.append(self.keys.done(job.id))
+            if job.reply_to is not None:  # a hotjob: its creator listens there
+                channels.append(job.reply_to)
         channels += also
         message = record_event_json(merged, job.total_process_time)
         wake = self.keys.wake(job.name)
@@ -444,6 +446,23 @@ class Store:
             self._loaded(job_id, record)
             for job_id, record in zip(job_ids, pipe.execute(raise_on_error=False), strict=True)
         ]
+
+    def load_waited(self, job_ids: Sequence[str]) -> list[StoredJob | Damaged | Exception | None]:
+        """`load` of many jobs in one round trip (the waits re-reading their records): each
+        job's answer, or the error reading it gave."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            keys = self.keys_of(job_id)
+            pipe.hgetall(keys.job(job_id))
+            pipe.hget(keys.damaged(job_id), "damaged_error")
+        replies = pipe.execute(raise_on_error=False)
+        answers: list[StoredJob | Damaged | Exception | None] = []
+        for i, job_id in enumerate(job_ids):
+            try:
+                answers.append(self._loaded(job_id, replies[2 * i], replies[2 * i + 1]))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
 
     @staticmethod
     def _loaded(job_id: str, record: Any, set_aside: Any = None) -> StoredJob | Damaged | None:

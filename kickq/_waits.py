@@ -1,9 +1,15 @@
 """Futures waiting for jobs to finish: hotjobs, and any job awaited by its id.
 
-A wait listens on the job's done channel and re-reads the record whenever its subscription is
-(re)confirmed, so a job that finished before the subscription, or while the pub/sub connection
-was down, still resolves the wait. Timeouts are deadlines on the kickq clock, expired by the
-sweeper's tick.
+A hotjob created here is awaited on this process's reply channel (`<ns>:reply:<token>`,
+subscribed once, a new token in each process): its record names that channel (`reply_to`)
+and every script that finishes or removes the job publishes there, a message naming the job,
+so a hotjob costs no SUBSCRIBE, UNSUBSCRIBE or confirmation of its own. Any other wait (by id,
+from any process) listens on the job's own done channel.
+
+A completion published while nobody listened (before the subscription was confirmed, or
+while the pub/sub connection was down) is caught by re-reading the records whenever a
+subscription is (re)confirmed: every pending wait at once, in one round trip. Timeouts are
+deadlines on the kickq clock, expired by the sweeper's tick.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import datetime
 import heapq
 import itertools
+import re
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
 
 import attrs
@@ -20,17 +28,19 @@ import attrs
 from . import _clock as clock
 from ._errors import DamagedRecord, HotjobTimeout, JobNotFound
 from ._future import KickqFuture
-from ._job import Job, State, failure, from_event
+from ._job import Job, failure, from_event
 from ._keys import Keys
 from ._listener import Listener, Subscription
 from ._outage import is_outage
 from ._store import Damaged, Store, StoredJob
 
 Schedule = Callable[[Callable[[], None]], None]
-FINISHED = (State.SUCCESS.value, State.FAIL.value)
 TIMEOUT, RECHECK = "timeout", "recheck"
-RECHECK_AFTER = datetime.timedelta(seconds=0.5)
+RECHECK_AFTER = datetime.timedelta(seconds=0.5)  # after a re-read that found Redis away
 DAMAGED = "damaged"  # on the done channel: the record was set aside
+# on a reply channel, a job that was not finished but removed: "<what>:<id>"
+DELETED_REPLY, DAMAGED_REPLY = "deleted", "damaged"
+_EVENT_ID = re.compile(r'\{"id":"([^"]*)"')  # the id an event starts with (see _job.py)
 
 
 @attrs.define(eq=False)
@@ -38,11 +48,13 @@ class Waiter:
     job_id: str
     future: KickqFuture[Job]
     deadline: datetime.datetime | None
-    created: bool
-    subscribed: bool = False
-    subscription: Subscription | None = None
-    # a hotjob created here re-reads its record a little later, not at once: see `_ready`
-    defer_check: bool = False
+    # False for a hotjob whose save is still on its way: until then a missing record is no
+    # sign of a deletion
+    created: bool = True
+    subscription: Subscription | None = None  # a wait on the job's done channel
+    # a hotjob whose reply channel was (re)confirmed while its save was on its way: what was
+    # published before that is lost, so its record is read once the save is acknowledged
+    check_when_created: bool = False
 
 
 class Waits:
@@ -58,58 +70,67 @@ class Waits:
         self._keys: Keys = store.keys
         self._schedule = schedule
         self.on_deadline = on_deadline  # tells the timer thread of a new deadline
+        # one per Waits, and so per engine: a forked child starts an engine, and a token, anew
+        self.reply_channel = self._keys.reply(uuid.uuid4().hex)
         self._lock = threading.Lock()
         self._waiters: set[Waiter] = set()
+        self._replies: dict[str, Waiter] = {}  # the hotjobs awaited on the reply channel
+        self._reply_subscribed = False
         # (when, order, waiter, what): what is TIMEOUT or RECHECK
         self._deadlines: list[tuple[datetime.datetime, int, Waiter, str]] = []
         self._order = itertools.count()
+        # waits whose records the next re-read covers (a dict: ordered, no duplicates)
+        self._to_check: dict[Waiter, None] = {}
+        self._check_scheduled = False
 
-    def wait(self, job_id: str, deadline: datetime.datetime | None, created: bool = True) -> Waiter:
-        """Start waiting; `created=False` for a job whose creation is still on its way."""
-        waiter = Waiter(job_id, KickqFuture(), deadline, created, defer_check=not created)
+    def wait(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
+        """Wait for a saved job, by id, on its done channel."""
+        waiter = Waiter(job_id, KickqFuture(), deadline)
+        self._add(waiter)
+        subscription = self._listener.subscribe(
+            self._keys.done(job_id),
+            lambda payload: self._on_message(waiter, payload),
+            lambda: self._recheck([waiter]),
+        )
+        with self._lock:
+            waiter.subscription = subscription
+            finished = waiter not in self._waiters  # on the dispatcher, before the line above
+        if finished:
+            self._listener.unsubscribe(subscription)
+        return waiter
+
+    def hotjob(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
+        """Wait for a hotjob about to be saved with `reply_to` set to `reply_channel`: call
+        before the save goes out, and `created` once it is acknowledged."""
+        waiter = Waiter(job_id, KickqFuture(), deadline, created=False)
+        with self._lock:
+            self._replies[job_id] = waiter
+            subscribe = not self._reply_subscribed
+            self._reply_subscribed = True
+        self._add(waiter)
+        if subscribe:  # once per process: its confirmation comes after this wait is listed
+            self._listener.subscribe(self.reply_channel, self._on_reply, self._on_reply_ready)
+        return waiter
+
+    def created(self, waiter: Waiter) -> None:
+        """The hotjob is saved: from now on a missing record means it was deleted."""
+        with self._lock:
+            waiter.created = True
+            check = waiter.check_when_created
+        if check:
+            self._recheck([waiter])
+
+    def _add(self, waiter: Waiter) -> None:
+        deadline = waiter.deadline
         with self._lock:
             self._waiters.add(waiter)
             if deadline is not None:
                 self._push(deadline, waiter, TIMEOUT)
         if deadline is not None:
             self.on_deadline(deadline)
-        waiter.subscription = self._listener.subscribe(
-            self._keys.done(job_id),
-            lambda payload: self._on_message(waiter, payload),
-            lambda: self._on_subscribed(waiter),
-        )
-        return waiter
-
-    def created(self, waiter: Waiter) -> None:
-        """The job is saved: from now on a missing record means it was deleted."""
-        with self._lock:
-            waiter.created = True
-            ready = waiter.subscribed
-        if ready:
-            self._ready(waiter)
 
     def _push(self, when: datetime.datetime, waiter: Waiter, what: str) -> None:
         heapq.heappush(self._deadlines, (when, next(self._order), waiter, what))
-
-    def _ready(self, waiter: Waiter) -> None:
-        """Saved and subscribed: re-read the record, to catch a completion published before
-        the subscription. A hotjob created here does it RECHECK_AFTER later rather than at
-        once: such a race needs its SUBSCRIBE, sent before the job was saved, to reach Redis
-        after the job has been saved, claimed and finished, so the late re-read costs nothing
-        on the usual path and bounds the delay in the rare one."""
-        if not waiter.defer_check:
-            self._recheck(waiter)
-            return
-        waiter.defer_check = False
-        # no wake-up per hotjob: the timer thread's next turn (within a second) is soon enough
-        self._recheck_later(waiter, wake=False)
-
-    def _recheck_later(self, waiter: Waiter, wake: bool = True) -> None:
-        when = clock.now() + RECHECK_AFTER
-        with self._lock:
-            self._push(when, waiter, RECHECK)
-        if wake:
-            self.on_deadline(when)
 
     def cancel(self, waiter: Waiter, error: BaseException | None = None) -> None:
         """End a wait with `error`, or cancel its future."""
@@ -123,7 +144,8 @@ class Waits:
             self._finish(waiter, cancel=True)
 
     def expire(self, now: datetime.datetime) -> datetime.datetime | None:
-        """Time out the waits whose deadline has passed; return the next deadline."""
+        """Time out the waits whose deadline has passed, re-read those due to be; return the
+        next deadline."""
         due = []
         with self._lock:
             while self._deadlines and (
@@ -131,58 +153,123 @@ class Waits:
             ):
                 due.append(heapq.heappop(self._deadlines))
             upcoming = self._deadlines[0][0] if self._deadlines else None
+        recheck = []
         for _, _, waiter, what in due:
             if waiter.future.done():
                 continue
             if what == RECHECK:
-                self._recheck(waiter)
+                recheck.append(waiter)
             else:
                 self._finish(
                     waiter, error=HotjobTimeout(f"job {waiter.job_id} did not finish in time")
                 )
+        self._recheck(recheck)
         return upcoming
 
-    # -- resolution -------------------------------------------------------------------
+    # -- messages -----------------------------------------------------------------------
 
     def _on_message(self, waiter: Waiter, payload: str) -> None:
+        """On a job's done channel."""
         if not payload:
             self._finish(waiter, error=JobNotFound(f"job {waiter.job_id} was deleted"))
         elif payload == DAMAGED:
-            self._recheck(waiter)  # reads why, from the record set aside
+            self._recheck([waiter])  # reads why, from the record set aside
         else:
             self._resolve(waiter, from_event(payload))
 
-    def _on_subscribed(self, waiter: Waiter) -> None:
-        with self._lock:
-            waiter.subscribed = True
-            ready = waiter.created
-        if ready:
-            self._ready(waiter)
-
-    def _recheck(self, waiter: Waiter) -> None:
-        def load() -> None:
-            if waiter.future.done():
-                return
+    def _on_reply(self, payload: str) -> None:
+        """On this process's reply channel: a finished job (JSON), or "<what>:<id>"."""
+        if payload.startswith("{"):
             try:
-                # most re-reads find the job still running: read its state, not the record
-                state = self._store.state(waiter.job_id)
-                found = self._store.load(waiter.job_id) if state in FINISHED else state
-            except Exception as exc:
-                if is_outage(exc):
-                    # the done message may be lost with the pub/sub connection too: read
-                    # again later rather than rely on a reconnect that may not come
-                    self._recheck_later(waiter)
-                else:
-                    self._finish(waiter, error=exc)
+                job = from_event(payload)
+            except Exception:  # read the record, which says what is wrong with it
+                found = _EVENT_ID.match(payload)
+                waiter = self._replying(found.group(1) if found else "")
+                if waiter is not None:
+                    self._recheck([waiter])
                 return
-            if isinstance(found, Damaged):
-                self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
-            elif isinstance(found, StoredJob):
-                self._resolve(waiter, found.job)
-            elif found is None:  # gone (or purged between the two reads)
-                self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
+            waiter = self._replying(job.id)
+            if waiter is not None:
+                self._resolve(waiter, job)
+            return
+        what, _, job_id = payload.partition(":")
+        waiter = self._replying(job_id)
+        if waiter is None:
+            return
+        if what == DELETED_REPLY:
+            self._finish(waiter, error=JobNotFound(f"job {job_id} was deleted"))
+        else:  # DAMAGED_REPLY: reads why, from the record set aside
+            self._recheck([waiter])
 
-        self._schedule(load)
+    def _replying(self, job_id: str) -> Waiter | None:
+        with self._lock:
+            return self._replies.get(job_id)
+
+    def _on_reply_ready(self) -> None:
+        """The reply channel is (re)confirmed: what was published on it before is lost, so
+        every hotjob saved re-reads its record (in one round trip); one still being saved
+        re-reads it once its save is acknowledged."""
+        saved = []
+        with self._lock:
+            for waiter in self._replies.values():
+                if waiter.created:
+                    saved.append(waiter)
+                else:
+                    waiter.check_when_created = True
+        self._recheck(saved)
+
+    # -- re-reading records ------------------------------------------------------------
+
+    def _recheck(self, waiters: Iterable[Waiter]) -> None:
+        """Re-read the records of `waiters` soon, on the dispatcher. Those asked for before
+        that read starts join it: a reconnect confirms every done channel on its own, and
+        their waits share one pipeline."""
+        with self._lock:
+            for waiter in waiters:
+                self._to_check[waiter] = None
+            if self._check_scheduled or not self._to_check:
+                return
+            self._check_scheduled = True
+        self._schedule(self._check)
+
+    def _check(self) -> None:
+        with self._lock:
+            waiters = [waiter for waiter in self._to_check if not waiter.future.done()]
+            self._to_check.clear()
+            self._check_scheduled = False
+        if not waiters:
+            return
+        try:
+            answers = self._store.load_waited([waiter.job_id for waiter in waiters])
+        except Exception as exc:
+            for waiter in waiters:
+                self._settle(waiter, exc)
+            return
+        for waiter, found in zip(waiters, answers, strict=True):
+            self._settle(waiter, found)
+
+    def _settle(self, waiter: Waiter, found: StoredJob | Damaged | Exception | None) -> None:
+        if isinstance(found, Exception):
+            if is_outage(found):
+                # the message may be lost with the pub/sub connection too: read again later
+                # rather than rely on a reconnect that may not come
+                self._recheck_later(waiter)
+            else:
+                self._finish(waiter, error=found)
+        elif isinstance(found, Damaged):
+            self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
+        elif isinstance(found, StoredJob):
+            self._resolve(waiter, found.job)
+        else:  # gone
+            self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
+
+    def _recheck_later(self, waiter: Waiter) -> None:
+        when = clock.now() + RECHECK_AFTER
+        with self._lock:
+            self._push(when, waiter, RECHECK)
+        self.on_deadline(when)
+
+    # -- resolution ----------------------------------------------------------------------
 
     def _resolve(self, waiter: Waiter, job: Job) -> None:
         if not job.complete:
@@ -203,8 +290,11 @@ class Waits:
             if waiter not in self._waiters:
                 return
             self._waiters.discard(waiter)
-        if waiter.subscription is not None:
-            self._listener.unsubscribe(waiter.subscription)
+            if self._replies.get(waiter.job_id) is waiter:
+                del self._replies[waiter.job_id]
+            subscription = waiter.subscription
+        if subscription is not None:
+            self._listener.unsubscribe(subscription)
         future = waiter.future
         try:
             if cancel:

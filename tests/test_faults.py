@@ -269,15 +269,15 @@ def test_wait_survives_a_dropped_connection_during_its_recheck(
     job = kickq.create("recheck", "x").result(5)
     store = kickq._runtime.get().store
     dropped: list[str] = []
-    real = store.state
+    real = store.load_waited
 
-    def flaky(job_id: str) -> Any:
-        if job_id == job.id and not dropped:
-            dropped.append(job_id)
+    def flaky(job_ids: list[str]) -> Any:
+        if job.id in job_ids and not dropped:
+            dropped.append(job.id)
             raise redis.ConnectionError("Connection closed by server.")
-        return real(job_id)
+        return real(job_ids)
 
-    monkeypatch.setattr(store, "state", flaky)
+    monkeypatch.setattr(store, "load_waited", flaky)
     waiting = kickq.wait(job.id, timeout=10)
     wait_until(lambda: dropped, timeout=5, what="the wait's re-read to hit the dropped connection")
     kickq.process("recheck", lambda job, data: data)

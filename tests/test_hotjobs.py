@@ -127,7 +127,8 @@ def test_thousand_hotjobs_share_one_pubsub_connection(r: redis.Redis) -> None:
     release = threading.Event()
     kickq.process("held", lambda job, data: release.wait(20) and data, concurrent_jobs=2)
     jobs = [f.result(10) for f in [kickq.create("held", i, hotjob=True) for i in range(1000)]]
-    wait_until(lambda: numsub(r, done_channel(jobs[-1].id)) == 1, timeout=10)
+    reply = kickq._runtime.get().waits.reply_channel
+    wait_until(lambda: numsub(r, reply) == 1, timeout=10, what="the reply channel")
     clients = client_lists(r)
     pubsub_clients = [c for c in clients if int(c.get("sub", 0)) > 0]
     assert len(pubsub_clients) == 1

@@ -8,7 +8,8 @@
 --          (both end with '}'): a running job deleted while a concurrency limit holds jobs of
 --          its name in the queue frees a slot, and the workers of every process are woken
 -- The job leaves its queue and its index too, and frees its unique key (the record's
--- `unique_lock`).
+-- `unique_lock`). A hotjob's creator is told on its reply channel (the record's `reply_to`):
+-- "deleted:" .. id.
 -- Returns 1 if the job existed, else 0.
 local name = redis.call('HGET', KEYS[1], 'name')
 if not name then return 0 end
@@ -25,7 +26,7 @@ for expected, keys in pairs(kinds) do  -- before the first write
     end
   end
 end
-local lock = redis.call('HGET', KEYS[1], 'unique_lock')
+local lock, reply_to = unpack(redis.call('HMGET', KEYS[1], 'unique_lock', 'reply_to'))
 if lock and redis.call('GET', lock) == ARGV[1] then
   redis.call('DEL', lock)
 end
@@ -37,6 +38,9 @@ for i = 2, 4 do
 end
 redis.call('PUBLISH', ARGV[2], cjson.encode({ id = ARGV[1], queue = name }))
 redis.call('PUBLISH', ARGV[3], '')
+if reply_to then
+  redis.call('PUBLISH', reply_to, 'deleted:' .. ARGV[1])
+end
 if state == 'processing' and redis.call('HEXISTS', limits, 'concurrency') == 1
     and redis.call('ZCARD', queue) > 0 then
   redis.call('PUBLISH', ARGV[8] .. name .. '}', '')

@@ -244,11 +244,6 @@ def test_a_hotjob_whose_record_is_damaged_after_its_claim_fails_at_once(r: Any) 
         job.hotjob_future.result(10)  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='claim.lua publishes "damaged" on the done channel only; it must also publish '
-    '"damaged:<id>" on the record\'s reply_to',
-)
 def test_a_hotjob_whose_record_the_claim_sets_aside_fails_at_once(r: Any) -> None:
     """A hotjob whose record the claim script itself sets aside (an unknown state): its future
     fails at once with DamagedRecord, not at its timeout."""

@@ -36,6 +36,7 @@
 -- ARGV[4]  the most jobs to claim
 -- ARGV[5]  damaged key prefix: a record set aside is renamed to ARGV[5] .. id
 -- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside
+--          (and "damaged:<id>" on the record's reply_to, its creator's reply channel)
 -- ARGV[7]  now in microseconds, stored as update_time and run_start
 -- ARGV[8]  the timers channel: the earliest deadline of the runs started is announced there
 -- ARGV[9]  this claim's token (unique to the worker and the claim)
@@ -104,6 +105,7 @@ end
 local function set_aside(id, key, why)
   local aside = ARGV[5] .. id
   local kind = redis.call('TYPE', key).ok
+  local reply_to = kind == 'hash' and redis.call('HGET', key, 'reply_to')
   redis.call('RENAME', key, aside)
   if kind == 'hash' then
     redis.call('HSET', aside, 'damaged_error', why)
@@ -112,6 +114,9 @@ local function set_aside(id, key, why)
     redis.pcall('ZREM', KEYS[i], id)  -- a damaged index is reported by its own reader
   end
   redis.call('PUBLISH', ARGV[6] .. id, 'damaged')
+  if reply_to then
+    redis.call('PUBLISH', reply_to, 'damaged:' .. id)
+  end
   damaged[#damaged + 1] = { id, why }
 end
 

@@ -27,7 +27,14 @@ Client = redis.Redis | redis.RedisCluster
 # Bytes that are not UTF-8 (a hand-edited record) decode to lone surrogates instead of raising
 # in the middle of a reply; job.from_record then reports the record as damaged.
 FORCED = {"decode_responses": True, "protocol": 2, "encoding_errors": "surrogateescape"}
-DEFAULTS = {"socket_connect_timeout": 5, "health_check_interval": 0}
+# socket_timeout: how long a reply may take before kickq gives up on it. redis-py 8 reads with
+# 5 s and then re-sends the command; a Redis that stalls a few seconds (a fork for a snapshot on
+# a big dataset, a slow script, DEBUG SLEEP, a network path that drops packets for a while)
+# would then see calls it may already have applied sent again. 30 s makes such a stall a slow
+# reply, while a server that is truly gone is still noticed within a process_timeout (60 s by
+# default) and, on TCP, by keepalive; script calls are never re-sent (see Store.run_batch), so
+# the timeout only decides when kickq stops waiting. A user's redis_options still win.
+DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 0}
 TCP_DEFAULTS = {"socket_keepalive": True}  # unix-socket connections refuse this argument
 SERVER_OPTIONS = frozenset({"redis_url", "redis_host", "redis_port", "redis_password"})
 

@@ -4,6 +4,9 @@ Requests that arrive close together go out together: script calls queued while o
 on the wire leave in the next, as one pipeline (creates issued in a loop cost one round trip
 per batch, not per job).
 
+Each script call is sent once: a batch whose replies were lost fails its calls with
+RedisUnavailable, but for those that settle it themselves (`Call.unanswered`: the creates).
+
 Stopping cancels every request that has not started: its future is cancelled, and nothing of it
 reaches Redis. Only the request in flight is waited for, briefly; past that it is cancelled too
 (whether Redis applied it is then unknown), so that stopping never waits on a Redis that does
@@ -23,7 +26,7 @@ from typing import Any
 import attrs
 
 from ._errors import RedisUnavailable
-from ._outage import translate
+from ._outage import Unanswered, translate
 from ._store import ScriptCall, Store
 
 log = logging.getLogger("kickq")
@@ -38,11 +41,14 @@ def _nothing() -> None:
 @attrs.frozen
 class Call:
     """A script call; `done` gets its result, or the exception it raised. `cancel` is called
-    instead when the dispatcher stops before the result is in."""
+    instead when the dispatcher stops before the result is in. `unanswered`, when given, is
+    called instead of `done` with the `Unanswered` error of a call sent whose reply was lost
+    (Redis may have applied it): the caller settles it; without it, `done` gets the error."""
 
     call: ScriptCall
     done: Callable[[Any], None]
     cancel: Callable[[], object] = _nothing
+    unanswered: Callable[[BaseException], None] | None = None
 
 
 @attrs.frozen
@@ -185,10 +191,12 @@ class Dispatcher:
             if not isinstance(translate(exc, self._where), RedisUnavailable):
                 log.exception("kickq: a batch of Redis calls failed")
             results = [exc] * len(calls)
-        results = [
-            translate(r, self._where) if isinstance(r, BaseException) else r for r in results
-        ]
         for call, result in zip(calls, results, strict=True):
+            if isinstance(result, Unanswered) and call.unanswered is not None:
+                _guarded(functools.partial(call.unanswered, result))
+                continue
+            if isinstance(result, BaseException):
+                result = translate(result, self._where)
             _guarded(functools.partial(call.done, result))
 
 

@@ -19,9 +19,10 @@
 -- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
 -- then 4 arguments per job: id (hex digits), data (JSON), unique_key (JSON), the unique key's
 -- lock ("" when the job is not unique: a string key holding the id of the job that holds it)
--- Returns one result per job: 1 when saved; 0 when a record with its id exists already (a
--- batch re-sent after a dropped connection); { holder id, its record (HGETALL) } when a job
--- that is not complete holds the unique key: then nothing of that job is written. The index
+-- Returns one result per job: 1 when saved; 0 when a record with its id exists already;
+-- -1 when its id is fenced (settle.lua found it missing after this call's reply was lost: the
+-- caller was told nothing was stored); { holder id, its record (HGETALL) } when a job that is
+-- not complete holds the unique key. Unless 1, nothing of that job is written. The index
 -- written to is checked before the first write, and each job's keys before its own.
 local queued = ARGV[1] == 'queue'
 local written = queued and { KEYS[2] } or { KEYS[1], KEYS[3] }
@@ -72,7 +73,9 @@ end
 
 -- nil when the job may be saved, else what to return for it
 local function refused(key, lock, id)
-  if redis.call('EXISTS', key) == 1 then return 0 end
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'string' then return -1 end  -- fenced by settle.lua: this call's reply was lost
+  if kind ~= 'none' then return 0 end
   if lock == '' then return nil end
   local kind = redis.call('TYPE', lock).ok
   if kind ~= 'none' and kind ~= 'string' then

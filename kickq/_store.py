@@ -53,6 +53,7 @@ ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 # minutes (tcp_orphan_retries); an hour is far past that, and costs one short string key per
 # job whose create was lost.
 FENCE_SECONDS = 3600
+WRITE_AT_ONCE = 65536  # bytes `Store.write` sends from a caller's thread at most
 FENCED = -1  # create.lua's result for a job whose id is fenced
 # what a lost reply looks like in a cluster pipeline's results
 _LOST = (redis.ConnectionError, redis.TimeoutError)
@@ -109,6 +110,29 @@ def checked(results: Sequence[Any]) -> list[Any]:
         if isinstance(result, Exception):
             raise result
     return list(results)
+
+
+@attrs.define(eq=False)
+class Written:
+    """Script calls written on a pooled connection whose replies are still to be read."""
+
+    calls: Sequence[ScriptCall]
+    commands: list[tuple[Any, ...]]
+    connection: Any
+    pool: Any
+    error: BaseException | None = None  # the write failed: all or part of it may have gone out
+    released: bool = False
+
+    def abandon(self) -> None:
+        """Give the connection back unread (its replies can never be matched): closed."""
+        if not self.released:
+            self.connection.disconnect()
+            self.release()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.pool.release(self.connection)
 
 
 @attrs.frozen
@@ -207,7 +231,39 @@ class Store:
         """
         if not calls:
             return []
-        results = self._send(calls)
+        return self._reloaded(calls, self._send(calls))
+
+    def write(self, calls: Sequence[ScriptCall]) -> Written | None:
+        """Write script calls now, on an idle connection of a single server's pool, for
+        `finish` to read their replies, maybe on another thread; None when no connection is
+        idle and connected (connecting could block the caller) or on a Redis Cluster. An error
+        of the write is kept for `finish`: some of it may have gone out."""
+        if self.cluster:
+            return None
+        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
+        idle = getattr(pool, "_available_connections", None)
+        if not idle or getattr(idle[-1], "_sock", None) is None:
+            return None
+        try:
+            conn = pool.get_connection()
+        except Exception:  # it had gone bad: nothing was sent, the usual path will tell
+            return None
+        written = Written(calls, [_command(call, False) for call in calls], conn, pool)
+        packed = conn.pack_commands(written.commands)
+        if sum(len(part) for part in packed) > WRITE_AT_ONCE:
+            written.release()  # the kernel may not take it all at once: the caller would wait
+            return None
+        try:
+            conn.send_packed_command(packed, check_health=False)
+        except BaseException as exc:
+            written.error = exc
+        return written
+
+    def finish(self, written: Written) -> list[Any]:
+        """The results of calls `write` sent, as `run_batch` gives them (it raises alike)."""
+        return self._reloaded(written.calls, self._read(written))
+
+    def _reloaded(self, calls: Sequence[ScriptCall], results: list[Any]) -> list[Any]:
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
             # EVAL loads the script on the node that lacked it, and on no other: SCRIPT LOAD
@@ -222,38 +278,45 @@ class Store:
         return results
 
     def _send(self, calls: Sequence[ScriptCall], with_text: bool = False) -> list[Any]:
-        commands = [_command(call, with_text) for call in calls]
         if self.cluster:
-            return self._send_to_cluster(commands)
-        return self._send_to_server(commands)
-
-    def _send_to_server(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Write the commands on one pooled connection, read one reply each: redis-py's
-        pipeline would send them all again after a timeout or a dropped connection (its Retry),
-        and costs more Python per call."""
-        pool = self.client.connection_pool  # type: ignore[union-attr]
+            return self._send_to_cluster([_command(call, with_text) for call in calls])
+        # Written on one pooled connection, one reply read each: redis-py's pipeline would
+        # send them all again after a timeout or a dropped connection (its Retry), and costs
+        # more Python per call.
+        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
         conn = pool.get_connection()  # connects and checks it: a failure here sent nothing
+        written = Written(calls, [_command(call, with_text) for call in calls], conn, pool)
         try:
-            results: list[Any] = []
-            try:
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                for _ in commands:
-                    try:
-                        results.append(conn.read_response())
-                    except redis.ResponseError as exc:  # an error reply: that call's result
-                        results.append(exc)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                conn.disconnect()  # replies may still come: never read them as the next ones'
-                raise Unanswered(
-                    f"Redis did not answer {len(commands) - len(results)} of {len(commands)} "
-                    f"script calls sent ({type(exc).__name__}: {exc}); they may have been applied"
-                ) from exc
-            except BaseException:
-                conn.disconnect()
-                raise
-            return results
+            conn.send_packed_command(conn.pack_commands(written.commands), check_health=False)
+        except BaseException as exc:
+            written.error = exc
+        return self._read(written)
+
+    @staticmethod
+    def _read(written: Written) -> list[Any]:
+        """One reply per call written; the connection goes back to its pool either way."""
+        conn, commands = written.connection, written.commands
+        results: list[Any] = []
+        try:
+            if written.error is not None:
+                raise written.error
+            for _ in commands:
+                try:
+                    results.append(conn.read_response())
+                except redis.ResponseError as exc:  # an error reply: that call's result
+                    results.append(exc)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            conn.disconnect()  # replies may still come: never read them as the next ones'
+            raise Unanswered(
+                f"Redis did not answer {len(commands) - len(results)} of {len(commands)} "
+                f"script calls sent ({type(exc).__name__}: {exc}); they may have been applied"
+            ) from exc
+        except BaseException:
+            conn.disconnect()
+            raise
         finally:
-            pool.release(conn)
+            written.release()
+        return results
 
     def _send_to_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """redis-py's cluster pipeline, told not to follow redirections: it would re-send the

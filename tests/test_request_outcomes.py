@@ -302,3 +302,71 @@ def test_a_create_refused_by_redis_stores_nothing_and_is_not_settled(
     assert isinstance(job, kickq.Job)
     assert records(client, "bad") == {} and not fences(client)
     assert kickq._runtime.get().settler.pending() == 0
+
+
+# -- a lone create, written from the caller's thread ------------------------------------------
+
+
+def test_a_lone_create_is_written_from_the_callers_thread(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequential creates on an idle dispatcher are written by the thread that calls create():
+    the dispatcher only reads the reply. Each is saved once, as usual."""
+    kickq.config(redis_url=server.url)
+    kickq.create("warm").result(10)  # a connection of the pool is now idle and connected
+    store = kickq._runtime.get().store
+    writes: list[tuple[str, bool]] = []
+    write = store.write
+
+    def recorded(calls: Any) -> Any:
+        written = write(calls)
+        writes.append((threading.current_thread().name, written is not None))
+        return written
+
+    monkeypatch.setattr(store, "write", recorded)
+    jobs = [kickq.create("lone", i).result(10) for i in range(20)]
+    assert sum(1 for thread, wrote in writes if wrote and thread == "MainThread") > 10, writes
+    stored = records(server.client(), "lone")
+    assert stored == {job.id: str(i) for i, job in enumerate(jobs)}
+
+
+def test_creates_issued_together_still_leave_together(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creates queued while the dispatcher is busy go out in batches, not one by one."""
+    kickq.config(redis_url=server.url)
+    kickq.create("warm").result(10)
+    store = kickq._runtime.get().store
+    sizes: list[int] = []
+    run_batch = store.run_batch
+
+    def recorded(calls: Any) -> Any:
+        sizes.append(len(calls))
+        return run_batch(calls)
+
+    monkeypatch.setattr(store, "run_batch", recorded)
+    futures = [kickq.create("together", i) for i in range(200)]
+    jobs = [future.result(10) for future in futures]
+    assert max(sizes) > 1, sizes
+    assert len(records(server.client(), "together")) == len(jobs) == 200
+
+
+def test_reset_while_a_lone_create_waits_for_its_reply_cancels_it(server: RedisServer) -> None:
+    """reset() with a lone create written and Redis not answering (writes paused) returns at
+    once and cancels the create's future."""
+    kickq.config(redis_url=server.url)
+    client = server.client()
+    kickq.create("warm").result(10)
+    client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+    try:
+        future = kickq.create("paused", 1)
+        wait_until(lambda: paused_clients(client) > 0, timeout=5, what="the create to be held")
+        kickq.reset()
+        assert future.cancelled()
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")
+
+
+def paused_clients(client: redis.Redis) -> int:
+    """Clients whose command CLIENT PAUSE holds back (blocked, flag b)."""
+    return sum(1 for entry in client.client_list() if "b" in entry["flags"])

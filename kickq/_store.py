@@ -249,7 +249,11 @@ class Store:
         except Exception:  # it had gone bad: nothing was sent, the usual path will tell
             return None
         written = Written(calls, [_command(call, False) for call in calls], conn, pool)
-        packed = conn.pack_commands(written.commands)
+        try:
+            packed = conn.pack_commands(written.commands)
+        except Exception:  # an argument redis-py refuses: the usual path fails the call
+            written.release()
+            return None
         if sum(len(part) for part in packed) > WRITE_AT_ONCE:
             written.release()  # the kernel may not take it all at once: the caller would wait
             return None

@@ -76,7 +76,7 @@ def stall(server: RedisServer, seconds: float) -> threading.Thread:
     sleeper.start()
 
     def asleep() -> bool:
-        probe = redis.Redis(port=server.port, socket_timeout=0.05, retry=None)
+        probe = redis.Redis(port=server.port, socket_timeout=0.2, retry=None)
         try:
             probe.ping()
         except (redis.TimeoutError, redis.ConnectionError):  # a timeout, while connecting too
@@ -102,6 +102,14 @@ def logged(client: redis.Redis) -> list[str]:
         command.decode() if isinstance(command, bytes) else str(command)
         for command in (entry["command"] for entry in client.slowlog_get(10000))
     ]
+
+
+def settles(client: redis.Redis) -> int:
+    """How many times settle.lua was sent since the slow log was reset (EVAL the first time)."""
+    sha = kickq._runtime.get().store._settle.sha
+    return sum(
+        1 for command in logged(client) if command.startswith(("EVAL -- settle:", f"EVALSHA {sha}"))
+    )
 
 
 def watch_sends(client: redis.Redis) -> None:
@@ -205,6 +213,7 @@ def test_a_lost_reply_is_settled_as_saved_and_the_call_was_sent_once(
     sleeper.join(10)
     assert all(isinstance(job, kickq.Job) for job in jobs), jobs
     assert create_sends(client) == 1
+    assert settles(client) >= 1  # the reply was lost, the create settled
     stored = records(client, "stalled")
     assert set(stored) == {job.id for job in jobs}
     assert not fences(client)
@@ -370,3 +379,15 @@ def test_reset_while_a_lone_create_waits_for_its_reply_cancels_it(server: RedisS
 def paused_clients(client: redis.Redis) -> int:
     """Clients whose command CLIENT PAUSE holds back (blocked, flag b)."""
     return sum(1 for entry in client.client_list() if "b" in entry["flags"])
+
+
+def test_the_read_timeout_is_kickqs_unless_the_user_sets_one(server: RedisServer) -> None:
+    """kickq reads with a 30 s timeout (redis-py's own is 5 s); redis_options still win."""
+    kickq.config(redis_url=server.url)
+    pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
+    assert pool.connection_kwargs["socket_timeout"] == 30
+    assert pool.connection_kwargs["socket_keepalive"] is True
+    kickq.reset()
+    kickq.config(redis_url=server.url, redis_options={"socket_timeout": 2.5})
+    pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
+    assert pool.connection_kwargs["socket_timeout"] == 2.5

@@ -241,12 +241,9 @@ class Store:
         if self.cluster:
             return None
         pool: Any = self.client.connection_pool  # type: ignore[union-attr]
-        idle = getattr(pool, "_available_connections", None)
-        if not idle or getattr(idle[-1], "_sock", None) is None:
-            return None
-        try:
-            conn = pool.get_connection()
-        except Exception:  # it had gone bad: nothing was sent, the usual path will tell
+        take = getattr(pool, "idle_connection", None)  # kickq's pool (_connection.Pool)
+        conn = None if take is None else take()
+        if conn is None:
             return None
         written = Written(calls, [_command(call, False) for call in calls], conn, pool)
         try:

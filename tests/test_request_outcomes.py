@@ -391,3 +391,27 @@ def test_the_read_timeout_is_kickqs_unless_the_user_sets_one(server: RedisServer
     kickq.config(redis_url=server.url, redis_options={"socket_timeout": 2.5})
     pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
     assert pool.connection_kwargs["socket_timeout"] == 2.5
+
+
+def test_a_lone_create_never_connects_on_the_callers_thread(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart of Redis the pool's idle connections are closed: a create then goes
+    the usual way, the dispatcher connecting, not the caller's thread."""
+    kickq.config(redis_url=server.url)
+    kickq.create("warm").result(10)
+    pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
+    connects: list[str] = []
+    connect = pool.connection_class.connect
+
+    def recorded(self: Any) -> None:
+        if self in pool._in_use_connections:  # kickq's, not a test client's
+            connects.append(threading.current_thread().name)
+        connect(self)
+
+    monkeypatch.setattr(pool.connection_class, "connect", recorded)
+    server.restart()
+    job = kickq.create("after", 1).result(10)
+    assert "MainThread" not in connects, connects
+    assert "kickq-dispatcher" in connects
+    assert records(server.client(), "after") == {job.id: "1"}

@@ -104,7 +104,10 @@ class Dispatcher:
                 if lone:
                     self._unfinished += 1
             if lone:
-                written = self._store.write([calls[0].call])
+                try:
+                    written = self._store.write([calls[0].call])
+                except Exception:  # the usual path meets the same error and reports it
+                    written = None
                 self._put(calls[0] if written is None else Sent(calls[0], written), True)
                 return
         for call in calls:

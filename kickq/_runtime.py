@@ -219,8 +219,9 @@ class _Saving:
     deadline: datetime.datetime | None
 
     def saved(self, result: Any) -> None:
-        # A result of 0 means a record with this (random, unique) id exists already: a settle
-        # (see _settle.py) found it saved. FENCED comes only to a call whose reply was lost.
+        # 1: saved. 0 (a record with this random id exists already) would mean saved too, but
+        # no call is sent twice (see _settle.py for a lost reply). FENCED comes only to a call
+        # whose reply was lost, settled already: read, it would be "nothing was stored".
         if result == FENCED:
             result = RedisUnavailable(f"the create of job {self.change.job.id} was fenced")
         if self.future.cancelled():  # by its caller, or by kickq.reset() while the save was out

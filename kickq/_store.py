@@ -50,8 +50,8 @@ ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 # How long a fence (scripts/settle.lua) keeps a lost create from saving its job. The lost call
 # is either in Redis already, applied before the settle, or bytes still travelling on a
 # connection kickq closed: the kernel gives up retransmitting an orphaned socket's data within
-# minutes (tcp_orphan_retries); an hour is far past that, and costs one short string key per
-# job whose create was lost.
+# minutes (tcp_orphan_retries); an hour is far past that, and costs one entry of a sorted set
+# per job whose create was lost.
 FENCE_SECONDS = 3600
 WRITE_AT_ONCE = 65536  # bytes `Store.write` sends from a caller's thread at most
 FENCED = -1  # create.lua's result for a job whose id is fenced
@@ -405,6 +405,7 @@ class Store:
             keys.index("delayed", first.name),
             keys.names,
             keys.next_due,
+            keys.fenced,
         ]
         return self._create, call_keys, args
 
@@ -413,7 +414,9 @@ class Store:
         1 for a job saved, 0 for one not saved, now fenced so that the lost call can never
         save it later (see scripts/settle.lua)."""
         keys = self.keys_of(job_ids[0])
-        return self._settle, [keys.job(job_id) for job_id in job_ids], [FENCE_SECONDS]
+        call_keys = [keys.fenced, *(keys.job(job_id) for job_id in job_ids)]
+        args = [clock.to_ms(clock.now()), FENCE_SECONDS * 1000, *job_ids]
+        return self._settle, call_keys, args
 
     def parse_created(self, reply: Any) -> StoredJob | Damaged | Exception | None:
         """What a create call returned for one job: None when it was saved (or was there

@@ -54,17 +54,14 @@ def records(client: redis.Redis, name: str) -> dict[str, str]:
     """The stored jobs of `name`: id -> data."""
     found = {}
     for key in client.scan_iter(f"{NS}:job:*", count=1000):
-        if client.type(key) == "hash" and client.hget(key, "name") == name:
+        if client.hget(key, "name") == name:
             found[key.rsplit(":", 1)[1]] = client.hget(key, "data")
     return found
 
 
 def fences(client: redis.Redis) -> set[str]:
-    return {
-        key.rsplit(":", 1)[1]
-        for key in client.scan_iter(f"{NS}:job:*", count=1000)
-        if client.type(key) == "string"
-    }
+    """The ids fenced: their lost create can never save them."""
+    return set(client.zrange(f"{NS}:fenced", 0, -1))
 
 
 def stall(server: RedisServer, seconds: float) -> threading.Thread:
@@ -165,6 +162,8 @@ def test_create_many_with_redis_killed_mid_batch_settles_every_future_exactly(
     # each failed create whose call was sent is fenced: it cannot be saved later
     assert len(fences(client)) <= len(failed)
     assert not fences(client) & set(stored)
+    every_job = set(client.scan_iter(f"{NS}:job:*", count=1000))
+    assert every_job == {f"{NS}:job:{job_id}" for job_id in [*stored, *records(client, "warm")]}
     queued = client.zrange(f"{NS}:queue:{{many}}", 0, -1)
     assert set(queued) == set(resolved)
 
@@ -258,7 +257,10 @@ def test_a_fenced_create_never_saves_its_job(server: RedisServer) -> None:
     client = server.client()
     assert records(client, "late") == {}
     assert client.zcard(f"{NS}:queue:{{late}}") == 0
-    assert 0 < client.ttl(f"{NS}:job:{change.job.id}") <= 3600
+    assert fences(client) == {change.job.id}
+    assert 0 < client.ttl(f"{NS}:fenced") <= 3600  # the set goes once its fences have ended
+    other = lifecycle.create(store.new_id("late"), "late", 2, {}, clock.now(), None)
+    assert store.run(store.create_call([other], ["2"])) == [1]  # only fenced ids are refused
 
 
 def test_reset_while_a_settle_waits_cancels_the_create(server: RedisServer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,9 +28,47 @@ Client = redis.Redis | redis.RedisCluster
 # Bytes that are not UTF-8 (a hand-edited record) decode to lone surrogates instead of raising
 # in the middle of a reply; job.from_record then reports the record as damaged.
 FORCED = {"decode_responses": True, "protocol": 2, "encoding_errors": "surrogateescape"}
-DEFAULTS = {"socket_connect_timeout": 5, "health_check_interval": 0}
+# socket_timeout: how long a reply may take before kickq gives up on it. redis-py 8 reads with
+# 5 s and then re-sends the command; a Redis that stalls a few seconds (a fork for a snapshot on
+# a big dataset, a slow script, DEBUG SLEEP, a network path that drops packets for a while)
+# would then see calls it may already have applied sent again. 30 s makes such a stall a slow
+# reply, while a server that is truly gone is still noticed within a process_timeout (60 s by
+# default) and, on TCP, by keepalive; script calls are never re-sent (see Store.run_batch), so
+# the timeout only decides when kickq stops waiting. A user's redis_options still win.
+DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_interval": 0}
 TCP_DEFAULTS = {"socket_keepalive": True}  # unix-socket connections refuse this argument
 SERVER_OPTIONS = frozenset({"redis_url", "redis_host", "redis_port", "redis_password"})
+
+
+class _WouldConnect(Exception):
+    """The connection is not ready to send now: handing it out would mean connecting."""
+
+
+_quick = threading.local()
+
+
+class Pool(redis.ConnectionPool):
+    """redis-py's pool, which can also hand out a connection only when it is ready at once."""
+
+    def idle_connection(self) -> redis.connection.AbstractConnection | None:
+        """An idle connection, connected and with nothing left to read, or None: never
+        connects (a caller's thread writes a lone create on it, and must not wait)."""
+        if not self._available_connections:
+            return None
+        _quick.active = True
+        try:
+            return self.get_connection()
+        except Exception:  # it had gone bad, or is not connected: left in the pool as it was
+            return None
+        finally:
+            _quick.active = False
+
+    def ensure_connection(self, connection: Any) -> None:
+        if getattr(_quick, "active", False):
+            if connection._sock is None or connection.can_read():
+                raise _WouldConnect  # get_connection puts it back
+            return
+        super().ensure_connection(connection)
 
 
 class EmbeddedConnection(redis.UnixDomainSocketConnection):
@@ -76,19 +115,27 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
     options = {"retry": _quick_retry(), **options}
     if url:
         tcp = not str(url).startswith("unix:")
-        return redis.Redis.from_url(url, **({**TCP_DEFAULTS, **options} if tcp else options))
+        client = redis.Redis.from_url(url, **({**TCP_DEFAULTS, **options} if tcp else options))
+        return _with_idle_connections(client)
     if explicit & SERVER_OPTIONS:
-        return redis.Redis(
+        client = redis.Redis(
             host=settings["redis_host"],
             port=settings["redis_port"],
             password=settings["redis_password"],
             **{**TCP_DEFAULTS, **options},
         )
-    pool = redis.ConnectionPool(
-        connection_class=EmbeddedConnection, path=str(embedded.socket_path()), **options
-    )
+        return _with_idle_connections(client)
+    pool = Pool(connection_class=EmbeddedConnection, path=str(embedded.socket_path()), **options)
     client = redis.Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # else close() leaves the pool's sockets open
+    return client
+
+
+def _with_idle_connections(client: redis.Redis) -> redis.Redis:
+    """The client, its pool made a `Pool`: redis-py builds the pool from the options (the
+    connection class for ssl and the rest), which kickq keeps; Pool adds a method, no state."""
+    if type(client.connection_pool) is redis.ConnectionPool:
+        client.connection_pool.__class__ = Pool
     return client
 
 

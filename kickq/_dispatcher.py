@@ -4,6 +4,9 @@ Requests that arrive close together go out together: script calls queued while o
 on the wire leave in the next, as one pipeline (creates issued in a loop cost one round trip
 per batch, not per job).
 
+Each script call is sent once: a batch whose replies were lost fails its calls with
+RedisUnavailable, but for those that settle it themselves (`Call.unanswered`: the creates).
+
 Stopping cancels every request that has not started: its future is cancelled, and nothing of it
 reaches Redis. Only the request in flight is waited for, briefly; past that it is cancelled too
 (whether Redis applied it is then unknown), so that stopping never waits on a Redis that does
@@ -23,8 +26,8 @@ from typing import Any
 import attrs
 
 from ._errors import RedisUnavailable
-from ._outage import translate
-from ._store import ScriptCall, Store
+from ._outage import Unanswered, translate
+from ._store import ScriptCall, Store, Written
 
 log = logging.getLogger("kickq")
 MAX_BATCH = 1000
@@ -38,11 +41,14 @@ def _nothing() -> None:
 @attrs.frozen
 class Call:
     """A script call; `done` gets its result, or the exception it raised. `cancel` is called
-    instead when the dispatcher stops before the result is in."""
+    instead when the dispatcher stops before the result is in. `unanswered`, when given, is
+    called instead of `done` with the `Unanswered` error of a call sent whose reply was lost
+    (Redis may have applied it): the caller settles it; without it, `done` gets the error."""
 
     call: ScriptCall
     done: Callable[[Any], None]
     cancel: Callable[[], object] = _nothing
+    unanswered: Callable[[BaseException], None] | None = None
 
 
 @attrs.frozen
@@ -53,7 +59,20 @@ class Task:
     cancel: Callable[[], object] = _nothing
 
 
-Request = Call | Task
+@attrs.frozen
+class Sent:
+    """A script call the caller's thread wrote already: the dispatcher reads its reply."""
+
+    call: Call
+    written: Written
+
+    def cancel(self) -> None:
+        """Never read: the connection is closed, the call cancelled."""
+        self.written.abandon()
+        self.call.cancel()
+
+
+Request = Call | Task | Sent
 
 
 class Dispatcher:
@@ -66,6 +85,7 @@ class Dispatcher:
         # requests the thread has taken off the queue but not started, and those on the wire
         self._backlog: collections.deque[Request] = collections.deque()
         self._in_flight: list[Request] = []
+        self._unfinished = 0  # requests queued and not yet served: 0 when idle
         self._thread = threading.Thread(target=self._run, name="kickq-dispatcher", daemon=True)
 
     def call(
@@ -75,7 +95,21 @@ class Dispatcher:
 
     def call_many(self, calls: list[Call]) -> None:
         """Queue many script calls; those queued together leave together, MAX_BATCH at most
-        to a pipeline."""
+        to a pipeline. A lone call while the dispatcher is idle is written at once, from the
+        caller's thread, when a pooled connection is idle and connected (so the write does
+        not block): the dispatcher only reads its reply, and no thread wakes to send it."""
+        if len(calls) == 1:
+            with self._lock:
+                lone = not self._stopping and not self._unfinished
+                if lone:
+                    self._unfinished += 1
+            if lone:
+                try:
+                    written = self._store.write([calls[0].call])
+                except Exception:  # the usual path meets the same error and reports it
+                    written = None
+                self._put(calls[0] if written is None else Sent(calls[0], written), True)
+                return
         for call in calls:
             self._put(call)
 
@@ -106,9 +140,13 @@ class Dispatcher:
         self._thread.join(timeout)
         with self._lock:
             abandoned, self._in_flight = self._in_flight, []
-        _cancel(abandoned)
+        # a written call in flight: its connection is the thread's to close, being read
+        _cancel([r.call if isinstance(r, Sent) else r for r in abandoned])
 
-    def _put(self, request: Request) -> None:
+    def _put(self, request: Request, counted: bool = False) -> None:
+        if not counted:
+            with self._lock:
+                self._unfinished += 1
         self._queue.put(request)
         if self._stopping:  # stop() may have emptied the queue before this request came
             _cancel(self._drain())
@@ -158,38 +196,47 @@ class Dispatcher:
             backlog = self._backlog
             if self._stopping or not backlog:
                 return False
-            if isinstance(backlog[0], Task):
+            if not isinstance(backlog[0], Call):
                 self._in_flight = [backlog.popleft()]
             else:
-                calls: list[Request] = []
+                run: list[Request] = []
                 while backlog and isinstance(backlog[0], Call):
-                    calls.append(backlog.popleft())
-                self._in_flight = calls
+                    run.append(backlog.popleft())
+                self._in_flight = run
             unit = self._in_flight
         first = unit[0]
+        calls: list[Call] = []
+        results: list[Any] = []
         if isinstance(first, Task):
             _guarded(first.run)
+        elif isinstance(first, Sent):
+            calls = [first.call]
+            results = self._fetch(calls, functools.partial(self._store.finish, first.written))
         else:
-            self._send([call for call in unit if isinstance(call, Call)])
-        with self._lock:
+            calls = [call for call in unit if isinstance(call, Call)]
+            batch = [call.call for call in calls]
+            results = self._fetch(calls, functools.partial(self._store.run_batch, batch))
+        with self._lock:  # idle again before the callbacks: a caller they wake finds it so
+            self._unfinished -= len(unit)
             if self._in_flight is unit:
                 self._in_flight = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, Unanswered) and call.unanswered is not None:
+                _guarded(functools.partial(call.unanswered, result))
+                continue
+            if isinstance(result, BaseException):
+                result = translate(result, self._where)
+            _guarded(functools.partial(call.done, result))
         return True
 
-    def _send(self, calls: list[Call]) -> None:
-        if not calls:
-            return
+    def _fetch(self, calls: list[Call], send: Callable[[], list[Any]]) -> list[Any]:
+        """The results of the calls: values, or the errors raised."""
         try:
-            results: list[Any] = self._store.run_batch([c.call for c in calls])
+            return send()
         except Exception as exc:  # fail the futures, never the thread
             if not isinstance(translate(exc, self._where), RedisUnavailable):
                 log.exception("kickq: a batch of Redis calls failed")
-            results = [exc] * len(calls)
-        results = [
-            translate(r, self._where) if isinstance(r, BaseException) else r for r in results
-        ]
-        for call, result in zip(calls, results, strict=True):
-            _guarded(functools.partial(call.done, result))
+            return [exc] * len(calls)
 
 
 def _guarded(run: Callable[[], object]) -> None:

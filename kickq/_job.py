@@ -251,6 +251,22 @@ def _run_from_dict(value: Any) -> Run:
     )
 
 
+def _option_texts(job: Job, before: Job | None, known: Mapping[str, str]) -> dict[str, str]:
+    """The texts of the job's options not at their default; those `before` had too (the same
+    objects) taken from its record `known`."""
+    texts = {}
+    for name in OPTION_FIELDS:
+        value = getattr(job, name)
+        if before is not None and value is getattr(before, name):
+            if name in known:
+                texts[name] = known[name]
+            continue
+        text = encode(value)
+        if text != DEFAULT_TEXTS[name]:
+            texts[name] = text
+    return texts
+
+
 def _set_values(
     job: Job, before: Job | None = None, known: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -294,15 +310,7 @@ def to_record(
         if moment is not None:
             record[name] = str(clock.to_us(moment))
     before, texts = like if like is not None else (None, {})
-    for name in OPTION_FIELDS:
-        value = getattr(job, name)
-        if before is not None and value is getattr(before, name):
-            if name in texts:
-                record[name] = texts[name]
-            continue
-        text = encode(value)
-        if text != DEFAULT_TEXTS[name]:
-            record[name] = text
+    record.update(_option_texts(job, before, texts))
     record.update(_set_values(job, before, texts))
     kept = {id(run) for run in before.runs} if before is not None else set()
     for run in job.runs:

@@ -21,6 +21,9 @@
 <ns>:workers           hash   live workers: worker id -> its info as JSON, with last_seen
 <ns>:next_due          string the last deadline published on <ns>:timers (ms): see
                               scripts/announce.lua
+<ns>:fenced            zset   ids of jobs whose create's reply was lost and that were not
+                              saved, scored by when the fence ends (ms): create.lua saves
+                              none of them (see scripts/settle.lua); expires when unused
 <ns>:schedules         hash   repeatable jobs: schedule key -> the schedule as JSON
 <ns>:schedule_times    zset   schedule keys, scored by their next tick (ms)
 <ns>:limits:{<name>}   hash   the limits of one name, obeyed by every claim: rate_count and
@@ -168,6 +171,10 @@ class Keys:
     @property
     def next_due(self) -> str:
         return f"{self._prefix}next_due"
+
+    @property
+    def fenced(self) -> str:
+        return f"{self._prefix}fenced"
 
     @property
     def timers(self) -> str:

@@ -12,7 +12,7 @@ import datetime
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -23,7 +23,7 @@ from . import _lifecycle as lifecycle
 from ._cancel_router import CancelRouter
 from ._config import purge_timeout, settings
 from ._dispatcher import Call, Dispatcher
-from ._errors import DamagedRecord
+from ._errors import DamagedRecord, RedisUnavailable
 from ._future import KickqFuture, LoopThread, reject, resolve
 from ._handlers import Handler
 from ._heartbeats import Heartbeats
@@ -33,7 +33,8 @@ from ._outage import translate
 from ._pool import ThreadPool
 from ._retries import interval_for
 from ._schedule_store import ScheduleStore
-from ._store import Damaged, Store
+from ._settle import Settler
+from ._store import FENCED, Damaged, Store
 from ._sweeper import Sweeper
 from ._ticker import Ticker
 from ._waits import Waiter, Waits
@@ -57,6 +58,7 @@ class Runtime:
         self.loop = LoopThread()
         self.pool = ThreadPool("kickq-run")
         self.dispatcher = Dispatcher(self.store, self.where)
+        self.settler = Settler(self.store, self.where, self.dispatcher.task)
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
         self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
@@ -116,7 +118,7 @@ class Runtime:
             batch = _Batch(self, savings[start : start + CREATE_BATCH])
             data_jsons = [data_json for _, data_json, _ in items[start : start + CREATE_BATCH]]
             call = self.store.create_call([saving.change for saving in batch.savings], data_jsons)
-            calls.append(Call(call, batch.saved, batch.cancelled))
+            calls.append(Call(call, batch.saved, batch.cancelled, batch.unanswered))
         self.dispatcher.call_many(calls)
         return [saving.future for saving in savings]
 
@@ -200,6 +202,7 @@ class Runtime:
         if workers:
             with contextlib.suppress(Exception):  # else they leave workers() within 30 s
                 self.heartbeats.forget()
+        self.settler.stop()
         self.dispatcher.stop()
         self.listener.stop()
         self.pool.stop()
@@ -218,8 +221,11 @@ class _Saving:
     deadline: datetime.datetime | None
 
     def saved(self, result: Any) -> None:
-        # A result of 0 means a record with this (random, unique) id exists already: redis-py
-        # re-sent the batch after a dropped connection and the first send had saved it.
+        # 1: saved. 0 (a record with this random id exists already) would mean saved too, but
+        # no call is sent twice (see _settle.py for a lost reply). FENCED comes only to a call
+        # whose reply was lost, settled already: read, it would be "nothing was stored".
+        if result == FENCED:
+            result = RedisUnavailable(f"the create of job {self.change.job.id} was fenced")
         if self.future.cancelled():  # by its caller, or by kickq.reset() while the save was out
             self._drop_wait()
         elif isinstance(result, BaseException):
@@ -282,6 +288,18 @@ class _Batch:
     def cancelled(self) -> None:
         for saving in self.savings:
             saving.cancelled()
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [saving.change.job.id for saving in self.savings]
+
+    def unanswered(self, error: BaseException) -> None:
+        """The call went out but its reply was lost: the settler finds out what it saved."""
+        self.engine.settler.add(self)
+
+    def settled(self, results: Sequence[BaseException | int]) -> None:
+        for saving, result in zip(self.savings, results, strict=True):
+            saving.saved(result)
 
 
 _lock = threading.Lock()

@@ -5,9 +5,11 @@ calls about one job go to its partition's slot, and the sweeper's reads and purg
 every partition, in one pipeline.
 
 Scripts are registered with redis-py (`register_script`), which owns their SHA. Batches of calls
-go out in one pipeline as plain EVALSHA: redis-py's own pipeline path asks SCRIPT EXISTS before
+go out in one round trip as plain EVALSHA: redis-py's own pipeline path asks SCRIPT EXISTS before
 every execute, a second round trip on the hottest path, so a batch instead re-sends only the
 calls that came back NOSCRIPT, as EVAL with the script's text, which caches it on that node.
+No script call is ever sent twice otherwise (see `run_batch`): a call whose reply was lost may
+have been applied, and only its caller can tell (a create by its job's id, `settle_call`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -43,13 +45,23 @@ from ._job import (
 )
 from ._keys import PARTITIONS, RUN_TIMES, SEEN_STATES, Keys, partition_of_id, partition_of_name
 from ._layout import changes, gather, lay_out
-from ._outage import NODE_DOWN, is_outage
+from ._outage import NODE_DOWN, Unanswered, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 # how long a claim given up (see scripts/reclaim.lua) is remembered: a lost claim that reaches
 # Redis later than this (after a stall of over a minute) may start runs nobody runs, which then
 # ghost at their deadline
 CLAIM_GIVEN_UP_MS = 60_000
+# How long a fence (scripts/settle.lua) keeps a lost create from saving its job. The lost call
+# is either in Redis already, applied before the settle, or bytes still travelling on a
+# connection kickq closed: the kernel gives up retransmitting an orphaned socket's data within
+# minutes (tcp_orphan_retries); an hour is far past that, and costs one entry of a sorted set
+# per job whose create was lost.
+FENCE_SECONDS = 3600
+WRITE_AT_ONCE = 65536  # bytes `Store.write` sends from a caller's thread at most
+FENCED = -1  # create.lua's result for a job whose id is fenced
+# what a lost reply looks like in a cluster pipeline's results
+_LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
 def load_script(name: str, announces: bool = False) -> str:
@@ -76,6 +88,28 @@ def _as_dict(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _command(call: ScriptCall, with_text: bool) -> tuple[Any, ...]:
+    script, keys, args = call
+    if with_text:
+        return ("EVAL", script.script, len(keys), *keys, *args)
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
+def _redirected(result: Any) -> bool:
+    """A cluster node's answer that the call belongs elsewhere: it was not applied."""
+    if isinstance(result, redis.exceptions.MovedError | redis.exceptions.AskError):
+        return True
+    return isinstance(result, redis.ResponseError) and str(result).startswith(("MOVED ", "ASK "))
+
+
+def _unanswered(exc: BaseException) -> Unanswered:
+    if isinstance(exc, Unanswered):
+        return exc
+    lost = Unanswered(f"a Redis Cluster node did not answer a call sent to it: {exc}")
+    lost.__cause__ = exc
+    return lost
+
+
 def checked(results: Sequence[Any]) -> list[Any]:
     """The replies of a pipeline, or the first error among them raised."""
     for result in results:
@@ -93,6 +127,29 @@ def _zset_of(keys: Keys, state: State, queue: str) -> str:
     if state in (State.SUCCESS, State.FAIL):
         return keys.finished
     return keys.scheduled
+
+
+@attrs.define(eq=False)
+class Written:
+    """Script calls written on a pooled connection whose replies are still to be read."""
+
+    calls: Sequence[ScriptCall]
+    commands: list[tuple[Any, ...]]
+    connection: Any
+    pool: Any
+    error: BaseException | None = None  # the write failed: all or part of it may have gone out
+    released: bool = False
+
+    def abandon(self) -> None:
+        """Give the connection back unread (its replies can never be matched): closed."""
+        if not self.released:
+            self.connection.disconnect()
+            self.release()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.pool.release(self.connection)
 
 
 @attrs.frozen
@@ -155,6 +212,7 @@ class Store:
         self._pending = client.register_script(load_script("pending"))
         self._limit = client.register_script(load_script("limit"))
         self._stats = client.register_script(load_script("stats"))
+        self._settle = client.register_script(load_script("settle"))
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -183,10 +241,49 @@ class Store:
     # -- running scripts -------------------------------------------------------------
 
     def run_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Run script calls in one round trip; each result is a value or the exception raised."""
+        """Run script calls in one round trip; each result is a value or the exception raised.
+
+        Each call is sent at most once. Raises `Unanswered` when the connection failed or timed
+        out after the send began (Redis may have applied any of the calls), any other
+        connection error only when nothing was sent. On a Redis Cluster the calls of one node
+        whose reply was lost come back as `Unanswered` results instead, the others' as usual.
+        """
         if not calls:
             return []
-        results = self._send(calls)
+        return self._reloaded(calls, self._send(calls))
+
+    def write(self, calls: Sequence[ScriptCall]) -> Written | None:
+        """Write script calls now, on an idle connection of a single server's pool, for
+        `finish` to read their replies, maybe on another thread; None when no connection is
+        idle and connected (connecting could block the caller) or on a Redis Cluster. An error
+        of the write is kept for `finish`: some of it may have gone out."""
+        if self.cluster:
+            return None
+        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
+        take = getattr(pool, "idle_connection", None)  # kickq's pool (_connection.Pool)
+        conn = None if take is None else take()
+        if conn is None:
+            return None
+        written = Written(calls, [_command(call, False) for call in calls], conn, pool)
+        try:
+            packed = conn.pack_commands(written.commands)
+        except Exception:  # an argument redis-py refuses: the usual path fails the call
+            written.release()
+            return None
+        if sum(len(part) for part in packed) > WRITE_AT_ONCE:
+            written.release()  # the kernel may not take it all at once: the caller would wait
+            return None
+        try:
+            conn.send_packed_command(packed, check_health=False)
+        except BaseException as exc:
+            written.error = exc
+        return written
+
+    def finish(self, written: Written) -> list[Any]:
+        """The results of calls `write` sent, as `run_batch` gives them (it raises alike)."""
+        return self._reloaded(written.calls, self._read(written))
+
+    def _reloaded(self, calls: Sequence[ScriptCall], results: list[Any]) -> list[Any]:
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
             # EVAL loads the script on the node that lacked it, and on no other: SCRIPT LOAD
@@ -200,23 +297,86 @@ class Store:
                 results[i] = result
         return results
 
-    def _send(self, calls: Iterable[ScriptCall], with_text: bool = False) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args in calls:
+    def _send(self, calls: Sequence[ScriptCall], with_text: bool = False) -> list[Any]:
+        if self.cluster:
+            return self._send_to_cluster([_command(call, with_text) for call in calls])
+        # Written on one pooled connection, one reply read each: redis-py's pipeline would
+        # send them all again after a timeout or a dropped connection (its Retry), and costs
+        # more Python per call.
+        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
+        conn = pool.get_connection()  # connects and checks it: a failure here sent nothing
+        written = Written(calls, [_command(call, with_text) for call in calls], conn, pool)
+        try:
+            conn.send_packed_command(conn.pack_commands(written.commands), check_health=False)
+        except BaseException as exc:
+            written.error = exc
+        return self._read(written)
+
+    @staticmethod
+    def _read(written: Written) -> list[Any]:
+        """One reply per call written; the connection goes back to its pool either way."""
+        conn, commands = written.connection, written.commands
+        results: list[Any] = []
+        try:
+            if written.error is not None:
+                raise written.error
+            for _ in commands:
+                try:
+                    results.append(conn.read_response())
+                except redis.ResponseError as exc:  # an error reply: that call's result
+                    results.append(exc)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            conn.disconnect()  # replies may still come: never read them as the next ones'
+            raise Unanswered(
+                f"Redis did not answer {len(commands) - len(results)} of {len(commands)} "
+                f"script calls sent ({type(exc).__name__}: {exc}); they may have been applied"
+            ) from exc
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            written.release()
+        return results
+
+    def _send_to_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """redis-py's cluster pipeline, told not to follow redirections: it would re-send the
+        calls of a node whose connection failed, one by one. It still retries the whole batch
+        when it cannot get a node's connection, before anything is written. A node's calls
+        whose replies were lost come back as Unanswered; calls redirected (MOVED, ASK: not
+        applied) are sent once more after the slot table is read again."""
+        results = self._cluster_round(commands)
+        redirected = [i for i, r in enumerate(results) if _redirected(r)]
+        if redirected:
+            self._relearn_layout()
+            again = self._cluster_round([commands[i] for i in redirected])
+            for i, result in zip(redirected, again, strict=True):
+                results[i] = result
+        if any(isinstance(result, NODE_DOWN) for result in results):
+            self._relearn_layout()
+        return [_unanswered(result) if isinstance(result, _LOST) else result for result in results]
+
+    def _cluster_round(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe: Any = self.client.pipeline(transaction=False)
+        for command in commands:
             # a plain command: a cluster pipeline refuses pipe.evalsha, but routes this one by
             # the slot of its keys
-            if with_text:
-                pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
-            else:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            pipe.execute_command(*command)
+        strategy = getattr(pipe, "_execution_strategy", None)
         try:
-            results = list(pipe.execute(raise_on_error=False))
+            if strategy is None or not hasattr(strategy, "_command_queue"):
+                return list(pipe.execute(raise_on_error=False))  # an older redis-py
+            queued = strategy._command_queue
+            try:
+                return list(
+                    strategy.send_cluster_commands(
+                        queued, raise_on_error=False, allow_redirections=False
+                    )
+                )
+            finally:
+                strategy.reset()
         except NODE_DOWN:
             self._relearn_layout()
             raise
-        if self.cluster and any(isinstance(result, NODE_DOWN) for result in results):
-            self._relearn_layout()
-        return results
 
     def _relearn_layout(self) -> None:
         """On a cluster, a node that does not answer may have been failed over: read the slot
@@ -264,8 +424,18 @@ class Store:
             keys.index("delayed", first.name),
             keys.names,
             keys.next_due,
+            keys.fenced,
         ]
         return self._create, call_keys, args
+
+    def settle_call(self, job_ids: Sequence[str]) -> ScriptCall:
+        """The call settling creates whose reply was lost, jobs of one name (one partition):
+        1 for a job saved, 0 for one not saved, now fenced so that the lost call can never
+        save it later (see scripts/settle.lua)."""
+        keys = self.keys_of(job_ids[0])
+        call_keys = [keys.fenced, *(keys.job(job_id) for job_id in job_ids)]
+        args = [clock.to_ms(clock.now()), FENCE_SECONDS * 1000, *job_ids]
+        return self._settle, call_keys, args
 
     def parse_created(self, reply: Any) -> StoredJob | Damaged | Exception | None:
         """What a create call returned for one job: None when it was saved (or was there

@@ -87,15 +87,21 @@ def crash_traffic(
     waits: list[tuple[float, concurrent.futures.Future[kickq.Job]]],
 ) -> None:
     """Create "crash" jobs until `stop` is set, every 7th a hotjob, recording each create's
-    future in `creates` and, for every 5th job, a wait on it (with its deadline) in `waits`."""
+    future in `creates` and, for every 5th job, a wait on it (with its deadline) in `waits`.
+    The waits start once their create is saved, without holding the traffic up: a create
+    whose reply a kill lost stays pending until Redis is back and settles it."""
+
+    def wait_on(future: concurrent.futures.Future[kickq.Job]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            job = future.result()
+            waits.append((time.monotonic() + 30, kickq.wait(job.id, timeout=30)))
+
     i = 0
     while not stop.is_set():
         future = kickq.create("crash", i, hotjob=i % 7 == 0, hotjob_timeout=30)
         creates.append((i, future))
         if i % 5 == 0:  # also wait on it by id, from this process
-            saved = outcome(future, 15)
-            if isinstance(saved, kickq.Job):
-                waits.append((time.monotonic() + 30, kickq.wait(saved.id, timeout=30)))
+            future.add_done_callback(wait_on)
         i += 1
         pace(0.004)
 

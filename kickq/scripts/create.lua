@@ -5,6 +5,7 @@
 -- KEYS[1]  scheduled zset      KEYS[2]  queue zset of the jobs' name
 -- KEYS[3]  the index of the jobs' name's delayed jobs (see transition.lua)
 -- KEYS[4]  the set of job names    KEYS[5]  the last deadline announced (see announce.lua)
+-- KEYS[6]  the fenced zset: ids this call must not save (see settle.lua)
 -- ARGV[1]  placement: "queue" | "scheduled"
 -- ARGV[2]  for "queue": the priority (0-9; the score as in transition.lua); for "scheduled":
 --          the due time in ms
@@ -19,9 +20,10 @@
 -- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
 -- then 4 arguments per job: id (hex digits), data (JSON), unique_key (JSON), the unique key's
 -- lock ("" when the job is not unique: a string key holding the id of the job that holds it)
--- Returns one result per job: 1 when saved; 0 when a record with its id exists already (a
--- batch re-sent after a dropped connection); { holder id, its record (HGETALL) } when a job
--- that is not complete holds the unique key: then nothing of that job is written. The index
+-- Returns one result per job: 1 when saved; 0 when a record with its id exists already;
+-- -1 when its id is fenced (settle.lua found it missing after this call's reply was lost: the
+-- caller was told nothing was stored); { holder id, its record (HGETALL) } when a job that is
+-- not complete holds the unique key. Unless 1, nothing of that job is written. The index
 -- written to is checked before the first write, and each job's keys before its own.
 local queued = ARGV[1] == 'queue'
 local written = queued and { KEYS[2] } or { KEYS[1], KEYS[3] }
@@ -35,6 +37,11 @@ local names_kind = redis.call('TYPE', KEYS[4]).ok
 if names_kind ~= 'none' and names_kind ~= 'set' then
   return redis.error_reply('kickq: ' .. KEYS[4] .. ' is a ' .. names_kind .. ', not a set')
 end
+local fenced_kind = redis.call('TYPE', KEYS[6]).ok
+if fenced_kind ~= 'none' and fenced_kind ~= 'zset' then
+  return redis.error_reply('kickq: ' .. KEYS[6] .. ' is a ' .. fenced_kind .. ', not a zset')
+end
+local fences = fenced_kind == 'zset'  -- creates whose reply was lost are rare: mostly none
 
 local n = tonumber(ARGV[7])
 local shared = cjson.decode(ARGV[8 + n])
@@ -72,6 +79,7 @@ end
 
 -- nil when the job may be saved, else what to return for it
 local function refused(key, lock, id)
+  if fences and redis.call('ZSCORE', KEYS[6], id) then return -1 end
   if redis.call('EXISTS', key) == 1 then return 0 end
   if lock == '' then return nil end
   local kind = redis.call('TYPE', lock).ok

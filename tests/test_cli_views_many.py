@@ -42,6 +42,8 @@ def shown(stats: dict[str, _stats.NameStats], capsys: pytest.CaptureFixture[str]
 def test_many_names_read_as_the_rich_tables(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped, whatever the runner's terminal
+    monkeypatch.delenv("LINES", raising=False)
     stats = many_stats(300)
     monkeypatch.setattr(views, "ALIGNED_ROWS", 1_000)
     tables = shown(stats, capsys)

@@ -16,7 +16,7 @@ from . import _middleware as middleware
 from . import _runtime as runtime
 from ._config import settings
 from ._errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
-from ._future import KickqFuture, failed, reject, resolve
+from ._future import KickqFuture, failed, follow, on_event_loop, reject, resolve
 from ._job import Job, from_event
 from ._json import dumps
 from ._keys import EVENTS, is_job_id
@@ -110,9 +110,21 @@ def create(
     name: str, data: Any = None, opts: Mapping[str, Any] | None = None, **options: Any
 ) -> KickqFuture[Job]:
     """Create a job; the future resolves to the saved Job or fails with the reason."""
+    if on_event_loop():
+        return _off_the_loop(name, data, opts, options)
+    return _create(name, data, opts, options)
+
+
+def _create(
+    name: str,
+    data: Any,
+    opts: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+    data_json: str | None = None,
+) -> KickqFuture[Job]:
     try:
         effective = _create_options(name, opts, options)
-        data_json = dumps(data, "job data")
+        data_json = dumps(data, "job data") if data_json is None else data_json
         unique_key = _unique_key(effective, data)
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)
@@ -120,6 +132,27 @@ def create(
         return runtime.get().create(name, data, effective, data_json, unique_key)
     except Exception as exc:  # create() never raises: whatever went wrong fails the future
         return failed(exc)
+
+
+def _off_the_loop(
+    name: str, data: Any, opts: Mapping[str, Any] | None, options: Mapping[str, Any]
+) -> KickqFuture[Job]:
+    """create() called on an asyncio event loop's thread: only the data is encoded here (what
+    it holds now is what is saved); checking the options, building the job and its record run
+    on the dispatcher thread, so that a burst of creates does not hold the loop up."""
+    try:
+        data_json = dumps(data, "job data")
+        engine = runtime.get()
+    except Exception as exc:  # create() never raises
+        return failed(exc)
+    future: KickqFuture[Job] = KickqFuture()
+    copied = dict(opts) if isinstance(opts, Mapping) else opts
+
+    def run() -> None:
+        follow(_create(name, data, copied, options, data_json), future)
+
+    engine.dispatcher.task(run, future.cancel)
+    return future
 
 
 def create_many(
@@ -132,15 +165,53 @@ def create_many(
         values = _items(items)
     except TypeError as exc:  # no items to give a future each: one future says why
         return [failed(exc)]
+    encoded = [_encoded(data) for data in values]
+    if not on_event_loop():
+        return _create_many(name, encoded, opts, options)
+    # on an event loop's thread, as create() does: the rest on the dispatcher thread
+    futures: list[KickqFuture[Job]] = [KickqFuture() for _ in encoded]
+    copied = dict(opts) if isinstance(opts, Mapping) else opts
+
+    def run() -> None:
+        for made, future in zip(_create_many(name, encoded, copied, options), futures, strict=True):
+            follow(made, future)
+
+    def cancel() -> None:
+        for future in futures:
+            future.cancel()
+
+    try:
+        runtime.get().dispatcher.task(run, cancel)
+    except Exception as exc:  # create_many() never raises
+        return [failed(exc) for _ in encoded]
+    return futures
+
+
+def _encoded(data: Any) -> tuple[Any, str] | Exception:
+    try:
+        return data, dumps(data, "job data")
+    except (SerializationError, TypeError, ValueError) as exc:
+        return exc
+
+
+def _create_many(
+    name: str,
+    encoded: list[tuple[Any, str] | Exception],
+    opts: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+) -> list[KickqFuture[Job]]:
     try:
         effective = _create_options(name, opts, options)
     except (ConfigError, TypeError, ValueError) as exc:
-        return [failed(exc) for _ in values]
+        return [failed(exc) for _ in encoded]
     futures: list[KickqFuture[Job] | None] = []
     ready: list[tuple[Any, str, str | None]] = []
-    for data in values:
+    for item in encoded:
         try:
-            ready.append((data, dumps(data, "job data"), _unique_key(effective, data)))
+            if isinstance(item, Exception):
+                raise item
+            data, data_json = item
+            ready.append((data, data_json, _unique_key(effective, data)))
             futures.append(None)
         except (SerializationError, TypeError, ValueError) as exc:
             futures.append(failed(exc))

@@ -24,6 +24,26 @@ class KickqFuture(concurrent.futures.Future[T]):
         return (yield from asyncio.wrap_future(self).__await__())
 
 
+def on_event_loop() -> bool:
+    """Whether the calling thread is running an asyncio event loop (which kickq must not hold
+    up: work it would do there goes to its own threads instead)."""
+    return asyncio._get_running_loop() is not None
+
+
+def follow(source: concurrent.futures.Future[T], target: concurrent.futures.Future[T]) -> None:
+    """Settle `target` as `source` settles (a cancelled source cancels it)."""
+
+    def settled(done: concurrent.futures.Future[T]) -> None:
+        if done.cancelled():
+            target.cancel()
+        elif (error := done.exception()) is not None:
+            reject(target, error)
+        else:
+            resolve(target, done.result())
+
+    source.add_done_callback(settled)
+
+
 def failed(error: BaseException) -> KickqFuture[Any]:
     future: KickqFuture[Any] = KickqFuture()
     future.set_exception(error)

@@ -311,6 +311,13 @@ def test_kickq_worker_serves_the_metrics(
         jobs.append(kickq.create("m-bad", retry=False).result(5))
         kickq.create("m-none").result(5)
         wait_until(lambda: all(kickq.get(job.id).result(5).complete for job in jobs), 20)
+        # a run is counted once its worker has read Redis's answer, a moment after the record
+        # says complete
+        wait_until(
+            lambda: value(scrape(port), "kickq_jobs_total", name="m-bad", outcome="fail") == 1,
+            10,
+            what="the failed run counted",
+        )
         samples = scrape(port)
         assert value(samples, "kickq_jobs_total", name="m-ok", outcome="success") == 3
         assert value(samples, "kickq_jobs_total", name="m-bad", outcome="fail") == 1

@@ -176,7 +176,7 @@ local function start(q, id, key, flat, record, timeout, limit)
   local deadline = now + math.floor(timeout * 1000)
   redis.call('ZADD', KEYS[1], deadline, id)
   if not earliest or deadline < earliest then earliest = deadline end
-  redis.call('ZADD', KEYS[q + 1], ARGV[7], id)
+  redis.pcall('ZADD', KEYS[q + 1], ARGV[7], id)
   if limit.count then
     redis.call('ZADD', KEYS[q + 3], ARGV[7], id .. ':' .. runs)
     redis.call('PEXPIRE', KEYS[q + 3], math.ceil(limit.window) + 1000)
@@ -228,7 +228,9 @@ for q = FIRST, #KEYS, 4 do
     else
       local limit
       limit, err = limits_of(q)
-      err = err or check(KEYS[q + 1], 'zset')
+      -- the processing index is a listing, written with pcall, unless a concurrency limit
+      -- counts it
+      err = err or (limit and limit.most and check(KEYS[q + 1], 'zset')) or nil
       if err then return redis.error_reply(err) end
       ready[#ready + 1] = { q, name, limit }
     end

@@ -24,18 +24,19 @@
 -- -1 when its id is fenced (settle.lua found it missing after this call's reply was lost: the
 -- caller was told nothing was stored); { holder id, its record (HGETALL) } when a job that is
 -- not complete holds the unique key. Unless 1, nothing of that job is written. The index
--- written to is checked before the first write, and each job's keys before its own.
+-- written to is checked before the first write (a queue by the ZCARD read anyway), and each
+-- job's keys before its own. The set of names is only a listing: a damaged one is left as it
+-- is rather than fail a create.
 local queued = ARGV[1] == 'queue'
-local written = queued and { KEYS[2] } or { KEYS[1], KEYS[3] }
-for _, target in ipairs(written) do
-  local kind = redis.call('TYPE', target).ok
-  if kind ~= 'none' and kind ~= 'zset' then
-    return redis.error_reply('kickq: ' .. target .. ' is a ' .. kind .. ', not a zset')
-  end
+local function not_a_zset(target)
+  return redis.error_reply('kickq: ' .. target .. ' is a ' .. redis.call('TYPE', target).ok
+    .. ', not a zset')
 end
-local names_kind = redis.call('TYPE', KEYS[4]).ok
-if names_kind ~= 'none' and names_kind ~= 'set' then
-  return redis.error_reply('kickq: ' .. KEYS[4] .. ' is a ' .. names_kind .. ', not a set')
+local queued_before = queued and redis.pcall('ZCARD', KEYS[2])
+if queued and type(queued_before) ~= 'number' then return not_a_zset(KEYS[2]) end
+for _, target in ipairs(queued and {} or { KEYS[1], KEYS[3] }) do
+  local kind = redis.call('TYPE', target).ok
+  if kind ~= 'none' and kind ~= 'zset' then return not_a_zset(target) end
 end
 local fenced_kind = redis.call('TYPE', KEYS[6]).ok
 if fenced_kind ~= 'none' and fenced_kind ~= 'zset' then
@@ -97,7 +98,7 @@ local function refused(key, lock, id)
   return nil
 end
 
-local was_empty = queued and redis.call('ZCARD', KEYS[2]) == 0
+local was_empty = queued and queued_before == 0
 local score = queued and next_score(KEYS[2], ARGV[2]) or tonumber(ARGV[2])
 local results, saved = {}, 0
 for j = first_job, #ARGV, 4 do
@@ -111,11 +112,10 @@ for j = first_job, #ARGV, 4 do
       redis.call('SET', lock, id)
       redis.call('HSET', key, 'unique_lock', lock)
     end
-    local fields = { 'version', 1 }
+    local fields = { 'version', 1, unpack(shared) }
     lay_out(fields, 'data', data)
     if unique_key ~= 'null' then lay_out(fields, 'unique_key', unique_key) end
     redis.call('HSET', key, unpack(fields))
-    redis.call('HSET', key, unpack(shared))
     if queued then
       redis.call('ZADD', KEYS[2], score, id)
       score = score + 1  -- the jobs of one call share a priority: first in, first out
@@ -133,7 +133,7 @@ for j = first_job, #ARGV, 4 do
 end
 if saved > 0 then
   for i = 1, #shared, 2 do
-    if shared[i] == 'name' then redis.call('SADD', KEYS[4], shared[i + 1]) end
+    if shared[i] == 'name' then redis.pcall('SADD', KEYS[4], shared[i + 1]) end
   end
 end
 if saved > 0 and not queued then

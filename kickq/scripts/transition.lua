@@ -73,11 +73,10 @@ local function wrong(key, kind, expected)
   return redis.error_reply('kickq: ' .. key .. ' is a ' .. kind .. ', not a ' .. expected)
 end
 
--- the keys this change writes, each checked once; read-only keys are checked by their read
-local checked = {}
+-- the sorted sets that say where the job is, checked before the first write; read-only keys
+-- are checked by their read. The name's indexes and its process times are listings, written
+-- with pcall: a damaged one is reported by its reader, never fails the job's change.
 local function check(key, expected)
-  if checked[key] then return end
-  checked[key] = true
   local kind = redis.call('TYPE', key).ok
   if kind ~= 'none' and kind ~= expected then return wrong(key, kind, expected) end
 end
@@ -90,8 +89,7 @@ local function read(expected, ...)
   return reply
 end
 
-local err = check(KEYS[2], 'zset') or check(KEYS[3], 'zset') or check(KEYS[5], 'zset')
-  or check(KEYS[6], 'zset') or (run_ended and check(KEYS[8], 'list')) or nil
+local err = check(KEYS[2], 'zset') or (KEYS[3] ~= KEYS[2] and check(KEYS[3], 'zset')) or nil
 if err then return err end
 local held = nil  -- this minute's completion counts, "<epoch minute>:<succeeded>:<failed>"
 if completes then
@@ -137,17 +135,18 @@ if #removed > 0 then
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 if KEYS[5] ~= KEYS[2] then
-  redis.call('ZREM', KEYS[5], ARGV[2])
+  redis.pcall('ZREM', KEYS[5], ARGV[2])
 end
 if placement ~= 'queue' then
-  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[2])
+  redis.pcall('ZADD', KEYS[6], ARGV[7], ARGV[2])
 end
 if completes then
   count_completion(ARGV[8])
 end
 if run_ended then
   local kept = tonumber(ARGV[10])
-  if redis.call('LPUSH', KEYS[8], ARGV[9]) > kept then
+  local length = redis.pcall('LPUSH', KEYS[8], ARGV[9])
+  if type(length) == 'number' and length > kept then
     redis.call('LTRIM', KEYS[8], 0, kept - 1)
   end
 end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import pathlib
 import shutil
@@ -378,3 +379,13 @@ class ChildWorkers:
             child.wait(10)
             if child.stdout is not None:
                 child.stdout.close()
+
+
+def outcome(future: concurrent.futures.Future[Any], timeout: float = 30) -> Any:
+    """The future's result or exception, failing the test if it is not done within `timeout`."""
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise AssertionError(f"future still pending after {timeout}s") from None
+    except Exception as exc:
+        return exc

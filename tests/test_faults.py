@@ -22,7 +22,7 @@ import redis
 import kickq
 import kickq._runtime
 from kickq._job import Job, to_record
-from support import RedisServer, free_port, wait_until
+from support import RedisServer, free_port, outcome, wait_until
 
 pytestmark = pytest.mark.both_parsers
 
@@ -38,16 +38,6 @@ def pace(seconds: float) -> None:
 
 def job_keys(client: redis.Redis) -> list[str]:
     return sorted(client.scan_iter(f"{NS}:job:*", count=1000))
-
-
-def outcome(future: concurrent.futures.Future[Any], timeout: float) -> Any:
-    """The future's result or exception, failing the test if it is not done within `timeout`."""
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        raise AssertionError(f"future still pending after {timeout}s") from None
-    except Exception as exc:
-        return exc
 
 
 def assert_waited(future: concurrent.futures.Future[Any], timeout: float) -> None:

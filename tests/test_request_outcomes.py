@@ -5,7 +5,6 @@ stall shorter than the read timeout is a slow reply.
 
 from __future__ import annotations
 
-import concurrent.futures
 import pathlib
 import threading
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import kickq._runtime
 from kickq import _clock as clock
 from kickq import _lifecycle as lifecycle
 from kickq._outage import Unanswered
-from support import RedisServer, wait_until
+from support import RedisServer, outcome, wait_until
 
 pytestmark = pytest.mark.both_parsers
 
@@ -39,15 +38,6 @@ def server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
     finally:
         kickq.reset()
         started.stop()
-
-
-def outcome(future: concurrent.futures.Future[Any], timeout: float = 30) -> Any:
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        raise AssertionError(f"future still pending after {timeout}s") from None
-    except Exception as exc:
-        return exc
 
 
 def records(client: redis.Redis, name: str) -> dict[str, str]:

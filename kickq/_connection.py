@@ -47,14 +47,28 @@ class _WouldConnect(Exception):
 _quick = threading.local()
 
 
+# an older redis-py (5.x) connects (or reconnects) inside get_connection, with no ensure_connection
+# to stop it: its next connection is looked at first
+_CONNECTS_IN_GET = not hasattr(redis.ConnectionPool, "ensure_connection")
+
+
+def _ready(connection: Any) -> bool:
+    try:
+        return connection._sock is not None and not connection.can_read()
+    except Exception:  # closed by the server: get_connection would reconnect it
+        return False
+
+
 class Pool(redis.ConnectionPool):
     """redis-py's pool, which can also hand out a connection only when it is ready at once."""
 
     def idle_connection(self) -> redis.connection.AbstractConnection | None:
         """An idle connection, connected and with nothing left to read, or None: never
         connects (a caller's thread writes a lone create on it, and must not wait)."""
-        if not self._available_connections:
-            return None
+        with self._lock:
+            idle = self._available_connections
+            if not idle or (_CONNECTS_IN_GET and not _ready(idle[-1])):
+                return None
         _quick.active = True
         try:
             return self.get_connection()

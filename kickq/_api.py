@@ -17,8 +17,8 @@ from . import _runtime as runtime
 from ._config import settings
 from ._errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
 from ._future import KickqFuture, failed, follow, on_event_loop, reject, resolve
-from ._job import Job, from_event
-from ._json import dumps
+from ._job import Job, encode, from_event
+from ._json import check_size, dumps
 from ._keys import EVENTS, is_job_id
 from ._outage import translate
 from ._store import Damaged
@@ -125,6 +125,7 @@ def _create(
     try:
         effective = _create_options(name, opts, options)
         data_json = dumps(data, "job data") if data_json is None else data_json
+        check_size(data_json, "job data", config.max_value_bytes())
         unique_key = _unique_key(effective, data)
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)
@@ -189,7 +190,7 @@ def create_many(
 
 def _encoded(data: Any) -> tuple[Any, str] | Exception:
     try:
-        return data, dumps(data, "job data")
+        return data, check_size(dumps(data, "job data"), "job data", config.max_value_bytes())
     except (SerializationError, TypeError, ValueError) as exc:
         return exc
 
@@ -239,6 +240,10 @@ def _create_options(name: str, opts: Any, options: Mapping[str, Any]) -> dict[st
         )
     if per_call.get("at") is not None and per_call.get("delay") is not None:
         raise ConfigError("create() takes at or delay, not both")
+    if per_call.get("meta"):  # checked before anything is stored, as the data is
+        check_size(dumps(per_call["meta"], "meta"), "meta", config.max_value_bytes())
+    if per_call.get("unique_key") is not None:
+        check_size(encode(per_call["unique_key"]), "unique_key", config.max_value_bytes())
     effective = settings.cascade(name, per_call)
     if callable(effective["retry_interval"]):
         effective["retry_interval"] = None  # decided by the config of the worker's process

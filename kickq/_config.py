@@ -79,6 +79,23 @@ def _port(name: str, value: Any) -> int:
     return port
 
 
+MAX_VALUE_CEILING = 1024 * 1024
+"""The largest `max_value_bytes`, and its default (1 MiB). A script moves a value through Lua at
+about 1 ms a MiB each time (taken in, stored, published), and the end of a run publishes the
+job's data, meta and result together: at 1 MiB that end holds Redis some 7-16 ms, at 2 MiB
+some 25-40 ms (bench/big_values.py), too near the 50 ms a server should never be held."""
+
+
+def _value_bytes(name: str, value: Any) -> int:
+    size = _count(name, value)
+    if not 1024 <= size <= MAX_VALUE_CEILING:
+        raise ConfigError(
+            f"{name} must be a whole number of bytes from 1024 to {MAX_VALUE_CEILING}, "
+            f"got {value!r}"
+        )
+    return size
+
+
 def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, not {value!r}")
@@ -200,6 +217,7 @@ OPTIONS: dict[str, Option] = {
     "redis_options": Option(None, _redis_options),
     "redis_namespace": Option("kickq", _namespace),
     "purge_timeout": Option(86400.0, check_duration),
+    "max_value_bytes": Option(MAX_VALUE_CEILING, _value_bytes),
     "process_timeout": Option(10.0, check_duration, per_job=True),
     "delay": Option(None, _optional_duration, per_job=True),
     "ghost_retry": Option(True, _bool, per_job=True),
@@ -329,6 +347,12 @@ settings = Settings()
 def purge_timeout() -> float:
     """Seconds a finished job's record is kept: this process's setting when it finishes one."""
     return float(settings.get("purge_timeout"))
+
+
+def max_value_bytes() -> int:
+    """The longest JSON text of a job's data, meta, unique key or result that this process
+    stores: its setting when it creates the job, or ends the run."""
+    return int(settings.get("max_value_bytes"))
 
 
 if hasattr(os, "register_at_fork"):

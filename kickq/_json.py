@@ -52,3 +52,14 @@ def dumps(value: Any, what: str) -> str:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def check_size(text: str, what: str, most: int) -> str:
+    """`text`, the JSON of a value (ASCII: a character is a byte), or SerializationError when it
+    is longer than `most` bytes (the `max_value_bytes` option)."""
+    if len(text) > most:
+        raise SerializationError(
+            f"{what} is {len(text)} bytes of JSON, over max_value_bytes ({most}): store it "
+            "elsewhere and pass a reference"
+        )
+    return text

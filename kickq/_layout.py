@@ -6,6 +6,12 @@ hash into a hashtable several times the size. So a value longer than `PIECE` byt
 result, a run, an error) is written as pieces, each a listpack entry: `data`, `data~1`,
 `data~2`... `gather` joins them again. The fields the Lua scripts read are short and never cut.
 scripts/create.lua cuts a new job's data the same way, so that both write the same fields.
+
+A value longer than `WHOLE_ABOVE` bytes is written whole, as one field, and the hash is then a
+hashtable: measured (bench/big_values.py), past 4 kB one field costs less memory than its
+pieces even while they would keep the hash a listpack, and far less once their count passes
+`hash-max-listpack-entries` (128 in the redis.conf Redis ships), when each piece becomes an
+entry of a hashtable; the scripts also move one argument rather than one per piece.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from collections.abc import Mapping
 
 PIECE = 64
 """The longest value written as one field: Redis's default hash-max-listpack-value."""
+WHOLE_ABOVE = 32 * PIECE
+"""The longest value cut into pieces (2 kB): a longer one is written whole (see above)."""
 MARK = "~"
 """Between a field's name and the number of one of its pieces after the first."""
 _WHOLE = frozenset({"name", "state", "version", "process_timeout", "unique_lock"})
@@ -24,7 +32,7 @@ def lay_out(record: Mapping[str, str]) -> dict[str, str]:
     """The hash fields holding `record`: a long value cut into pieces."""
     fields: dict[str, str] = {}
     for name, value in record.items():
-        if name in _WHOLE or _fits(value):
+        if name in _WHOLE or _fits(value) or _too_long_to_cut(value):
             fields[name] = value
         else:
             for number, piece in enumerate(_pieces(value)):
@@ -36,6 +44,12 @@ def _fits(value: str) -> bool:
     if len(value) <= PIECE // 4:  # even four bytes a character
         return True
     return len(value) <= PIECE if value.isascii() else len(value.encode("utf-8")) <= PIECE
+
+
+def _too_long_to_cut(value: str) -> bool:
+    if len(value) > WHOLE_ABOVE:  # at least a byte a character
+        return True
+    return not value.isascii() and len(value.encode("utf-8")) > WHOLE_ABOVE
 
 
 def _pieces(value: str) -> list[str]:

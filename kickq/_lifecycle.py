@@ -33,6 +33,17 @@ class Succeeded:
     result: Any
 
 
+MAX_ERROR_CHARS = 16384
+"""The longest error text a run keeps (in its run and in last_error, both stored and in every
+event): a longer one, an exception's message of any size, is cut there and says so."""
+
+
+def cut_error(text: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[:MAX_ERROR_CHARS]}... [{len(text) - MAX_ERROR_CHARS} more characters cut]"
+
+
 @attrs.frozen
 class Failed:
     error: str
@@ -175,7 +186,7 @@ def end_run(
         return Change(done, ("success",))
 
     if isinstance(outcome, Failed):
-        run = Run(current.count, started, process_time, State.FAIL, outcome.error)
+        run = Run(current.count, started, process_time, State.FAIL, cut_error(outcome.error))
         failures = job.count_runs(State.FAIL) + 1
         again = job.retry and failures <= job.retry_count
         next_state, wait = State.RETRY, (_wait(interval_for(job, failures)) if again else 0.0)

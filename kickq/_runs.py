@@ -25,9 +25,10 @@ from . import _clock as clock
 from . import _lifecycle as lifecycle
 from . import _middleware as middleware
 from ._cancel_router import CancelRouter, RunKey, RunToken, inside, run_was_cancelled
+from ._config import max_value_bytes
 from ._errors import SerializationError
 from ._handlers import Handler, describe_error
-from ._json import dumps
+from ._json import check_size, dumps
 from ._pool import ThreadPool
 from ._store import Store, StoredJob
 
@@ -54,7 +55,7 @@ def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
         return lifecycle.Failed(describe_error(error))
     value = future.result()
     try:
-        dumps(value, "the handler's result")
+        check_size(dumps(value, "the handler's result"), "the handler's result", max_value_bytes())
     except SerializationError as exc:
         return lifecycle.Failed(str(exc))
     return lifecycle.Succeeded(value)

@@ -17,7 +17,7 @@ from ._cron import from_ms
 from ._cron import timing as check_timing
 from ._errors import ConfigError, SerializationError
 from ._future import KickqFuture, failed
-from ._json import dumps
+from ._json import check_size, dumps
 from ._runtime import Runtime
 from ._schedules import (
     Schedule,
@@ -65,7 +65,11 @@ def schedule(
             options=check_options(options),
             misfire=check_misfire(misfire),
         )
-        record = to_record(proposed, timing, dumps(data, "job data"))
+        most = config.max_value_bytes()
+        for option in ("meta", "unique_key"):  # what each tick's create() would check
+            if proposed.options.get(option):
+                check_size(dumps(proposed.options[option], option), option, most)
+        record = to_record(proposed, timing, check_size(dumps(data, "job data"), "job data", most))
         first_ms = timing.first(clock.to_ms(clock.now()))
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)

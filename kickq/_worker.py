@@ -29,7 +29,7 @@ from . import _run_ends as run_ends
 from ._cancel_router import CancelRouter, RunKey
 from ._handlers import Handler
 from ._listener import Listener, Subscription
-from ._outage import Retry
+from ._outage import Retry, is_outage
 from ._pool import ThreadPool
 from ._rotation import ClaimRotation
 from ._runs import Runs
@@ -52,10 +52,13 @@ class Claim:
 
 @attrs.frozen
 class Ending:
-    """The decided end of one run, and the script call that applies it."""
+    """The decided end of one run, and the script call that applies it; `claimed` the job as
+    the run's claim left it. `instead` for the failure that replaced an end Redis refused."""
 
     change: lifecycle.Change
     call: ScriptCall
+    claimed: StoredJob
+    instead: bool = False
 
 
 @attrs.define
@@ -229,7 +232,9 @@ class Worker:
 
         A run's end that Redis did not take (down, out of memory) is kept, as decided, and sent
         again by the next turns until Redis takes it: a finished run is never lost, and never
-        costs a second run while its deadline holds."""
+        costs a second run while its deadline holds. One that Redis refused for good (the
+        script's own error: sending it again would get the same answer) is replaced, once, by
+        a failure of the run that says why."""
         if self._recheck.is_set():
             self._recheck.clear()
             try:
@@ -254,7 +259,7 @@ class Worker:
             maybe_applied = _maybe_applied(exc)
             if maybe_applied:  # sent again, they will say whether this send applied them
                 store = self._context.store
-                endings = [Ending(e.change, store.sent_again(e.call)) for e in endings]
+                endings = [attrs.evolve(e, call=store.sent_again(e.call)) for e in endings]
             self._keep_unsent(endings)
             if claim is not None and maybe_applied:
                 self._lost.append(claim)
@@ -304,7 +309,7 @@ class Worker:
             change = lifecycle.end_run(claimed.job, outcome, now, self._context.interval_for)
             if change is not None:
                 call = self._context.store.transition_call(change, claimed, purge)
-                endings.append(Ending(change, call))
+                endings.append(Ending(change, call, claimed))
         return endings, free
 
     def _keep_unsent(self, endings: list[Ending]) -> None:
@@ -317,10 +322,15 @@ class Worker:
         scheduled: list[datetime.datetime] = []
         for ending, result in zip(endings, results[: len(endings)], strict=True):
             job = ending.change.job
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and _refused_for_good(result):
+                instead = self._failure_instead(ending, result)
+                if instead is not None:
+                    unsent.append(instead)
+                    self._nudge.set()  # sent by the next turn, at once
+            elif isinstance(result, Exception):
                 refused.append(result)
                 if _maybe_applied(result):
-                    ending = Ending(ending.change, self._context.store.sent_again(ending.call))
+                    ending = attrs.evolve(ending, call=self._context.store.sent_again(ending.call))
                 unsent.append(ending)
             elif not result:
                 log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
@@ -333,6 +343,38 @@ class Worker:
         if scheduled:
             self._context.on_scheduled(clock.to_ms(min(scheduled)))
         return refused
+
+    def _failure_instead(self, ending: Ending, error: Exception) -> Ending | None:
+        """The end of the run as a failure saying that Redis refused `ending`; None (logged)
+        when `ending` was such a failure already: the run is then left to its deadline."""
+        job = ending.change.job
+        run = job.runs[-1].count if job.runs else 0
+        if ending.instead:
+            log.error(
+                "kickq: Redis refused the failure of run %s of job %s (%s) too; the run is left "
+                "to its deadline",
+                run,
+                job.id,
+                error,
+            )
+            return None
+        why = f"Redis refused the end of this run ({type(error).__name__}: {error})"
+        log.error(
+            "kickq: Redis refused the end of run %s of job %s (%s: %s); the run fails instead",
+            run,
+            job.id,
+            type(error).__name__,
+            error,
+        )
+        claimed = ending.claimed
+        when = job.update_time or clock.now()  # when the run ended: its process time stands
+        change = lifecycle.end_run(
+            claimed.job, lifecycle.Failed(why), when, self._context.interval_for
+        )
+        if change is None:
+            return None
+        call = self._context.store.transition_call(change, claimed, self._context.purge_timeout())
+        return Ending(change, call, claimed, instead=True)
 
     def _start_claimed(self, claim: Claim, reply: Any, free: int) -> bool:
         """Start the runs a claim returned; True if another claim may find more now."""
@@ -364,6 +406,20 @@ class Worker:
         until = clock.after(now, wait)
         if self._rate_until is None or self._rate_until <= now or until < self._rate_until:
             self._rate_until = until
+
+
+def _refused_for_good(error: BaseException) -> bool:
+    """Whether Redis refused a call so that sending it again gets the same answer: an error of
+    the script itself (an argument it cannot take, a key of the wrong type). Not a server that
+    cannot serve for now (see _outage), a slot moving on a cluster, or a refused login."""
+    if not isinstance(error, redis.ResponseError) or is_outage(error):
+        return False
+    if isinstance(error, (redis.exceptions.MovedError, redis.exceptions.AskError)):
+        return False
+    return not str(error).startswith(_NOT_FOR_GOOD)
+
+
+_NOT_FOR_GOOD = ("MOVED ", "ASK ", "NOSCRIPT", "NOAUTH", "NOPERM", "WRONGPASS")
 
 
 def _maybe_applied(error: BaseException) -> bool:

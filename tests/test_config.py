@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "redis_options": None,
     "redis_namespace": "kickq",
     "purge_timeout": 86400.0,
+    "max_value_bytes": 1048576,
     "process_timeout": 10.0,
     "delay": None,
     "ghost_retry": True,
@@ -338,6 +339,12 @@ def test_unknown_option_without_close_match() -> None:
         ("redis_options", "x=1"),
         ("job_flags", ["resize"]),
         ("job_flags", {"resize": "retry"}),
+        ("max_value_bytes", 65536.0),
+        ("max_value_bytes", "1MB"),
+        ("max_value_bytes", True),
+        ("max_value_bytes", 1023),
+        ("max_value_bytes", 1024 * 1024 + 1),
+        ("max_value_bytes", -1),
     ],
 )
 def test_wrong_type_raises_config_error(name: str, value: Any) -> None:
@@ -379,6 +386,11 @@ def test_absurdly_large_duration_raises_config_error(name: str, value: Any) -> N
         kickq.config({name: value})
 
 
+def test_max_value_bytes_takes_whole_bytes_from_1024_to_1_mib() -> None:
+    assert kickq.config(max_value_bytes=1024)["max_value_bytes"] == 1024
+    assert kickq.config(max_value_bytes=1024 * 1024)["max_value_bytes"] == 1024 * 1024
+
+
 def test_large_but_sane_duration_is_accepted() -> None:
     """A duration of a hundred years is still accepted."""
     century = 100 * 365.25 * 86400
@@ -395,7 +407,7 @@ def test_zero_is_a_valid_duration_and_count() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["redis_namespace", "purge_timeout", "redis_url", "redis_port", "job_flags"],
+    ["redis_namespace", "purge_timeout", "redis_url", "redis_port", "job_flags", "max_value_bytes"],
 )
 def test_non_per_job_option_in_job_flags(name: str) -> None:
     """A non per-job option inside job_flags raises ConfigError naming it."""
@@ -405,6 +417,7 @@ def test_non_per_job_option_in_job_flags(name: str) -> None:
         "redis_url": "redis://h",
         "redis_port": 1,
         "job_flags": {},
+        "max_value_bytes": 4096,
     }
     with pytest.raises(kickq.ConfigError, match=name):
         kickq.config(job_flags={"resize": {name: values[name]}})
@@ -424,7 +437,10 @@ def test_bad_value_in_job_flags() -> None:
         kickq.config(job_flags={"resize": {"retry": "yes"}})
 
 
-@pytest.mark.parametrize(("name", "value"), [("redis_namespace", "x"), ("purge_timeout", 5)])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("redis_namespace", "x"), ("purge_timeout", 5), ("max_value_bytes", 4096)],
+)
 def test_non_per_job_option_in_create(name: str, value: Any) -> None:
     """A non per-job option in create() fails its future with ConfigError naming it."""
     future = kickq.create("resize", None, {name: value})

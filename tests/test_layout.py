@@ -11,7 +11,7 @@ import pytest
 
 import kickq
 import kickq._runtime
-from kickq._layout import PIECE, changes, gather, lay_out
+from kickq._layout import PIECE, WHOLE_ABOVE, changes, gather, lay_out
 from support import job_key, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
@@ -91,6 +91,31 @@ def test_lay_out_and_gather_round_trip() -> None:
     assert set(fields) == {"name", "data", "data~1", "data~2", "meta", "meta~1", "meta~2", "state"}
     assert all(len(value.encode()) <= PIECE for value in fields.values())
     assert gather(fields) == record
+
+
+def test_a_value_over_2_kb_is_written_whole() -> None:
+    """Past WHOLE_ABOVE bytes a value is one field; at it, still 64-byte pieces."""
+    record = {"name": "n", "data": "a" * (WHOLE_ABOVE + 1), "result": "é" * (WHOLE_ABOVE // 2)}
+    fields = lay_out(record)
+    assert fields["data"] == record["data"] and "data~1" not in fields
+    assert len([name for name in fields if name.startswith("result")]) == WHOLE_ABOVE // PIECE
+    assert gather(fields) == record
+    # a value that grows past it replaces its pieces with one field
+    assert changes(lay_out({**record, "data": "a" * 100}), record, frozenset()) == {
+        "data": record["data"],
+        "data~1": None,
+    }
+
+
+@pytest.mark.parametrize("size", [WHOLE_ABOVE, WHOLE_ABOVE + 1])
+def test_create_lays_data_out_as_the_transitions_do(r: Any, size: int) -> None:
+    """create.lua cuts (or not) a job's data exactly as Python does, so that no later change
+    of the job writes its data again."""
+    data = "d" * (size - 2)  # its JSON text is `size` bytes
+    job = kickq.create("layout", data).result(5)
+    stored = fields_of(r, job.id)
+    expected = lay_out({"data": json.dumps(data)})
+    assert {name: value for name, value in stored.items() if name.startswith("data")} == expected
 
 
 def test_changes_remove_what_the_new_record_no_longer_has() -> None:

@@ -57,10 +57,11 @@ local function next_score(queue, priority)  -- as in transition.lua
 end
 
 -- adds field and value to `fields`, a value longer than 64 bytes (a listpack entry) as
--- pieces field, field~1, field~2 ... each cut before a UTF-8 continuation byte (kickq/_layout.py)
+-- pieces field, field~1, field~2 ... each cut before a UTF-8 continuation byte; one longer than
+-- 2048 bytes whole (WHOLE_ABOVE in kickq/_layout.py)
 local function lay_out(fields, field, value)
   local size, at, number = #value, 1, 0
-  if size <= 64 then
+  if size <= 64 or size > 2048 then
     fields[#fields + 1] = field
     fields[#fields + 1] = value
     return
@@ -75,6 +76,13 @@ local function lay_out(fields, field, value)
     fields[#fields + 1] = number == 0 and field or (field .. '~' .. number)
     fields[#fields + 1] = string.sub(value, at, stop)
     at, number = stop + 1, number + 1
+  end
+end
+
+-- HSET of a flat field/value list of any length: unpack() takes at most ~8,000 values
+local function hset(key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))
   end
 end
 
@@ -112,10 +120,11 @@ for j = first_job, #ARGV, 4 do
       redis.call('SET', lock, id)
       redis.call('HSET', key, 'unique_lock', lock)
     end
-    local fields = { 'version', 1, unpack(shared) }
+    local fields = { 'version', 1 }
+    for i = 1, #shared do fields[i + 2] = shared[i] end
     lay_out(fields, 'data', data)
     if unique_key ~= 'null' then lay_out(fields, 'unique_key', unique_key) end
-    redis.call('HSET', key, unpack(fields))
+    hset(key, fields)
     if queued then
       redis.call('ZADD', KEYS[2], score, id)
       score = score + 1  -- the jobs of one call share a priority: first in, first out

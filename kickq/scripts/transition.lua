@@ -43,6 +43,19 @@
 -- version is one more, and every field it writes holds what it writes); 0 when the record
 -- changed meanwhile. Every key is checked before the first write, so that an error
 -- leaves nothing changed.
+-- a command on KEYS[1] with every item of `list` as arguments, in calls of at most 1,000
+-- (unpack() takes at most ~8,000 values); the replies of the calls joined
+local function batched(command, list)
+  local replies = {}
+  for i = 1, #list, 1000 do
+    local reply = redis.call(command, KEYS[1], unpack(list, i, math.min(i + 999, #list)))
+    if type(reply) == 'table' then
+      for _, item in ipairs(reply) do replies[#replies + 1] = item end
+    end
+  end
+  return replies
+end
+
 local n = tonumber(ARGV[12])
 local version, lock = unpack(redis.call('HMGET', KEYS[1], 'version', 'unique_lock'))
 local fields = cjson.decode(ARGV[13 + n])
@@ -53,7 +66,7 @@ local function applied()
   local names = {}
   for i = 1, #fields, 2 do names[#names + 1] = fields[i] end
   if #names == 0 then return false end
-  local held = redis.call('HMGET', KEYS[1], unpack(names))
+  local held = batched('HMGET', names)
   for i = 1, #fields, 2 do
     local want = fields[i + 1]
     if want == cjson.null then want = false end
@@ -129,10 +142,8 @@ for i = 1, #fields, 2 do
     set[#set + 1] = fields[i + 1]
   end
 end
-redis.call('HSET', KEYS[1], unpack(set))
-if #removed > 0 then
-  redis.call('HDEL', KEYS[1], unpack(removed))
-end
+batched('HSET', set)
+batched('HDEL', removed)
 redis.call('ZREM', KEYS[2], ARGV[2])
 if KEYS[5] ~= KEYS[2] then
   redis.pcall('ZREM', KEYS[5], ARGV[2])

@@ -320,6 +320,7 @@ def get(job_id: str) -> KickqFuture[Job]:
         if found is None:
             raise not_found(job_id)
         if isinstance(found, Damaged):
+            engine.quarantine(found)
             raise DamagedRecord(job_id, found.error)
         return found.job
 

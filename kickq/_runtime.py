@@ -77,6 +77,7 @@ class Runtime:
             self.heartbeats.beat,
         )
         self.waits.on_deadline = self.sweeper.wake_by
+        self.waits.quarantine = self.quarantine
 
     def start(self) -> Runtime:
         self.dispatcher.start()
@@ -174,15 +175,17 @@ class Runtime:
         )
 
     def quarantine(self, damaged: Damaged) -> None:
-        """Set a record that cannot be decoded aside (unless a script did already), loudly."""
+        """Set a record that cannot be decoded aside (unless a script did already), loudly:
+        one ERROR, from whichever reader moved it. Others that read it before it moved (a
+        wait, a get, another process's timer) find it gone, and say nothing."""
+        if not damaged.moved and not self.store.quarantine(damaged):
+            return
         log.error(
             "kickq: job %s has a damaged record (%s); moved aside to %s",
             damaged.job_id,
             damaged.error,
             self.store.keys_of(damaged.job_id).damaged(damaged.job_id),
         )
-        if not damaged.moved:
-            self.store.quarantine(damaged)
 
     def _reconnected(self) -> None:
         with self._lock:
@@ -250,6 +253,9 @@ class _Saving:
             reject(self.future, holder)
             return
         if isinstance(holder, Damaged):
+            # set aside, it no longer holds the key: the next create with it is stored
+            with contextlib.suppress(Exception):  # else the next reader sets it aside
+                self.engine.quarantine(holder)
             reject(self.future, DamagedRecord(holder.job_id, holder.error))
             return
         assert holder is not None

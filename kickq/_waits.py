@@ -14,6 +14,7 @@ deadlines on the kickq clock, expired by the sweeper's tick.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import heapq
 import itertools
@@ -70,6 +71,8 @@ class Waits:
         self._keys: Keys = store.keys
         self._schedule = schedule
         self.on_deadline = on_deadline  # tells the timer thread of a new deadline
+        # sets aside a damaged record a re-read finds (the runtime's, which logs it once)
+        self.quarantine: Callable[[Damaged], None] = lambda damaged: None
         # one per Waits, and so per engine: a forked child starts an engine, and a token, anew
         self.reply_channel = self._keys.reply(uuid.uuid4().hex)
         self._lock = threading.Lock()
@@ -257,6 +260,10 @@ class Waits:
             else:
                 self._finish(waiter, error=found)
         elif isinstance(found, Damaged):
+            if not found.moved:
+                # the wait fails all the same; if Redis refuses now, the next reader sets it aside
+                with contextlib.suppress(Exception):
+                    self.quarantine(found)
             self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
         elif isinstance(found, StoredJob):
             self._resolve(waiter, found.job)

@@ -37,7 +37,7 @@ from ._settle import Settler
 from ._store import FENCED, Damaged, Store
 from ._sweeper import Sweeper
 from ._ticker import Ticker
-from ._waits import Waiter, Waits
+from ._waits import Closed, Waiter, Waits
 from ._worker import Worker, WorkerContext
 
 log = logging.getLogger("kickq")
@@ -261,7 +261,11 @@ class _Saving:
         assert holder is not None
         job = holder.job
         if self.deadline is not None:
-            waiter = self.engine.waits.wait(job.id, self.deadline)
+            try:
+                waiter = self.engine.waits.wait(job.id, self.deadline)
+            except Closed:  # kickq.reset() came first: it cancels what is pending
+                self.future.cancel()
+                return
             job = attrs.evolve(job, hotjob_future=waiter.future)
         resolve(self.future, job)
 

@@ -22,6 +22,7 @@ from ._json import check_size, dumps
 from ._keys import EVENTS, is_job_id
 from ._outage import translate
 from ._store import Damaged
+from ._waits import Closed
 from ._worker import Worker
 
 SUBSCRIBE_WAIT = 5.0  # seconds on() waits for Redis to confirm its subscription
@@ -325,6 +326,7 @@ def get(job_id: str) -> KickqFuture[Job]:
         if found is None:
             raise not_found(job_id)
         if isinstance(found, Damaged):
+            engine.quarantine(found)
             raise DamagedRecord(job_id, found.error)
         return found.job
 
@@ -351,12 +353,16 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
         return failed(exc)
     if not is_job_id(job_id):
         return _unknown_id(not_found(job_id))
-    try:
-        engine = runtime.get()
-    except Exception as exc:
-        return failed(exc)
     deadline = None if seconds is None else clock.after(clock.now(), seconds)
-    return engine.waits.wait(job_id, deadline).future
+    while True:
+        try:
+            engine = runtime.get()
+        except Exception as exc:
+            return failed(exc)
+        try:
+            return engine.waits.wait(job_id, deadline).future
+        except Closed:  # stopped under this call (kickq.reset() in another thread): the next
+            continue  # engine, already the one get() makes, answers it
 
 
 def process(names: Names, *args: Any, **options: Any) -> Worker:

@@ -18,7 +18,7 @@ from ._api import about, not_found
 from ._config import purge_timeout
 from ._future import KickqFuture
 from ._job import State
-from ._query import current
+from ._query import applied, current
 
 ATTEMPTS = 20  # a job changes a few times at most while a cancel reads it (claim, end, retry)
 
@@ -26,13 +26,14 @@ ATTEMPTS = 20  # a job changes a few times at most while a cancel reads it (clai
 def _cancel(engine: runtime.Runtime, job_id: str) -> bool:
     store = engine.store
     for _ in range(ATTEMPTS):
-        loaded = current(store, job_id)
+        loaded = current(engine, job_id)
         change = lifecycle.cancel(loaded.job, clock.now())
         if change is None:
             return False
         running = loaded.job.state is State.PROCESSING
         also = [store.keys.cancel] if running else []
-        if store.run(store.transition_call(change, loaded, purge_timeout(), also)):
+        reply = store.run(store.transition_call(change, loaded, purge_timeout(), also))
+        if applied(engine, job_id, reply):
             return True
     raise RuntimeError(f"job {job_id} kept changing; it was not cancelled")
 

@@ -12,6 +12,7 @@ import datetime
 import enum
 import functools
 import json
+import re
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -231,9 +232,26 @@ def _optional_text(name: str, value: Any) -> str | None:
 
 
 def _whole(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} is not a whole number: {value!r}")
     return value
+
+
+# A counter the scripts keep as text (version, run_count): decimal digits alone, no sign, no
+# leading zero, at most 15 digits (exact in a Lua number). transition.lua fences a change by
+# comparing the version's text, so only one text may stand for each number; claim.lua checks
+# them alike (see `counter` there).
+_COUNTER = re.compile(r"0|[1-9][0-9]{0,14}")
+
+
+def counter(record: Mapping[str, str], name: str) -> int:
+    """A counter field of a record, which must be there and hold a whole number."""
+    text = record.get(name)
+    if text is None:
+        raise ValueError(f"the record has no {name}")
+    if not _COUNTER.fullmatch(text):
+        raise ValueError(f"{name} is not a whole number: {text!r}")
+    return int(text)
 
 
 def _run_from_dict(value: Any) -> Run:
@@ -374,10 +392,14 @@ def from_record(record: Mapping[str, str], job_id: str) -> Job:
     if "data" not in record:
         raise KeyError("data")
     runs = [_run_from_dict(run) for run in json.loads("[" + ",".join(_runs_of(record)) + "]")]
-    if record["state"] == State.PROCESSING.value:
-        start = _time("run_start", json.loads(record.get("run_start", "null")))
-        runs.append(Run(int(record.get("run_count", 0)), start, None, State.PROCESSING))
     version_of(record)
+    # a new job has none; every claim writes it
+    run_count = counter(record, "run_count") if "run_count" in record else 0
+    if record["state"] == State.PROCESSING.value:
+        if run_count == 0:
+            raise ValueError("the record is processing, but its run_count is not 1 or more")
+        start = _time("run_start", json.loads(record.get("run_start", "null")))
+        runs.append(Run(run_count, start, None, State.PROCESSING))
     values = _json_fields(record)
     if "reply_to" in record:  # raw text, as the scripts that publish on it read it
         values["reply_to"] = record["reply_to"]
@@ -473,8 +495,9 @@ def _us_iso_json(text: str) -> str:
 
 
 def version_of(record: Mapping[str, str]) -> int:
-    """The record's version: bumped by every transition, compared by the next one."""
-    return int(record.get("version", 0))
+    """The record's version: bumped by every transition, compared by the next one. Every
+    record has one (create.lua writes 1): a record without one is damaged."""
+    return counter(record, "version")
 
 
 def from_event(text: str | bytes) -> Job:

@@ -20,7 +20,7 @@ from ._errors import ConfigError, DamagedRecord
 from ._future import KickqFuture, failed
 from ._job import Job, State
 from ._keys import SEEN_STATES
-from ._store import Damaged, Store, StoredJob
+from ._store import Damaged, Store, StoredJob, damage_of
 
 PAGE = 200  # jobs to one round trip of a bulk repair
 ATTEMPTS = 5  # a job that keeps changing under a requeue is reported, not chased for ever
@@ -99,9 +99,13 @@ class JobQuery:
         def page(engine: runtime.Runtime) -> list[Job]:
             store = engine.store
             job_ids = indexes.newest_ids(store, self._names(store), self.states, offset, limit)
-            return [
-                loaded.job for loaded in store.load_many(job_ids) if isinstance(loaded, StoredJob)
-            ]
+            found = []
+            for loaded in store.load_many(job_ids):
+                if isinstance(loaded, Damaged):
+                    engine.quarantine(loaded)
+                elif loaded is not None:
+                    found.append(loaded.job)
+            return found
 
         return in_background(page)
 
@@ -140,17 +144,23 @@ def _requeue_name(engine: runtime.Runtime, name: str, before_us: int) -> int:
         now = clock.now()
         calls, gone = [], []
         for job_id, loaded in zip(job_ids, store.load_many(job_ids), strict=True):
-            change = lifecycle.requeue(loaded.job, now) if isinstance(loaded, StoredJob) else None
             if loaded is None:
                 gone.append(job_id)
-            elif change is None or not isinstance(loaded, StoredJob):
+            elif isinstance(loaded, Damaged):  # set aside, out of the index (or gone next page)
+                engine.quarantine(loaded)
+            elif (change := lifecycle.requeue(loaded.job, now)) is None:
                 skipped += 1
             else:
-                calls.append(store.transition_call(change, loaded, 0.0))
+                calls.append((job_id, store.transition_call(change, loaded, 0.0)))
         indexes.drop_ids(store, name, "fail", gone)
-        results = store.run_all(calls)
-        requeued += sum(1 for result in results if result)
-        skipped += sum(1 for result in results if not result)
+        for (job_id, _), result in zip(calls, store.run_all([c for _, c in calls]), strict=True):
+            damaged = damage_of(job_id, result)
+            if damaged is not None:
+                engine.quarantine(damaged)
+            elif result:
+                requeued += 1
+            else:
+                skipped += 1
     return requeued
 
 
@@ -168,15 +178,30 @@ def _delete_index(store: Store, name: str, state: str) -> int:
     return deleted
 
 
-def current(store: Store, job_id: str) -> StoredJob:
+def current(engine: runtime.Runtime, job_id: str) -> StoredJob:
     """The job as stored now, to decide a change from: JobNotFound when there is none,
-    DamagedRecord when its record cannot be read."""
-    loaded = store.load(job_id)
+    DamagedRecord when its record cannot be read (it is set aside)."""
+    loaded = engine.store.load(job_id)
     if loaded is None:
         raise not_found(job_id)
     if isinstance(loaded, Damaged):
-        raise DamagedRecord(job_id, loaded.error)
+        raise damaged_record(engine, loaded)
     return loaded
+
+
+def damaged_record(engine: runtime.Runtime, damaged: Damaged) -> DamagedRecord:
+    """The error of a call that found `damaged`, once it is set aside."""
+    engine.quarantine(damaged)
+    return DamagedRecord(damaged.job_id, damaged.error)
+
+
+def applied(engine: runtime.Runtime, job_id: str, reply: Any) -> bool:
+    """Whether a transition of job `job_id` was applied, from its reply: a damaged record
+    (see `damage_of`) is set aside, and its DamagedRecord raised."""
+    damaged = damage_of(job_id, reply)
+    if damaged is not None:
+        raise damaged_record(engine, damaged)
+    return bool(reply)
 
 
 def requeue(job_id: str) -> KickqFuture[Job]:
@@ -186,14 +211,14 @@ def requeue(job_id: str) -> KickqFuture[Job]:
     def requeue_one(engine: runtime.Runtime) -> Job:
         store = engine.store
         for _ in range(ATTEMPTS):
-            loaded = current(store, job_id)
+            loaded = current(engine, job_id)
             change = lifecycle.requeue(loaded.job, clock.now())
             if change is None:
                 raise ValueError(
                     f"job {job_id} has not failed for good (it is {loaded.job.state.value}): "
                     "only such a job can be requeued"
                 )
-            if store.run(store.transition_call(change, loaded, 0.0)):
+            if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
                 return change.job
         raise ValueError(f"job {job_id} kept changing; it was not requeued")
 

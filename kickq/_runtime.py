@@ -37,7 +37,7 @@ from ._settle import Settler
 from ._store import FENCED, Damaged, Store
 from ._sweeper import Sweeper
 from ._ticker import Ticker
-from ._waits import Waiter, Waits
+from ._waits import Closed, Waiter, Waits
 from ._worker import Worker, WorkerContext
 
 log = logging.getLogger("kickq")
@@ -77,6 +77,7 @@ class Runtime:
             self.heartbeats.beat,
         )
         self.waits.on_deadline = self.sweeper.wake_by
+        self.waits.quarantine = self.quarantine
 
     def start(self) -> Runtime:
         self.dispatcher.start()
@@ -174,15 +175,17 @@ class Runtime:
         )
 
     def quarantine(self, damaged: Damaged) -> None:
-        """Set a record that cannot be decoded aside (unless a script did already), loudly."""
+        """Set a record that cannot be decoded aside (unless a script did already), loudly:
+        one ERROR, from whichever reader moved it. Others that read it before it moved (a
+        wait, a get, another process's timer) find it gone, and say nothing."""
+        if not damaged.moved and not self.store.quarantine(damaged):
+            return
         log.error(
             "kickq: job %s has a damaged record (%s); moved aside to %s",
             damaged.job_id,
             damaged.error,
             self.store.keys_of(damaged.job_id).damaged(damaged.job_id),
         )
-        if not damaged.moved:
-            self.store.quarantine(damaged)
 
     def _reconnected(self) -> None:
         with self._lock:
@@ -250,12 +253,19 @@ class _Saving:
             reject(self.future, holder)
             return
         if isinstance(holder, Damaged):
+            # set aside, it no longer holds the key: the next create with it is stored
+            with contextlib.suppress(Exception):  # else the next reader sets it aside
+                self.engine.quarantine(holder)
             reject(self.future, DamagedRecord(holder.job_id, holder.error))
             return
         assert holder is not None
         job = holder.job
         if self.deadline is not None:
-            waiter = self.engine.waits.wait(job.id, self.deadline)
+            try:
+                waiter = self.engine.waits.wait(job.id, self.deadline)
+            except Closed:  # kickq.reset() came first: it cancels what is pending
+                self.future.cancel()
+                return
             job = attrs.evolve(job, hotjob_future=waiter.future)
         resolve(self.future, job)
 

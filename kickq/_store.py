@@ -184,6 +184,20 @@ def decode(job_id: str, record: Mapping[str, str]) -> StoredJob | Damaged:
         return Damaged(job_id, record, f"{type(exc).__name__}: {exc}")
 
 
+# the states whose jobs each index of due jobs holds, as scripts/unlist.lua takes them
+_HELD = {"scheduled": " delayed retry ghost ", "processing": " processing "}
+_DAMAGED_REPLY = "damaged: "  # how transition.lua answers a change of a damaged record
+
+
+def damage_of(job_id: str, reply: Any) -> Damaged | None:
+    """A `transition_call`'s reply saying that the record cannot be fenced (no version, a
+    version that is not one, a key that is not a hash: see transition.lua), as the record to
+    set aside; None for any other reply (1, 2, 0 or an error)."""
+    if isinstance(reply, str) and reply.startswith(_DAMAGED_REPLY):
+        return Damaged(job_id, {}, reply[len(_DAMAGED_REPLY) :])
+    return None
+
+
 @attrs.define
 class Due:
     scheduled: list[str]
@@ -208,6 +222,7 @@ class Store:
         self._purge = client.register_script(load_script("purge"))
         self._delete = client.register_script(load_script("delete"))
         self._quarantine = client.register_script(load_script("quarantine"))
+        self._unlist = client.register_script(load_script("unlist"))
         self._pause = client.register_script(load_script("pause"))
         self._pending = client.register_script(load_script("pending"))
         self._limit = client.register_script(load_script("limit"))
@@ -460,7 +475,7 @@ class Store:
         the field texts (nothing is encoded twice). The indexes and the stats of the job's
         name follow in the same step. The job is also published on the channels `also`.
         `again` for a call sent again after its reply was lost: it then returns 2 if its first
-        send applied it."""
+        send applied it. A record it cannot fence is answered as `damage_of` reads."""
         job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
@@ -694,6 +709,24 @@ class Store:
             for keys in self.partitions
         ]
         return max(int(purged) for purged in self.run_all(calls))
+
+    def unlist(self, stale: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Drop due ids from their index ("scheduled" or "processing"), each given with it,
+        when their record is gone or in a state that index does not hold, checked again by
+        the script (see scripts/unlist.lua); returns those dropped, (id, index) each."""
+        groups: dict[tuple[int, str], list[str]] = {}
+        for job_id, index in stale:
+            part = partition_of_id(job_id) if self.cluster else 0
+            groups.setdefault((part, index), []).append(job_id)
+        calls: list[ScriptCall] = []
+        for (part, index), job_ids in groups.items():
+            keys = self.partitions[part]
+            held = _HELD[index]
+            calls.append((self._unlist, [getattr(keys, index)], [keys.job_prefix, held, *job_ids]))
+        dropped: list[tuple[str, str]] = []
+        for (_, index), reply in zip(groups, self.run_all(calls), strict=True):
+            dropped += [(job_id, index) for job_id in reply]
+        return dropped
 
     def run_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run script calls in one round trip; the first error among them is raised."""

@@ -23,7 +23,7 @@ from . import _clock as clock
 from . import _lifecycle as lifecycle
 from ._job import Job
 from ._outage import Retry
-from ._store import Damaged, ScriptCall, Store, StoredJob
+from ._store import Damaged, Due, ScriptCall, Store, damage_of
 from ._waits import Waits
 
 ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
@@ -151,19 +151,21 @@ class Sweeper:
         now_ms = clock.to_ms(now)
         next_tick, ticks_left, not_ticked = self._tick_schedules(now)
         due = store.due(now_ms, BATCH)
-        calls: list[ScriptCall] = []
-        for loaded in store.load_many(due.scheduled):
-            change = self._decide(loaded, lambda job: lifecycle.promote(job, now))
-            if change is not None and isinstance(loaded, StoredJob):
-                calls.append(store.transition_call(change, loaded, self._purge_timeout()))
-        for loaded in store.load_many(due.overdue):
-            change = self._decide(
-                loaded,
-                lambda job: lifecycle.end_run(job, lifecycle.Ghosted(), now, self._interval_for),
-            )
-            if change is not None and isinstance(loaded, StoredJob):
-                calls.append(store.transition_call(change, loaded, self._purge_timeout()))
-        refused = [result for result in store.run_batch(calls) if isinstance(result, Exception)]
+        calls, stale = self._changes(now, due)
+        results = store.run_batch([call for _, call in calls])
+        refused = []
+        for (job_id, _), result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):
+                refused.append(result)
+            elif (damaged := damage_of(job_id, result)) is not None:
+                self._quarantine(damaged)
+        if stale:
+            for job_id, index in store.unlist(stale):
+                log.warning(
+                    "kickq: job %s was due in %s, its record gone or in another state: dropped",
+                    job_id,
+                    index,
+                )
         purged = store.purge(now_ms, BATCH) if due.purge else 0
         if refused:  # what Redis refused stays due: back off, then try again
             raise refused[0]
@@ -183,12 +185,33 @@ class Sweeper:
             return None, False, exc
         return next_tick, more, None
 
-    def _decide(
-        self,
-        loaded: StoredJob | Damaged | None,
-        decide: Callable[[Job], lifecycle.Change | None],
-    ) -> lifecycle.Change | None:
-        if isinstance(loaded, Damaged):
-            self._quarantine(loaded)
-            return None
-        return None if loaded is None else decide(loaded.job)
+    def _changes(
+        self, now: datetime.datetime, due: Due
+    ) -> tuple[list[tuple[str, ScriptCall]], list[tuple[str, str]]]:
+        """The changes of the due jobs, each with its job's id, read in one round trip; and the
+        due ids it cannot act on, each with its index: a record gone, or in another state. A
+        damaged record is set aside. Every due id is dealt with so: none stays due for ever,
+        which would make every tick come at once."""
+        store = self._store
+
+        def promote(job: Job) -> lifecycle.Change | None:
+            return lifecycle.promote(job, now)
+
+        def ghost(job: Job) -> lifecycle.Change | None:
+            return lifecycle.end_run(job, lifecycle.Ghosted(), now, self._interval_for)
+
+        kinds = [(job_id, "scheduled", promote) for job_id in due.scheduled]
+        kinds += [(job_id, "processing", ghost) for job_id in due.overdue]
+        loaded = store.load_many([job_id for job_id, _, _ in kinds])
+        calls: list[tuple[str, ScriptCall]] = []
+        stale: list[tuple[str, str]] = []
+        for (job_id, index, decide), found in zip(kinds, loaded, strict=True):
+            if isinstance(found, Damaged):
+                self._quarantine(found)
+                continue
+            change = None if found is None else decide(found.job)
+            if change is None or found is None:
+                stale.append((job_id, index))
+            else:
+                calls.append((job_id, store.transition_call(change, found, self._purge_timeout())))
+        return calls, stale

@@ -14,6 +14,7 @@ deadlines on the kickq clock, expired by the sweeper's tick.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import heapq
 import itertools
@@ -43,6 +44,11 @@ DELETED_REPLY, DAMAGED_REPLY = "deleted", "damaged"
 _EVENT_ID = re.compile(r'\{"id":"([^"]*)"')  # the id an event starts with (see _job.py)
 
 
+class Closed(Exception):
+    """The waits were cancelled (`kickq.reset()`, a new connection): a wait asked for now is
+    no longer theirs to keep, but the next engine's."""
+
+
 @attrs.define(eq=False)
 class Waiter:
     job_id: str
@@ -70,10 +76,15 @@ class Waits:
         self._keys: Keys = store.keys
         self._schedule = schedule
         self.on_deadline = on_deadline  # tells the timer thread of a new deadline
+        # sets aside a damaged record a re-read finds (the runtime's, which logs it once)
+        self.quarantine: Callable[[Damaged], None] = lambda damaged: None
         # one per Waits, and so per engine: a forked child starts an engine, and a token, anew
         self.reply_channel = self._keys.reply(uuid.uuid4().hex)
         self._lock = threading.Lock()
         self._waiters: set[Waiter] = set()
+        # set by cancel_all: a wait added later would never be answered (the engine's threads
+        # are stopping), so none is
+        self._closed = False
         self._replies: dict[str, Waiter] = {}  # the hotjobs awaited on the reply channel
         self._reply_subscribed = False
         # (when, order, waiter, what): what is TIMEOUT or RECHECK
@@ -84,7 +95,8 @@ class Waits:
         self._check_scheduled = False
 
     def wait(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
-        """Wait for a saved job, by id, on its done channel."""
+        """Wait for a saved job, by id, on its done channel. Raises Closed once the waits were
+        cancelled: the caller asks the next engine."""
         waiter = Waiter(job_id, KickqFuture(), deadline)
         self._add(waiter)
         subscription = self._listener.subscribe(
@@ -104,10 +116,15 @@ class Waits:
         before the save goes out, and `created` once it is acknowledged."""
         waiter = Waiter(job_id, KickqFuture(), deadline, created=False)
         with self._lock:
+            if self._closed:  # as cancel_all would have done a moment later
+                waiter.future.cancel()
+                return waiter
             self._replies[job_id] = waiter
             subscribe = not self._reply_subscribed
             self._reply_subscribed = True
-        self._add(waiter)
+            self._enlist(waiter)
+        if deadline is not None:
+            self.on_deadline(deadline)
         if subscribe:  # once per process: its confirmation comes after this wait is listed
             self._listener.subscribe(self.reply_channel, self._on_reply, self._on_reply_ready)
         return waiter
@@ -121,13 +138,18 @@ class Waits:
             self._recheck([waiter])
 
     def _add(self, waiter: Waiter) -> None:
-        deadline = waiter.deadline
         with self._lock:
-            self._waiters.add(waiter)
-            if deadline is not None:
-                self._push(deadline, waiter, TIMEOUT)
-        if deadline is not None:
-            self.on_deadline(deadline)
+            if self._closed:
+                raise Closed(f"the wait for job {waiter.job_id} came after kickq was stopped")
+            self._enlist(waiter)
+        if waiter.deadline is not None:
+            self.on_deadline(waiter.deadline)
+
+    def _enlist(self, waiter: Waiter) -> None:
+        """List a wait, with its deadline (lock held)."""
+        self._waiters.add(waiter)
+        if waiter.deadline is not None:
+            self._push(waiter.deadline, waiter, TIMEOUT)
 
     def _push(self, when: datetime.datetime, waiter: Waiter, what: str) -> None:
         heapq.heappush(self._deadlines, (when, next(self._order), waiter, what))
@@ -137,8 +159,9 @@ class Waits:
         self._finish(waiter, error=error, cancel=error is None)
 
     def cancel_all(self) -> None:
-        """Cancel every pending wait (kickq.reset)."""
+        """Cancel every pending wait, and refuse any new one (kickq.reset)."""
         with self._lock:
+            self._closed = True
             waiters = list(self._waiters)
         for waiter in waiters:
             self._finish(waiter, cancel=True)
@@ -257,6 +280,10 @@ class Waits:
             else:
                 self._finish(waiter, error=found)
         elif isinstance(found, Damaged):
+            if not found.moved:
+                # the wait fails all the same; if Redis refuses now, the next reader sets it aside
+                with contextlib.suppress(Exception):
+                    self.quarantine(found)
             self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
         elif isinstance(found, StoredJob):
             self._resolve(waiter, found.job)

@@ -33,7 +33,7 @@ from ._outage import Retry, is_outage
 from ._pool import ThreadPool
 from ._rotation import ClaimRotation
 from ._runs import Runs
-from ._store import Damaged, ScriptCall, Store, StoredJob
+from ._store import Damaged, ScriptCall, Store, StoredJob, damage_of
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 60.0  # a safety net only: wake-ups come from pub/sub (a reconnect nudges)
@@ -332,6 +332,14 @@ class Worker:
                 if _maybe_applied(result):
                     ending = attrs.evolve(ending, call=self._context.store.sent_again(ending.call))
                 unsent.append(ending)
+            elif (damaged := damage_of(job.id, result)) is not None:
+                # its record cannot take this end, nor any other: set aside now, so that its
+                # waits fail at once (and the end is not sent again); kept if that fails
+                try:
+                    self._context.quarantine(damaged)
+                except Exception as exc:
+                    refused.append(exc)
+                    unsent.append(ending)
             elif not result:
                 log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
             else:

@@ -186,6 +186,52 @@ def test_record_of_a_processing_job_rebuilds_the_run_in_progress() -> None:
     assert back.runs[-1] == Run(2, at(40), None, State.PROCESSING)
 
 
+COUNTER_DAMAGE = [
+    pytest.param({"version": None}, id="version-missing"),
+    pytest.param({"version": "01"}, id="version-leading-zero"),
+    pytest.param({"version": "-1"}, id="version-negative"),
+    pytest.param({"version": "+4"}, id="version-plus"),
+    pytest.param({"version": " 4"}, id="version-space"),
+    pytest.param({"version": "1_0"}, id="version-underscore"),
+    pytest.param({"version": "1" * 16}, id="version-past-a-lua-number"),
+    pytest.param({"run_count": "-1"}, id="run_count-negative"),
+    pytest.param({"run_count": "0"}, id="run_count-zero-while-processing"),
+    pytest.param({"run_count": None}, id="run_count-missing-while-processing"),
+    pytest.param({"budget_start": "-1"}, id="budget_start-negative"),
+    pytest.param({"run:1": '{"count": -1, "state": "fail"}'}, id="run-count-negative"),
+]
+
+
+@pytest.mark.parametrize("changes", COUNTER_DAMAGE)
+def test_a_record_whose_counters_are_not_whole_numbers_is_refused(
+    changes: dict[str, str | None],
+) -> None:
+    """The version and run_count are required (a running job's run_count 1 or more) and must
+    be written as the scripts write them: digits, no sign, no leading zero (transition.lua
+    compares the version as text, so "01" would never match 1). Counters inside the record
+    (budget_start, a run's count) are never negative."""
+    job = next_run(
+        attrs.evolve(
+            finished_job(),
+            state=State.RETRY,
+            finish_time=None,
+            result=None,
+            runs=(Run(1, at(2), 1.25, State.FAIL, "boom"),),
+        ),
+        at(40),
+    )
+    record = to_record(job)
+    record.update({"version": "4", "run_count": "2", "run_start": json.dumps(at(40).isoformat())})
+    assert from_record(record, job.id) == job
+    for field, value in changes.items():
+        if value is None:
+            del record[field]
+        else:
+            record[field] = value
+    with pytest.raises(ValueError):
+        from_record(record, job.id)
+
+
 def event_json(job: Job) -> str:
     """The event a transition publishes for `job`."""
     return record_event_json({**to_record(job), "id": job.id}, job.total_process_time)

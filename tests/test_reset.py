@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
+import sys
 import threading
 import time
+import types
 from typing import Any
 
 import pytest
 import redis
 
 import kickq
+from kickq._waits import Waits
 from support import RedisServer, numsub, wait_until
 
 
@@ -146,3 +149,48 @@ def test_reset_cancels_thousands_of_pending_requests_at_once(tmp_path: pathlib.P
         kickq.reset()
         client.close()
         server.stop()
+
+
+@pytest.mark.parametrize("stop", ["reset", "config"])
+def test_a_wait_issued_while_another_thread_stops_kickq_fails_with_job_not_found(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """kickq.wait() on a missing id, whose engine another thread stops (reset(), or config()
+    of a connection option) after the wait found it and before the wait is listed: the wait
+    goes to the next engine and fails with JobNotFound. It used to be listed by the stopped
+    engine, after that engine had cancelled its waits, and never answered. The waiting thread
+    is held at that moment (a trace function pauses it as it enters `Waits.wait`), so that the
+    race is met every time, not one run in eight."""
+    monkeypatch.setenv("KICKQ_REDIS_URL", redis_url)  # the engine after a reset: this server
+    missing = "0" * 32
+    kickq.get(missing).exception(10)  # an engine running, the one the wait finds
+    paused, go_on = threading.Event(), threading.Event()
+
+    def pause_in_waits(frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code is Waits.wait.__code__ and not paused.is_set():
+            paused.set()
+            go_on.wait(10)
+
+    futures: list[Any] = []
+
+    def wait() -> None:
+        previous = sys.gettrace()
+        sys.settrace(pause_in_waits)
+        try:
+            futures.append(kickq.wait(missing, timeout=None))
+        finally:
+            sys.settrace(previous)
+
+    waiting = threading.Thread(target=wait)
+    waiting.start()
+    try:
+        assert paused.wait(10), "the wait never reached Waits.wait"
+        if stop == "reset":
+            kickq.reset()
+        else:
+            kickq.config(redis_namespace="elsewhere")
+    finally:
+        go_on.set()
+        waiting.join(10)
+    with pytest.raises(kickq.JobNotFound):
+        futures[0].result(10)

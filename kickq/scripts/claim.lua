@@ -2,10 +2,13 @@
 -- An empty claim costs one ZCARD per name: nothing else is read or checked before a queue is
 -- known to hold work. Every key the claim writes is checked before its first write, and each
 -- record before anything is written to it, so that one bad record in a batch affects no other:
--- a key that is not a hash, a record with no state or an unknown one, or one whose version,
--- run_count or process_timeout is not a number, is set aside alone (renamed to the damaged key,
+-- a key that is not a hash, a record with no state or an unknown one, a queued one that names
+-- another job than its queue's (its handler would be the wrong one), or one whose version is
+-- missing or whose version or run_count is not a whole number (see `counter`), or whose
+-- process_timeout is not a number of seconds, is set aside alone (renamed to the damaged key,
 -- out of every index, its waiters told). Ids whose record is gone (deleted) or in another known
--- state (a stale copy in the queue) are dropped.
+-- state (a stale copy in the queue) are dropped. The checks read nothing more than the
+-- record's one HGETALL.
 --
 -- A name's limits (see limit.lua) are obeyed here, atomically for every process: no more jobs
 -- are popped than its concurrency leaves room for (beside the runs in its processing index) and
@@ -55,8 +58,11 @@ local now_us = tonumber(ARGV[7])
 local KNOWN = { new = true, delayed = true, processing = true, retry = true, ghost = true,
                 success = true, fail = true }
 
-local function whole(value)  -- absent, or an integer HINCRBY accepts
-  return not value or (#value < 19 and string.match(value, '^%-?%d+$') ~= nil)
+-- A counter's text as every writer writes it and kickq/_job.py reads it: digits, no sign, no
+-- leading zero, exact in a Lua number. The version's text fences every change (transition.lua
+-- compares it as text), so no other text may stand for the same number.
+local function counter(value)
+  return value ~= nil and #value <= 15 and (value == '0' or string.match(value, '^[1-9]%d*$') ~= nil)
 end
 
 local function wrong(key, kind, expected)
@@ -78,9 +84,10 @@ local function read(expected, ...)
   return reply
 end
 
--- The record at `key` as a flat field/value list and a table of the fields a claim reads, or
--- why it cannot be claimed safely. A record that is gone reads as an empty list.
-local function inspect(key)
+-- The record at `key`, popped from the queue of job `name`, as a flat field/value list and a
+-- table of the fields a claim reads, or why it cannot be claimed safely. A record that is gone
+-- reads as an empty list.
+local function inspect(key, name)
   local flat = redis.pcall('HGETALL', key)
   if flat.err then return nil, nil, 'the job key is a ' .. redis.call('TYPE', key).ok .. ', not a hash' end
   if #flat == 0 then return flat, {} end
@@ -93,8 +100,15 @@ local function inspect(key)
     if KNOWN[state] then return flat, record end
     return nil, nil, 'unknown state ' .. state
   end
-  if not whole(field('version')) then return nil, nil, 'version is not a whole number' end
-  if not whole(field('run_count')) then return nil, nil, 'run_count is not a whole number' end
+  local named = field('name')
+  if named ~= name then
+    return nil, nil, named and 'the record names job ' .. named .. ', not ' .. name
+      or 'the record has no name'
+  end
+  if not field('version') then return nil, nil, 'the record has no version' end
+  if not counter(field('version')) then return nil, nil, 'version is not a whole number' end
+  local runs = field('run_count')
+  if runs and not counter(runs) then return nil, nil, 'run_count is not a whole number' end
   local seconds = tonumber(field('process_timeout') or ARGV[3])
   if not seconds or seconds ~= seconds or seconds < 0 or seconds > 1e10 then
     return nil, nil, 'process_timeout is not a number of seconds'
@@ -184,13 +198,13 @@ local function start(q, id, key, flat, record, timeout, limit)
   claimed[#claimed + 1] = { id, flat }
 end
 
--- Take up to `free` jobs from the queue at KEYS[q]; false when it is empty now.
-local function take(q, free, limit)
+-- Take up to `free` jobs from the queue at KEYS[q] (of job `name`); false when it is empty now.
+local function take(q, name, free, limit)
   local popped = redis.call('ZPOPMIN', KEYS[q], free)
   for p = 1, #popped, 2 do
     local id = popped[p]
     local key = ARGV[1] .. id
-    local flat, record, why, timeout = inspect(key)
+    local flat, record, why, timeout = inspect(key, name)
     if why then
       set_aside(id, key, why)
     elseif timeout then  -- queued (else gone, or a stale copy of a job in another state)
@@ -251,7 +265,7 @@ for _, entry in ipairs(ready) do
   local more = true  -- false once the queue is empty or a limit holds the rest back
   while more and #claimed < want do
     local free = room(q, limit)
-    more = free > 0 and take(q, free, limit)
+    more = free > 0 and take(q, name, free, limit)
   end
   if not more then idle[#idle + 1] = name end
   rate_wait(q, limit)

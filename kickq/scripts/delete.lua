@@ -10,38 +10,51 @@
 -- The job leaves its queue and its index too, and frees its unique key (the record's
 -- `unique_lock`). A hotjob's creator is told on its reply channel (the record's `reply_to`):
 -- "deleted:" .. id.
+-- A damaged record (a key that is not a hash, a record without a name) is deleted all the same,
+-- from the indexes known without its name; no delete event names it.
 -- Returns 1 if the job existed, else 0.
-local name = redis.call('HGET', KEYS[1], 'name')
-if not name then return 0 end
-local queue = ARGV[4] .. name .. ARGV[5]
-local state = redis.call('HGET', KEYS[1], 'state') or 'none'
-local index = ARGV[6] .. state .. ':{' .. name .. '}'
-local limits = ARGV[7] .. name .. '}'
-local kinds = { zset = { KEYS[2], KEYS[3], KEYS[4], queue, index }, hash = { limits } }
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return 0 end
+local name, state, lock, reply_to = false, 'none', false, false
+if kind == 'hash' then
+  local fields = redis.call('HMGET', KEYS[1], 'name', 'state', 'unique_lock', 'reply_to')
+  name, state, lock, reply_to = fields[1], fields[2] or 'none', fields[3], fields[4]
+end
+local kinds = { zset = { KEYS[2], KEYS[3], KEYS[4] }, hash = {} }
+local queue, index, limits
+if name then
+  queue = ARGV[4] .. name .. ARGV[5]
+  index = ARGV[6] .. state .. ':{' .. name .. '}'
+  limits = ARGV[7] .. name .. '}'
+  kinds = { zset = { KEYS[2], KEYS[3], KEYS[4], queue, index }, hash = { limits } }
+end
 for expected, keys in pairs(kinds) do  -- before the first write
   for _, key in ipairs(keys) do
-    local kind = redis.call('TYPE', key).ok
-    if kind ~= 'none' and kind ~= expected then
-      return redis.error_reply('kickq: ' .. key .. ' is a ' .. kind .. ', not a ' .. expected)
+    local found = redis.call('TYPE', key).ok
+    if found ~= 'none' and found ~= expected then
+      return redis.error_reply('kickq: ' .. key .. ' is a ' .. found .. ', not a ' .. expected)
     end
   end
 end
-local lock, reply_to = unpack(redis.call('HMGET', KEYS[1], 'unique_lock', 'reply_to'))
-if lock and redis.call('GET', lock) == ARGV[1] then
+if lock and redis.pcall('GET', lock) == ARGV[1] then
   redis.call('DEL', lock)
 end
-redis.call('ZREM', queue, ARGV[1])
-redis.call('ZREM', index, ARGV[1])
+if name then
+  redis.call('ZREM', queue, ARGV[1])
+  redis.call('ZREM', index, ARGV[1])
+end
 redis.call('DEL', KEYS[1])
 for i = 2, 4 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
-redis.call('PUBLISH', ARGV[2], cjson.encode({ id = ARGV[1], queue = name }))
+if name then
+  redis.call('PUBLISH', ARGV[2], cjson.encode({ id = ARGV[1], queue = name }))
+end
 redis.call('PUBLISH', ARGV[3], '')
 if reply_to then
   redis.call('PUBLISH', reply_to, 'deleted:' .. ARGV[1])
 end
-if state == 'processing' and redis.call('HEXISTS', limits, 'concurrency') == 1
+if name and state == 'processing' and redis.call('HEXISTS', limits, 'concurrency') == 1
     and redis.call('ZCARD', queue) > 0 then
   redis.call('PUBLISH', ARGV[8] .. name .. '}', '')
 end

@@ -13,7 +13,7 @@ for _, id in ipairs(ids) do
   local name = is_hash and redis.call('HGET', key, 'name')
   local state = is_hash and redis.call('HGET', key, 'state')
   local lock = is_hash and redis.call('HGET', key, 'unique_lock')
-  if lock and redis.call('GET', lock) == id then  -- a completed job frees it; just in case
+  if lock and redis.pcall('GET', lock) == id then  -- a completed job frees it; just in case
     redis.call('DEL', lock)
   end
   redis.call('DEL', key)

@@ -41,8 +41,11 @@
 -- <failed>", a field of an older minute starting again from zero: 60 fields at most.
 -- Returns 1 when applied; 2 when this change, sent again, was applied by its first send (the
 -- version is one more, and every field it writes holds what it writes); 0 when the record
--- changed meanwhile. Every key is checked before the first write, so that an error
--- leaves nothing changed.
+-- changed meanwhile (or is gone); "damaged: <why>" when the record cannot be fenced, having no
+-- version or one that is not a whole number, or not being a hash: nothing is written, and its
+-- caller sets it aside (quarantine.lua), so that no change of it is sent again and again. Every
+-- key is checked before the first write, so that an error leaves nothing changed.
+
 -- a command on KEYS[1] with every item of `list` as arguments, in calls of at most 1,000
 -- (unpack() takes at most ~8,000 values); the replies of the calls joined
 local function batched(command, list)
@@ -57,7 +60,11 @@ local function batched(command, list)
 end
 
 local n = tonumber(ARGV[12])
-local version, lock = unpack(redis.call('HMGET', KEYS[1], 'version', 'unique_lock'))
+local read = redis.pcall('HMGET', KEYS[1], 'version', 'unique_lock')
+if read.err then
+  return 'damaged: the job key is a ' .. redis.call('TYPE', KEYS[1]).ok .. ', not a hash'
+end
+local version, lock = unpack(read)
 local fields = cjson.decode(ARGV[13 + n])
 
 -- whether the record holds what this change writes, one version on: it was applied already
@@ -76,6 +83,13 @@ local function applied()
 end
 
 if version ~= ARGV[1] then
+  -- ARGV[1] is a version as kickq writes it (see kickq/_job.py `counter`): another text is
+  -- damage, never a change made meanwhile
+  if not version then
+    if redis.call('EXISTS', KEYS[1]) == 1 then return 'damaged: the record has no version' end
+  elseif #version > 15 or not (version == '0' or string.match(version, '^[1-9]%d*$')) then
+    return 'damaged: version is not a whole number'
+  end
   return ARGV[15 + n] == '1' and applied() and 2 or 0
 end
 local placement = ARGV[3]

@@ -8,7 +8,9 @@ Misfires: a tick is *due* while it is at most MISFIRE_GRACE old (a live namespac
 within about a second, later only while Redis is out or the processes are busy). Older ticks
 were *missed*: nothing ran to act on them. However many were missed, `misfire="once"` creates
 one job, for the latest of them, and `"skip"` none; either way the next tick is the first one
-still to come. A due tick always gets its job.
+that is not missed. A due tick always gets its own job, whatever came before it: an outage
+longer than the grace ends with missed ticks followed by due ones (with an interval under the
+grace), and the misfire policy decides only about the missed ones.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def plan(timing: Timing, misfire: str, due_ms: int, now_ms: int) -> Plan:
     docstring for due and missed ticks)."""
     if now_ms - due_ms <= MISFIRE_GRACE_MS:
         return Plan(due_ms, timing.after(due_ms))
-    latest, following = timing.catch_up(due_ms, now_ms)
-    if misfire == "once" or now_ms - latest <= MISFIRE_GRACE_MS:
-        return Plan(latest, following)
-    return Plan(None, following)
+    # the latest missed tick is the last one more than the grace old: the tick after it is due
+    # (or still to come) and gets its own job at the next step, as each due tick after it does
+    latest, following = timing.catch_up(due_ms, now_ms - MISFIRE_GRACE_MS - 1)
+    return Plan(latest if misfire == "once" else None, following)

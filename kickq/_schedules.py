@@ -67,9 +67,12 @@ def check_key(key: object) -> str:
     return config.check_text("a schedule key", key)
 
 
-def check_options(options: Mapping[str, Any], where: str = "schedule()") -> dict[str, Any]:
-    """The create() options of a schedule, checked as create() checks them. An option given as
-    None is not given; `at`, `delay` and hotjobs are refused (see SCHEDULE_OPTIONS)."""
+def check_options(
+    options: Mapping[str, Any], where: str = "schedule()", stored: bool = False
+) -> dict[str, Any]:
+    """The create() options of a schedule, checked as create() checks them (`stored`: as read
+    back from Redis, see config.Option.stored). An option given as None is not given; `at`,
+    `delay` and hotjobs are refused (see SCHEDULE_OPTIONS)."""
     given = {name: value for name, value in options.items() if value is not None}
     for name in ("at", "delay"):
         if name in given:
@@ -80,7 +83,7 @@ def check_options(options: Mapping[str, Any], where: str = "schedule()") -> dict
                 f"{name!r} cannot be given to {where}: no caller waits for a scheduled job "
                 "(kickq.wait() or kickq.on() can)"
             )
-    checked = config.validate(given, SCHEDULE_OPTIONS, where=where)
+    checked = config.validate(given, SCHEDULE_OPTIONS, where=where, stored=stored)
     if callable(checked.get("retry_interval")):
         raise ConfigError(
             f"retry_interval in {where} must be a number of seconds: a function cannot travel "
@@ -127,7 +130,7 @@ def from_record(text: str, next_ms: int | None) -> tuple[Schedule, Timing]:
         every=every,
         tz=timing.tz,
         next_time=None if next_ms is None else from_ms(next_ms),
-        options=check_options(options, where="a stored schedule"),
+        options=check_options(options, where="a stored schedule", stored=True),
         misfire=check_misfire(fields.get("misfire")),
     )
     return schedule, timing

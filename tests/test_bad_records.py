@@ -153,3 +153,13 @@ def test_a_record_deleted_by_hand_from_its_queue_is_only_dropped(r: redis.Redis)
     assert r.zcard(queue_key("stale")) == 0
     assert not r.exists(damaged_key(gone.id)) and not r.exists(damaged_key(moved_on.id))
     assert r.hget(job_key(moved_on.id), "state") == "success"
+
+
+def test_a_record_written_before_the_options_were_bounded_is_still_read(r: Any) -> None:
+    """Options now refused (process_timeout 0, retry_count over 1000) may be on records an
+    earlier kickq wrote: such a record is read as written, never set aside."""
+    job = kickq.create("older", "kept").result(5)
+    r.hset(job_key(job.id), mapping={"process_timeout": "0", "retry_count": str(10**30)})
+    found = kickq.get(job.id).result(5)
+    assert (found.process_timeout, found.retry_count) == (0.0, 10**30)
+    assert not r.exists(damaged_key(job.id))

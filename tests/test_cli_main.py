@@ -79,6 +79,33 @@ def test_failures_are_one_line(
     assert line.startswith(f"kickq {args[0]}: ") and says in line
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["jobs", "--limit", str(2**63 + 1)], "--limit"),
+        (["jobs", "--limit", "10001"], "--limit"),
+        (["jobs", "--offset", str(2**63)], "--offset"),
+        (["jobs", "--offset", "9" * 5000], "--offset"),
+        (["worker", "app", "--concurrency", "10001"], "--concurrency"),
+        (["worker", "app", "--concurrency", str(10**30)], "--concurrency"),
+        (["worker", "app", "--grace", "1e300"], "--grace"),
+        (["worker", "app", "--metrics-port", "99999"], "--metrics-port"),
+        (["stats", "--watch", "--interval", "1e300"], "--interval"),
+        (["dashboard", "--port", str(2**64)], "--port"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(
+    args: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A number an option cannot take exits 2 with one line naming the option and its range,
+    before anything connects to Redis."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert option in line and " to " in line
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """argparse's errors are one line ending with where to find help, and exit status 2."""
     with pytest.raises(SystemExit) as exited:

@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 import attrs
 
 from . import _cli_output as out
-from ._config import MAX_CONCURRENT_JOBS, MAX_DURATION
+from ._config import MAX_CONCURRENT_JOBS, MAX_DURATION, check_redis_url
+from ._errors import ConfigError
 from ._job import State
 from ._query import MAX_LIMIT, MAX_OFFSET
 
@@ -96,6 +97,7 @@ def _connection_options() -> _Parser:
     options = _Parser(add_help=False)
     options.add_argument(
         "--redis-url",
+        type=redis_url,
         metavar="URL",
         help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
         "embedded Redis)",
@@ -169,6 +171,14 @@ def seconds(text: str) -> float:
             )
         )
     return value
+
+
+def redis_url(text: str) -> str:
+    """A Redis URL whose every part kickq can use (see kickq._config.check_redis_url)."""
+    try:
+        return check_redis_url("the URL", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def states(text: str) -> list[str]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime
 import difflib
 import os
+import re
 import threading
 import types
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import redis.connection
 
 from ._errors import ConfigError
 from ._json import dumps
@@ -148,9 +151,62 @@ def _optional_str(name: str, value: Any) -> str | None:
 
 def _redis_url(name: str, value: Any) -> str | None:
     url = _optional_str(name, value)
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://, not {url!r}")
+    return None if url is None else check_redis_url(name, url)
+
+
+def check_redis_url(name: str, url: str) -> str:
+    """A Redis URL as redis-py reads it, with the parts it would silently ignore or fail on
+    later (a database that is not a number, a port out of range) refused now: ConfigError
+    naming the part, and the URL without its password."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"{name} must start with redis://, rediss:// or unix://, not {_redacted(url)!r}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # a bracket left open around an IPv6 address
+        raise ConfigError(f"{name} {_redacted(url)!r} cannot be read: {exc}") from None
+    where = f"{name} {_redacted(url)!r}"
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{where} names no socket path (unix:///path/to/redis.sock)")
+    else:
+        port_text = _port_text(parts.netloc)
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port_text and port == 0:
+            raise ConfigError(
+                f"{where}: its port {port_text!r} is not a whole number from 1 to 65535"
+            )
+        db = urllib.parse.unquote(parts.path)[1:]
+        if db and not re.fullmatch("[0-9]+", db):
+            raise ConfigError(
+                f"{where}: its database {db!r} (the path) is not a whole number, as in "
+                "redis://host:6379/0"
+            )
+    try:  # redis-py's own reading of the query (db, timeouts, ...), which it does at connect
+        query = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if query.get("db", 0) < 0:
+        raise ConfigError(f"{where}: its database {query['db']} is negative")
     return url
+
+
+def _redacted(url: str) -> str:
+    """The URL without its user and password, for error messages."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{tail}"
+
+
+def _port_text(netloc: str) -> str:
+    """What stands where a URL's port goes ("" when none)."""
+    host = netloc.rpartition("@")[2]
+    after = host.rpartition("]")[2] if host.startswith("[") else host
+    return after.partition(":")[2]
 
 
 def _optional_dict(name: str, value: Any) -> dict[str, Any] | None:

@@ -546,3 +546,61 @@ def test_backoff_rejects_bad_arguments() -> None:
     for kwargs in ({"base": -1}, {"maximum": -1}, {"factor": 0.5}):
         with pytest.raises(kickq.ConfigError):
             kickq.backoff(**kwargs)
+
+
+BAD_URLS = [
+    ("redis://127.0.0.1:6379/abc", "its database 'abc'"),
+    ("redis://127.0.0.1:6379/0/1", "its database '0/1'"),
+    ("redis://127.0.0.1:6379/-1", "its database '-1'"),
+    ("redis://127.0.0.1:99999", "its port '99999' is not a whole number from 1 to 65535"),
+    ("redis://127.0.0.1:0/0", "its port '0'"),
+    ("redis://127.0.0.1:port/0", "its port 'port'"),
+    ("rediss://user:s3cret@127.0.0.1:70000/1", "its port '70000'"),
+    ("redis://127.0.0.1?db=one", "'db'"),
+    ("redis://127.0.0.1?db=-3", "its database -3 is negative"),
+    ("redis://127.0.0.1?socket_timeout=soon", "'socket_timeout'"),
+    ("redis://[::1", "cannot be read"),
+    ("unix://", "names no socket path"),
+]
+
+
+@pytest.mark.parametrize(("url", "part"), BAD_URLS)
+def test_a_redis_url_with_a_bad_part_is_refused_naming_the_part(url: str, part: str) -> None:
+    """A URL redis-py would read as another database (a path that is not a number: db 0) or
+    fail on at the first command (a port out of range) raises ConfigError at once, naming the
+    bad part and never the password; nothing changes."""
+    before = dict(kickq.config())
+    with pytest.raises(kickq.ConfigError, match="redis_url") as info:
+        kickq.config(redis_url=url)
+    assert part in str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert dict(kickq.config()) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/15",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1",
+        "redis://user:pass@[::1]:6380/2?socket_timeout=3",
+        "rediss://127.0.0.1:6380/0?db=1",
+        "unix:///tmp/redis.sock?db=3",
+    ],
+)
+def test_good_redis_urls_are_accepted(url: str) -> None:
+    assert kickq.config(redis_url=url)["redis_url"] == url
+
+
+@pytest.mark.parametrize(("url", "part"), BAD_URLS[:4])
+def test_a_bad_kickq_redis_url_fails_calls_with_config_error(
+    url: str, part: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KICKQ_REDIS_URL is checked as redis_url is, when kickq first connects: calls fail
+    with ConfigError naming the variable and the bad part, instead of using database 0 or
+    failing with redis-py's ValueError."""
+    kickq.reset()
+    monkeypatch.setenv("KICKQ_REDIS_URL", url)
+    error = kickq.create("job").exception(timeout=10)
+    assert isinstance(error, kickq.ConfigError)
+    assert "KICKQ_REDIS_URL" in str(error) and part in str(error)

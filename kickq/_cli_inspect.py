@@ -104,14 +104,14 @@ def _workers(args: argparse.Namespace) -> int:
     ),
     arg(
         "--limit",
-        type=cli_parser.positive_int,
+        type=cli_parser.page_size,
         default=50,
         metavar="K",
         help="at most this many jobs (default: 50)",
     ),
     arg(
         "--offset",
-        type=cli_parser.whole_number,
+        type=cli_parser.offset,
         default=0,
         metavar="O",
         help="skip this many first (default: 0)",

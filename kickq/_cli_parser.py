@@ -9,7 +9,6 @@ is one line on stderr and exit status 2, as every failure of the command is one 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -17,7 +16,10 @@ from typing import Any, NoReturn
 import attrs
 
 from . import _cli_output as out
+from ._config import MAX_CONCURRENT_JOBS, MAX_DURATION, check_redis_url
+from ._errors import ConfigError
 from ._job import State
+from ._query import MAX_LIMIT, MAX_OFFSET
 
 PROG = "kickq"
 EXIT_FAILURE = 1
@@ -95,6 +97,7 @@ def _connection_options() -> _Parser:
     options = _Parser(add_help=False)
     options.add_argument(
         "--redis-url",
+        type=redis_url,
         metavar="URL",
         help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
         "embedded Redis)",
@@ -134,14 +137,26 @@ def names(text: str) -> list[str]:
     return found
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """The type of an option taking a whole number from `low` to `high`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or too many digits for int() to read
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, not {text!r}"
+            )
+        return value
+
+    return parse
+
+
+concurrency = whole(1, MAX_CONCURRENT_JOBS)
+page_size = whole(1, MAX_LIMIT)
+offset = whole(0, MAX_OFFSET)
 
 
 def seconds(text: str) -> float:
@@ -149,20 +164,21 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
+    if not 0 <= value <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds from 0 to {MAX_DURATION:.0e}, not {text!r}".replace(
+                "e+", "e"
+            )
+        )
     return value
 
 
-def whole_number(text: str) -> int:
-    """A count that may be 0, as --offset takes."""
+def redis_url(text: str) -> str:
+    """A Redis URL whose every part kickq can use (see kickq._config.check_redis_url)."""
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}")
-    return value
+        return check_redis_url("the URL", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def states(text: str) -> list[str]:

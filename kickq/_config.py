@@ -10,12 +10,15 @@ from __future__ import annotations
 import datetime
 import difflib
 import os
+import re
 import threading
 import types
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import redis.connection
 
 from ._errors import ConfigError
 from ._json import dumps
@@ -30,20 +33,46 @@ def _is_number(value: object) -> bool:
 MAX_DURATION = 1e10
 """The longest duration, in seconds (about 317 years): any timer set with it stays a valid
 datetime. Beyond it, adding the duration to the current time would overflow."""
+MAX_RUN_COUNT = 1000
+"""The most retries (or ghost re-runs) a job may have: every run is kept on the job's record,
+which each change of the job reads and writes whole."""
+MAX_CONCURRENT_JOBS = 10_000
+"""The most runs one worker may hold at once: a plain handler takes a thread per run."""
 
 
-def check_duration(name: str, value: Any) -> float:
+def shown(value: Any) -> str:
+    """A value for an error message: a huge int as its size (Python refuses to print an int of
+    over 4,300 digits, and thousands of digits say nothing)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"{'-' if value < 0 else ''}a whole number of {value.bit_length()} bits"
+    return repr(value)
+
+
+def duration_range(least: float = 0, positive: bool = False) -> str:
+    """The range of a duration as error messages name it."""
+    top = f"{MAX_DURATION:.0e}".replace("e+", "e")
+    if positive:
+        return f"more than {least:g} and at most {top} seconds"
+    return f"from {least:g} to {top} seconds"
+
+
+def check_duration(name: str, value: Any, positive: bool = False, least: float = 0) -> float:
+    """Seconds (or a timedelta) from `least` to MAX_DURATION; more than `least` when `positive`
+    (a timeout: a run or wait given no time at all would fail before it starts)."""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if not _is_number(value):
         raise ConfigError(f"{name} must be a number of seconds or a timedelta, not {value!r}")
+    span = duration_range(least, positive)
     if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name} must be a finite number of seconds, not {value!r}")
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value!r}")
-    if value > MAX_DURATION:
-        raise ConfigError(f"{name} must be at most {MAX_DURATION:g} seconds, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number, {span}, not {value!r}")
+    if value < least or value > MAX_DURATION or (positive and value == least):
+        raise ConfigError(f"{name} must be {span}, got {shown(value)}")
     return float(value)
+
+
+def _timeout(name: str, value: Any) -> float:
+    return check_duration(name, value, positive=True)
 
 
 def _optional_duration(name: str, value: Any) -> float | None:
@@ -57,26 +86,32 @@ def _interval(name: str, value: Any) -> Any:
     return check_duration(name, value)
 
 
-def _count(name: str, value: Any) -> int:
+def check_whole(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """A whole number from `low` to `high` (no bound when None); ConfigError naming both."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be a whole number, not {value!r}")
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be a whole number {span}, got {shown(value)}")
     return value
 
 
-def _positive_count(name: str, value: Any) -> int:
-    count = _count(name, value)
-    if count < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value!r}")
-    return count
+def _count(name: str, value: Any) -> int:
+    """Records written before counts were bounded are read with this: any count of 0 or more."""
+    return check_whole(name, value, 0)
+
+
+def _run_count(name: str, value: Any) -> int:
+    return check_whole(name, value, 0, MAX_RUN_COUNT)
+
+
+def _concurrent_jobs(name: str, value: Any) -> int:
+    return check_whole(name, value, 1, MAX_CONCURRENT_JOBS)
 
 
 def _port(name: str, value: Any) -> int:
-    port = _count(name, value)
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name} must be a TCP port (1-65535), got {value!r}")
-    return port
+    """A TCP port, 1-65535."""
+    return check_whole(name, value, 1, 65535)
 
 
 MAX_VALUE_CEILING = 1024 * 1024
@@ -133,9 +168,62 @@ def _optional_str(name: str, value: Any) -> str | None:
 
 def _redis_url(name: str, value: Any) -> str | None:
     url = _optional_str(name, value)
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://, not {url!r}")
+    return None if url is None else check_redis_url(name, url)
+
+
+def check_redis_url(name: str, url: str) -> str:
+    """A Redis URL as redis-py reads it, with the parts it would silently ignore or fail on
+    later (a database that is not a number, a port out of range) refused now: ConfigError
+    naming the part, and the URL without its password."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"{name} must start with redis://, rediss:// or unix://, not {_redacted(url)!r}"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # a bracket left open around an IPv6 address
+        raise ConfigError(f"{name} {_redacted(url)!r} cannot be read: {exc}") from None
+    where = f"{name} {_redacted(url)!r}"
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(f"{where} names no socket path (unix:///path/to/redis.sock)")
+    else:
+        port_text = _port_text(parts.netloc)
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port_text and port == 0:
+            raise ConfigError(
+                f"{where}: its port {port_text!r} is not a whole number from 1 to 65535"
+            )
+        db = urllib.parse.unquote(parts.path)[1:]
+        if db and not re.fullmatch("[0-9]+", db):
+            raise ConfigError(
+                f"{where}: its database {db!r} (the path) is not a whole number, as in "
+                "redis://host:6379/0"
+            )
+    try:  # redis-py's own reading of the query (db, timeouts, ...), which it does at connect
+        query = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if query.get("db", 0) < 0:
+        raise ConfigError(f"{where}: its database {query['db']} is negative")
     return url
+
+
+def _redacted(url: str) -> str:
+    """The URL without its user and password, for error messages."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{tail}"
+
+
+def _port_text(netloc: str) -> str:
+    """What stands where a URL's port goes ("" when none)."""
+    host = netloc.rpartition("@")[2]
+    after = host.rpartition("]")[2] if host.startswith("[") else host
+    return after.partition(":")[2]
 
 
 def _optional_dict(name: str, value: Any) -> dict[str, Any] | None:
@@ -168,7 +256,7 @@ def _job_flags(name: str, value: Any) -> dict[str, dict[str, Any]]:
 
 def _priority(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
-        raise ConfigError(f"{name} must be a whole number from 0 to 9, not {value!r}")
+        raise ConfigError(f"{name} must be a whole number from 0 to 9, not {shown(value)}")
     return value
 
 
@@ -204,9 +292,16 @@ def _meta(name: str, value: Any) -> dict[str, Any]:
 
 @attrs.frozen
 class Option:
+    """An option: its default, the check of a value given, and (when it differs) the check of a
+    value read back from a record, which may have been written before a bound was added."""
+
     default: Any
     check: Check
     per_job: bool = False
+    stored: Check | None = None
+
+    def read(self, name: str, value: Any) -> Any:
+        return (self.stored or self.check)(name, value)
 
 
 OPTIONS: dict[str, Option] = {
@@ -216,17 +311,17 @@ OPTIONS: dict[str, Option] = {
     "redis_password": Option(None, _optional_str),
     "redis_options": Option(None, _redis_options),
     "redis_namespace": Option("kickq", _namespace),
-    "purge_timeout": Option(86400.0, check_duration),
+    "purge_timeout": Option(86400.0, _timeout),
     "max_value_bytes": Option(MAX_VALUE_CEILING, _value_bytes),
-    "process_timeout": Option(10.0, check_duration, per_job=True),
+    "process_timeout": Option(10.0, _timeout, per_job=True, stored=check_duration),
     "delay": Option(None, _optional_duration, per_job=True),
     "ghost_retry": Option(True, _bool, per_job=True),
-    "ghost_count": Option(1, _count, per_job=True),
+    "ghost_count": Option(1, _run_count, per_job=True, stored=_count),
     "ghost_interval": Option(1800.0, check_duration, per_job=True),
     "hotjob": Option(False, _bool, per_job=True),
-    "hotjob_timeout": Option(10.0, check_duration, per_job=True),
+    "hotjob_timeout": Option(10.0, _timeout, per_job=True, stored=check_duration),
     "retry": Option(False, _bool, per_job=True),
-    "retry_count": Option(3, _count, per_job=True),
+    "retry_count": Option(3, _run_count, per_job=True, stored=_count),
     "retry_interval": Option(1800.0, _interval, per_job=True),
     "priority": Option(5, _priority, per_job=True),
     "unique": Option(False, _bool, per_job=True),
@@ -241,7 +336,7 @@ CALL_ONLY: dict[str, Option] = {
 """Options of one create() call only: config() and job_flags refuse them. None means not given."""
 PER_CALL = {**PER_JOB, **CALL_ONLY}
 CONNECTION_OPTIONS = frozenset(name for name in OPTIONS if name.startswith("redis_"))
-PROCESS_OPTIONS = {"concurrent_jobs": Option(1, _positive_count)}
+PROCESS_OPTIONS = {"concurrent_jobs": Option(1, _concurrent_jobs)}
 
 
 def check_job_name(name: object, error: type[Exception] = TypeError) -> str:
@@ -269,9 +364,10 @@ def _unknown(name: str, table: Mapping[str, Option], where: str) -> ConfigError:
 
 
 def validate(
-    options: Mapping[str, Any], table: Mapping[str, Option], where: str = ""
+    options: Mapping[str, Any], table: Mapping[str, Option], where: str = "", stored: bool = False
 ) -> dict[str, Any]:
-    """Check every option against `table`; return their canonical values."""
+    """Check every option against `table`; return their canonical values. `stored`: the
+    options were read back from Redis (see Option.stored)."""
     checked: dict[str, Any] = {}
     for name, value in options.items():
         if not isinstance(name, str):
@@ -279,7 +375,7 @@ def validate(
         option = table.get(name)
         if option is None:
             raise _unknown(name, table, where)
-        checked[name] = option.check(name, value)
+        checked[name] = option.read(name, value) if stored else option.check(name, value)
     return checked
 
 

@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from . import _embedded as embedded
+from ._config import check_redis_url
 from ._errors import ConfigError, RedisUnavailable
 
 ENV_URL = "KICKQ_REDIS_URL"
@@ -124,6 +125,8 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
     extra = {k: v for k, v in (settings["redis_options"] or {}).items() if k != "cluster"}
     options: dict[str, Any] = {**DEFAULTS, **extra, **FORCED}
     url = settings["redis_url"] or (None if explicit & SERVER_OPTIONS else os.environ.get(ENV_URL))
+    if url and not settings["redis_url"]:  # config() checked its own; the environment's now
+        url = check_redis_url(ENV_URL, url)
     if is_cluster(settings):
         return _connect_cluster(settings, explicit, url, options)
     options = {"retry": _quick_retry(), **options}

@@ -114,10 +114,8 @@ def timing(cron: object, every: object, tz: object) -> Timing:
     zone = _zone(tz)
     assert isinstance(tz, str)
     if every is not None:
-        seconds = check_duration("every", every)
+        seconds = check_duration("every", every, least=MIN_EVERY_MS / 1000)
         every_ms = round(seconds * 1000)
-        if every_ms < MIN_EVERY_MS:
-            raise ConfigError(f"every must be at least 1 second, got {every!r}")
         return Timing(None, every_ms, tz, zone)
     return Timing(_cron(cron, zone), None, tz, zone)
 

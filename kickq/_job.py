@@ -408,13 +408,14 @@ def from_record(record: Mapping[str, str], job_id: str) -> Job:
 
 def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, Any]) -> Job:
     """A Job from decoded values, each checked: the options against the option table (the
-    same checks `config()` makes), the times, the texts."""
+    checks `config()` makes, but for bounds added since a record may have been written), the
+    times, the texts."""
     for text, what in ((job_id, "id"), (name, "name")):
         if not isinstance(text, str) or not text:
             raise ValueError(f"the job's {what} is not a non-empty str: {text!r}")
     for option in OPTION_FIELDS:
         if option in values and not (option in _NULLABLE_OPTIONS and values[option] is None):
-            values[option] = config.OPTIONS[option].check(option, values[option])
+            values[option] = config.OPTIONS[option].read(option, values[option])
     for field in TIME_FIELDS:
         values[field] = _time(field, values.get(field))
     values["last_error"] = _optional_text("last_error", values.get("last_error"))

@@ -23,6 +23,8 @@ from ._errors import ConfigError
 from ._future import KickqFuture, failed
 
 Rate = tuple[int, float]
+MAX_RUNS = 1_000_000
+"""The most runs a rate or a concurrency counts: a rate's log keeps up to that many starts."""
 
 
 @attrs.frozen
@@ -55,21 +57,15 @@ def check_rate(rate: object) -> Rate | None:
     if not isinstance(rate, (tuple, list)) or len(rate) != 2:
         raise ConfigError(f"rate must be a pair (runs, seconds), not {rate!r}")
     count, seconds = rate
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ConfigError(f"rate's runs must be a whole number of at least 1, not {count!r}")
-    window = config.check_duration("rate's seconds", seconds)
-    if window <= 0:
-        raise ConfigError(f"rate's seconds must be more than 0, not {seconds!r}")
-    return count, window
+    count = config.check_whole("rate's runs", count, 1, MAX_RUNS)
+    return count, config.check_duration("rate's seconds", seconds, positive=True)
 
 
 def check_concurrency(concurrency: object) -> int | None:
     """A concurrency is None, or a whole number of runs of at least one."""
     if concurrency is None:
         return None
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        raise ConfigError(f"concurrency must be a whole number of at least 1, not {concurrency!r}")
-    return concurrency
+    return config.check_whole("concurrency", concurrency, 1, MAX_RUNS)
 
 
 def from_hash(fields: Mapping[str, str]) -> Limits:

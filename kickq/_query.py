@@ -56,11 +56,20 @@ def _check_names(name: object) -> tuple[str, ...] | None:
     return checked
 
 
-def _check_count(what: str, value: object) -> int:
+MAX_LIMIT = 10_000
+"""The largest page: its records come back in one reply."""
+MAX_OFFSET = 1_000_000_000
+"""The furthest a page may start: Redis reads indexes by signed 64-bit positions, and a
+listing merged from several indexes reads offset + limit ids of each."""
+
+
+def _check_count(what: str, value: object, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} must be an int, not {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must not be negative, got {value}")
+    if not 0 <= value <= high:
+        raise ValueError(
+            f"{what} must be a whole number from 0 to {high}, got {config.shown(value)}"
+        )
     return value
 
 
@@ -91,8 +100,8 @@ class JobQuery:
         """One page of the matching jobs, most recently updated first (a job that changes
         between two pages may show on both or neither)."""
         try:
-            limit = _check_count("limit", limit)
-            offset = _check_count("offset", offset)
+            limit = _check_count("limit", limit, MAX_LIMIT)
+            offset = _check_count("offset", offset, MAX_OFFSET)
         except (TypeError, ValueError) as exc:
             return failed(exc)
 

@@ -8,7 +8,9 @@ Misfires: a tick is *due* while it is at most MISFIRE_GRACE old (a live namespac
 within about a second, later only while Redis is out or the processes are busy). Older ticks
 were *missed*: nothing ran to act on them. However many were missed, `misfire="once"` creates
 one job, for the latest of them, and `"skip"` none; either way the next tick is the first one
-still to come. A due tick always gets its job.
+that is not missed. A due tick always gets its own job, whatever came before it: an outage
+longer than the grace ends with missed ticks followed by due ones (with an interval under the
+grace), and the misfire policy decides only about the missed ones.
 """
 
 from __future__ import annotations
@@ -65,9 +67,12 @@ def check_key(key: object) -> str:
     return config.check_text("a schedule key", key)
 
 
-def check_options(options: Mapping[str, Any], where: str = "schedule()") -> dict[str, Any]:
-    """The create() options of a schedule, checked as create() checks them. An option given as
-    None is not given; `at`, `delay` and hotjobs are refused (see SCHEDULE_OPTIONS)."""
+def check_options(
+    options: Mapping[str, Any], where: str = "schedule()", stored: bool = False
+) -> dict[str, Any]:
+    """The create() options of a schedule, checked as create() checks them (`stored`: as read
+    back from Redis, see config.Option.stored). An option given as None is not given; `at`,
+    `delay` and hotjobs are refused (see SCHEDULE_OPTIONS)."""
     given = {name: value for name, value in options.items() if value is not None}
     for name in ("at", "delay"):
         if name in given:
@@ -78,7 +83,7 @@ def check_options(options: Mapping[str, Any], where: str = "schedule()") -> dict
                 f"{name!r} cannot be given to {where}: no caller waits for a scheduled job "
                 "(kickq.wait() or kickq.on() can)"
             )
-    checked = config.validate(given, SCHEDULE_OPTIONS, where=where)
+    checked = config.validate(given, SCHEDULE_OPTIONS, where=where, stored=stored)
     if callable(checked.get("retry_interval")):
         raise ConfigError(
             f"retry_interval in {where} must be a number of seconds: a function cannot travel "
@@ -125,7 +130,7 @@ def from_record(text: str, next_ms: int | None) -> tuple[Schedule, Timing]:
         every=every,
         tz=timing.tz,
         next_time=None if next_ms is None else from_ms(next_ms),
-        options=check_options(options, where="a stored schedule"),
+        options=check_options(options, where="a stored schedule", stored=True),
         misfire=check_misfire(fields.get("misfire")),
     )
     return schedule, timing
@@ -145,7 +150,7 @@ def plan(timing: Timing, misfire: str, due_ms: int, now_ms: int) -> Plan:
     docstring for due and missed ticks)."""
     if now_ms - due_ms <= MISFIRE_GRACE_MS:
         return Plan(due_ms, timing.after(due_ms))
-    latest, following = timing.catch_up(due_ms, now_ms)
-    if misfire == "once" or now_ms - latest <= MISFIRE_GRACE_MS:
-        return Plan(latest, following)
-    return Plan(None, following)
+    # the latest missed tick is the last one more than the grace old: the tick after it is due
+    # (or still to come) and gets its own job at the next step, as each due tick after it does
+    latest, following = timing.catch_up(due_ms, now_ms - MISFIRE_GRACE_MS - 1)
+    return Plan(latest if misfire == "once" else None, following)

@@ -64,8 +64,9 @@ class Ticker:
         self._schedules = schedules
 
     def tick(self, now: datetime.datetime) -> tuple[int | None, bool]:
-        """Create the jobs of the ticks due at `now` and move their schedules on. Returns the
-        earliest tick still to come (ms) and whether more schedules may be due."""
+        """Create the job of each schedule's tick due at `now` (one tick per schedule) and move
+        the schedules on. Returns the earliest next tick (ms) and whether more ticks may be due
+        (a schedule whose next tick has come too, or more due schedules than one batch)."""
         now_ms = math.floor(now.timestamp() * 1000)  # no tick is acted on before its time
         due = self._schedules.due(now_ms, BATCH)
         planned = [self._plan(stored, now, now_ms) for stored in due.entries]
@@ -91,7 +92,9 @@ class Ticker:
             [ms for ms in (due.later_ms, *(item.plan.next_ms for item in planned)) if ms],
             default=None,
         )
-        return earliest, len(due.entries) >= BATCH
+        # after missed ticks, or a tick found late, the next tick may be due already: go on
+        still_due = any(item.plan.next_ms <= now_ms for item in planned)
+        return earliest, len(due.entries) >= BATCH or still_due
 
     def _plan(self, stored: Stored, now: datetime.datetime, now_ms: int) -> _Due:
         due_ms = stored.next_ms

@@ -75,7 +75,7 @@ def _fail(prog: str, message: object, status: int) -> int:
     ),
     arg(
         "--concurrency",
-        type=cli_parser.positive_int,
+        type=cli_parser.concurrency,
         metavar="N",
         help="concurrent_jobs of every worker",
     ),

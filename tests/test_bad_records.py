@@ -393,3 +393,13 @@ def test_a_due_id_whose_record_is_gone_or_elsewhere_is_dropped_and_the_timer_sta
     assert_calm(r)
     warned = " ".join(rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING)
     assert gone.id in warned and elsewhere.id in warned
+
+
+def test_a_record_written_before_the_options_were_bounded_is_still_read(r: Any) -> None:
+    """Options now refused (process_timeout 0, retry_count over 1000) may be on records an
+    earlier kickq wrote: such a record is read as written, never set aside."""
+    job = kickq.create("older", "kept").result(5)
+    r.hset(job_key(job.id), mapping={"process_timeout": "0", "retry_count": str(10**30)})
+    found = kickq.get(job.id).result(5)
+    assert (found.process_timeout, found.retry_count) == (0.0, 10**30)
+    assert not r.exists(damaged_key(job.id))

@@ -60,7 +60,7 @@ def test_show_and_delete(redis_url: str, capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.parametrize(
     ("args", "status", "says"),
     [
-        (["show", "x", "--redis-url", "http://x"], 2, "redis_url must start with"),
+        (["show", "x", "--namespace", "a{b}"], 2, "redis_namespace must not contain"),
         (["show", "0" * 32, "--redis-url", UNREACHABLE], 1, "cannot be reached"),
         (["worker", "cli_nothing_here"], 2, "no module named 'cli_nothing_here'"),
     ],
@@ -77,6 +77,36 @@ def test_failures_are_one_line(
     assert cli.main(args) == status
     line = error_of(capsys)
     assert line.startswith(f"kickq {args[0]}: ") and says in line
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["jobs", "--limit", str(2**63 + 1)], "--limit"),
+        (["jobs", "--limit", "10001"], "--limit"),
+        (["jobs", "--offset", str(2**63)], "--offset"),
+        (["jobs", "--offset", "9" * 5000], "--offset"),
+        (["worker", "app", "--concurrency", "10001"], "--concurrency"),
+        (["worker", "app", "--concurrency", str(10**30)], "--concurrency"),
+        (["worker", "app", "--grace", "1e300"], "--grace"),
+        (["worker", "app", "--metrics-port", "99999"], "--metrics-port"),
+        (["stats", "--watch", "--interval", "1e300"], "--interval"),
+        (["dashboard", "--port", str(2**64)], "--port"),
+        (["jobs", "--redis-url", "redis://127.0.0.1:99999"], "--redis-url"),
+        (["stats", "--redis-url", "redis://127.0.0.1:6379/abc"], "--redis-url"),
+        (["worker", "app", "--redis-url", "redis://127.0.0.1:6379/x"], "--redis-url"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(
+    args: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A number an option cannot take (a port or database in a URL too) exits 2 with one line
+    naming the option and what is wrong, before anything connects to Redis."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert option in line and ("from" in line or "whole number" in line)
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

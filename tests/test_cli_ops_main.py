@@ -380,8 +380,8 @@ def test_show_fits_a_terminal_and_widens_when_piped(
 @pytest.mark.parametrize(
     ("parse", "text", "value"),
     [
-        (cli_parser.whole_number, "0", 0),
-        (cli_parser.whole_number, "12", 12),
+        (cli_parser.offset, "0", 0),
+        (cli_parser.offset, "12", 12),
         (cli_parser.states, "fail, queued", ["fail", "queued"]),
         (cli_parser.interval, "0.1", 0.1),
         (cli_parser.port, "0", 0),
@@ -395,7 +395,7 @@ def test_argument_types(parse: Callable[[str], Any], text: str, value: Any) -> N
 @pytest.mark.parametrize(
     ("parse", "text"),
     [
-        (cli_parser.whole_number, "-1"),
+        (cli_parser.offset, "-1"),
         (cli_parser.states, "failed"),
         (cli_parser.interval, "0.05"),
         (cli_parser.port, "65536"),

@@ -397,12 +397,74 @@ def test_large_but_sane_duration_is_accepted() -> None:
     assert kickq.config(purge_timeout=century)["purge_timeout"] == century
 
 
-def test_zero_is_a_valid_duration_and_count() -> None:
-    """Zero is accepted for durations and counts (only negative values are refused)."""
-    snapshot = kickq.config(process_timeout=0, retry_count=0, ghost_count=0, delay=0)
-    assert snapshot["process_timeout"] == 0.0
+def test_zero_is_a_valid_delay_interval_and_count() -> None:
+    """Zero is accepted for a delay, an interval and a count."""
+    snapshot = kickq.config(
+        retry_count=0, ghost_count=0, delay=0, retry_interval=0, ghost_interval=0
+    )
     assert snapshot["retry_count"] == 0
     assert snapshot["ghost_count"] == 0
+    assert (snapshot["delay"], snapshot["retry_interval"], snapshot["ghost_interval"]) == (0, 0, 0)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    """The ends of each documented range are valid values."""
+    snapshot = kickq.config(
+        process_timeout=1e10,
+        hotjob_timeout=0.001,
+        purge_timeout=1e10,
+        retry_count=1000,
+        ghost_count=1000,
+        priority=0,
+        redis_port=65535,
+    )
+    assert (snapshot["process_timeout"], snapshot["retry_count"], snapshot["ghost_count"]) == (
+        1e10,
+        1000,
+        1000,
+    )
+
+
+OUT_OF_RANGE = [
+    ("process_timeout", 0, "more than 0 and at most 1e10 seconds"),
+    ("process_timeout", datetime.timedelta(0), "more than 0 and at most 1e10 seconds"),
+    ("process_timeout", 1e10 + 1, "more than 0 and at most 1e10 seconds"),
+    ("hotjob_timeout", 0.0, "more than 0 and at most 1e10 seconds"),
+    ("purge_timeout", 0, "more than 0 and at most 1e10 seconds"),
+    ("delay", -1, "from 0 to 1e10 seconds"),
+    ("retry_interval", 2e10, "from 0 to 1e10 seconds"),
+    ("ghost_interval", -0.5, "from 0 to 1e10 seconds"),
+    ("retry_count", 10**30, "a whole number from 0 to 1000"),
+    ("retry_count", 1001, "a whole number from 0 to 1000"),
+    ("ghost_count", 10**5000, "a whole number from 0 to 1000"),
+    ("ghost_count", -1, "a whole number from 0 to 1000"),
+    ("priority", 10, "a whole number from 0 to 9"),
+    ("priority", -1, "a whole number from 0 to 9"),
+    ("redis_port", 99999, "from 1 to 65535"),
+    ("redis_port", 0, "from 1 to 65535"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "span"),
+    OUT_OF_RANGE,
+    ids=[f"{case[0]}-{i}" for i, case in enumerate(OUT_OF_RANGE)],
+)
+def test_a_value_out_of_its_range_raises_config_error_naming_option_and_range(
+    name: str, value: Any, span: str
+) -> None:
+    """Every numeric option has a range: a value outside it raises ConfigError naming the
+    option and the range, in config() and (for a per-job option) in job_flags, and changes
+    nothing."""
+    before = dict(kickq.config())
+    with pytest.raises(kickq.ConfigError, match=name) as info:
+        kickq.config({name: value})
+    assert span in str(info.value)
+    if name not in ("purge_timeout", "redis_port"):  # per-job options
+        with pytest.raises(kickq.ConfigError, match=name) as info:
+            kickq.config(job_flags={"resize": {name: value}})
+        assert span in str(info.value)
+    assert dict(kickq.config()) == before
 
 
 @pytest.mark.parametrize(
@@ -500,3 +562,61 @@ def test_backoff_rejects_bad_arguments() -> None:
     for kwargs in ({"base": -1}, {"maximum": -1}, {"factor": 0.5}):
         with pytest.raises(kickq.ConfigError):
             kickq.backoff(**kwargs)
+
+
+BAD_URLS = [
+    ("redis://127.0.0.1:6379/abc", "its database 'abc'"),
+    ("redis://127.0.0.1:6379/0/1", "its database '0/1'"),
+    ("redis://127.0.0.1:6379/-1", "its database '-1'"),
+    ("redis://127.0.0.1:99999", "its port '99999' is not a whole number from 1 to 65535"),
+    ("redis://127.0.0.1:0/0", "its port '0'"),
+    ("redis://127.0.0.1:port/0", "its port 'port'"),
+    ("rediss://user:s3cret@127.0.0.1:70000/1", "its port '70000'"),
+    ("redis://127.0.0.1?db=one", "'db'"),
+    ("redis://127.0.0.1?db=-3", "its database -3 is negative"),
+    ("redis://127.0.0.1?socket_timeout=soon", "'socket_timeout'"),
+    ("redis://[::1", "cannot be read"),
+    ("unix://", "names no socket path"),
+]
+
+
+@pytest.mark.parametrize(("url", "part"), BAD_URLS)
+def test_a_redis_url_with_a_bad_part_is_refused_naming_the_part(url: str, part: str) -> None:
+    """A URL redis-py would read as another database (a path that is not a number: db 0) or
+    fail on at the first command (a port out of range) raises ConfigError at once, naming the
+    bad part and never the password; nothing changes."""
+    before = dict(kickq.config())
+    with pytest.raises(kickq.ConfigError, match="redis_url") as info:
+        kickq.config(redis_url=url)
+    assert part in str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert dict(kickq.config()) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/15",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1",
+        "redis://user:pass@[::1]:6380/2?socket_timeout=3",
+        "rediss://127.0.0.1:6380/0?db=1",
+        "unix:///tmp/redis.sock?db=3",
+    ],
+)
+def test_good_redis_urls_are_accepted(url: str) -> None:
+    assert kickq.config(redis_url=url)["redis_url"] == url
+
+
+@pytest.mark.parametrize(("url", "part"), BAD_URLS[:4])
+def test_a_bad_kickq_redis_url_fails_calls_with_config_error(
+    url: str, part: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KICKQ_REDIS_URL is checked as redis_url is, when kickq first connects: calls fail
+    with ConfigError naming the variable and the bad part, instead of using database 0 or
+    failing with redis-py's ValueError."""
+    kickq.reset()
+    monkeypatch.setenv("KICKQ_REDIS_URL", url)
+    error = kickq.create("job").exception(timeout=10)
+    assert isinstance(error, kickq.ConfigError)
+    assert "KICKQ_REDIS_URL" in str(error) and part in str(error)

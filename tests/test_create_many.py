@@ -58,6 +58,8 @@ def test_options_apply_to_every_item() -> None:
         pytest.param(7, {}, TypeError, id="int-name"),
         pytest.param("ok", {"priority": 11}, kickq.ConfigError, id="bad-priority"),
         pytest.param("ok", {"proces_timeout": 1}, kickq.ConfigError, id="unknown-option"),
+        pytest.param("ok", {"process_timeout": 0}, kickq.ConfigError, id="zero-timeout"),
+        pytest.param("ok", {"ghost_count": 10**30}, kickq.ConfigError, id="huge-count"),
     ],
 )
 def test_a_bad_name_or_option_fails_them_all_and_stores_nothing(

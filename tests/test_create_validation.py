@@ -59,6 +59,16 @@ BAD_CREATES: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], s
         "hotjob_timeout",
     ),
     ("negative count", ("job",), {"retry_count": -1}, kickq.ConfigError, "retry_count"),
+    ("huge count", ("job",), {"retry_count": 10**30}, kickq.ConfigError, "from 0 to 1000"),
+    ("zero timeout", ("job",), {"process_timeout": 0}, kickq.ConfigError, "process_timeout must"),
+    (
+        "zero hotjob_timeout",
+        ("job",),
+        {"hotjob": True, "hotjob_timeout": 0},
+        kickq.ConfigError,
+        "hotjob_timeout must be more than 0",
+    ),
+    ("priority above 9", ("job",), {"priority": 10}, kickq.ConfigError, "from 0 to 9"),
     ("nan duration", ("job",), {"hotjob_timeout": math.nan}, kickq.ConfigError, "hotjob_timeout"),
     (
         "non per-job option",
@@ -194,7 +204,7 @@ def test_process_rejects_unknown_option() -> None:
         kickq.process("job", {"concurrent_job": 2}, lambda job, data: None)
 
 
-@pytest.mark.parametrize("value", [0, -1, "2", True, 1.5])
+@pytest.mark.parametrize("value", [0, -1, "2", True, 1.5, 10_001, 10**30])
 def test_process_rejects_bad_concurrent_jobs(value: Any) -> None:
     """process() raises ConfigError naming concurrent_jobs for a bad value."""
     with pytest.raises(kickq.ConfigError, match="concurrent_jobs"):

@@ -160,10 +160,21 @@ def test_bad_selections_are_refused(kwargs: dict[str, Any], error: type[Exceptio
         kickq.jobs(**kwargs)
 
 
-@pytest.mark.parametrize(("limit", "offset"), [(-1, 0), (5, -2), ("5", 0), (5, 1.5)])
+@pytest.mark.parametrize(
+    ("limit", "offset"),
+    [(-1, 0), (5, -2), ("5", 0), (5, 1.5), (10**30, 0), (10_001, 0), (5, 2**63), (5, 10**9 + 1)],
+)
 def test_bad_pages_fail_the_future(limit: Any, offset: Any) -> None:
-    with pytest.raises((TypeError, ValueError)):
+    """A page out of range (limit 0-10000, offset 0-1e9) fails the future with a TypeError or
+    ValueError naming the argument, before anything is sent to Redis."""
+    with pytest.raises((TypeError, ValueError), match=r"limit|offset"):
+        kickq.jobs(name="paged", state="fail").list(limit=limit, offset=offset).result(5)
+    with pytest.raises((TypeError, ValueError), match=r"limit|offset"):
         kickq.jobs().list(limit=limit, offset=offset).result(5)
+
+
+def test_the_largest_page_is_accepted() -> None:
+    assert kickq.jobs().list(limit=10_000, offset=10**9).result(5) == []
 
 
 def _page_commands(r: Any, name: str, state: Any) -> int:

@@ -215,6 +215,10 @@ def test_a_name_with_no_limit_has_none() -> None:
         {"concurrency": 1.5},
         {"concurrency": True},
         {"concurrency": "3"},
+        {"concurrency": 10**30},
+        {"concurrency": 1_000_001},
+        {"rate": (10**30, 1)},
+        {"rate": (1, 2e10)},
     ],
 )
 def test_bad_limits_fail_the_future_and_store_nothing(bad: dict[str, Any], r: Any) -> None:

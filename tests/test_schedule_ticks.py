@@ -122,16 +122,16 @@ def test_an_hourly_cron_runs_every_real_hour_across_fall_back() -> None:
         ("skip", 59, 0, 300),  # within the minute's grace: due, not missed
         ("once", 61, 0, 300),
         ("skip", 61, None, 300),
-        ("once", 950, 900, 1200),  # the latest tick is 50 s old: due
-        ("skip", 950, 900, 1200),
+        ("once", 950, 600, 900),  # three missed ticks, then one 50 s old: due, next
+        ("skip", 950, None, 900),
         ("once", 1000, 900, 1200),  # four missed ticks: one job, for the latest
         ("skip", 1000, None, 1200),
     ],
 )
 def test_plan_of_a_due_tick(misfire: str, late_s: int, fire_s: int | None, next_s: int) -> None:
     """A tick up to a minute late is due and runs; an older one was missed: "once" runs the
-    latest missed tick, "skip" none; the next tick is the first still to come. (Ticks every
-    five minutes; times in seconds after the tick that came due.)"""
+    latest missed tick, "skip" none; the next tick is the first that was not missed. (Ticks
+    every five minutes; times in seconds after the tick that came due.)"""
     every = timing(None, datetime.timedelta(minutes=5), "UTC")
     due = 1_000_000
     plan = schedules.plan(every, misfire, due, due + late_s * 1000)

@@ -125,6 +125,39 @@ def test_a_late_tick_within_the_grace_is_not_missed(r: Any) -> None:
     assert stored_jobs(r)[0].scheduled_for == sched.next_time
 
 
+TEN_S = [range(0, 60, 10), range(10, 70, 10), range(20, 80, 10), range(540, 610, 10)]
+
+
+@pytest.mark.parametrize("misfire", ["once", "skip"])
+@pytest.mark.parametrize(
+    ("jump_s", "missed_s", "due_s"),
+    [
+        pytest.param(50, [], TEN_S[0], id="50s"),
+        pytest.param(65, [0], TEN_S[1], id="65s"),
+        pytest.param(75, [0, 10], TEN_S[2], id="75s"),
+        pytest.param(600, list(range(0, 540, 10)), TEN_S[3], id="10min"),
+    ],
+)
+def test_every_tick_under_a_minute_late_gets_its_own_job(
+    r: Any, misfire: str, jump_s: int, missed_s: list[int], due_s: range
+) -> None:
+    """every=10, the clock jumps `jump_s` past the first tick (no process ran meanwhile): each
+    tick at most a minute late is due and gets its own job, whatever came before it; of the
+    older (missed) ticks "once" runs the latest, "skip" none. (Offsets in seconds after the
+    first tick.)"""
+    with freeze_time(START) as frozen:
+        sched = kickq.schedule("ten", every=10, misfire=misfire).result(5)
+        assert sched.next_time is not None
+        first = sched.next_time
+        frozen.move_to(first + datetime.timedelta(seconds=jump_s))
+        after = first + datetime.timedelta(seconds=due_s[-1] + 10)
+        wait_until(lambda: next_time("ten") == after, timeout=10, what="the ticks acted on")
+        jobs = stored_jobs(r)
+    fired = missed_s[-1:] if misfire == "once" else []
+    expected = [first + datetime.timedelta(seconds=s) for s in [*fired, *due_s]]
+    assert [job.scheduled_for for job in jobs] == expected
+
+
 def test_a_unique_schedule_does_not_pile_up(r: Any) -> None:
     """unique=True: while the job of an earlier tick is not complete, a tick creates nothing;
     the schedule goes on all the same."""
@@ -252,8 +285,8 @@ NOW = datetime.datetime(2030, 1, 1, tzinfo=UTC)
         ({"every": 60, "tz": None}, "IANA time zone name"),
         ({}, "exactly one of cron and every"),
         ({"cron": "0 9 * * *", "every": 60}, "exactly one of cron and every"),
-        ({"every": 0.5}, "at least 1 second"),
-        ({"every": -60}, "must not be negative"),
+        ({"every": 0.5}, "every must be from 1 to 1e10 seconds, got 0.5"),
+        ({"every": -60}, "every must be from 1 to 1e10 seconds"),
         ({"every": "often"}, "number of seconds or a timedelta"),
         ({"every": 60, "misfire": "twice"}, "misfire must be 'once' or 'skip'"),
         ({"every": 60, "key": ""}, "schedule key"),
@@ -261,6 +294,9 @@ NOW = datetime.datetime(2030, 1, 1, tzinfo=UTC)
         ({"every": 60, "delay": 5}, "'delay' cannot be given"),
         ({"every": 60, "hotjob": True}, "'hotjob' cannot be given"),
         ({"every": 60, "priority": 10}, "priority"),
+        ({"every": 60, "process_timeout": 0}, "process_timeout must be more than 0"),
+        ({"every": 60, "retry_count": 10**30}, "retry_count must be a whole number from 0"),
+        ({"every": 2e10}, "every must be from 1 to 1e10 seconds"),
         ({"every": 60, "retry_interval": lambda n: n}, "retry_interval"),
         ({"every": 60, "prority": 3}, "did you mean 'priority'"),
         ({"every": 60, "purge_timeout": 3}, "not a per-job option"),

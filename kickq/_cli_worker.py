@@ -15,13 +15,13 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
 import redis
 
+from . import _clock as clock
 from . import _connection as connection
 from . import _processors as processors
 from ._cli_parser import EXIT_USAGE, Failure
@@ -157,9 +157,9 @@ def stop(workers: Sequence[Worker], grace: float) -> int:
     log.info("no new jobs; waiting up to %gs for %d running", grace, running)
     for worker in workers:
         worker.stop_fetching()
-    deadline = time.monotonic() + grace
+    deadline = clock.real_monotonic() + grace
     for worker in workers:
-        worker.stop(max(deadline - time.monotonic(), 0.0))
+        worker.stop(max(deadline - clock.real_monotonic(), 0.0))
     left = sum(worker.running for worker in workers)
     if left:
         log.warning("%d jobs still running after %gs; they become ghosts", left, grace)

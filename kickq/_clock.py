@@ -1,9 +1,18 @@
-"""The only reader of wall-clock time.
+"""The only reader of time.
 
 Every timer in kickq compares a stored deadline with `now()`. Reading the clock through
 `datetime.datetime.now` (looked up on the module at call time) lets freezegun drive every timer,
 from kickq's background threads too: freezegun answers `datetime.now` without the stack
 inspection that hands threads the real `time.time()`.
+
+`now()` adds the process's correction (`set_offset`): zero while the host's clock agrees with
+the Redis server's, else the offset measured against Redis's TIME (see _skew.py), so that every
+process's deadlines agree however far its host's clock is off. The measurement reads
+`host_time()`, the host's real clock, which freezegun leaves alone: under a frozen clock the
+offset measured is the real one (about zero), and frozen time still drives everything.
+
+`real_monotonic()` is the one other reading: seconds of real time for waiting on real things
+(a server starting, a thread or a connection), never for a timer.
 """
 
 from __future__ import annotations
@@ -13,11 +22,39 @@ import sys
 import time
 
 UTC = datetime.timezone.utc
+_NO_OFFSET = datetime.timedelta(0)
+_offset = _NO_OFFSET  # replaced whole, never changed in place: readers need no lock
+_REALTIME = getattr(time, "clock_gettime", None)  # not on every platform
 
 
 def now() -> datetime.datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.datetime.now(UTC)
+    """The current time, timezone-aware UTC, corrected by the offset to Redis's clock."""
+    moment = datetime.datetime.now(UTC)
+    offset = _offset
+    return moment + offset if offset else moment
+
+
+def offset() -> float:
+    """Seconds added to the host's clock by `now()` (0.0 unless the host's clock is off)."""
+    return _offset.total_seconds()
+
+
+def set_offset(seconds: float) -> float:
+    """Correct `now()` by `seconds` from now on; returns by how much `now()` moved."""
+    global _offset
+    before = _offset
+    _offset = datetime.timedelta(seconds=seconds) if seconds else _NO_OFFSET
+    return (_offset - before).total_seconds()
+
+
+def host_time() -> float:
+    """Seconds since the epoch on the host's real clock (CLOCK_REALTIME, which freezegun does
+    not patch; else its saved `time.time`): what the offset to Redis's clock is measured with."""
+    if _REALTIME is not None:
+        return float(_REALTIME(time.CLOCK_REALTIME))
+    api = sys.modules.get("freezegun.api")
+    real = getattr(api, "real_time", None)
+    return float(real()) if callable(real) else time.time()
 
 
 def to_ms(moment: datetime.datetime) -> int:

@@ -113,6 +113,17 @@ class Dispatcher:
         for call in calls:
             self._put(call)
 
+    def call_next(self, calls: list[Call]) -> None:
+        """From a task, on the dispatcher thread: serve these script calls next, before any
+        request queued after the task, as if the task had queued them when it was queued."""
+        with self._lock:
+            stopping = self._stopping
+            if not stopping:
+                self._unfinished += len(calls)
+                self._backlog.extendleft(reversed(calls))
+        if stopping:
+            _cancel(list(calls))
+
     def task(self, run: Callable[[], None], cancel: Callable[[], object] = _nothing) -> None:
         self._put(Task(run, cancel))
 

@@ -30,6 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import _clock as clock
 from ._errors import RedisUnavailable
 
 __all__ = [
@@ -144,7 +145,7 @@ def ensure_running() -> str:
             elif state != _UP:
                 # A server is there but still loading its data (or busy): wait, never start a
                 # second one on the same files.
-                _wait_until_up(sock, directory, deadline=time.monotonic() + _START_TIMEOUT)
+                _wait_until_up(sock, directory, deadline=clock.real_monotonic() + _START_TIMEOUT)
     _announce(sock, directory)
     return f"unix://{sock}"
 
@@ -187,9 +188,9 @@ def stop() -> bool:
         # The server closes the connection as it exits; that error is the success signal.
         with _client(sock) as client, contextlib.suppress(redis.exceptions.ConnectionError):
             client.shutdown()
-        deadline = time.monotonic() + _STOP_TIMEOUT
+        deadline = clock.real_monotonic() + _STOP_TIMEOUT
         while (pid is not None and _alive(pid)) or _probe(sock) != _DOWN:
-            if time.monotonic() > deadline:
+            if clock.real_monotonic() > deadline:
                 raise TimeoutError(
                     f"the embedded Redis (pid {pid}) did not exit within {_STOP_TIMEOUT:g} s "
                     f"of SHUTDOWN; see {directory / 'redis.log'}"
@@ -221,7 +222,7 @@ def _start(sock: pathlib.Path, directory: pathlib.Path) -> None:
         "--appendfsync", "everysec",
         "--save", "",
     ]  # fmt: skip
-    deadline = time.monotonic() + _START_TIMEOUT
+    deadline = clock.real_monotonic() + _START_TIMEOUT
     try:
         # close_fds (the default) matters: a server inheriting the lock fd would hold it forever.
         launcher = subprocess.run(
@@ -257,7 +258,7 @@ def _wait_until_up(sock: pathlib.Path, directory: pathlib.Path, deadline: float)
                 raise RedisUnavailable(
                     f"the embedded Redis (pid {pid}) exited during startup{_log_tail(directory)}"
                 )
-        if time.monotonic() > deadline:
+        if clock.real_monotonic() > deadline:
             raise RedisUnavailable(
                 f"the embedded Redis at {sock} did not answer within {_START_TIMEOUT:g} s "
                 f"(last state: {state}){_log_tail(directory)}"
@@ -345,13 +346,13 @@ def _locked(directory: pathlib.Path) -> Iterator[None]:
 
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + _LOCK_TIMEOUT
+        deadline = clock.real_monotonic() + _LOCK_TIMEOUT
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if clock.real_monotonic() > deadline:
                     raise RedisUnavailable(
                         f"timed out after {_LOCK_TIMEOUT:g} s waiting for {directory / 'lock'} "
                         "(another process is starting or stopping the embedded Redis)"

@@ -24,13 +24,13 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import redis
 
+from . import _clock as clock
 from ._outage import Retry
 
 log = logging.getLogger("kickq")
@@ -143,7 +143,7 @@ class Listener:
         retry = Retry("pub/sub listener", log, expected=LOST)
         reconnecting = False
         while not self._stopping.is_set():
-            opened = time.monotonic()
+            opened = clock.real_monotonic()
             try:
                 self._open()
                 if reconnecting:
@@ -156,7 +156,7 @@ class Listener:
                 if self._stopping.is_set():
                     break
                 reconnecting = True
-                if time.monotonic() - opened > 5.0:  # it had been working: retry at once
+                if clock.real_monotonic() - opened > 5.0:  # it had been working: retry at once
                     retry.succeeded()
                 pause = retry.failed(exc)
             self._close()

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
+
+from . import _clock as clock
 
 log = logging.getLogger("kickq")
 
@@ -50,10 +51,10 @@ class ThreadPool:
             threads = [t for t in self._threads if t.is_alive()]
         for _ in threads:
             self._tasks.put(None)
-        deadline = time.monotonic() + timeout
+        deadline = clock.real_monotonic() + timeout
         for thread in threads:
             if thread is not threading.current_thread():
-                thread.join(max(deadline - time.monotonic(), 0.0))
+                thread.join(max(deadline - clock.real_monotonic(), 0.0))
 
     def owns_current_thread(self) -> bool:
         """Whether the calling thread is one of this pool's."""

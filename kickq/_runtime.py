@@ -24,7 +24,7 @@ from ._cancel_router import CancelRouter
 from ._config import purge_timeout, settings
 from ._dispatcher import Call, Dispatcher
 from ._errors import DamagedRecord, RedisUnavailable
-from ._future import KickqFuture, LoopThread, reject, resolve
+from ._future import KickqFuture, LoopThread, follow, reject, resolve
 from ._handlers import Handler
 from ._heartbeats import Heartbeats
 from ._job import Job, State, reply_to_here
@@ -34,6 +34,7 @@ from ._pool import ThreadPool
 from ._retries import interval_for
 from ._schedule_store import ScheduleStore
 from ._settle import Settler
+from ._skew import ClockCheck
 from ._store import FENCED, Damaged, Store
 from ._sweeper import Sweeper
 from ._ticker import Ticker
@@ -61,6 +62,10 @@ class Runtime:
         self.settler = Settler(self.store, self.where, self.dispatcher.task)
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
+        self.clock_check = ClockCheck(self.store, self.where, self._clock_moved)
+        # set once the dispatcher has checked this process's clock against Redis's (its first
+        # request): creates made before then are decided after it (`_create_later`)
+        self._clock_checked = threading.Event()
         self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
         self.cancels = CancelRouter(self.listener, self.keys.cancel, self._live_workers)
@@ -75,17 +80,44 @@ class Runtime:
             self.quarantine,
             self.ticker.tick,
             self.heartbeats.beat,
+            self.clock_check.check_if_due,
         )
         self.waits.on_deadline = self.sweeper.wake_by
         self.waits.quarantine = self.quarantine
 
     def start(self) -> Runtime:
         self.dispatcher.start()
+        # the first request: every API call's work, which may read the clock, comes after
+        self.dispatcher.task(self._first_clock_check, self._clock_checked.set)
         self.listener.start()
-        # once listening (again, after a reconnect), a tick reads what may have been missed
-        self.listener.subscribe(self.keys.timers, self._announced, lambda: self.sweeper.nudge(0))
+        # once listening (again, after a reconnect), a tick reads what may have been missed,
+        # and the clock is checked again (the server may be another after a failover)
+        self.listener.subscribe(self.keys.timers, self._announced, self._listening)
         self.sweeper.start()
         return self
+
+    def _listening(self) -> None:
+        self.clock_check.soon()
+        self.sweeper.nudge(0)
+
+    def _first_clock_check(self) -> None:
+        try:
+            self.clock_check.ensure()
+        except Exception:  # Redis is away: the timer thread checks again, and logs it
+            pass
+        finally:
+            self._clock_checked.set()
+
+    def _clock_moved(self, seconds: float) -> None:
+        """kickq's clock was corrected by `seconds`: the local deadlines set before move with
+        it, so that each still comes as long after it was set as meant."""
+        self.waits.shift(seconds)
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.clock_moved(seconds)
+        self.heartbeats.soon()  # its last_seen, on the corrected clock, at the next tick
+        self.sweeper.nudge()
 
     def _announced(self, payload: str) -> None:
         """Another process (or this one) set a deadline every timer must know of."""
@@ -112,6 +144,44 @@ class Runtime:
     ) -> list[KickqFuture[Job]]:
         """Save new jobs of one name, (data, its JSON, unique key) each, alike but for those:
         CREATE_BATCH jobs to a script call, each job still saved alone (see create.lua)."""
+        if not self._clock_checked.is_set():
+            return self._create_later(name, items, options)
+        return self._create_now(name, items, options, self.dispatcher.call_many)
+
+    def _create_later(
+        self, name: str, items: list[tuple[Any, str, str | None]], options: dict[str, Any]
+    ) -> list[KickqFuture[Job]]:
+        """Creates made before this process's clock was checked against Redis's are decided
+        on the dispatcher thread after the check, their times on the corrected clock (a host
+        whose clock is off would else date them, and their delays, by its own). Their calls
+        are served where the create was queued: before anything asked for after it (a later
+        create, a drain)."""
+        futures: list[KickqFuture[Job]] = [KickqFuture() for _ in items]
+
+        def run() -> None:
+            try:
+                made = self._create_now(name, items, options, self.dispatcher.call_next)
+            except Exception as exc:  # create() never raises: every future says why
+                made = [KickqFuture() for _ in items]
+                for future in made:
+                    reject(future, exc)
+            for source, future in zip(made, futures, strict=True):
+                follow(source, future)
+
+        def cancel() -> None:
+            for future in futures:
+                future.cancel()
+
+        self.dispatcher.task(run, cancel)
+        return futures
+
+    def _create_now(
+        self,
+        name: str,
+        items: list[tuple[Any, str, str | None]],
+        options: dict[str, Any],
+        send: Callable[[list[Call]], None],
+    ) -> list[KickqFuture[Job]]:
         now = clock.now()
         savings = [self._saving(name, data, options, key, now) for data, _, key in items]
         calls = []
@@ -120,7 +190,7 @@ class Runtime:
             data_jsons = [data_json for _, data_json, _ in items[start : start + CREATE_BATCH]]
             call = self.store.create_call([saving.change for saving in batch.savings], data_jsons)
             calls.append(Call(call, batch.saved, batch.cancelled, batch.unanswered))
-        self.dispatcher.call_many(calls)
+        send(calls)
         return [saving.future for saving in savings]
 
     def _saving(
@@ -172,6 +242,7 @@ class Runtime:
             on_scheduled=self.sweeper.nudge,
             quarantine=self.quarantine,
             cancels=self.cancels,
+            clock_ready=self.clock_check.ensure,
         )
 
     def quarantine(self, damaged: Damaged) -> None:
@@ -211,6 +282,7 @@ class Runtime:
         self.pool.stop()
         self.loop.stop()
         self.client.close()
+        self.clock_check.close()  # last: the threads above read the corrected clock until done
 
 
 @attrs.define

@@ -70,11 +70,12 @@ def schedule(
             if proposed.options.get(option):
                 check_size(dumps(proposed.options[option], option), option, most)
         record = to_record(proposed, timing, check_size(dumps(data, "job data"), "job data", most))
-        first_ms = timing.first(clock.to_ms(clock.now()))
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)
 
     def save(engine: Runtime) -> Schedule:
+        # on the dispatcher, after the clock's first check (see _skew.py)
+        first_ms = timing.first(clock.to_ms(clock.now()))
         next_ms = engine.schedules.save(schedule_key, record, timing.spec, first_ms)
         engine.sweeper.nudge(next_ms)
         return attrs.evolve(proposed, next_time=from_ms(next_ms))

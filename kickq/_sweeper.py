@@ -6,9 +6,9 @@ past their deadline, purges finished jobs, creates the jobs of due schedule tick
 local waits. Between ticks the thread sleeps until the earliest deadline it knows of: those it
 read at its last tick, those this process set, and those other processes announce on the timers
 channel (see scripts/announce.lua). So an idle process asks Redis nothing, but for a safety
-sweep every SAFETY_SWEEP seconds and the workers' heartbeats. The thread still wakes every
-MAX_SLEEP seconds, without a word to Redis, to read the clock: a test's frozen clock moved
-forward is seen within a second.
+sweep every SAFETY_SWEEP seconds, the workers' heartbeats and the check of this host's clock
+against Redis's (see _skew.py). The thread still wakes every MAX_SLEEP seconds, without a word
+to Redis, to read the clock: a test's frozen clock moved forward is seen within a second.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from . import _clock as clock
@@ -30,7 +29,7 @@ ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
 
 log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0  # seconds between two looks at the clock (no Redis call unless work is due)
-SAFETY_SWEEP = 60.0  # seconds of real time between two ticks with nothing known to be due
+SAFETY_SWEEP = 60.0  # seconds between two ticks with nothing known to be due
 NEVER = 2**62
 BATCH = 200
 STOP_WAIT = 0.5
@@ -46,6 +45,7 @@ class Sweeper:
         quarantine: Callable[[Damaged], None],
         schedules: ScheduleStep | None = None,
         heartbeat: Callable[[datetime.datetime], None] = lambda now: None,
+        check_clock: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._waits = waits
@@ -54,6 +54,7 @@ class Sweeper:
         self._quarantine = quarantine
         self._schedules = schedules
         self._heartbeat = heartbeat
+        self._check_clock = check_clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -91,14 +92,17 @@ class Sweeper:
         retry = Retry("timers", log)
         # A tick when nothing is known to be due comes every SAFETY_SWEEP seconds: for a run of a
         # process that died (its deadline is announced, but a process started since knows only
-        # what it read) and for anything missed. Two measures of that time: the monotonic clock
-        # (a process nudged all the time never sleeps out a timeout) and the timeouts slept (a
-        # frozen test clock never advances). The first loop ticks: it learns the deadlines.
-        slept, last_tick = SAFETY_SWEEP, time.monotonic() - SAFETY_SWEEP
+        # what it read) and for anything missed. Two measures of that time: the kickq clock (a
+        # process nudged all the time never sleeps out a timeout; a test's clock moved forward
+        # sweeps) and the timeouts slept (a frozen test clock never advances, and a clock set
+        # back still sweeps). The first loop ticks: it learns the deadlines.
+        every_ms = int(SAFETY_SWEEP * 1000)
+        slept, last_tick_ms = SAFETY_SWEEP, clock.to_ms(clock.now()) - every_ms
         while not self._stopping.is_set():
             self._wake.clear()
             self._planned_ms = NEVER  # busy: any new deadline wakes the next sleep at once
-            sweep = slept >= SAFETY_SWEEP or time.monotonic() - last_tick >= SAFETY_SWEEP
+            since_ms = clock.to_ms(clock.now()) - last_tick_ms
+            sweep = slept >= SAFETY_SWEEP or since_ms >= every_ms
             try:
                 sleep = self._loop_once(sweep)
                 retry.succeeded()
@@ -111,19 +115,21 @@ class Sweeper:
                 slept += pause
                 continue
             if self._ticked:
-                slept, last_tick = 0.0, time.monotonic()
+                slept, last_tick_ms = 0.0, clock.to_ms(clock.now())
             self._planned_ms = clock.to_ms(clock.now()) + int(sleep * 1000)
             if sleep > 0 and not self._wake.wait(sleep):
                 slept += sleep
 
     def _loop_once(self, sweep: bool) -> float:
-        """Expire local waits, send a heartbeat when one is due, tick Redis when work is due
-        (or for the safety sweep). Returns how long to sleep, in seconds of real time."""
-        now = clock.now()
-        now_ms = clock.to_ms(now)
-        next_wait = self._waits.expire(now)
+        """Expire local waits, check the clock and send a heartbeat when due, tick Redis when
+        work is due (or for the safety sweep). Returns how long to sleep, in seconds of real
+        time."""
+        next_wait = self._waits.expire(clock.now())  # even while Redis is away
         if self._stopping.is_set():  # a callback of an expired wait stopped kickq
             return 0.0
+        self._check_clock()  # before the first tick: every tick on the corrected clock
+        now = clock.now()
+        now_ms = clock.to_ms(now)
         self._heartbeat(now)
         with self._lock:
             self._ticked = sweep or now_ms >= self._next_tick_ms

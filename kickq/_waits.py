@@ -166,6 +166,19 @@ class Waits:
         for waiter in waiters:
             self._finish(waiter, cancel=True)
 
+    def shift(self, seconds: float) -> None:
+        """kickq's clock was corrected by `seconds` (see _skew.py): every deadline moves with
+        it, so that a timeout still comes as long after its wait began as it was given."""
+        delta = datetime.timedelta(seconds=seconds)
+        with self._lock:
+            # the same shift for all keeps the heap a heap
+            self._deadlines = [
+                (when + delta, order, waiter, what) for when, order, waiter, what in self._deadlines
+            ]
+            for waiter in self._waiters:
+                if waiter.deadline is not None:
+                    waiter.deadline += delta
+
     def expire(self, now: datetime.datetime) -> datetime.datetime | None:
         """Time out the waits whose deadline has passed, re-read those due to be; return the
         next deadline."""

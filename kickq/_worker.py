@@ -73,6 +73,9 @@ class WorkerContext:
     on_scheduled: Callable[[int], None]
     quarantine: Callable[[Damaged], None]
     cancels: CancelRouter
+    # raises until this process's clock has been checked against Redis's (see _skew.py): a
+    # run's deadline, which any process may ghost it by, is then on the corrected clock
+    clock_ready: Callable[[], None] = lambda: None
 
 
 class Worker:
@@ -157,6 +160,16 @@ class Worker:
         self._rotation.wake_all()
         self._nudge.set()
 
+    def clock_moved(self, seconds: float) -> None:
+        """kickq's clock was corrected by `seconds`: the times kept here move with it."""
+        delta = datetime.timedelta(seconds=seconds)
+        self.started += delta
+        self._asked_all += delta
+        rate_until = self._rate_until
+        if rate_until is not None:
+            self._rate_until = rate_until + delta
+        self.nudge()
+
     def cancel_run(self, key: RunKey) -> None:
         """Stop run `key` if this worker holds it (kickq.cancel, from any process)."""
         self._runs.cancel(key)
@@ -235,6 +248,7 @@ class Worker:
         costs a second run while its deadline holds. One that Redis refused for good (the
         script's own error: sending it again would get the same answer) is replaced, once, by
         a failure of the run that says why."""
+        self._context.clock_ready()
         if self._recheck.is_set():
             self._recheck.clear()
             try:

@@ -184,6 +184,7 @@ class Worker:
         try:
             go_on = self._turn_once()
         except Exception:  # the worker's thread retries, backing off
+            self._rotation.wake_all()  # as after any failed turn (see _run)
             go_on = True
         finally:
             self._turn_lock.release()
@@ -203,6 +204,9 @@ class Worker:
                     claimed_all = self._turn_once()
                 retry.succeeded()
             except Exception as exc:  # a worker outlives any failed turn, and backs off
+                # Whatever failed (a node down, a failover under way) may also have kept wake
+                # messages from coming: once Redis answers again, every name is asked for.
+                self._rotation.wake_all()
                 # all of it: a nudge cannot make Redis take what it refused a moment ago
                 self._abandon.wait(retry.failed(exc))
                 continue

@@ -18,7 +18,7 @@ import kickq
 import kickq._embedded
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from support import RedisCluster, RedisServer
+from support import TIME_FACTOR, RedisCluster, RedisServer
 
 Client = redis.Redis | redis.RedisCluster
 BACKENDS = ("single", "cluster")
@@ -26,7 +26,30 @@ PARSER_ENV = "KICKQ_TEST_PARSER"  # "hiredis" or "python": the run fails at once
 
 
 def pytest_report_header() -> str:
-    return f"redis-py {redis.__version__}, parser: {parser_in_use()}"
+    return (
+        f"redis-py {redis.__version__}, parser: {parser_in_use()}, "
+        f"wait bounds x{TIME_FACTOR:g} (KICKQ_TEST_TIME_FACTOR)"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-timeout's limit (the ini's, or --timeout) stretches with the wait bounds."""
+    timeout = getattr(config, "_env_timeout", None)
+    if timeout and TIME_FACTOR != 1:
+        config._env_timeout = timeout * TIME_FACTOR  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test's own @pytest.mark.timeout(n) stretches too."""
+    if TIME_FACTOR == 1:
+        return
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is not None and marker.args and isinstance(marker.args[0], int | float):
+            stretched = pytest.mark.timeout(marker.args[0] * TIME_FACTOR, *marker.args[1:])
+            item.add_marker(stretched, append=False)  # the closest marker: the one read
 
 
 def parser_in_use() -> str:

@@ -18,8 +18,17 @@ import redis
 from redis.crc import key_slot
 
 import kickq
+import kickq._runtime
 from kickq._keys import PARTITIONS, partition_of_id, partition_of_name
-from support import RedisCluster, RedisServer, all_keys, job_key, queue_key, wait_until
+from support import (
+    RedisCluster,
+    RedisServer,
+    all_keys,
+    job_key,
+    queue_key,
+    scaled,
+    wait_until,
+)
 
 NAMES = [f"name-{i}" for i in range(40)]
 
@@ -299,3 +308,69 @@ def test_reset_closes_the_connections_to_every_node(cluster: RedisCluster) -> No
         gc.enable()
         for client in clients:
             client.close()
+
+
+def fail_over(cluster: RedisCluster, primary: RedisServer) -> RedisServer:
+    """CLUSTER FAILOVER on `primary`'s replica, once it is in sync: the replica it was."""
+    replica = cluster.nodes[cluster.masters + cluster.primaries.index(primary)]
+    wait_until(lambda: in_sync(primary), 20, what="the replica in sync")
+    client = replica.client()
+    try:
+        client.execute_command("CLUSTER", "FAILOVER")
+        wait_until(lambda: client.info("replication")["role"] == "master", 20, what="promotion")
+    finally:
+        client.close()
+    return replica
+
+
+@pytest.mark.slow
+def test_jobs_queued_on_a_primary_that_fails_over_run_within_seconds(
+    replicated_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clean failover (CLUSTER FAILOVER on a replica in sync) of the primary holding queues
+    with jobs waiting. The calls its old primary redirects go to the new one even while reading
+    the slot table gives the old layout (as a node that has not heard of the failover yet
+    answers): creates go on, and every job runs within seconds. A job whose wake message was
+    lost (as one the old primary published last, which never crossed the cluster bus) runs too:
+    once the process sees the primaries change, its worker asks for every name again."""
+    cluster = replicated_cluster
+    client = cluster.client()
+    primary = cluster.primaries[0]
+    on_primary = [n for n in NAMES if client.get_node_from_key(queue_key(n)).port == primary.port]
+    elsewhere = [n for n in NAMES if n not in on_primary]
+    client.close()
+    assert len(on_primary) >= 3 and len(elsewhere) >= 4
+    release = threading.Event()
+
+    def handler(job: kickq.Job, data: str) -> str:
+        if data == "hold":
+            release.wait(scaled(60))
+        return data
+
+    worker = kickq.process(NAMES, {"concurrent_jobs": 4}, handler)
+    warm = [kickq.create(name, "warm").result(scaled(10)) for name in NAMES]
+    for job in warm:
+        assert kickq.wait(job.id, timeout=scaled(20)).result(scaled(25)).state == "success"
+    wait_until(lambda: not worker._rotation.has_ready(), what="every name resting")
+    # the wake of this name's next job never reaches the worker
+    quiet = on_primary[0]
+    engine = kickq._runtime.get()
+    wake = engine.store.keys.wake(quiet)
+    for subscription in [s for s in worker._subscriptions if s.channel == wake]:
+        engine.listener.unsubscribe(subscription)
+    unheard = kickq.create(quiet, "unheard").result(scaled(10))
+    # the worker busy, jobs wait in the queues of the primary
+    held = [kickq.create(name, "hold").result(scaled(10)) for name in elsewhere[:4]]
+    wait_until(lambda: worker.running == 4, what="4 runs in progress")
+    queued = [kickq.create(name, name).result(scaled(10)) for name in on_primary[1:] * 3]
+    monkeypatch.setattr(engine.client.nodes_manager, "initialize", lambda *a, **k: None)
+
+    fail_over(cluster, primary)
+    release.set()
+    later = [kickq.create(name, name).result(scaled(10)) for name in on_primary[1:] * 3]
+    jobs = [unheard, *held, *queued, *later]
+
+    def states() -> set[str]:
+        return {kickq.get(job.id).result(scaled(10)).state for job in jobs}
+
+    wait_until(lambda: states() == {"success"}, timeout=15, what="every job run")

@@ -10,6 +10,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -30,6 +31,26 @@ def pytest_report_header() -> str:
         f"redis-py {redis.__version__}, parser: {parser_in_use()}, "
         f"wait bounds x{TIME_FACTOR:g} (KICKQ_TEST_TIME_FACTOR)"
     )
+
+
+def _stretch_future_waits() -> None:
+    """A test's `future.result(n)` / `.exception(n)` is a wait bound like any other: with
+    KICKQ_TEST_TIME_FACTOR set, kickq's futures wait n times the factor."""
+    if TIME_FACTOR == 1:
+        return
+    result, exception = kickq.KickqFuture.result, kickq.KickqFuture.exception
+
+    def stretched_result(self: Any, timeout: float | None = None) -> Any:
+        return result(self, None if timeout is None else timeout * TIME_FACTOR)
+
+    def stretched_exception(self: Any, timeout: float | None = None) -> Any:
+        return exception(self, None if timeout is None else timeout * TIME_FACTOR)
+
+    kickq.KickqFuture.result = stretched_result  # type: ignore[method-assign]
+    kickq.KickqFuture.exception = stretched_exception  # type: ignore[method-assign]
+
+
+_stretch_future_waits()
 
 
 @pytest.hookimpl(trylast=True)

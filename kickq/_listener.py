@@ -14,7 +14,8 @@ next use of the connection (a write, or the reader's `can_read`) connects again,
 connection with none of the subscriptions; and a connect made by another thread would read its
 handshake replies while the reader thread reads the same socket. A failed write here shuts the
 socket down instead, so the reader sees the connection end and starts over. A connect callback
-refuses any reconnect that redis-py might still make on its own.
+refuses any reconnect that redis-py might still make on its own. `missed` runs the same catch-up
+without a reconnect, when a message may have been lost on its way (see Store.on_failover).
 """
 
 from __future__ import annotations
@@ -95,6 +96,24 @@ class Listener:
                 del self._channels[subscription.channel]
                 self._confirmed.discard(subscription.channel)
                 self._send("UNSUBSCRIBE", subscription.channel)
+
+    def missed(self) -> None:
+        """Messages may have been lost without this connection noticing (a primary failed over
+        before what it published last crossed the cluster bus): every subscriber catches up as
+        after a reconnect, from the calling thread."""
+        if self._forked():
+            return
+        with self._lock:
+            ready = [
+                subscription.on_ready
+                for channel, subscribers in self._channels.items()
+                if channel in self._confirmed
+                for subscription in subscribers
+                if subscription.on_ready is not None
+            ]
+        for on_ready in ready:
+            self._ready(on_ready)
+        self._ready(self._on_reconnect)
 
     def start(self) -> None:
         self._thread.start()

@@ -1,11 +1,12 @@
 """Which job names a worker's next claim asks for: only those that may have work, in turns.
 
 A claim costs Redis work for every name it asks for, so a worker asks only for the names that
-may have work: every name at first (and after a reconnect, when a rate limit's wait passes, and
-at least every IDLE_RECHECK seconds), then a name once a wake message says its queue stopped
-being empty (or a limit let go of it). A claim's reply names those with nothing to start; they
-rest until their next wake. A wake that comes while a claim of its name is on its way keeps the
-name ready, so no wake is lost to a race with the claim's reply.
+may have work: every name at first (and after a reconnect, a failed round trip or a failover,
+when a rate limit's wait passes, and at least every IDLE_RECHECK seconds), then a name once a
+wake message says its queue stopped being empty (or a limit let go of it). A claim's reply
+names those with nothing to start; they rest until their next wake. A wake that comes while a
+claim of its name is on its way keeps the name ready, so no wake is lost to a race with the
+claim's reply.
 
 One claim is one script on one Redis node, so it can only take from the queues of one group of
 names: all of them on a single server, those of one partition on a Redis Cluster. Groups with

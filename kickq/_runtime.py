@@ -67,6 +67,10 @@ class Runtime:
         # request): creates made before then are decided after it (`_create_later`)
         self._clock_checked = threading.Event()
         self.listener = Listener(connection.pubsub_connector(self.client), self._reconnected)
+        # a failover may have lost what the old primary published last: catch up as after a
+        # reconnect of the pub/sub connection (workers look at every name, the timer ticks,
+        # waits re-read their records)
+        self.store.on_failover = self.listener.missed
         self.waits = Waits(self.listener, self.store, self.dispatcher.task)
         self.cancels = CancelRouter(self.listener, self.keys.cancel, self._live_workers)
         self.heartbeats = Heartbeats(self.store, self._live_workers)

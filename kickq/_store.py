@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -48,6 +49,7 @@ from ._layout import changes, gather, lay_out
 from ._outage import NODE_DOWN, Unanswered, is_outage
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+log = logging.getLogger("kickq")
 # how long a claim given up (see scripts/reclaim.lua) is remembered: a lost claim that reaches
 # Redis later than this (after a stall of over a minute) may start runs nobody runs, which then
 # ghost at their deadline
@@ -62,6 +64,7 @@ WRITE_AT_ONCE = 65536  # bytes `Store.write` sends from a caller's thread at mos
 FENCED = -1  # create.lua's result for a job whose id is fenced
 # what a lost reply looks like in a cluster pipeline's results
 _LOST = (redis.ConnectionError, redis.TimeoutError)
+REDIRECTS = 3  # rounds a cluster call redirected (MOVED, ASK) is sent again in, at most
 
 
 def load_script(name: str, announces: bool = False) -> str:
@@ -100,6 +103,25 @@ def _redirected(result: Any) -> bool:
     if isinstance(result, redis.exceptions.MovedError | redis.exceptions.AskError):
         return True
     return isinstance(result, redis.ResponseError) and str(result).startswith(("MOVED ", "ASK "))
+
+
+def _moved(result: Any) -> redis.exceptions.MovedError | None:
+    """The MOVED reply `result` is, as redis-py's MovedError (older versions give the text)."""
+    if isinstance(result, redis.exceptions.MovedError):
+        return result
+    if isinstance(result, redis.ResponseError) and str(result).startswith("MOVED "):
+        with contextlib.suppress(ValueError):
+            return redis.exceptions.MovedError(str(result)[len("MOVED ") :])
+    return None
+
+
+def _still_redirected(result: Any) -> redis.exceptions.TryAgainError:
+    """A call the cluster kept redirecting (not applied): the slot is moving, try later."""
+    error = redis.exceptions.TryAgainError(
+        f"TRYAGAIN the cluster still redirects this call after {REDIRECTS} tries ({result})"
+    )
+    error.__cause__ = result
+    return error
 
 
 def _unanswered(exc: BaseException) -> Unanswered:
@@ -211,6 +233,10 @@ class Store:
         self.client = client
         self.cluster = cluster
         self.keys = Keys(namespace)  # the channels, and every key on a single node
+        # called (from any thread) when the set of a cluster's primaries changed
+        self.on_failover: Callable[[], None] = lambda: None
+        self._layout: frozenset[str] = frozenset()
+        self._layout = self._primaries()
         self.partitions = (
             [Keys(namespace, p) for p in range(PARTITIONS)] if cluster else [self.keys]
         )
@@ -358,14 +384,24 @@ class Store:
         calls of a node whose connection failed, one by one. It still retries the whole batch
         when it cannot get a node's connection, before anything is written. A node's calls
         whose replies were lost come back as Unanswered; calls redirected (MOVED, ASK: not
-        applied) are sent once more after the slot table is read again."""
+        applied) are sent again, after the slot table is read again and the slots the MOVED
+        replies name are moved: a node asked for the table may not have heard of a failover
+        yet, while the node that refused a call knows who serves its slot now. A call still
+        redirected after REDIRECTS rounds comes back as a TryAgainError (an outage)."""
         results = self._cluster_round(commands)
         redirected = [i for i, r in enumerate(results) if _redirected(r)]
         if redirected:
             self._relearn_layout()
+        for _ in range(REDIRECTS):
+            if not redirected:
+                break
+            self._follow([results[i] for i in redirected])
             again = self._cluster_round([commands[i] for i in redirected])
             for i, result in zip(redirected, again, strict=True):
                 results[i] = result
+            redirected = [i for i in redirected if _redirected(results[i])]
+        for i in redirected:
+            results[i] = _still_redirected(results[i])
         if any(isinstance(result, NODE_DOWN) for result in results):
             self._relearn_layout()
         return [_unanswered(result) if isinstance(result, _LOST) else result for result in results]
@@ -402,6 +438,44 @@ class Store:
         # when no node answers yet, the caller's retry comes back here
         with contextlib.suppress(Exception):
             self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+        self._check_primaries()
+
+    def _follow(self, redirects: Sequence[Any]) -> None:
+        """Move each slot a MOVED reply names to the node it names, in the client's table."""
+        manager: Any = self.client.nodes_manager  # type: ignore[union-attr]
+        for redirect in redirects:
+            moved = _moved(redirect)
+            if moved is None:
+                continue
+            with contextlib.suppress(Exception):
+                if hasattr(manager, "move_slot"):  # redis-py 7 and later
+                    manager.move_slot(moved)
+                else:  # applied by the next lookup of a slot
+                    manager.update_moved_exception(moved)
+                    manager.get_node_from_slot(moved.slot_id)
+        self._check_primaries()
+
+    def _primaries(self) -> frozenset[str]:
+        if not self.cluster:
+            return frozenset()
+        try:
+            nodes = self.client.get_primaries()  # type: ignore[union-attr]
+        except Exception:
+            return self._layout
+        return frozenset(str(node.name) for node in nodes)
+
+    def _check_primaries(self) -> None:
+        """Tell `on_failover` when the set of primaries changed: what the old primary published
+        last (a wake, a run's end, a timer's deadline) may never have crossed the cluster bus,
+        and nothing else would say so."""
+        layout = self._primaries()
+        if layout == self._layout:
+            return
+        self._layout = layout
+        try:
+            self.on_failover()
+        except Exception:
+            log.exception("kickq: catching up after a failover failed")
 
     def run(self, call: ScriptCall) -> Any:
         result = self.run_batch([call])[0]

@@ -200,6 +200,7 @@ class Worker:
         try:
             go_on = self._turn_once()
         except Exception:  # the worker's thread retries, backing off
+            self._rotation.wake_all()  # as after any failed turn (see _run)
             go_on = True
         finally:
             self._turn_lock.release()
@@ -219,6 +220,9 @@ class Worker:
                     claimed_all = self._turn_once()
                 retry.succeeded()
             except Exception as exc:  # a worker outlives any failed turn, and backs off
+                # Whatever failed (a node down, a failover under way) may also have kept wake
+                # messages from coming: once Redis answers again, every name is asked for.
+                self._rotation.wake_all()
                 # all of it: a nudge cannot make Redis take what it refused a moment ago
                 self._abandon.wait(retry.failed(exc))
                 continue
@@ -336,16 +340,8 @@ class Worker:
         scheduled: list[datetime.datetime] = []
         for ending, result in zip(endings, results[: len(endings)], strict=True):
             job = ending.change.job
-            if isinstance(result, Exception) and _refused_for_good(result):
-                instead = self._failure_instead(ending, result)
-                if instead is not None:
-                    unsent.append(instead)
-                    self._nudge.set()  # sent by the next turn, at once
-            elif isinstance(result, Exception):
-                refused.append(result)
-                if _maybe_applied(result):
-                    ending = attrs.evolve(ending, call=self._context.store.sent_again(ending.call))
-                unsent.append(ending)
+            if isinstance(result, Exception):
+                self._not_taken(ending, result, refused, unsent)
             elif (damaged := damage_of(job.id, result)) is not None:
                 # its record cannot take this end, nor any other: set aside now, so that its
                 # waits fail at once (and the end is not sent again); kept if that fails
@@ -365,6 +361,22 @@ class Worker:
         if scheduled:
             self._context.on_scheduled(clock.to_ms(min(scheduled)))
         return refused
+
+    def _not_taken(
+        self, ending: Ending, error: Exception, refused: list[Exception], unsent: list[Ending]
+    ) -> None:
+        """An end Redis did not take: replaced by a failure if refused for good, else kept to
+        be sent again (marked so when its first send may have been applied)."""
+        if _refused_for_good(error):
+            instead = self._failure_instead(ending, error)
+            if instead is not None:
+                unsent.append(instead)
+                self._nudge.set()  # sent by the next turn, at once
+            return
+        refused.append(error)
+        if _maybe_applied(error):
+            ending = attrs.evolve(ending, call=self._context.store.sent_again(ending.call))
+        unsent.append(ending)
 
     def _failure_instead(self, ending: Ending, error: Exception) -> Ending | None:
         """The end of the run as a failure saying that Redis refused `ending`; None (logged)

@@ -6,10 +6,12 @@ Modules marked `both_backends` run each test twice: on one redis-server and on a
 
 from __future__ import annotations
 
+import datetime
 import os
 import pathlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -18,7 +20,7 @@ import kickq
 import kickq._embedded
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from support import RedisCluster, RedisServer
+from support import TIME_FACTOR, RedisCluster, RedisServer
 
 Client = redis.Redis | redis.RedisCluster
 BACKENDS = ("single", "cluster")
@@ -26,7 +28,59 @@ PARSER_ENV = "KICKQ_TEST_PARSER"  # "hiredis" or "python": the run fails at once
 
 
 def pytest_report_header() -> str:
-    return f"redis-py {redis.__version__}, parser: {parser_in_use()}"
+    return (
+        f"redis-py {redis.__version__}, parser: {parser_in_use()}, "
+        f"wait bounds x{TIME_FACTOR:g} (KICKQ_TEST_TIME_FACTOR)"
+    )
+
+
+def _stretch_future_waits() -> None:
+    """A test's `future.result(n)` / `.exception(n)` and `kickq.wait(id, timeout=n)` are wait
+    bounds like any other: with KICKQ_TEST_TIME_FACTOR set, they wait n times the factor."""
+    if TIME_FACTOR == 1:
+        return
+    result, exception = kickq.KickqFuture.result, kickq.KickqFuture.exception
+
+    def stretched_result(self: Any, timeout: float | None = None) -> Any:
+        return result(self, None if timeout is None else timeout * TIME_FACTOR)
+
+    def stretched_exception(self: Any, timeout: float | None = None) -> Any:
+        return exception(self, None if timeout is None else timeout * TIME_FACTOR)
+
+    kickq.KickqFuture.result = stretched_result  # type: ignore[method-assign]
+    kickq.KickqFuture.exception = stretched_exception  # type: ignore[method-assign]
+    wait = kickq.wait
+
+    def stretched_wait(job_id: Any, timeout: Any = None) -> Any:
+        """kickq.wait(id, timeout=n) in a test: n on an idle machine (not a bad value's check)."""
+        if isinstance(timeout, int | float | datetime.timedelta) and not isinstance(timeout, bool):
+            timeout = timeout * TIME_FACTOR
+        return wait(job_id, timeout)
+
+    kickq.wait = stretched_wait
+
+
+_stretch_future_waits()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-timeout's limit (the ini's, or --timeout) stretches with the wait bounds."""
+    timeout = getattr(config, "_env_timeout", None)
+    if timeout and TIME_FACTOR != 1:
+        config._env_timeout = timeout * TIME_FACTOR  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test's own @pytest.mark.timeout(n) stretches too."""
+    if TIME_FACTOR == 1:
+        return
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is not None and marker.args and isinstance(marker.args[0], int | float):
+            stretched = pytest.mark.timeout(marker.args[0] * TIME_FACTOR, *marker.args[1:])
+            item.add_marker(stretched, append=False)  # the closest marker: the one read
 
 
 def parser_in_use() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib.util
+import os
 import pathlib
 import shutil
 import socket
@@ -20,6 +21,38 @@ import kickq._runtime
 
 _real_monotonic = time.monotonic  # taken before any test can freeze the clock
 _real_sleep = time.sleep
+
+TIME_FACTOR_ENV = "KICKQ_TEST_TIME_FACTOR"
+
+
+def _time_factor() -> float:
+    text = os.environ.get(TIME_FACTOR_ENV, "").strip()
+    if not text:
+        return 1.0
+    try:
+        factor = float(text)
+    except ValueError:
+        raise RuntimeError(f"{TIME_FACTOR_ENV}={text!r} is not a number") from None
+    if not factor >= 1:
+        raise RuntimeError(f"{TIME_FACTOR_ENV}={text!r}: the factor must be at least 1")
+    return factor
+
+
+# How much longer than on an idle machine any wait of the suite may take: every bound a test
+# waits for (wait_until, a future's result, a kickq wait, pytest-timeout's) is multiplied by it.
+TIME_FACTOR = _time_factor()
+
+
+def scaled(seconds: float) -> float:
+    """A wait bound of `seconds` on an idle machine, stretched by KICKQ_TEST_TIME_FACTOR."""
+    return seconds * TIME_FACTOR
+
+
+def capped(seconds: float, limit: float) -> float:
+    """A `wait_until` timeout of `seconds` that, stretched, stays under `limit` real seconds:
+    for a wait that must end before some slower way of kickq's would do the work (a worker's
+    60 s recheck of idle names, say), however loaded the machine."""
+    return min(seconds, limit / TIME_FACTOR)
 
 
 def redis_binary() -> str:
@@ -113,7 +146,9 @@ class RedisServer:
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = ""
 ) -> Any:
-    """Poll `predicate` until it is truthy; fail the test after `timeout` real seconds."""
+    """Poll `predicate` until it is truthy; fail the test after `timeout` real seconds
+    (multiplied by KICKQ_TEST_TIME_FACTOR)."""
+    timeout = scaled(timeout)
     deadline = _real_monotonic() + timeout
     while True:
         value = predicate()

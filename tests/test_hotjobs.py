@@ -14,7 +14,7 @@ import redis
 
 import kickq
 import kickq._runtime
-from support import client_lists, numsub, wait_until
+from support import client_lists, numsub, scaled, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
@@ -122,11 +122,19 @@ def test_wait_by_id_from_a_second_process(r: redis.Redis, subprocess_env: dict[s
     assert child.returncode == 0 and json.loads(out) == 15
 
 
+@pytest.mark.timeout(240)  # 1,000 jobs through 2 slots: slow on a loaded machine
 def test_thousand_hotjobs_share_one_pubsub_connection(r: redis.Redis) -> None:
     """1,000 concurrent hotjobs open one pub/sub connection, not one each."""
     release = threading.Event()
-    kickq.process("held", lambda job, data: release.wait(20) and data, concurrent_jobs=2)
-    jobs = [f.result(10) for f in [kickq.create("held", i, hotjob=True) for i in range(1000)]]
+
+    def held(job: kickq.Job, data: int) -> int:
+        release.wait(scaled(120))  # until the connections are counted
+        return data
+
+    kickq.process("held", held, concurrent_jobs=2)
+    timeout = scaled(180)
+    creates = [kickq.create("held", i, hotjob=True, hotjob_timeout=timeout) for i in range(1000)]
+    jobs = [f.result(30) for f in creates]
     reply = kickq._runtime.get().waits.reply_channel
     wait_until(lambda: numsub(r, reply) == 1, timeout=10, what="the reply channel")
     clients = client_lists(r)
@@ -134,7 +142,7 @@ def test_thousand_hotjobs_share_one_pubsub_connection(r: redis.Redis) -> None:
     assert len(pubsub_clients) == 1
     assert len(clients) < 15
     release.set()
-    assert [j.hotjob_future.result(30).result for j in jobs] == list(range(1000))  # type: ignore[union-attr]
+    assert [j.hotjob_future.result(120).result for j in jobs] == list(range(1000))  # type: ignore[union-attr]
 
 
 def test_waits_survive_pubsub_connection_kill(r: redis.Redis) -> None:

@@ -14,7 +14,7 @@ from freezegun import freeze_time
 import kickq
 import kickq._runtime
 from kickq._limits import Limits
-from support import ChildWorkers, all_keys, wait_until
+from support import ChildWorkers, all_keys, capped, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -78,56 +78,50 @@ def most_in_any_window(times: list[int], window: int) -> int:
 
 def test_a_rate_holds_across_two_processes(child_worker: Any, r: Any) -> None:
     """rate=(20, 1) with 2 processes x 10 slots: the run starts the handlers record are never
-    more than 20 in any second (to the microsecond), the held-back jobs start as soon as the
-    window allows (70 jobs in about 3 s, so at least 60 in the first 3 s), and each job runs
-    once."""
+    more than 20 in any second (to the microsecond), so 70 jobs take over 3 s; the held-back
+    jobs start when the window turns (all within a bound far below the workers' 60 s recheck of
+    idle names), and each job runs once."""
     assert kickq.limit("crawl", rate=(20, 1)).result(5) == Limits((20, 1.0), None)
     child_worker("crawl", 10, 0.02)
     child_worker("crawl", 10, 0.02)
-    begun = time.monotonic()
     jobs = [f.result(5) for f in kickq.create_many("crawl", range(70))]
-    wait_until(lambda: count("crawl", "success") == 70, timeout=20, what="all 70 ran")
-    took = time.monotonic() - begun
+    wait_until(lambda: count("crawl", "success") == 70, timeout=capped(20, 45), what="all 70 ran")
     starts = sorted(int(t) for t in r.lrange("{t}:starts", 0, -1))
     assert len(starts) == 70
     assert most_in_any_window(starts, 1_000_000) == 20
-    assert len([t for t in starts if t - starts[0] < 3_000_000]) == 60
-    assert 2.9 <= took < 5.5  # 3 windows to wait, none of them an idle poll
+    assert starts[-1] - starts[0] >= 3_000_000  # 3 windows to wait
     for job in jobs:
         assert len(kickq.get(job.id).result(5).runs) == 1  # being held back is not a run
 
 
 def test_a_concurrency_limit_is_never_exceeded(child_worker: Any, r: Any) -> None:
     """concurrency=3 with 2 processes x 10 slots: the runs in progress, as the handlers count
-    them, never pass 3 and reach it; the jobs go through at the pace the limit allows."""
+    them, never pass 3 and reach it; each held job starts when a run ends (all within a bound
+    far below the workers' 60 s recheck of idle names)."""
     kickq.limit("render", concurrency=3).result(5)
     child_worker("render", 10, 0.1)
     child_worker("render", 10, 0.1)
-    begun = time.monotonic()
     for future in kickq.create_many("render", range(30)):
         future.result(5)
-    wait_until(lambda: count("render", "success") == 30, timeout=20, what="all 30 ran")
-    took = time.monotonic() - begun
+    wait_until(lambda: count("render", "success") == 30, timeout=capped(20, 45), what="all 30 ran")
     seen = [int(n) for n in r.lrange("{t}:seen", 0, -1)]
     assert len(seen) == 30
     assert max(seen) == 3
-    assert took < 4  # 10 rounds of 0.1 s, each begun by the end of a run, not by a poll
 
 
 def test_a_slot_freed_in_another_process_starts_a_held_job_at_once(child_worker: Any) -> None:
     """With concurrency=1, a job held back in this process starts as soon as the run of another
-    process ends (its end wakes this worker), not after an idle worker's 5 s safety poll."""
+    process ends (its end wakes this worker), not at an idle worker's 60 s recheck."""
     kickq.limit("solo", concurrency=1).result(5)
     child_worker("solo", 1, 1.5)
     first = kickq.create("solo", "first").result(5)
     wait_until(lambda: kickq.get(first.id).result(5).state == "processing", what="child runs")
     kickq.process("solo", lambda job, data: data)
     second = kickq.create("solo", "second").result(5)
-    done = kickq.wait(second.id, timeout=10).result(15)
+    done = kickq.wait(second.id, timeout=scaled(capped(10, 45))).result(60)
     ended = kickq.get(first.id).result(5)
     assert ended.finish_time is not None and done.runs[0].start_time is not None
-    gap = (done.runs[0].start_time - ended.finish_time).total_seconds()
-    assert 0 <= gap < 1.0
+    assert done.runs[0].start_time >= ended.finish_time
 
 
 def test_deleting_a_running_job_frees_its_slot_at_once(child_worker: Any) -> None:
@@ -142,21 +136,19 @@ def test_deleting_a_running_job_frees_its_slot_at_once(child_worker: Any) -> Non
     time.sleep(0.3)  # held back meanwhile
     assert kickq.get(second.id).result(5).state == "queued"
     assert kickq.delete(first.id).result(5) is True
-    begun = time.monotonic()
-    kickq.wait(second.id, timeout=10).result(15)
-    assert time.monotonic() - begun < 1.5
+    kickq.wait(second.id, timeout=scaled(capped(10, 45))).result(60)  # not a 60 s recheck
 
 
 def test_a_rate_wakes_the_worker_when_its_window_turns() -> None:
-    """rate=(1, 1.5): the second job starts when the window turns, about 1.5 s after the
-    first, not later; the worker sleeps meanwhile."""
+    """rate=(1, 1.5): the second job starts when the window turns, 1.5 s after the first or
+    a little later, not at the worker's 60 s recheck; the worker sleeps meanwhile."""
     kickq.limit("slow", rate=(1, 1.5)).result(5)
     kickq.process("slow", lambda job, data: data, concurrent_jobs=5)
     jobs = [f.result(5) for f in kickq.create_many("slow", [1, 2])]
     done = [kickq.wait(job.id, timeout=10).result(15) for job in jobs]
     starts = sorted(job.runs[0].start_time for job in done if job.runs[0].start_time)
     gap = (starts[1] - starts[0]).total_seconds()
-    assert 1.5 <= gap < 2.5
+    assert 1.5 <= gap < 1.5 + scaled(capped(5, 40))
 
 
 def test_changing_a_limit_wakes_the_workers() -> None:
@@ -169,7 +161,7 @@ def test_changing_a_limit_wakes_the_workers() -> None:
     assert count("gate", "queued") == 3
     assert kickq.limit("gate").result(5) == Limits(None, None)
     for job in jobs:
-        kickq.wait(job.id, timeout=3).result(5)
+        kickq.wait(job.id, timeout=scaled(capped(10, 45))).result(60)
 
 
 def test_limits_show_in_stats_and_are_removed(r: Any) -> None:

@@ -25,7 +25,7 @@ import kickq
 import kickq.metrics
 from kickq import _cli_worker as worker_cli
 from kickq import _run_ends, cli
-from support import free_port, wait_until
+from support import free_port, scaled, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 WORKER_MODULE = """
@@ -70,8 +70,10 @@ def served() -> Iterator[tuple[kickq.metrics.Metrics, int]]:
     metrics.unregister()
 
 
-def test_counts_and_durations_match_the_runs(served: Any) -> None:
-    """Every outcome is counted by name, and the histogram holds each run's process time."""
+def test_counts_and_durations_match_the_runs(served: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Every outcome of a run this process's workers ended is counted by name, and the
+    histogram holds each such run's process time."""
+    caplog.set_level(logging.INFO, logger="kickq")
     _, port = served
     kickq.config(retry_interval=0, ghost_interval=0)
     slow_once = threading.Event()
@@ -92,18 +94,28 @@ def test_counts_and_durations_match_the_runs(served: Any) -> None:
     wait_until(lambda: all(kickq.get(job.id).result(5).complete for job in jobs), 20)
     worker.stop(5)
 
+    # The overrun is ghosted by the worker, at the run's deadline, or, on a loaded machine,
+    # sometimes first by the timer of the process, at the same deadline: then the worker's own
+    # end of that run is ignored, and it is not a run this process's workers ended.
+    timer_ghosted = any(
+        "changed meanwhile" in record.getMessage() and slow.id in record.getMessage()
+        for record in caplog.records
+    )
     samples = scrape(port)
     counts = {
         outcome: value(samples, "kickq_jobs_total", name="met", outcome=outcome)
         for outcome in ("success", "retry", "ghost", "fail")
     }
-    assert counts == {"success": 4.0, "retry": 1.0, "ghost": 1.0, "fail": 1.0}
+    ghosts = None if timer_ghosted else 1.0
+    assert counts == {"success": 4.0, "retry": 1.0, "ghost": ghosts, "fail": 1.0}
     runs = [run for job in jobs for run in kickq.get(job.id).result(5).runs]
     assert len(runs) == 7
-    assert value(samples, "kickq_job_duration_seconds_count", name="met") == 7
+    if timer_ghosted:
+        runs = [run for run in runs if run.state != "ghost"]
+    assert value(samples, "kickq_job_duration_seconds_count", name="met") == len(runs)
     total = value(samples, "kickq_job_duration_seconds_sum", name="met")
     assert total == pytest.approx(sum(run.process_time or 0 for run in runs), abs=1e-5)
-    assert value(samples, "kickq_job_duration_seconds_bucket", name="met", le="+Inf") == 7
+    assert value(samples, "kickq_job_duration_seconds_bucket", name="met", le="+Inf") == len(runs)
 
 
 @pytest.mark.both_backends
@@ -141,11 +153,10 @@ def test_a_scrape_never_hangs_on_redis(
     kickq.create("hang").result(5)
     monkeypatch.setattr(kickq.metrics, "STATS_TIMEOUT", 0.2)
     _, port = served
-    r.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    # far longer than two scrapes of 0.2 s: a scrape that waited for Redis would see it up
+    r.execute_command("CLIENT", "PAUSE", str(int(scaled(3) * 1000)), "ALL")
     with caplog.at_level(logging.WARNING, logger="kickq.metrics"):
-        started = time.monotonic()
         first, second = scrape(port), scrape(port)
-        assert time.monotonic() - started < 1.2
     for samples in (first, second):
         assert value(samples, "kickq_stats_up") == 0
         assert not any(name == "kickq_queue_depth" for name, _ in samples)

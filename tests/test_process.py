@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import kickq
-from support import RedisServer, index_size, wait_until
+from support import RedisServer, index_size, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -143,12 +143,15 @@ def test_concurrent_jobs_caps_parallel_runs() -> None:
     lock = threading.Lock()
     active = [0]
     peak = [0]
+    full = threading.Event()  # 3 runs were in progress at once
 
     def slow(job: kickq.Job, data: None) -> None:
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.02)
+            if active[0] == 3:
+                full.set()
+        full.wait(scaled(10))  # the first runs overlap however slowly the others start
         with lock:
             active[0] -= 1
 

@@ -17,7 +17,7 @@ from freezegun import freeze_time
 import kickq
 from kickq import _stats
 from kickq._keys import PARTITIONS, SEEN_STATES, partition_of_name
-from support import ChildWorkers, all_keys, wait_until
+from support import ChildWorkers, all_keys, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -78,7 +78,7 @@ def test_stats_equal_what_was_run() -> None:
     assert stats.finished_per_minute[-1].minute <= datetime.datetime.now(datetime.timezone.utc)
     assert stats.process_time is not None
     p50, p95, longest = stats.process_time
-    assert 0 <= p50 <= p95 <= longest < 5
+    assert 0 <= p50 <= p95 <= longest < scaled(5)
 
 
 def test_process_time_covers_the_last_thousand_runs(r: Any) -> None:
@@ -86,7 +86,7 @@ def test_process_time_covers_the_last_thousand_runs(r: Any) -> None:
     for future in kickq.create_many("many", range(1100)):
         future.result(10)
     kickq.process("many", lambda job, data: None, concurrent_jobs=20)
-    wait_until(lambda: stats_of("many").counts["success"] == 1100, timeout=60, what="all ran")
+    wait_until(lambda: stats_of("many").counts["success"] == 1100, timeout=120, what="all ran")
     (key,) = all_keys(r, "*times:{many}")
     assert r.llen(key) == 1000
 
@@ -99,7 +99,7 @@ def test_minutes_and_ages_follow_the_python_clock() -> None:
         job = kickq.create("aging", {}).result(5)
         frozen.move_to(start + datetime.timedelta(seconds=90))
         age = stats_of("aging").oldest_queued_age
-        assert age is not None and 89 <= age < 100
+        assert age is not None and 89 <= age < 90 + scaled(10)  # 90 s, and the real time since
         worker = kickq.process("aging", lambda job, data: None)
         kickq.wait(job.id, timeout=10).result(15)
         worker.stop(5)

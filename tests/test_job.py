@@ -166,9 +166,9 @@ def test_record_round_trip_of_a_waiting_job() -> None:
     assert back.scheduled_for.utcoffset() == datetime.timedelta(0)
 
 
-def test_record_of_a_processing_job_rebuilds_the_run_in_progress() -> None:
-    """The run in progress is rebuilt from run_count and run_start, as the claim script writes."""
-    job = next_run(
+def second_run_in_progress() -> Job:
+    """A job whose first run failed, claimed again at at(40)."""
+    return next_run(
         attrs.evolve(
             finished_job(),
             state=State.RETRY,
@@ -178,6 +178,11 @@ def test_record_of_a_processing_job_rebuilds_the_run_in_progress() -> None:
         ),
         at(40),
     )
+
+
+def test_record_of_a_processing_job_rebuilds_the_run_in_progress() -> None:
+    """The run in progress is rebuilt from run_count and run_start, as the claim script writes."""
+    job = second_run_in_progress()
     record = to_record(job)
     assert "run:2" not in record
     record.update({"version": "4", "run_count": "2", "run_start": json.dumps(at(40).isoformat())})
@@ -210,16 +215,7 @@ def test_a_record_whose_counters_are_not_whole_numbers_is_refused(
     be written as the scripts write them: digits, no sign, no leading zero (transition.lua
     compares the version as text, so "01" would never match 1). Counters inside the record
     (budget_start, a run's count) are never negative."""
-    job = next_run(
-        attrs.evolve(
-            finished_job(),
-            state=State.RETRY,
-            finish_time=None,
-            result=None,
-            runs=(Run(1, at(2), 1.25, State.FAIL, "boom"),),
-        ),
-        at(40),
-    )
+    job = second_run_in_progress()
     record = to_record(job)
     record.update({"version": "4", "run_count": "2", "run_start": json.dumps(at(40).isoformat())})
     assert from_record(record, job.id) == job

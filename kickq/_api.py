@@ -125,8 +125,8 @@ def _create(
 ) -> KickqFuture[Job]:
     try:
         effective = _create_options(name, opts, options)
-        data_json = dumps(data, "job data") if data_json is None else data_json
-        check_size(data_json, "job data", config.max_value_bytes())
+        if data_json is None:  # else encoded and measured on the event loop's thread
+            data_json = check_size(dumps(data, "job data"), "job data", config.max_value_bytes())
         unique_key = _unique_key(effective, data)
     except (ConfigError, SerializationError, TypeError, ValueError) as exc:
         return failed(exc)

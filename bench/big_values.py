@@ -24,8 +24,8 @@ from typing import Any
 from common import RedisServer
 
 import kickq
-import kickq._layout as layout
-import kickq._runtime as runtime
+import kickq._engine.runtime as runtime
+import kickq._redis.layout as layout
 
 KB = 1024
 SIZES = [1 * KB, 2 * KB, 3 * KB, 4 * KB, 8 * KB, 64 * KB, 256 * KB, 1024 * KB]

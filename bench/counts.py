@@ -199,7 +199,7 @@ def path_create(kickq: Any, server: RedisServer, n: int) -> dict[str, Any]:
 
 
 def finished_key(kickq: Any) -> str:
-    from kickq._keys import Keys
+    from kickq._redis.keys import Keys
 
     return str(Keys(kickq.config()["redis_namespace"]).finished)
 
@@ -237,7 +237,7 @@ def path_drain(kickq: Any, server: RedisServer, n: int) -> dict[str, Any]:
 
 
 def wake_channel(kickq: Any, name: str) -> str:
-    from kickq._keys import Keys
+    from kickq._redis.keys import Keys
 
     return str(Keys(kickq.config()["redis_namespace"]).wake(name))
 

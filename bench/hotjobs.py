@@ -42,7 +42,7 @@ sys.stdin.read()
 def measure(n: int) -> dict[str, Any]:
     """One run, in this process (kickq imported from PYTHONPATH)."""
     import kickq
-    import kickq._runtime
+    import kickq._engine.runtime
 
     assert Path(kickq.__file__).parent.parent == Path(os.environ["PYTHONPATH"]).resolve()
 
@@ -76,7 +76,7 @@ def hot(kickq: Any, i: int) -> None:
 
 
 def _timed(kickq: Any, server: RedisServer, n: int) -> dict[str, Any]:
-    listener = kickq._runtime.get().listener
+    listener = kickq._engine.runtime.get().listener
     kinds: dict[str, int] = {}
     handle = listener._handle
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, RedisServer, WorkerProcs, poll, rss_bytes, snapshot_kickq
 
 if TYPE_CHECKING:
-    from kickq._keys import Keys  # imported for real only after snapshot_kickq(), in run()
+    from kickq._redis.keys import Keys  # imported for real only after snapshot_kickq(), in run()
 
 ROOT = BENCH_DIR.parent
 
@@ -196,7 +196,7 @@ class Check:
 
 def run(args: argparse.Namespace, server: RedisServer, out: dict[str, Any], check: Check) -> None:
     import kickq  # after snapshot_kickq()
-    from kickq._keys import Keys
+    from kickq._redis.keys import Keys
 
     client = server.client(decode_responses=True)
     try:

@@ -32,7 +32,7 @@ def count_messages() -> bool:
     if _counting[0]:
         return True
     try:
-        from kickq._listener import Listener
+        from kickq._redis.listener import Listener
     except ImportError:
         return False
     handle = getattr(Listener, "_handle", None)

@@ -6,7 +6,22 @@ await their results. See README.md for a tour, API.md-style docs in the docstrin
 
 from __future__ import annotations
 
-from ._api import (
+from kickq._engine.cancel_routing import cancelled
+from kickq._engine.future import KickqFuture
+from kickq._engine.heartbeats import WorkerInfo
+from kickq._engine.worker import Worker
+from kickq._model.errors import (
+    ConfigError,
+    HotjobTimeout,
+    JobNotFound,
+    KickqError,
+    RedisUnavailable,
+    SerializationError,
+)
+from kickq._model.job import Job, JobCancelled, JobFailed, Run, State
+from kickq._model.retries import backoff
+from kickq._model.schedules import Schedule
+from kickq._verbs.api import (
     EventSubscription,
     create,
     create_many,
@@ -18,28 +33,13 @@ from ._api import (
     use,
     wait,
 )
-from ._api import configure as config
-from ._cancel import cancel
-from ._cancel_router import cancelled
-from ._errors import (
-    ConfigError,
-    HotjobTimeout,
-    JobNotFound,
-    KickqError,
-    RedisUnavailable,
-    SerializationError,
-)
-from ._future import KickqFuture
-from ._heartbeats import WorkerInfo
-from ._job import Job, JobCancelled, JobFailed, Run, State
-from ._limits import limit
-from ._processors import processor, start
-from ._query import JobQuery, jobs, requeue
-from ._retries import backoff
-from ._schedules import Schedule
-from ._scheduling import schedule, schedules, unschedule
-from ._stats import NameStats, pause, resume, stats, workers
-from ._worker import Worker
+from kickq._verbs.api import configure as config
+from kickq._verbs.cancel import cancel
+from kickq._verbs.limits import limit
+from kickq._verbs.processors import processor, start
+from kickq._verbs.query import JobQuery, jobs, requeue
+from kickq._verbs.scheduling import schedule, schedules, unschedule
+from kickq._verbs.stats import NameStats, pause, resume, stats, workers
 
 __version__ = "0.1.0"
 

@@ -38,8 +38,7 @@ except ImportError as exc:  # the extra is not installed
     ) from exc
 
 import kickq
-
-from . import _run_ends as run_ends
+from kickq._engine import run_ends
 
 __all__ = ["STATS_TIMEOUT", "Metrics", "register"]
 

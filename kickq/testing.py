@@ -37,11 +37,10 @@ import pytest
 import redis
 
 import kickq
-
-from . import _clock as clock
-from . import _embedded as embedded
-from ._drain import drain
-from ._errors import RedisUnavailable
+from kickq._model import clock
+from kickq._model.errors import RedisUnavailable
+from kickq._redis import embedded
+from kickq._verbs.drain import drain
 
 __all__ = ["KickqEnv", "PrivateRedis", "drain", "kickq_env", "kickq_redis"]
 

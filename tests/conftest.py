@@ -17,7 +17,7 @@ import pytest
 import redis
 
 import kickq
-import kickq._embedded
+import kickq._redis.embedded
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from support import TIME_FACTOR, RedisCluster, RedisServer
@@ -115,7 +115,7 @@ def private_kickq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     before = os.environ.get("KICKQ_HOME")
     os.environ["KICKQ_HOME"] = str(home)
     yield
-    kickq._embedded.stop()
+    kickq._redis.embedded.stop()
     if before is None:
         del os.environ["KICKQ_HOME"]
     else:

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-import kickq._runtime
+import kickq._engine.runtime
 
 _real_monotonic = time.monotonic  # taken before any test can freeze the clock
 _real_sleep = time.sleep
@@ -306,13 +306,14 @@ class RedisCluster:
 
 def job_key(job_id: str) -> str:
     """The Redis key of a job's record, on a single node or a cluster."""
-    return kickq._runtime.get().store.keys_of(job_id).job(job_id)
+    return kickq._engine.runtime.get().store.keys_of(job_id).job(job_id)
 
 
 def index_size(client: Any, index: str) -> int:
     """How many jobs an index ("scheduled", "processing", "finished") holds, all partitions."""
     return sum(
-        int(client.zcard(getattr(keys, index))) for keys in kickq._runtime.get().store.partitions
+        int(client.zcard(getattr(keys, index)))
+        for keys in kickq._engine.runtime.get().store.partitions
     )
 
 
@@ -346,12 +347,12 @@ def dbsize(client: Any) -> int:
 
 def queue_key(name: str) -> str:
     """The Redis key of the queue of job name `name`, on a single node or a cluster."""
-    return kickq._runtime.get().store.keys_of_name(name).queue(name)
+    return kickq._engine.runtime.get().store.keys_of_name(name).queue(name)
 
 
 def names_key(name: str) -> str:
     """The Redis key of the set of job names holding `name`, on a single node or a cluster."""
-    return kickq._runtime.get().store.keys_of_name(name).names
+    return kickq._engine.runtime.get().store.keys_of_name(name).names
 
 
 def all_keys(client: Any, pattern: str = "*") -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import kickq
-from kickq import _api
+from kickq._verbs import api as _api
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 

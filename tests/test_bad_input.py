@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kickq
-import kickq._runtime
-from kickq._json import MAX_DEPTH
-from kickq._keys import EVENTS, Keys
+import kickq._engine.runtime
+from kickq._model.json import MAX_DEPTH
+from kickq._redis.keys import EVENTS, Keys
 from support import all_keys
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]

@@ -14,18 +14,18 @@ import pytest
 import redis
 
 import kickq
-import kickq._runtime
+import kickq._engine.runtime
 from support import index_size, job_key, queue_key, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
 
 def damaged_key(job_id: str) -> str:
-    return kickq._runtime.get().store.keys_of(job_id).damaged(job_id)
+    return kickq._engine.runtime.get().store.keys_of(job_id).damaged(job_id)
 
 
 def in_any_index(client: Any, job_id: str, name: str) -> bool:
-    keys = kickq._runtime.get().store.keys_of(job_id)
+    keys = kickq._engine.runtime.get().store.keys_of(job_id)
     zsets = (keys.scheduled, keys.processing, keys.finished)
     return any(client.zscore(z, job_id) is not None for z in zsets) or job_id in client.zrange(
         queue_key(name), 0, -1
@@ -166,7 +166,7 @@ def test_a_damaged_running_record_does_not_stop_the_timers(r: Any) -> None:
     """A run left by a dead process, whose record says ghost_count "x", is set aside when the
     timer finds it overdue, while a delayed job of the namespace still runs on time."""
     orphan = kickq.create("orphan", None, delay=3600).result(5)
-    keys = kickq._runtime.get().store.keys_of(orphan.id)
+    keys = kickq._engine.runtime.get().store.keys_of(orphan.id)
     started = json.dumps(datetime.datetime.now(datetime.timezone.utc).isoformat())
     r.zrem(keys.scheduled, orphan.id)
     r.hset(

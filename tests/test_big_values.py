@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import kickq
-import kickq._runtime
-from kickq._lifecycle import MAX_ERROR_CHARS
+import kickq._engine.runtime
+from kickq._model.lifecycle import MAX_ERROR_CHARS
 from support import all_keys, job_key, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
@@ -165,7 +165,7 @@ def test_a_record_in_64_byte_pieces_is_read_and_rewritten_whole(r: Any) -> None:
 
 
 def minutes_key(name: str) -> str:
-    return kickq._runtime.get().store.keys_of_name(name).minutes(name)
+    return kickq._engine.runtime.get().store.keys_of_name(name).minutes(name)
 
 
 def refusals(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:

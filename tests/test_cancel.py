@@ -14,10 +14,10 @@ import pytest
 from freezegun import freeze_time
 
 import kickq
-import kickq._clock
-import kickq._lifecycle
-import kickq._runtime
-import kickq._store
+import kickq._engine.runtime
+import kickq._model.clock
+import kickq._model.lifecycle
+import kickq._redis.store
 from support import ChildWorkers, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -361,7 +361,7 @@ def test_a_run_cancelled_before_its_claim_reply_never_starts() -> None:
     cancel before its worker claims)."""
     ran: list[Any] = []
     job = kickq.create("early").result(5)
-    kickq._runtime.get().cancels.cancelled((job.id, 1))  # as a message on <ns>:cancel does
+    kickq._engine.runtime.get().cancels.cancelled((job.id, 1))  # as a message on <ns>:cancel does
     kickq.process("early", lambda job, data: ran.append(data))
     wait_until(lambda: state_of(job.id) == "processing", what="the claim")
     later = kickq.create("early", "later").result(5)
@@ -384,11 +384,11 @@ def test_a_cancel_missed_while_disconnected_is_found_on_reconnect() -> None:
     kickq.process("missed", slow)
     job = kickq.create("missed").result(5)
     assert started.wait(10)
-    engine = kickq._runtime.get()
+    engine = kickq._engine.runtime.get()
     store = engine.store
     loaded = store.load(job.id)
-    assert isinstance(loaded, kickq._store.StoredJob)
-    change = kickq._lifecycle.cancel(loaded.job, kickq._clock.now())
+    assert isinstance(loaded, kickq._redis.store.StoredJob)
+    change = kickq._model.lifecycle.cancel(loaded.job, kickq._model.clock.now())
     assert change is not None
     assert store.run(store.transition_call(change, loaded, 60.0))  # no message on the channel
     time.sleep(0.2)

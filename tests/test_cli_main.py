@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 import kickq
-from kickq import _cli_redis, _processors, cli
-from kickq import _cli_worker as worker_cli
+from kickq._verbs import processors as _processors
+from kickq.cli import commands as cli
+from kickq.cli import reach as _cli_redis
+from kickq.cli import worker as worker_cli
 from support import wait_until
 
 UNREACHABLE = "redis://127.0.0.1:1"

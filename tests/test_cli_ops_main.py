@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.text import Text
 
 import kickq
-from kickq import _cli_inspect as inspect_cli
-from kickq import _cli_output as out
-from kickq import _cli_parser as cli_parser
-from kickq import _cli_views as views
 from kickq import cli
-from kickq._stats import FinishedMinute, ProcessTime
+from kickq._verbs.stats import FinishedMinute, ProcessTime
+from kickq.cli import inspect as inspect_cli
+from kickq.cli import output as out
+from kickq.cli import parser as cli_parser
+from kickq.cli import views
 from support import wait_until
 
 UTC = datetime.timezone.utc

@@ -7,10 +7,10 @@ import datetime
 
 import pytest
 
-from kickq import _cli_output as out
-from kickq import _cli_views as views
-from kickq import _stats
-from kickq._limits import Limits
+from kickq._verbs import stats as _stats
+from kickq._verbs.limits import Limits
+from kickq.cli import output as out
+from kickq.cli import views
 
 
 def many_stats(count: int) -> dict[str, _stats.NameStats]:

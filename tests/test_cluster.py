@@ -18,8 +18,8 @@ import redis
 from redis.crc import key_slot
 
 import kickq
-import kickq._runtime
-from kickq._keys import PARTITIONS, partition_of_id, partition_of_name
+import kickq._engine.runtime
+from kickq._redis.keys import PARTITIONS, partition_of_id, partition_of_name
 from support import (
     RedisCluster,
     RedisServer,
@@ -166,7 +166,7 @@ def test_a_script_a_node_lacks_is_sent_to_that_node_alone(cluster: RedisCluster)
     assert not [s for s in stats if "cmdstat_script|load" in s]
     # each primary got an EVAL for the first create there, and at most one for each other
     # script the timers ran meanwhile; every later call found its script
-    scripts = len(list((pathlib.Path(kickq.__file__).parent / "scripts").glob("*.lua")))
+    scripts = len(list(pathlib.Path(kickq.__file__).parent.rglob("*.lua")))
     evals = [int(s.get("cmdstat_eval", {}).get("calls", 0)) for s in stats]
     assert all(1 <= count <= scripts for count in evals), evals
     for client in clients:
@@ -365,7 +365,7 @@ def test_jobs_queued_on_a_primary_that_fails_over_run_within_seconds(
     wait_until(lambda: not worker._rotation.has_ready(), what="every name resting")
     # the wake of this name's next job never reaches the worker
     quiet = on_primary[0]
-    engine = kickq._runtime.get()
+    engine = kickq._engine.runtime.get()
     wake = engine.store.keys.wake(quiet)
     for subscription in [s for s in worker._subscriptions if s.channel == wake]:
         engine.listener.unsubscribe(subscription)

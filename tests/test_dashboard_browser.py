@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import kickq
-from kickq import _runtime
+from kickq._engine import runtime as _runtime
 from support import DashboardServer, numsub, wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api")

@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 import kickq
-from kickq import _cli_worker as worker_cli
-from kickq import _runtime, cli
-from kickq._stats import FinishedMinute, NameStats
+from kickq._engine import runtime as _runtime
+from kickq._verbs.stats import FinishedMinute, NameStats
+from kickq.cli import commands as cli
+from kickq.cli import worker as worker_cli
 from kickq.dashboard import _chart as charts
 from kickq.dashboard import _live as live
 from kickq.dashboard import _render as render

@@ -18,9 +18,9 @@ import redis
 from freezegun import freeze_time
 
 import kickq
-import kickq._runtime
+import kickq._engine.runtime
 import kickq.testing
-from kickq._drain import Backlog
+from kickq._verbs.drain import Backlog
 from support import RedisServer, free_port, job_key, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -80,7 +80,7 @@ def test_a_create_queued_behind_the_read_is_waited_for(r: redis.Redis) -> None:
     """The race drain() closes: its read is queued, then a handler creates a job and its run
     ends before the read is served; the read finds the parent finished and the child not yet
     in Redis, but sees the child's create waiting behind it, and drain() goes on."""
-    dispatcher = kickq._runtime.get().dispatcher
+    dispatcher = kickq._engine.runtime.get().dispatcher
     go, release, started = threading.Event(), threading.Event(), threading.Event()
     ran: list[str] = []
 

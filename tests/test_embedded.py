@@ -22,8 +22,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import kickq  # noqa: E402
-from kickq import _embedded as embedded  # noqa: E402
-from kickq._errors import RedisUnavailable  # noqa: E402
+from kickq._model.errors import RedisUnavailable  # noqa: E402
+from kickq._redis import embedded  # noqa: E402
 from support import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the embedded Redis is POSIX-only")
@@ -179,7 +179,7 @@ def test_second_call_and_subprocess_reuse_server(home: pathlib.Path) -> None:
     pid = embedded.status()["pid"]
     embedded.ensure_running()
     assert embedded.status()["pid"] == pid
-    code = "from kickq import _embedded as e; e.ensure_running(); print(e.status()['pid'])"
+    code = "from kickq._redis import embedded as e; e.ensure_running(); print(e.status()['pid'])"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env=_env(home),
@@ -193,7 +193,7 @@ def test_second_call_and_subprocess_reuse_server(home: pathlib.Path) -> None:
 
 def test_concurrent_processes_start_one_server(home: pathlib.Path) -> None:
     """Processes racing to start the server all end up on one server, thanks to the lock."""
-    code = "from kickq import _embedded as e; e.ensure_running(); print(e.status()['pid'])"
+    code = "from kickq._redis import embedded as e; e.ensure_running(); print(e.status()['pid'])"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code], env=_env(home), stdout=subprocess.PIPE, text=True

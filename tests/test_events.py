@@ -11,7 +11,7 @@ import redis
 from conftest import connect_kickq
 
 import kickq
-import kickq._api
+import kickq._verbs.api
 from support import numsub, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -115,7 +115,7 @@ def test_on_from_an_event_callback_does_not_wait_on_itself() -> None:
     handles: list[Any] = []
     kickq.on("create", lambda job: handles.append(kickq.on("success", print)))
     kickq.create("watched").result(5)
-    wait_until(lambda: handles, timeout=kickq._api.SUBSCRIBE_WAIT / 2, what="the inner on()")
+    wait_until(lambda: handles, timeout=kickq._verbs.api.SUBSCRIBE_WAIT / 2, what="the inner on()")
 
 
 def test_on_rejects_unknown_event() -> None:

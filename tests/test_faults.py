@@ -20,8 +20,8 @@ import pytest
 import redis
 
 import kickq
-import kickq._runtime
-from kickq._job import Job, to_record
+import kickq._engine.runtime
+from kickq._model.job import Job, to_record
 from support import RedisServer, free_port, outcome, wait_until
 
 pytestmark = pytest.mark.both_parsers
@@ -263,7 +263,7 @@ def test_wait_survives_a_dropped_connection_during_its_recheck(
     """A wait whose re-read of the job hits a dropped connection keeps waiting and resolves when
     the job finishes."""
     job = kickq.create("recheck", "x").result(5)
-    store = kickq._runtime.get().store
+    store = kickq._engine.runtime.get().store
     dropped: list[str] = []
     real = store.load_waited
 

@@ -20,9 +20,9 @@ import attrs
 import pytest
 
 import kickq
-from kickq import _embedded as embedded
-from kickq import _runtime as runtime
-from kickq._config import settings
+from kickq._engine import runtime
+from kickq._model.config import settings
+from kickq._redis import embedded
 from support import wait_until
 
 pytestmark = [

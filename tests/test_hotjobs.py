@@ -13,14 +13,14 @@ import pytest
 import redis
 
 import kickq
-import kickq._runtime
+import kickq._engine.runtime
 from support import client_lists, numsub, scaled, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
 
 
 def done_channel(job_id: str) -> str:
-    return kickq._runtime.get().keys.done(job_id)
+    return kickq._engine.runtime.get().keys.done(job_id)
 
 
 def test_hotjob_resolves_with_the_finished_job() -> None:
@@ -135,7 +135,7 @@ def test_thousand_hotjobs_share_one_pubsub_connection(r: redis.Redis) -> None:
     timeout = scaled(180)
     creates = [kickq.create("held", i, hotjob=True, hotjob_timeout=timeout) for i in range(1000)]
     jobs = [f.result(30) for f in creates]
-    reply = kickq._runtime.get().waits.reply_channel
+    reply = kickq._engine.runtime.get().waits.reply_channel
     wait_until(lambda: numsub(r, reply) == 1, timeout=10, what="the reply channel")
     clients = client_lists(r)
     pubsub_clients = [c for c in clients if int(c.get("sub", 0)) > 0]

@@ -8,8 +8,8 @@ import json
 import attrs
 import pytest
 
-from kickq import _lifecycle as lifecycle
-from kickq._job import Job, Run, State, from_event, from_record, record_event_json, to_record
+from kickq._model import lifecycle
+from kickq._model.job import Job, Run, State, from_event, from_record, record_event_json, to_record
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import kickq
-import kickq._runtime
-from kickq._layout import PIECE, WHOLE_ABOVE, changes, gather, lay_out
+import kickq._engine.runtime
+from kickq._redis.layout import PIECE, WHOLE_ABOVE, changes, gather, lay_out
 from support import job_key, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
@@ -133,7 +133,7 @@ def test_the_run_deadline_comes_from_the_record_or_the_default_left_out(r: Any) 
     custom = kickq.create("layout", 2, process_timeout=60).result(5)
     assert "process_timeout" not in fields_of(r, default.id)
     assert fields_of(r, custom.id)["process_timeout"] == "60.0"
-    processing = kickq._runtime.get().store.keys_of(default.id).processing
+    processing = kickq._engine.runtime.get().store.keys_of(default.id).processing
     wait_until(lambda: r.zcard(processing) == 2, what="both runs started")
     started = {
         job_id: int(fields_of(r, job_id)["run_start"]) // 1000 for job_id in (default.id, custom.id)

@@ -12,8 +12,8 @@ import pytest
 from freezegun import freeze_time
 
 import kickq
-import kickq._runtime
-from kickq._limits import Limits
+import kickq._engine.runtime
+from kickq._verbs.limits import Limits
 from support import ChildWorkers, all_keys, capped, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -229,7 +229,7 @@ def test_a_limit_needs_a_job_name(name: Any, r: Any) -> None:
 
 def claim(name: str, count: int = 10) -> tuple[list[str], float | None]:
     """One claim straight through the store: the ids it started and its rate wait."""
-    store = kickq._runtime.get().store
+    store = kickq._engine.runtime.get().store
     reply = store.run(store.claim_call([name], count))
     jobs = store.parse_claimed(reply)
     return [item.job.id for item in jobs if hasattr(item, "job")], store.rate_wait(reply)

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 import kickq
-from kickq._keys import Keys
+from kickq._redis.keys import Keys
 from support import RedisServer, namespace_keys, wait_until
 
 N = 3000

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 import kickq
-from kickq._store import Store
+from kickq._redis.store import Store
 from support import RedisServer, wait_until
 
 pytestmark = pytest.mark.both_parsers

@@ -23,8 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import kickq
 import kickq.metrics
-from kickq import _cli_worker as worker_cli
-from kickq import _run_ends, cli
+from kickq._engine import run_ends as _run_ends
+from kickq.cli import commands as cli
+from kickq.cli import worker as worker_cli
 from support import free_port, scaled, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

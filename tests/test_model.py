@@ -3,7 +3,7 @@
 Every step is what a worker or the sweeper does, made of the same pieces: `lifecycle` decides,
 `Store` applies in one Lua script fenced by the record's version. The model is a dict of jobs
 with their state, due time and runs, a FIFO queue per name, and a millisecond clock that
-`kickq._clock.now` is patched to read. After every step Redis must match it exactly.
+`kickq._model.clock.now` is patched to read. After every step Redis must match it exactly.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from kickq import _clock as clock
-from kickq import _lifecycle as lifecycle
-from kickq._job import Job, from_record
-from kickq._layout import gather
-from kickq._store import Store, StoredJob
+from kickq._model import clock, lifecycle
+from kickq._model.job import Job, from_record
+from kickq._redis.layout import gather
+from kickq._redis.store import Store, StoredJob
 from support import RedisServer
 
 NS = "model"

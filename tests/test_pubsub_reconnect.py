@@ -14,9 +14,9 @@ import pytest
 import redis
 
 import kickq
-from kickq import _connection as connection
-from kickq._config import settings
-from kickq._listener import Listener
+from kickq._model.config import settings
+from kickq._redis import connection
+from kickq._redis.listener import Listener
 from support import client_lists, wait_until
 
 pytestmark = pytest.mark.both_backends

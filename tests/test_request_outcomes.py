@@ -14,10 +14,9 @@ import pytest
 import redis
 
 import kickq
-import kickq._runtime
-from kickq import _clock as clock
-from kickq import _lifecycle as lifecycle
-from kickq._outage import Unanswered
+import kickq._engine.runtime
+from kickq._model import clock, lifecycle
+from kickq._redis.outage import Unanswered
 from support import RedisServer, outcome, wait_until
 
 pytestmark = pytest.mark.both_parsers
@@ -79,7 +78,7 @@ def stall(server: RedisServer, seconds: float) -> threading.Thread:
 def create_sends(client: redis.Redis) -> int:
     """How many times create.lua was sent since the slow log was reset: every command is
     logged (slowlog-log-slower-than 0), its script named by its SHA."""
-    sha = kickq._runtime.get().store._create.sha
+    sha = kickq._engine.runtime.get().store._create.sha
     return sum(1 for command in logged(client) if command.split()[:2] == ["EVALSHA", sha])
 
 
@@ -93,7 +92,7 @@ def logged(client: redis.Redis) -> list[str]:
 
 def settles(client: redis.Redis) -> int:
     """How many times settle.lua was sent since the slow log was reset (EVAL the first time)."""
-    sha = kickq._runtime.get().store._settle.sha
+    sha = kickq._engine.runtime.get().store._settle.sha
     return sum(
         1 for command in logged(client) if command.startswith(("EVAL -- settle:", f"EVALSHA {sha}"))
     )
@@ -132,7 +131,7 @@ def test_create_many_with_redis_killed_mid_batch_settles_every_future_exactly(
     futures = kickq.create_many("many", list(range(10_000)))
     killer.join(30)
     assert not killer.is_alive()
-    engine = kickq._runtime.get()
+    engine = kickq._engine.runtime.get()
 
     def down_noticed() -> bool:  # the batch failed: its creates wait to be settled, or failed
         settler = getattr(engine, "settler", None)
@@ -173,7 +172,7 @@ def test_a_stall_shorter_than_the_read_timeout_is_a_slow_reply(server: RedisServ
     assert isinstance(job, kickq.Job)
     assert records(client, "slow") == {job.id: '"data"'}
     assert create_sends(client) == 1
-    settle_sha = kickq._runtime.get().store._settle.sha
+    settle_sha = kickq._engine.runtime.get().store._settle.sha
     assert not [command for command in logged(client) if settle_sha in command]
 
 
@@ -239,7 +238,7 @@ def test_a_lost_create_that_redis_never_ran_fails_and_is_fenced(server: RedisSer
 def test_a_fenced_create_never_saves_its_job(server: RedisServer) -> None:
     """The lost call reaching Redis after its settle (bytes late on the wire) saves nothing."""
     kickq.config(redis_url=server.url)
-    store = kickq._runtime.get().store
+    store = kickq._engine.runtime.get().store
     change = lifecycle.create(store.new_id("late"), "late", 1, {}, clock.now(), None)
     assert store.run(store.settle_call([change.job.id])) == [0]
     assert store.run(store.settle_call([change.job.id])) == [0]  # settling twice: the same
@@ -261,7 +260,7 @@ def test_reset_while_a_settle_waits_cancels_the_create(server: RedisServer) -> N
     client.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
     try:
         future = kickq.create("unsettled", 1)
-        settler = kickq._runtime.get().settler
+        settler = kickq._engine.runtime.get().settler
         wait_until(lambda: settler.pending() > 0 or future.done(), timeout=10, what="a settle")
         assert not future.done()
         kickq.reset()
@@ -277,7 +276,7 @@ def test_run_batch_raises_unanswered_only_after_the_send(server: RedisServer) ->
     """A batch whose reply is lost raises Unanswered; one that cannot connect raises another
     connection error (nothing was sent)."""
     kickq.config(redis_url=server.url, redis_options={"socket_timeout": SHORT})
-    store = kickq._runtime.get().store
+    store = kickq._engine.runtime.get().store
     kickq.create("warm").result(10)
     change = lifecycle.create(store.new_id("x"), "x", 1, {}, clock.now(), None)
     sleeper = stall(server, 1.0)
@@ -302,7 +301,7 @@ def test_a_create_refused_by_redis_stores_nothing_and_is_not_settled(
     assert isinstance(error, redis.ResponseError) and "not a zset" in str(error)
     assert isinstance(job, kickq.Job)
     assert records(client, "bad") == {} and not fences(client)
-    assert kickq._runtime.get().settler.pending() == 0
+    assert kickq._engine.runtime.get().settler.pending() == 0
 
 
 # -- a lone create, written from the caller's thread ------------------------------------------
@@ -315,7 +314,7 @@ def test_a_lone_create_is_written_from_the_callers_thread(
     the dispatcher only reads the reply. Each is saved once, as usual."""
     kickq.config(redis_url=server.url)
     kickq.create("warm").result(10)  # a connection of the pool is now idle and connected
-    store = kickq._runtime.get().store
+    store = kickq._engine.runtime.get().store
     writes: list[tuple[str, bool]] = []
     write = store.write
 
@@ -337,7 +336,7 @@ def test_creates_issued_together_still_leave_together(
     """Creates queued while the dispatcher is busy go out in batches, not one by one."""
     kickq.config(redis_url=server.url)
     kickq.create("warm").result(10)
-    store = kickq._runtime.get().store
+    store = kickq._engine.runtime.get().store
     sizes: list[int] = []
     run_batch = store.run_batch
 
@@ -376,12 +375,12 @@ def paused_clients(client: redis.Redis) -> int:
 def test_the_read_timeout_is_kickqs_unless_the_user_sets_one(server: RedisServer) -> None:
     """kickq reads with a 30 s timeout (redis-py's own is 5 s); redis_options still win."""
     kickq.config(redis_url=server.url)
-    pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
+    pool = kickq._engine.runtime.get().client.connection_pool  # type: ignore[union-attr]
     assert pool.connection_kwargs["socket_timeout"] == 30
     assert pool.connection_kwargs["socket_keepalive"] is True
     kickq.reset()
     kickq.config(redis_url=server.url, redis_options={"socket_timeout": 2.5})
-    pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
+    pool = kickq._engine.runtime.get().client.connection_pool  # type: ignore[union-attr]
     assert pool.connection_kwargs["socket_timeout"] == 2.5
 
 
@@ -392,7 +391,7 @@ def test_a_lone_create_never_connects_on_the_callers_thread(
     the usual way, the dispatcher connecting, not the caller's thread."""
     kickq.config(redis_url=server.url)
     kickq.create("warm").result(10)
-    pool = kickq._runtime.get().client.connection_pool  # type: ignore[union-attr]
+    pool = kickq._engine.runtime.get().client.connection_pool  # type: ignore[union-attr]
     connects: list[str] = []
     connect = pool.connection_class.connect
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import kickq
-from kickq._waits import Waits
+from kickq._engine.waits import Waits
 from support import RedisServer, capped, numsub, scaled, wait_until
 
 
@@ -88,7 +88,7 @@ def test_reset_from_a_handler_on_a_worker_thread(
     """reset() in a plain handler, on a worker pool thread, stops kickq at once and cleanly."""
     caplog.set_level(logging.INFO, logger="kickq")
     # a reset that waited for the runs would wait the whole minute for this one, its own
-    monkeypatch.setattr(kickq._runtime.shutdown, "__defaults__", (60.0,))
+    monkeypatch.setattr(kickq._engine.runtime.shutdown, "__defaults__", (60.0,))
     resetter = Resetter()
     kickq.process("resetting", lambda job, data: resetter())
     kickq.create("resetting").result(5)

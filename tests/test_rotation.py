@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kickq._rotation import MAX_NAMES, ClaimRotation
+from kickq._engine.rotation import MAX_NAMES, ClaimRotation
 
 
 def test_one_group_rotates_its_names_so_none_is_always_last() -> None:

@@ -19,10 +19,9 @@ import pytest
 from freezegun import freeze_time
 
 import kickq
-import kickq._runtime
-from kickq import _clock as clock
-from kickq import _schedules as schedules
-from kickq._cron import timing
+import kickq._engine.runtime
+from kickq._model import clock, schedules
+from kickq._model.cron import timing
 from support import all_keys
 
 pytestmark = pytest.mark.both_backends
@@ -69,7 +68,7 @@ def test_daily_jobs_run_once_a_day_across_daylight_saving_changes(
     with freeze_time(start) as frozen:
         for hour in (2, 3):
             kickq.schedule(f"at-{hour}-30", cron=f"30 {hour} * * *", tz=tz).result(5)
-        ticker = kickq._runtime.get().ticker
+        ticker = kickq._engine.runtime.get().ticker
         moment = start
         while moment <= end:
             frozen.move_to(moment)
@@ -141,9 +140,9 @@ def test_plan_of_a_due_tick(misfire: str, late_s: int, fire_s: int | None, next_
 
 RACER = """
 import datetime, sys
-import kickq._runtime
+import kickq._engine.runtime
 first_ms, ticks = int(sys.argv[1]), int(sys.argv[2])
-ticker = kickq._runtime.get().ticker
+ticker = kickq._engine.runtime.get().ticker
 for i in range(ticks):
     sys.stdin.readline()  # both processes take each tick together
     now_ms = first_ms + i * 60_000 + (i % 7) * 1000

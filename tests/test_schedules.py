@@ -15,8 +15,8 @@ import pytest
 from freezegun import freeze_time
 
 import kickq
-import kickq._runtime
-from kickq import _clock as clock
+import kickq._engine.runtime
+from kickq._model import clock
 from support import all_keys, dbsize, queue_key, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -212,7 +212,7 @@ def test_the_sweeper_wakes_at_the_next_tick(r: Any) -> None:
     with freeze_time(START) as frozen:
         sched = kickq.schedule("hourly", cron="0 * * * *").result(5)
         assert sched.next_time is not None
-        sweeper = kickq._runtime.get().sweeper
+        sweeper = kickq._engine.runtime.get().sweeper
         earliest, more = sweeper.tick(clock.now())
         assert earliest == clock.to_ms(sched.next_time) and not more
         assert kickq.unschedule("hourly").result(5)
@@ -243,7 +243,7 @@ def test_a_schedule_that_cannot_be_read_stops_no_other(
     with freeze_time(START) as frozen, caplog.at_level(logging.ERROR, "kickq"):
         good = kickq.schedule("good", every=60).result(5)
         assert good.next_time is not None
-        keys = kickq._runtime.get().schedules.keys
+        keys = kickq._engine.runtime.get().schedules.keys
         r.hset(keys.schedules, "bad", "{not json")
         r.zadd(keys.schedule_times, {"bad": clock.to_ms(good.next_time)})
         frozen.move_to(good.next_time)

@@ -1,7 +1,7 @@
 """Processes whose clocks disagree: kickq's clock follows Redis's, so none skews another's jobs.
 
 A skewed process is simulated by moving both of its clocks: freezegun (ticking) moves what
-kickq's timers read, and `kickq._clock.host_time`, the host's real clock the offset to Redis's
+kickq's timers read, and `kickq._model.clock.host_time`, the host's real clock the offset to Redis's
 TIME is measured with, is moved by the same amount. To that process its host's clock is off.
 """
 
@@ -21,9 +21,9 @@ import redis
 from freezegun import freeze_time
 
 import kickq
-import kickq._clock
-import kickq._runtime
-import kickq._skew
+import kickq._engine.runtime
+import kickq._engine.skew
+import kickq._model.clock
 from support import wait_until
 
 SKEW = 30.0
@@ -47,11 +47,11 @@ def started_at(job: kickq.Job, data: object) -> float:
 CHILD = """
 import datetime, sys, time
 from freezegun import freeze_time
-import kickq, kickq._clock
+import kickq, kickq._model.clock
 
 skew, role = float(sys.argv[1]), sys.argv[2]
-real_host = kickq._clock.host_time
-kickq._clock.host_time = lambda: real_host() + skew
+real_host = kickq._model.clock.host_time
+kickq._model.clock.host_time = lambda: real_host() + skew
 freeze_time(
     datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=skew), tick=True
 ).start()
@@ -177,7 +177,7 @@ def test_a_fast_process_does_not_start_delayed_jobs_early(
     jobs = [kickq.create("patient", delay=3).result(10) for _ in range(3)]
     done = [kickq.wait(job.id, timeout=30).result(40) for job in jobs]
     assert all(job.state == "success" for job in done)
-    earliest = before + 3 - 2 * kickq._skew.BOUND
+    earliest = before + 3 - 2 * kickq._engine.skew.BOUND
     assert all(job.result >= earliest for job in done), [job.result - before for job in done]
 
 
@@ -200,7 +200,7 @@ def test_a_skewed_creator_s_delays_count_on_redis_s_clock(
     before, *ids = made.stdout.split()
     done = [kickq.wait(job_id, timeout=20).result(30) for job_id in ids]
     assert all(job.state == "success" for job in done)
-    earliest = float(before) + 3 - 2 * kickq._skew.BOUND
+    earliest = float(before) + 3 - 2 * kickq._engine.skew.BOUND
     assert all(job.result >= earliest for job in done), [job.result - float(before) for job in done]
     assert warned_of(made.stderr, skew), made.stderr
 
@@ -211,9 +211,9 @@ def test_under_freezegun_the_check_leaves_frozen_time_alone() -> None:
     frozen_at = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
     with freeze_time(frozen_at):
         job = kickq.create("frozen").result(10)
-        assert kickq._runtime.get().clock_check.measured
+        assert kickq._engine.runtime.get().clock_check.measured
     assert job.create_time == frozen_at
-    assert kickq._clock.offset() == 0.0
+    assert kickq._model.clock.offset() == 0.0
 
 
 def test_a_wait_begun_before_the_correction_keeps_its_timeout(
@@ -224,14 +224,15 @@ def test_a_wait_begun_before_the_correction_keeps_its_timeout(
     the job's end resolves it."""
     job = kickq.create("awaited").result(10)
     unserved = kickq.create("unserved").result(10)
-    kickq._runtime.shutdown()  # the next call starts an engine whose clock is not checked yet
-    real_host = kickq._clock.host_time
-    monkeypatch.setattr(kickq._clock, "host_time", lambda: real_host() - SKEW)
+    # the next call starts an engine whose clock is not checked yet
+    kickq._engine.runtime.shutdown()
+    real_host = kickq._model.clock.host_time
+    monkeypatch.setattr(kickq._model.clock, "host_time", lambda: real_host() - SKEW)
     skewed = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=SKEW)
     hold_the_first_check(r)
     with caplog.at_level(logging.WARNING, "kickq"), freeze_time(skewed, tick=True):
         waiting = kickq.wait(job.id, timeout=20)
-        wait_until(lambda: kickq._clock.offset() > SKEW - 1, what="the correction")
+        wait_until(lambda: kickq._model.clock.offset() > SKEW - 1, what="the correction")
         # a wait begun after the correction times out: the timer has passed the first
         # wait's deadline too, had it stayed where it was set (20 s before this one's)
         probe = kickq.wait(unserved.id, timeout=0.5)
@@ -245,7 +246,8 @@ def test_a_wait_begun_before_the_correction_keeps_its_timeout(
 def test_creates_decided_after_the_first_check_keep_their_place(r: redis.Redis) -> None:
     """An engine's first creates wait for its clock check, then go out where they were asked
     for: before a count asked for after them, and in order."""
-    kickq._runtime.shutdown()  # the next call starts an engine whose clock is not checked yet
+    # the next call starts an engine whose clock is not checked yet
+    kickq._engine.runtime.shutdown()
     hold_the_first_check(r)
     futures = [kickq.create("ordered", i) for i in range(5)]
     counted = kickq.jobs(name="ordered").count()
@@ -266,11 +268,11 @@ def test_kickq_reads_time_only_through_its_clock_module() -> None:
         r"process_time|clock_gettime|clock_gettime_ns)|datetime\.(now|utcnow|today)|"
         r"date\.today)\(|\.time\(\)|[\"']TIME[\"']"
     )
-    allowed = {"_clock.py", "_skew.py"}  # the clock, and the check of Redis's TIME
+    allowed = {"_model/clock.py", "_engine/skew.py"}  # the clock, and the check of Redis's TIME
     found = [
         f"{path.relative_to(package)}:{number}: {line.strip()}"
         for path in sorted(package.rglob("*.py"))
-        if path.name not in allowed
+        if path.relative_to(package).as_posix() not in allowed
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if reads.search(line)
     ]

@@ -15,8 +15,8 @@ import redis
 from freezegun import freeze_time
 
 import kickq
-from kickq import _stats
-from kickq._keys import PARTITIONS, SEEN_STATES, partition_of_name
+from kickq._redis.keys import PARTITIONS, SEEN_STATES, partition_of_name
+from kickq._verbs import stats as _stats
 from support import ChildWorkers, all_keys, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -369,7 +369,7 @@ def test_stray_minutes_and_times_read_as_they_always_did(r: Any) -> None:
     what cannot count and computes percentiles to the same floats."""
     now = datetime.datetime(2031, 5, 1, 12, 30, 10, tzinfo=datetime.timezone.utc)
     minute = int(now.timestamp()) // 60
-    keys = kickq._runtime.get().store.keys_of_name
+    keys = kickq._engine.runtime.get().store.keys_of_name
     times = {
         "plain": ["0.1", "1e-3", "3", "7.25", "0.30000000000000004", "1E2"],
         "stray": ["0.25", "junk", "1_0", "2.", " 4 ", "0x10", "-inf"],

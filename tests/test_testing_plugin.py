@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import kickq._embedded
+import kickq._redis.embedded
 import kickq.testing
 
 pytest_plugins = ["pytester"]
@@ -248,7 +248,7 @@ def test_a_server_that_fails_to_start_says_where_its_log_is(
 ) -> None:
     """A redis-server that exits at once fails start() with RedisUnavailable naming its status
     and its log, whose directory is kept to be read."""
-    monkeypatch.setattr(kickq._embedded, "server_binary", lambda: shutil.which("false"))
+    monkeypatch.setattr(kickq._redis.embedded, "server_binary", lambda: shutil.which("false"))
     server = kickq.testing.PrivateRedis()
     try:
         with pytest.raises(kickq.RedisUnavailable, match=r"exited with 1; see .*redis\.log"):

@@ -316,7 +316,7 @@ def test_a_deadline_set_by_another_process_is_acted_on_at_its_time(
     one, although this process does not poll Redis: the deadline was announced to it. A
     damaged announcement key changes nothing."""
     kickq.get("0" * 32).exception(5)  # this process's timer is up, and has ticked
-    keys = kickq._runtime.get().store.keys_of_name("elsewhere")
+    keys = kickq._engine.runtime.get().store.keys_of_name("elsewhere")
     r.hset(keys.next_due, "not", "a string")
     job_id = _create_elsewhere(
         subprocess_env, "print(kickq.create('elsewhere', 1, delay=1.5).result(10).id)"

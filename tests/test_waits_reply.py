@@ -14,8 +14,8 @@ import pytest
 import redis
 
 import kickq
-import kickq._runtime
-from kickq._errors import DamagedRecord
+import kickq._engine.runtime
+from kickq._model.errors import DamagedRecord
 from support import ChildWorkers, client_lists, job_key, numsub, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
@@ -37,7 +37,7 @@ def calls(client: Any, command: str) -> int:
 
 
 def reply_channel() -> str:
-    return kickq._runtime.get().waits.reply_channel
+    return kickq._engine.runtime.get().waits.reply_channel
 
 
 def subscriptions(client: Any) -> int:
@@ -80,7 +80,7 @@ def test_only_a_hotjob_record_names_the_reply_channel(r: Any) -> None:
 def gated_listener() -> Iterator[threading.Event]:
     """The engine's pub/sub listener, made to wait at its next (re)connect until the returned
     event is set: what is published meanwhile reaches nobody."""
-    listener = kickq._runtime.get().listener
+    listener = kickq._engine.runtime.get().listener
     gate = threading.Event()
     connect = listener._connect
 
@@ -117,7 +117,7 @@ def test_hotjobs_finished_while_pubsub_is_down_resolve_in_one_read(
     message as they finish."""
     gates = {i: threading.Event() for i in range(20)}
     kickq.process("down", lambda job, data: gates[data].wait(20) and data, concurrent_jobs=20)
-    engine = kickq._runtime.get()
+    engine = kickq._engine.runtime.get()
     jobs = [f.result(5) for f in [kickq.create("down", i, hotjob=True) for i in range(20)]]
     wait_until(lambda: numsub(r, reply_channel()) == 1, timeout=10, what="the reply channel")
     reads = load_calls(engine.store)
@@ -183,7 +183,7 @@ def test_a_hotjob_saved_before_the_reply_channel_is_confirmed_reads_its_record(
     handled, and the job finished before that, unheard: handling the acknowledgement reads
     the record, and the hotjob resolves (it would otherwise wait out its timeout)."""
     workers = ChildWorkers(subprocess_env)
-    engine = kickq._runtime.get()
+    engine = kickq._engine.runtime.get()
     try:
         workers.start(DOUBLER + "import time\ntime.sleep(60)\n")
         warm = kickq.create("early", 0, hotjob=True).result(5)
@@ -261,7 +261,7 @@ def test_a_hotjob_is_still_awaited_by_id_elsewhere(r: Any) -> None:
     kickq.process("both", lambda job, data: release.wait(20) and data + 1)
     job = kickq.create("both", 1, hotjob=True).result(5)
     waiting = kickq.wait(job.id, timeout=20)
-    done_channel = kickq._runtime.get().keys.done(job.id)
+    done_channel = kickq._engine.runtime.get().keys.done(job.id)
     wait_until(lambda: numsub(r, done_channel) == 1, timeout=10, what="the wait by id")
     release.set()
     assert waiting.result(20).result == 2

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kickq
-from kickq._keys import Keys
+from kickq._redis.keys import Keys
 from peers.base import Peer as Base
 from peers.base import spread_priority
 

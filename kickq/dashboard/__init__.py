@@ -21,8 +21,8 @@ from __future__ import annotations
 REQUIRED = ("starlette", "uvicorn", "jinja2", "anyio")
 
 try:
-    from ._app import create_app
-    from ._server import serve
+    from kickq.dashboard._app import create_app
+    from kickq.dashboard._server import serve
 except ModuleNotFoundError as exc:
     missing = (exc.name or "").split(".")[0]
     if missing not in REQUIRED:

@@ -17,9 +17,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 import kickq
-
-from ._guard import Sessions
-from ._pages import fetch
+from kickq.dashboard._guard import Sessions
+from kickq.dashboard._pages import fetch
 
 MAX_BODY = 4096  # bytes: a form holds a token, an id or a name, and a path
 Form = dict[str, str]

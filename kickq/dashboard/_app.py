@@ -14,11 +14,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import _actions as actions
-from . import _live as live
-from . import _pages as pages
-from ._guard import LOCAL_HOSTS, Guard, Sessions
-from ._render import Renderer
+from kickq.dashboard import _actions as actions
+from kickq.dashboard import _live as live
+from kickq.dashboard import _pages as pages
+from kickq.dashboard._guard import LOCAL_HOSTS, Guard, Sessions
+from kickq.dashboard._render import Renderer
 
 STATIC = pathlib.Path(__file__).parent / "static"
 TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Conflict"}

@@ -11,8 +11,8 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from .. import _clock as clock
-from .._stats import FinishedMinute, NameStats
+from kickq._model import clock
+from kickq._verbs.stats import FinishedMinute, NameStats
 
 
 class Bar(NamedTuple):

@@ -25,8 +25,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 import kickq
-
-from .._keys import EVENTS
+from kickq._redis.keys import EVENTS
 
 log = logging.getLogger("kickq.dashboard")
 

@@ -19,10 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import kickq
-
-from .._keys import SEEN_STATES
-from ._chart import chart, charts, minutes_of
-from ._render import Renderer
+from kickq._redis.keys import SEEN_STATES
+from kickq.dashboard._chart import chart, charts, minutes_of
+from kickq.dashboard._render import Renderer
 
 T = TypeVar("T")
 WAIT = 10.0  # seconds a page waits for Redis before it says Redis is unavailable

@@ -18,8 +18,8 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from .. import _clock as clock
-from ._guard import Sessions
+from kickq._model import clock
+from kickq.dashboard._guard import Sessions
 
 FRAGMENT_HEADER = "x-kickq-fragment"
 

@@ -16,9 +16,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 import kickq
-
-from ._app import create_app
-from ._guard import allowed_hosts
+from kickq.dashboard._app import create_app
+from kickq.dashboard._guard import allowed_hosts
 
 log = logging.getLogger("kickq.dashboard")
 

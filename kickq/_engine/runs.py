@@ -1,0 +1,238 @@
+"""The runs in progress of one worker: started in their handler's style, stopped when they ghost
+or are cancelled, their outcomes collected for the fetch loop (see _worker.py).
+
+A run executes elsewhere (a plain handler on the pool's threads, a coroutine on the loop
+thread) and reports its outcome here. Stopping goes as far as the style allows: a coroutine's
+task, or a Future a handler returned, is cancelled; a thread cannot be stopped, so it is left to
+end, its slot given back (a ghost) or kept until it returns (a cancel: `kickq.cancelled()` turns
+True inside it, see _cancel_router.py). The outcome of a cancelled run is discarded: the job is
+already `fail` in Redis.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from kickq._engine import middleware
+from kickq._engine.cancel_routing import CancelRouter, RunKey, RunToken, inside, run_was_cancelled
+from kickq._engine.handlers import Handler, describe_error
+from kickq._engine.pool import ThreadPool
+from kickq._model import clock, lifecycle
+from kickq._model.config import max_value_bytes
+from kickq._model.errors import SerializationError
+from kickq._model.json import check_size, dumps
+from kickq._redis.store import Store, StoredJob
+
+log = logging.getLogger("kickq")
+Ended = tuple["Running", lifecycle.Outcome]
+
+
+@attrs.define(eq=False)
+class Running:
+    claimed: StoredJob
+    deadline: datetime.datetime
+    token: RunToken
+    # the run's own Future once there is one: cancelled if the run is; a coroutine's also if it
+    # ghosts
+    future: concurrent.futures.Future[Any] | None = None
+    ghosted: bool = False
+
+
+def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
+    if future.cancelled():
+        return lifecycle.Failed("the run was cancelled")
+    error = future.exception()
+    if error is not None:
+        return lifecycle.Failed(describe_error(error))
+    value = future.result()
+    try:
+        check_size(dumps(value, "the handler's result"), "the handler's result", max_value_bytes())
+    except SerializationError as exc:
+        return lifecycle.Failed(str(exc))
+    return lifecycle.Succeeded(value)
+
+
+class Runs:
+    def __init__(
+        self,
+        handler: Handler,
+        pool: ThreadPool,
+        cancels: CancelRouter,
+        on_end: Callable[[], None],
+    ) -> None:
+        self._handler = handler
+        self._pool = pool
+        self._cancels = cancels
+        self._on_end = on_end  # called when a run ends: the fetch loop has work
+        self._lock = threading.Lock()
+        self._running: dict[str, Running] = {}
+        self._ended: list[Ended] = []
+        self._threads: set[int] = set()  # threads inside one of its handlers now
+
+    # -- for the fetch loop ---------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._running and not self._ended
+
+    def deadlines(self) -> list[datetime.datetime]:
+        with self._lock:
+            return [running.deadline for running in self._running.values()]
+
+    def collect(self, now: datetime.datetime) -> tuple[list[Ended], int]:
+        """The runs that ended (those past their deadline ghosted now), and how many are
+        still in progress."""
+        with self._lock:
+            overdue = self._ghost_overdue(now)
+            ended, self._ended = self._ended, []
+            running = len(self._running)
+        self._abandon(overdue)
+        return ended, running
+
+    def in_a_handler(self) -> bool:
+        """Whether the calling thread runs one of these runs' handlers, or their coroutines."""
+        if self._handler.on_loop_thread():
+            return True
+        with self._lock:
+            return threading.get_ident() in self._threads
+
+    def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
+        """Give back the slots of runs past their deadline (lock held). A cancelled run has
+        ended in Redis already: only its slot is given back."""
+        overdue = [running for running in self._running.values() if running.deadline <= now]
+        for running in overdue:
+            running.ghosted = True
+            del self._running[running.claimed.job.id]
+            if not running.token.cancelled:
+                self._ended.append((running, lifecycle.Ghosted()))
+        return overdue
+
+    def _abandon(self, overdue: list[Running]) -> None:
+        """Cancel ghosted coroutines; say so for threads, which cannot be stopped (lock free:
+        cancelling runs the future's callbacks, which take the lock)."""
+        for running in overdue:
+            job = running.claimed.job
+            if self._handler.is_coroutine and running.future is not None:
+                running.future.cancel()
+            else:
+                what = "was cancelled" if running.token.cancelled else "became a ghost"
+                log.warning(
+                    "kickq: job %s (%s) overran process_timeout (%gs) and %s; its handler "
+                    "thread is still running and its result will be ignored",
+                    job.id,
+                    job.name,
+                    job.process_timeout,
+                    what,
+                )
+
+    # -- starting runs --------------------------------------------------------------------
+
+    def start(self, claimed: StoredJob) -> None:
+        job = claimed.job
+        current = job.runs[-1] if job.runs else None
+        started = current.start_time if current else None
+        deadline = clock.after(started or clock.now(), job.process_timeout)
+        running = Running(claimed, deadline, RunToken((job.id, current.count if current else 0)))
+        with self._lock:
+            self._running[job.id] = running
+        if self._cancels.was_cancelled(running.token.key):
+            running.token.cancel()  # after the claim, before its reply: the run never starts
+        chain = middleware.current()  # read at each run's start: use() reaches running workers
+        if running.token.cancelled:
+            self._skip(running)
+        elif self._handler.is_coroutine and not chain.plain:
+            with inside(running.token):  # the coroutine's task starts with this context
+                future = self._handler.start_coroutine(job, chain.coroutine)
+            self._started(running, future)
+            future.add_done_callback(lambda f: self._ended_run(running, f))
+        else:
+            self._pool.submit(lambda: self._run_in_thread(running, chain))
+
+    def _skip(self, running: Running) -> None:
+        """End a run cancelled before its handler was called, without calling it."""
+        never: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        never.cancel()
+        self._ended_run(running, never)
+
+    def _run_in_thread(self, running: Running, chain: middleware.Chain) -> None:
+        if running.token.cancelled:
+            self._skip(running)
+            return
+        me = threading.get_ident()
+        with self._lock:
+            self._threads.add(me)
+        job = running.claimed.job
+        try:
+            with inside(running.token):
+                if chain.plain:
+                    future = self._handler.call_through(
+                        job, chain, functools.partial(self._started, running)
+                    )
+                else:
+                    future = self._handler.call(job)
+                    self._started(running, future)
+        finally:
+            with self._lock:
+                self._threads.discard(me)
+        future.add_done_callback(lambda f: self._ended_run(running, f))
+
+    def _started(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
+        """Keep the run's own Future (a coroutine's, or what a handler returned), for a cancel
+        to cancel, and a ghost if it is a coroutine's; cancel it at once if that came first."""
+        with self._lock:
+            running.future = future
+            stop = running.token.cancelled or (running.ghosted and self._handler.is_coroutine)
+        if stop:
+            future.cancel()
+
+    def _ended_run(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
+        outcome = outcome_of(future)
+        job = running.claimed.job
+        with self._lock:
+            if running.ghosted:
+                log.info("kickq: ghosted run of job %s returned late; ignored", job.id)
+                return
+            if self._running.get(job.id) is running:
+                del self._running[job.id]
+            if not running.token.cancelled:
+                self._ended.append((running, outcome))
+        if running.token.cancelled:
+            log.info("kickq: the cancelled run of job %s ended; its outcome is discarded", job.id)
+        self._on_end()
+
+    # -- cancels ----------------------------------------------------------------------------
+
+    def cancel(self, key: RunKey) -> None:
+        """Stop run `key` if it is one of these (kickq.cancel, from any process)."""
+        with self._lock:
+            running = self._running.get(key[0])
+            if running is None or running.token.key != key or not running.token.cancel():
+                return
+            future = running.future
+        log.info("kickq: job %s was cancelled; its run is stopped", key[0])
+        if future is not None:
+            future.cancel()
+
+    def recheck(self, store: Store) -> None:
+        """Read the records of the runs in progress, and stop those a cancel ended: for
+        cancels published while the pub/sub connection was not listening."""
+        with self._lock:
+            held = [r.token.key for r in self._running.values() if not r.token.cancelled]
+        if not held:
+            return
+        loaded = store.load_many([job_id for job_id, _ in held])
+        for key, found in zip(held, loaded, strict=True):
+            if run_was_cancelled(found, key[1]):
+                self._cancels.cancelled(key)

@@ -1,0 +1,347 @@
+"""Futures waiting for jobs to finish: hotjobs, and any job awaited by its id.
+
+A hotjob created here is awaited on this process's reply channel (`<ns>:reply:<token>`,
+subscribed once, a new token in each process): its record names that channel (`reply_to`)
+and every script that finishes or removes the job publishes there, a message naming the job,
+so a hotjob costs no SUBSCRIBE, UNSUBSCRIBE or confirmation of its own. Any other wait (by id,
+from any process) listens on the job's own done channel.
+
+A completion published while nobody listened (before the subscription was confirmed, or
+while the pub/sub connection was down) is caught by re-reading the records whenever a
+subscription is (re)confirmed: every pending wait at once, in one round trip. Timeouts are
+deadlines on the kickq clock, expired by the sweeper's tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import heapq
+import itertools
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import InvalidStateError
+
+import attrs
+
+from kickq._engine.future import KickqFuture
+from kickq._model import clock
+from kickq._model.errors import DamagedRecord, HotjobTimeout, JobNotFound
+from kickq._model.job import Job, failure, from_event
+from kickq._redis.keys import Keys
+from kickq._redis.listener import Listener, Subscription
+from kickq._redis.outage import is_outage
+from kickq._redis.store import Damaged, Store, StoredJob
+
+Schedule = Callable[[Callable[[], None]], None]
+TIMEOUT, RECHECK = "timeout", "recheck"
+RECHECK_AFTER = datetime.timedelta(seconds=0.5)  # after a re-read that found Redis away
+DAMAGED = "damaged"  # on the done channel: the record was set aside
+# on a reply channel, a job that was not finished but removed: "<what>:<id>"
+DELETED_REPLY, DAMAGED_REPLY = "deleted", "damaged"
+_EVENT_ID = re.compile(r'\{"id":"([^"]*)"')  # the id an event starts with (see _job.py)
+
+
+class Closed(Exception):
+    """The waits were cancelled (`kickq.reset()`, a new connection): a wait asked for now is
+    no longer theirs to keep, but the next engine's."""
+
+
+@attrs.define(eq=False)
+class Waiter:
+    job_id: str
+    future: KickqFuture[Job]
+    deadline: datetime.datetime | None
+    # False for a hotjob whose save is still on its way: until then a missing record is no
+    # sign of a deletion
+    created: bool = True
+    subscription: Subscription | None = None  # a wait on the job's done channel
+    # a hotjob whose reply channel was (re)confirmed while its save was on its way: what was
+    # published before that is lost, so its record is read once the save is acknowledged
+    check_when_created: bool = False
+
+
+class Waits:
+    def __init__(
+        self,
+        listener: Listener,
+        store: Store,
+        schedule: Schedule,
+        on_deadline: Callable[[datetime.datetime], None] = lambda when: None,
+    ) -> None:
+        self._listener = listener
+        self._store = store
+        self._keys: Keys = store.keys
+        self._schedule = schedule
+        self.on_deadline = on_deadline  # tells the timer thread of a new deadline
+        # sets aside a damaged record a re-read finds (the runtime's, which logs it once)
+        self.quarantine: Callable[[Damaged], None] = lambda damaged: None
+        # one per Waits, and so per engine: a forked child starts an engine, and a token, anew
+        self.reply_channel = self._keys.reply(uuid.uuid4().hex)
+        self._lock = threading.Lock()
+        self._waiters: set[Waiter] = set()
+        # set by cancel_all: a wait added later would never be answered (the engine's threads
+        # are stopping), so none is
+        self._closed = False
+        self._replies: dict[str, Waiter] = {}  # the hotjobs awaited on the reply channel
+        self._reply_subscribed = False
+        # (when, order, waiter, what): what is TIMEOUT or RECHECK
+        self._deadlines: list[tuple[datetime.datetime, int, Waiter, str]] = []
+        self._order = itertools.count()
+        # waits whose records the next re-read covers (a dict: ordered, no duplicates)
+        self._to_check: dict[Waiter, None] = {}
+        self._check_scheduled = False
+
+    def wait(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
+        """Wait for a saved job, by id, on its done channel. Raises Closed once the waits were
+        cancelled: the caller asks the next engine."""
+        waiter = Waiter(job_id, KickqFuture(), deadline)
+        self._add(waiter)
+        subscription = self._listener.subscribe(
+            self._keys.done(job_id),
+            lambda payload: self._on_message(waiter, payload),
+            lambda: self._recheck([waiter]),
+        )
+        with self._lock:
+            waiter.subscription = subscription
+            finished = waiter not in self._waiters  # on the dispatcher, before the line above
+        if finished:
+            self._listener.unsubscribe(subscription)
+        return waiter
+
+    def hotjob(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
+        """Wait for a hotjob about to be saved with `reply_to` set to `reply_channel`: call
+        before the save goes out, and `created` once it is acknowledged."""
+        waiter = Waiter(job_id, KickqFuture(), deadline, created=False)
+        with self._lock:
+            if self._closed:  # as cancel_all would have done a moment later
+                waiter.future.cancel()
+                return waiter
+            self._replies[job_id] = waiter
+            subscribe = not self._reply_subscribed
+            self._reply_subscribed = True
+            self._enlist(waiter)
+        if deadline is not None:
+            self.on_deadline(deadline)
+        if subscribe:  # once per process: its confirmation comes after this wait is listed
+            self._listener.subscribe(self.reply_channel, self._on_reply, self._on_reply_ready)
+        return waiter
+
+    def created(self, waiter: Waiter) -> None:
+        """The hotjob is saved: from now on a missing record means it was deleted."""
+        with self._lock:
+            waiter.created = True
+            check = waiter.check_when_created
+        if check:
+            self._recheck([waiter])
+
+    def _add(self, waiter: Waiter) -> None:
+        with self._lock:
+            if self._closed:
+                raise Closed(f"the wait for job {waiter.job_id} came after kickq was stopped")
+            self._enlist(waiter)
+        if waiter.deadline is not None:
+            self.on_deadline(waiter.deadline)
+
+    def _enlist(self, waiter: Waiter) -> None:
+        """List a wait, with its deadline (lock held)."""
+        self._waiters.add(waiter)
+        if waiter.deadline is not None:
+            self._push(waiter.deadline, waiter, TIMEOUT)
+
+    def _push(self, when: datetime.datetime, waiter: Waiter, what: str) -> None:
+        heapq.heappush(self._deadlines, (when, next(self._order), waiter, what))
+
+    def cancel(self, waiter: Waiter, error: BaseException | None = None) -> None:
+        """End a wait with `error`, or cancel its future."""
+        self._finish(waiter, error=error, cancel=error is None)
+
+    def cancel_all(self) -> None:
+        """Cancel every pending wait, and refuse any new one (kickq.reset)."""
+        with self._lock:
+            self._closed = True
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            self._finish(waiter, cancel=True)
+
+    def shift(self, seconds: float) -> None:
+        """kickq's clock was corrected by `seconds` (see _skew.py): every deadline moves with
+        it, so that a timeout still comes as long after its wait began as it was given."""
+        delta = datetime.timedelta(seconds=seconds)
+        with self._lock:
+            # the same shift for all keeps the heap a heap
+            self._deadlines = [
+                (when + delta, order, waiter, what) for when, order, waiter, what in self._deadlines
+            ]
+            for waiter in self._waiters:
+                if waiter.deadline is not None:
+                    waiter.deadline += delta
+
+    def expire(self, now: datetime.datetime) -> datetime.datetime | None:
+        """Time out the waits whose deadline has passed, re-read those due to be; return the
+        next deadline."""
+        due = []
+        with self._lock:
+            while self._deadlines and (
+                self._deadlines[0][0] <= now or self._deadlines[0][2].future.done()
+            ):
+                due.append(heapq.heappop(self._deadlines))
+            upcoming = self._deadlines[0][0] if self._deadlines else None
+        recheck = []
+        for _, _, waiter, what in due:
+            if waiter.future.done():
+                continue
+            if what == RECHECK:
+                recheck.append(waiter)
+            else:
+                self._finish(
+                    waiter, error=HotjobTimeout(f"job {waiter.job_id} did not finish in time")
+                )
+        self._recheck(recheck)
+        return upcoming
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _on_message(self, waiter: Waiter, payload: str) -> None:
+        """On a job's done channel."""
+        if not payload:
+            self._finish(waiter, error=JobNotFound(f"job {waiter.job_id} was deleted"))
+        elif payload == DAMAGED:
+            self._recheck([waiter])  # reads why, from the record set aside
+        else:
+            self._resolve(waiter, from_event(payload))
+
+    def _on_reply(self, payload: str) -> None:
+        """On this process's reply channel: a finished job (JSON), or "<what>:<id>"."""
+        if payload.startswith("{"):
+            try:
+                job = from_event(payload)
+            except Exception:  # read the record, which says what is wrong with it
+                found = _EVENT_ID.match(payload)
+                waiter = self._replying(found.group(1) if found else "")
+                if waiter is not None:
+                    self._recheck([waiter])
+                return
+            waiter = self._replying(job.id)
+            if waiter is not None:
+                self._resolve(waiter, job)
+            return
+        what, _, job_id = payload.partition(":")
+        waiter = self._replying(job_id)
+        if waiter is None:
+            return
+        if what == DELETED_REPLY:
+            self._finish(waiter, error=JobNotFound(f"job {job_id} was deleted"))
+        else:  # DAMAGED_REPLY: reads why, from the record set aside
+            self._recheck([waiter])
+
+    def _replying(self, job_id: str) -> Waiter | None:
+        with self._lock:
+            return self._replies.get(job_id)
+
+    def _on_reply_ready(self) -> None:
+        """The reply channel is (re)confirmed: what was published on it before is lost, so
+        every hotjob saved re-reads its record (in one round trip); one still being saved
+        re-reads it once its save is acknowledged."""
+        saved = []
+        with self._lock:
+            for waiter in self._replies.values():
+                if waiter.created:
+                    saved.append(waiter)
+                else:
+                    waiter.check_when_created = True
+        self._recheck(saved)
+
+    # -- re-reading records ------------------------------------------------------------
+
+    def _recheck(self, waiters: Iterable[Waiter]) -> None:
+        """Re-read the records of `waiters` soon, on the dispatcher. Those asked for before
+        that read starts join it: a reconnect confirms every done channel on its own, and
+        their waits share one pipeline."""
+        with self._lock:
+            for waiter in waiters:
+                self._to_check[waiter] = None
+            if self._check_scheduled or not self._to_check:
+                return
+            self._check_scheduled = True
+        self._schedule(self._check)
+
+    def _check(self) -> None:
+        with self._lock:
+            waiters = [waiter for waiter in self._to_check if not waiter.future.done()]
+            self._to_check.clear()
+            self._check_scheduled = False
+        if not waiters:
+            return
+        try:
+            answers = self._store.load_waited([waiter.job_id for waiter in waiters])
+        except Exception as exc:
+            for waiter in waiters:
+                self._settle(waiter, exc)
+            return
+        for waiter, found in zip(waiters, answers, strict=True):
+            self._settle(waiter, found)
+
+    def _settle(self, waiter: Waiter, found: StoredJob | Damaged | Exception | None) -> None:
+        if isinstance(found, Exception):
+            if is_outage(found):
+                # the message may be lost with the pub/sub connection too: read again later
+                # rather than rely on a reconnect that may not come
+                self._recheck_later(waiter)
+            else:
+                self._finish(waiter, error=found)
+        elif isinstance(found, Damaged):
+            if not found.moved:
+                # the wait fails all the same; if Redis refuses now, the next reader sets it aside
+                with contextlib.suppress(Exception):
+                    self.quarantine(found)
+            self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
+        elif isinstance(found, StoredJob):
+            self._resolve(waiter, found.job)
+        else:  # gone
+            self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
+
+    def _recheck_later(self, waiter: Waiter) -> None:
+        when = clock.now() + RECHECK_AFTER
+        with self._lock:
+            self._push(when, waiter, RECHECK)
+        self.on_deadline(when)
+
+    # -- resolution ----------------------------------------------------------------------
+
+    def _resolve(self, waiter: Waiter, job: Job) -> None:
+        if not job.complete:
+            return
+        if job.success:
+            self._finish(waiter, job=job)
+        else:
+            self._finish(waiter, error=failure(job))
+
+    def _finish(
+        self,
+        waiter: Waiter,
+        job: Job | None = None,
+        error: BaseException | None = None,
+        cancel: bool = False,
+    ) -> None:
+        with self._lock:
+            if waiter not in self._waiters:
+                return
+            self._waiters.discard(waiter)
+            if self._replies.get(waiter.job_id) is waiter:
+                del self._replies[waiter.job_id]
+            subscription = waiter.subscription
+        if subscription is not None:
+            self._listener.unsubscribe(subscription)
+        future = waiter.future
+        try:
+            if cancel:
+                future.cancel()
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(job)  # type: ignore[arg-type]
+        except InvalidStateError:  # the caller cancelled it first
+            pass

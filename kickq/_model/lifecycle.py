@@ -1,0 +1,231 @@
+"""Pure decisions of a job's life: given a record and the time, what it becomes next.
+
+No I/O here. The store applies what these functions decide, in one Lua step each, and only
+if the record has not changed since it was read (its version fences every transition).
+
+    create ──> queued ──claim──> processing ──> success
+       └─> delayed ─┘  ^               ├─> retry ──(retry_interval)──┐
+                       │               ├─> ghost ──(ghost_interval)──┤
+                       │               └─> fail (no retries/ghosts left)
+                       ├─────────────── promote (when due) ──────────┘
+                       └─────────────── requeue (by hand) <── fail
+    cancel (by hand): queued, delayed, processing, retry or ghost ──> fail
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from kickq._model import clock
+from kickq._model.config import MAX_DURATION
+from kickq._model.job import CANCELLED, Job, Run, State
+
+IntervalFor = Callable[[Job, int], float]
+
+
+@attrs.frozen
+class Succeeded:
+    result: Any
+
+
+MAX_ERROR_CHARS = 16384
+"""The longest error text a run keeps (in its run and in last_error, both stored and in every
+event): a longer one, an exception's message of any size, is cut there and says so."""
+
+
+def cut_error(text: str) -> str:
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[:MAX_ERROR_CHARS]}... [{len(text) - MAX_ERROR_CHARS} more characters cut]"
+
+
+@attrs.frozen
+class Failed:
+    error: str
+
+
+@attrs.frozen
+class Ghosted:
+    pass
+
+
+Outcome = Succeeded | Failed | Ghosted
+WAITING = (State.DELAYED, State.RETRY, State.GHOST)
+NOT_ON_THE_JOB = frozenset({"at", "meta", "unique", "unique_key"})  # kept in other fields
+
+
+@attrs.frozen
+class Change:
+    """A decided transition: the new job and the events it publishes."""
+
+    job: Job
+    events: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        return self.job.complete
+
+
+def create(
+    job_id: str,
+    name: str,
+    data: Any,
+    options: Mapping[str, Any],
+    now: datetime.datetime,
+    unique_key: str | None = None,
+) -> Change:
+    """A new job from its effective options (the cascade's, with `at` and `meta` of the call):
+    delayed until `at` or `delay` if that is still to come, else queued at once."""
+    job_options = {name: value for name, value in options.items() if name not in NOT_ON_THE_JOB}
+    at, delay = options.get("at"), options.get("delay")
+    if at is not None:
+        scheduled_for = at.astimezone(datetime.timezone.utc)
+        job_options["delay"] = None
+    else:
+        scheduled_for = clock.after(now, delay) if delay else None
+    delayed = scheduled_for is not None and scheduled_for > now
+    job = Job(
+        id=job_id,
+        name=name,
+        data=data,
+        state=State.DELAYED if delayed else State.QUEUED,
+        create_time=now,
+        update_time=now,
+        scheduled_for=scheduled_for,
+        meta=options.get("meta") or {},
+        unique_key=unique_key,
+        **job_options,
+    )
+    return Change(job, ("create",) if delayed else ("create", "queued"))
+
+
+def unique_key_of(data_json_sorted: str) -> str:
+    """The key of a unique job without an explicit one: a digest of its data as canonical
+    JSON (sorted keys), so that equal data gives the same key whatever its dicts' order."""
+    return hashlib.sha256(data_json_sorted.encode("utf-8")).hexdigest()
+
+
+def promote(job: Job, now: datetime.datetime) -> Change | None:
+    """A waiting job whose time has come is queued; anything else is left alone."""
+    if job.state not in WAITING:
+        return None
+    return Change(attrs.evolve(job, state=State.QUEUED, update_time=now), ("queued",))
+
+
+def requeue(job: Job, now: datetime.datetime) -> Change | None:
+    """A job that failed for good is queued again, with fresh retry and ghost budgets; its
+    runs stay. Anything else is left alone."""
+    if job.state is not State.FAIL:
+        return None
+    again = attrs.evolve(
+        job,
+        state=State.QUEUED,
+        update_time=now,
+        finish_time=None,
+        scheduled_for=None,
+        budget_start=max((run.count for run in job.runs), default=0),
+    )
+    return Change(again, ("queued",))
+
+
+def cancel(job: Job, now: datetime.datetime) -> Change | None:
+    """A job that is not complete ends `fail` for good with last_error "cancelled"; the run in
+    progress, if any, ends as a failed run with that error. A complete job is left alone."""
+    if job.complete or job.state is State.NEW:
+        return None
+    runs = job.runs
+    if job.state is State.PROCESSING and runs:
+        current = runs[-1]
+        started = current.start_time or now
+        process_time = round(max((now - started).total_seconds(), 0.0), 6)
+        runs = (*runs[:-1], Run(current.count, started, process_time, State.FAIL, CANCELLED))
+    ended = attrs.evolve(
+        job,
+        state=State.FAIL,
+        runs=runs,
+        last_error=CANCELLED,
+        update_time=now,
+        finish_time=now,
+        scheduled_for=None,
+    )
+    return Change(ended, ("fail",))
+
+
+def _wait(seconds: float) -> float:
+    """A retry wait a datetime can hold: a retry_interval function may return anything."""
+    if not seconds >= 0:  # negative or NaN
+        return 0.0
+    return min(seconds, MAX_DURATION)
+
+
+def end_run(
+    job: Job, outcome: Outcome, now: datetime.datetime, interval_for: IntervalFor
+) -> Change | None:
+    """The end of the run in progress: success, a failure or a ghost, and what comes next."""
+    if job.state is not State.PROCESSING or not job.runs:
+        return None
+    current = job.runs[-1]
+    started = current.start_time or now
+    process_time = round(max((now - started).total_seconds(), 0.0), 6)
+    if isinstance(outcome, Succeeded):
+        run = Run(current.count, started, process_time, State.SUCCESS)
+        done = attrs.evolve(
+            job,
+            state=State.SUCCESS,
+            result=outcome.result,
+            runs=(*job.runs[:-1], run),
+            update_time=now,
+            finish_time=now,
+            scheduled_for=None,
+        )
+        return Change(done, ("success",))
+
+    if isinstance(outcome, Failed):
+        run = Run(current.count, started, process_time, State.FAIL, cut_error(outcome.error))
+        failures = job.count_runs(State.FAIL) + 1
+        again = job.retry and failures <= job.retry_count
+        next_state, wait = State.RETRY, (_wait(interval_for(job, failures)) if again else 0.0)
+    else:
+        error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
+        run = Run(current.count, started, process_time, State.GHOST, error)
+        ghosts = job.count_runs(State.GHOST) + 1
+        again = job.ghost_retry and ghosts <= job.ghost_count
+        next_state, wait = State.GHOST, job.ghost_interval
+    runs = (*job.runs[:-1], run)
+    if again:
+        ended = attrs.evolve(
+            job,
+            state=next_state,
+            runs=runs,
+            last_error=run.error,
+            update_time=now,
+            scheduled_for=clock.after(now, wait),
+        )
+    else:
+        ended = attrs.evolve(
+            job,
+            state=State.FAIL,
+            runs=runs,
+            last_error=run.error,
+            update_time=now,
+            finish_time=now,
+            scheduled_for=None,
+        )
+    return Change(ended, ("fail",))
+
+
+def placement(job: Job, purge_timeout: float) -> tuple[str, int]:
+    """Where the job's id lives after a change, with the score of that sorted set (ms; for the
+    queue, the priority)."""
+    if job.state is State.QUEUED:
+        return "queue", job.priority  # the script turns it into the queue's score
+    if job.complete:
+        finished = job.finish_time or job.update_time or clock.now()
+        return "finished", clock.to_ms(clock.after(finished, purge_timeout))
+    due = job.scheduled_for or job.update_time or clock.now()
+    return "scheduled", clock.to_ms(due)

@@ -1,0 +1,164 @@
+"""The `kickq` command (also `python -m kickq`): a small function per command, and main().
+
+Every command is one function registered with `@command(name, help, arg(...), ...)` (see
+`_cli_parser`, which builds the parser; `_cli_output` prints; `_cli_worker` runs workers; the
+inspect and repair commands live in `_cli_inspect` and `_cli_repair`). A command that talks to
+Redis calls `_connect(args)` first (its `--redis-url` and `--namespace`, else KICKQ_REDIS_URL,
+else the embedded Redis; see `_cli_redis`), waits on each future with `_wait()`, prints a
+table (`_cli_output`) or, with `--json`, JSON with the API's field names, and raises `Failure`
+when it cannot do what was asked. `main()` turns every failure into one line on stderr: exit
+status 2 for bad usage (argparse's errors, a bad option value), 1 for a failure (an unreachable
+Redis, an unknown id, ...), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+import kickq
+from kickq._redis import embedded
+from kickq.cli import dashboard as dashboard_cli
+from kickq.cli import inspect as inspect_cli
+from kickq.cli import output as out
+from kickq.cli import parser as cli_parser
+from kickq.cli import repair as repair_cli
+from kickq.cli import worker as worker_cli
+from kickq.cli.parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
+from kickq.cli.reach import connect as _connect
+from kickq.cli.reach import wait as _wait
+
+# imported for the commands they register
+COMMAND_MODULES = (inspect_cli, repair_cli, dashboard_cli)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = cli_parser.parser(kickq.__version__).parse_args(argv)
+    prog = f"{PROG} {args.command}"
+    out.quiet_library_logs()
+    try:
+        return args.run(args)  # type: ignore[no-any-return]
+    except Failure as exc:
+        return _fail(prog, exc, exc.status)
+    except kickq.ConfigError as exc:  # a bad --redis-url, --namespace or --names
+        return _fail(prog, exc, EXIT_USAGE)
+    except (kickq.KickqError, OSError) as exc:  # RedisUnavailable is a ConnectionError
+        return _fail(prog, exc, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return 128 + 2
+    except Exception as exc:  # one line, even for what nobody foresaw
+        return _fail(prog, f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILURE)
+    finally:
+        kickq.reset()  # stop the threads and close the connections a command opened
+
+
+def _fail(prog: str, message: object, status: int) -> int:
+    out.error_line(prog, message)
+    return status
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@command(
+    "worker",
+    "run the processors a module registers with @kickq.processor",
+    arg("module", metavar="MODULE", help="dotted module name, imported from the current directory"),
+    arg(
+        "--names",
+        type=cli_parser.names,
+        metavar="A,B",
+        help="only the processors of these job names",
+    ),
+    arg(
+        "--concurrency",
+        type=cli_parser.concurrency,
+        metavar="N",
+        help="concurrent_jobs of every worker",
+    ),
+    arg(
+        "--grace",
+        type=cli_parser.seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGINT/SIGTERM, how long running jobs may take to finish (default: 30)",
+    ),
+    arg(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log to stderr from this level on (default: INFO, a line per finished job)",
+    ),
+    arg(
+        "--metrics-port",
+        type=cli_parser.port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs kickq[metrics])",
+    ),
+    arg(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0: every one)",
+    ),
+    prints=False,
+)
+def _worker(args: argparse.Namespace) -> int:
+    worker_cli.configure_logging(args.log_level)
+    try:
+        found = worker_cli.import_processors(args.module)
+    except worker_cli.ImportFailed as exc:
+        raise Failure(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE) from None
+    if not found:
+        raise Failure(f"{args.module} registers no processors (see @kickq.processor)", EXIT_USAGE)
+    worker_cli.serve_metrics(args.metrics_host, args.metrics_port)
+    _connect(args)
+    worker_cli.check_reachable()
+    signals = worker_cli.Signals()
+    signals.install()
+    workers = kickq.start(args.names, concurrent_jobs=args.concurrency)
+    return worker_cli.serve(workers, signals, args.grace)
+
+
+@command("show", "print one job", arg("id", metavar="ID", help="the job's id"))
+def _show(args: argparse.Namespace) -> int:
+    _connect(args)
+    job = _wait(kickq.get(args.id))
+    if args.json:
+        out.print_json(out.job_fields(job))
+    else:
+        out.print_job(job)
+    return 0
+
+
+@command(
+    "embedded",
+    "manage this machine's embedded Redis (so it takes no --redis-url or --namespace)",
+    arg(
+        "action",
+        choices=["status", "start", "stop", "path"],
+        help="status: show it; start: start it if needed and print its URL; "
+        "stop: shut it down (data stays on disk); path: print its data directory",
+    ),
+    connects=False,
+)
+def _embedded(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        result: dict[str, Any] = embedded.status()
+    elif args.action == "start":
+        result = {"url": embedded.ensure_running()}
+    elif args.action == "stop":
+        result = {"stopped": embedded.stop()}
+    else:
+        result = {"path": str(embedded.data_dir())}
+    if args.json:
+        out.print_json(result)
+    elif args.action == "status":
+        for key, value in result.items():
+            print(f"{key}: {'-' if value is None else value}")
+    elif args.action == "stop":
+        print("stopped" if result["stopped"] else "not running")
+    else:
+        print(*result.values())
+    return 0

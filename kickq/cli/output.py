@@ -1,0 +1,206 @@
+"""What the `kickq` command prints: tables for people, JSON for scripts, one line for errors.
+
+JSON uses the API's field names (those of `Job`, times as ISO-8601 with the UTC offset), so a
+script reads `kickq show ID --json` as it would read the job's events. Tables go through rich,
+with every value passed as plain text: job data is shown as it is, never read as markup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+from rich import box
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from kickq._model import clock
+from kickq._model.job import OPTION_FIELDS, TIME_FIELDS, Job, Run
+
+WIDEST = 1000  # columns a piped table may take
+
+
+def run_fields(run: Run) -> dict[str, Any]:
+    return {
+        "count": run.count,
+        "start_time": clock.to_iso(run.start_time),
+        "process_time": run.process_time,
+        "state": run.state.value,
+        "error": run.error,
+    }
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """A Job as a JSON object with the API's field names (hotjob_future, a local thing, aside)."""
+    fields: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "data": job.data,
+        "state": job.state.value,
+        "complete": job.complete,
+        "success": job.success,
+    }
+    fields.update({name: clock.to_iso(getattr(job, name)) for name in TIME_FIELDS})
+    fields["total_process_time"] = job.total_process_time
+    fields.update({name: getattr(job, name) for name in OPTION_FIELDS})
+    fields.update(
+        meta=job.meta,
+        unique_key=job.unique_key,
+        result=job.result,
+        last_error=job.last_error,
+        runs=[run_fields(run) for run in job.runs],
+    )
+    return fields
+
+
+_AS_IS = frozenset({str, int, float, bool})
+
+
+def plain(value: Any) -> Any:
+    """A value of the API (NameStats, WorkerInfo, Schedule, ...) as JSON with the API's field
+    names: attrs classes and named tuples become objects, times ISO-8601 text, durations
+    seconds. Generic on purpose: a field the API gains shows up without a change here."""
+    if value is None or type(value) in _AS_IS:  # most values: first, and cheap
+        return value
+    if attrs.has(type(value)):
+        names = [field.name for field in attrs.fields(type(value))]
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {name: plain(item) for name, item in value._asdict().items()}
+    if isinstance(value, datetime.datetime):
+        return clock.to_iso(value)
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(name): plain(item) for name, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain(item) for item in value]
+    return value
+
+
+def say(text: str) -> None:
+    """One line of words for people: what a command did."""
+    print(text, flush=True)
+
+
+def print_json(value: Any, indent: int | None = 2) -> None:
+    print(json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False), flush=True)
+
+
+def quiet_library_logs() -> None:
+    """Keep kickq's own warnings (a background thread retrying an unreachable Redis, say) off
+    stderr unless logging is configured, as `kickq worker` does: a command's outcome is its
+    output or its one error line. Without a handler of its own, Python would print them."""
+    logger = logging.getLogger("kickq")
+    if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
+def error_line(prog: str, message: object) -> None:
+    """A failure as one line on stderr, whatever line breaks the message holds."""
+    text = " ".join(str(message).split()) or "failed"
+    print(f"{prog}: {text}", file=sys.stderr)
+
+
+def text_of(value: Any) -> str:
+    """A value in a table cell: JSON for data, results and metadata; '-' for nothing."""
+    if value is None:
+        return "-"
+    if isinstance(value, (str, int, float, bool)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None
+) -> None:
+    """A table with a header: the shape of every listing (jobs, workers, stats, ...)."""
+    table = Table(*columns, title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    for row in rows:
+        table.add_row(*(Text(text_of(value)) for value in row))
+    console().print(table)
+
+
+def print_fields(fields: Mapping[str, Any], title: str | None = None) -> None:
+    """One record, a field per line."""
+    table = Table(
+        "field", "value", title=title, box=box.SIMPLE_HEAD, title_justify="left", show_header=False
+    )
+    for name, value in fields.items():
+        table.add_row(Text(name), Text(text_of(value)))
+    console().print(table)
+
+
+def shorten(value: Any, width: int = 40) -> str:
+    """A cell's text cut to `width` characters on one line: a listing shows a glimpse of
+    data and errors (`kickq show ID` shows them whole)."""
+    text = " ".join(text_of(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def human_duration(seconds: float | None) -> str | None:
+    """A duration for people: 12ms, 4.2s, 3m20s, 2h05m."""
+    if seconds is None:
+        return None
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def human_time(moment: datetime.datetime | None) -> str | None:
+    """A time for people: UTC to the millisecond, short enough for a table column."""
+    if moment is None:
+        return None
+    return moment.astimezone(clock.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def short_time(moment: datetime.datetime | None) -> str | None:
+    """A time in a listing, to the second, in UTC (the column header says so)."""
+    if moment is None:
+        return None
+    return moment.astimezone(clock.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def print_job(job: Job) -> None:
+    fields = job_fields(job)
+    del fields["runs"]
+    fields.update({name: human_time(getattr(job, name)) for name in TIME_FIELDS})
+    print_fields(fields, title=f"job {job.id}")
+    if job.runs:
+        rows = [
+            (run.count, human_time(run.start_time), run.process_time, run.state.value, run.error)
+            for run in job.runs
+        ]
+        print_table(("run", "start_time", "process_time", "state", "error"), rows)
+
+
+def show(view: RenderableType) -> None:
+    """Print a view: fitted to a terminal's width; piped, as wide as it needs (unless COLUMNS
+    says otherwise), so that each row of a listing stays one line for grep and logs."""
+    shown = console()
+    if not shown.is_terminal and "COLUMNS" not in os.environ:
+        wide = shown.options.update(max_width=WIDEST)
+        width = max(Measurement.get(shown, wide, view).maximum, shown.width)
+        shown = Console(file=sys.stdout, highlight=False, emoji=False, markup=False, width=width)
+    shown.print(view)
+
+
+def console() -> Console:
+    """A console on the current stdout (tests and pipes swap it), plain text when piped."""
+    return Console(file=sys.stdout, highlight=False, emoji=False, markup=False)

@@ -1,0 +1,31 @@
+"""How a `kickq` command reaches Redis: the server and namespace it names, and bounded waits.
+
+Every command module uses these two, so that each one connects and gives up the same way: a
+command waits on a future for at most WAIT seconds, then fails in one line rather than hang.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+from typing import TypeVar
+
+import kickq
+from kickq.cli.parser import Failure
+
+WAIT = 30.0  # seconds a command waits for Redis before it gives up
+T = TypeVar("T")
+
+
+def connect(args: argparse.Namespace) -> None:
+    """Point kickq at the server and namespace the command line names, if it names them."""
+    options = {"redis_url": args.redis_url, "redis_namespace": args.namespace}
+    kickq.config({name: value for name, value in options.items() if value is not None})
+
+
+def wait(future: concurrent.futures.Future[T]) -> T:
+    """The future's result, or a Failure when Redis gives no answer in WAIT seconds."""
+    done, _ = concurrent.futures.wait([future], timeout=WAIT)
+    if not done:
+        raise Failure(f"no answer from Redis within {WAIT:g}s")
+    return future.result()

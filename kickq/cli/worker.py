@@ -1,0 +1,168 @@
+"""`kickq worker MODULE`: import a module, run the processors it registers, stop on a signal.
+
+The first SIGINT or SIGTERM stops fetching and lets the running jobs finish for up to `grace`
+seconds; the worker then exits 0, or 1 if jobs were still running (their runs become ghosts
+after their process_timeout, and run again as ghost_retry says). A second signal exits at
+once with status 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
+reports a process killed by it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from wsgiref.simple_server import WSGIServer
+
+import redis
+
+from kickq._engine.worker import Worker
+from kickq._model import clock
+from kickq._model.config import settings
+from kickq._redis import connection
+from kickq._redis.outage import translate
+from kickq._verbs import processors
+from kickq.cli.parser import EXIT_USAGE, Failure
+
+log = logging.getLogger("kickq.cli")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+POLL = 0.25  # seconds: how late the main thread may run a signal's handler
+METRICS_HOST = "127.0.0.1"  # where --metrics-port listens unless --metrics-host says otherwise
+
+
+class ImportFailed(Exception):
+    """The module cannot be imported: `usage` when it does not exist (a wrong name)."""
+
+    def __init__(self, message: str, usage: bool) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at `level`: a line per finished job ("kickq.jobs") at INFO."""
+    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, force=True)
+
+
+def import_processors(module: str) -> list[processors.Processor]:
+    """Import `module` as other worker commands do, the current directory first on sys.path;
+    returns the processors registered by then (by this module or those it imports)."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ImportFailed(f"no module named {module!r}", usage=True) from None
+        raise _failed(module, exc) from None
+    except Exception as exc:  # the module's own error: its message, the traceback at DEBUG
+        raise _failed(module, exc) from None
+    return processors.registered()
+
+
+def _failed(module: str, exc: Exception) -> ImportFailed:
+    log.debug("importing %s failed", module, exc_info=exc)
+    return ImportFailed(f"importing {module} failed: {type(exc).__name__}: {exc}", usage=False)
+
+
+def check_reachable() -> None:
+    """Fail at once, in one line, when Redis cannot be reached: started, the workers would wait
+    the outage out (as they should once running), logging it. One PING on a client of its own,
+    before kickq's threads start."""
+    values, explicit = settings.snapshot(), settings.explicit
+    client = connection.connect(values, explicit)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise translate(exc, connection.describe(values, explicit)) from exc
+    finally:
+        client.close()
+
+
+def serve_metrics(host: str | None, port: int | None) -> WSGIServer | None:
+    """With --metrics-port, register kickq.metrics and serve prometheus_client's registry over
+    HTTP at /metrics, in a daemon thread, on `host` (127.0.0.1 unless told: metrics are for the
+    machine's own Prometheus, or for --metrics-host 0.0.0.0 in a container)."""
+    if port is None:
+        if host is not None:
+            raise Failure("--metrics-host goes with --metrics-port", EXIT_USAGE)
+        return None
+    try:
+        from kickq import metrics  # says what to install when prometheus_client is missing
+    except ImportError as exc:
+        raise Failure(f"--metrics-port: {exc}") from None
+    from prometheus_client import start_http_server
+
+    host = host or METRICS_HOST
+    metrics.register()
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise Failure(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    return server
+
+
+class Signals:
+    """The first SIGINT/SIGTERM asks for a graceful stop; the second ends the process now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.received = ""  # the first signal's name, logged by the main loop (not the handler)
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._first)
+
+    def _first(self, signum: int, _frame: FrameType | None) -> None:
+        for other in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(other, self._second)
+        self.received = signal.Signals(signum).name
+        self.stop.set()
+
+    def _second(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        os.write(2, f"kickq worker: second signal ({name}): exiting now\n".encode())
+        os._exit(128 + signum)
+
+
+def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
+    """Run until the first signal, then stop the workers within `grace` seconds.
+
+    The main thread only ever waits in short slices: Python runs a signal's handler in the
+    main thread between two bytecodes, so a main thread blocked in a long join (on a signal
+    that another thread received) would hold back the second signal until the join ends."""
+    names = sorted({name for worker in workers for name in worker.names})
+    log.info("processing %s (pid %d); Ctrl-C or SIGTERM stops", ", ".join(names), os.getpid())
+    while not signals.stop.wait(POLL):
+        pass
+    log.info("%s: stopping (a second signal exits at once)", signals.received)
+    status: list[int] = []
+    stopper = threading.Thread(
+        target=lambda: status.append(stop(workers, grace)), name="kickq-cli-stop", daemon=True
+    )
+    stopper.start()
+    while stopper.is_alive():
+        stopper.join(POLL)
+    return status[0] if status else 1
+
+
+def stop(workers: Sequence[Worker], grace: float) -> int:
+    """Stop fetching everywhere at once, then wait for running jobs up to one shared deadline."""
+    running = sum(worker.running for worker in workers)
+    log.info("no new jobs; waiting up to %gs for %d running", grace, running)
+    for worker in workers:
+        worker.stop_fetching()
+    deadline = clock.real_monotonic() + grace
+    for worker in workers:
+        worker.stop(max(deadline - clock.real_monotonic(), 0.0))
+    left = sum(worker.running for worker in workers)
+    if left:
+        log.warning("%d jobs still running after %gs; they become ghosts", left, grace)
+        return 1
+    log.info("stopped")
+    return 0

@@ -51,7 +51,7 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class Ticker:
+class ScheduleTicks:
     """Sleeps TICK in a loop; `late` holds (wake-up time, lateness s, start) per tick."""
 
     def __init__(self) -> None:
@@ -249,7 +249,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[Timed, int, int], Awaitable[None]]]] =
 async def one_run(
     kickq: Any, workload: str, n: int, bulk: int, instrument: bool, gc_off: bool = False
 ) -> dict[str, Any]:
-    ticker = Ticker()
+    ticker = ScheduleTicks()
     timer = HandleTimer()
     timed = Timed(kickq, instrument, n)
     tick_task = asyncio.create_task(ticker.run())
@@ -291,7 +291,7 @@ async def one_run(
 def explain(
     timed: Timed,
     timer: HandleTimer,
-    ticker: Ticker,
+    ticker: ScheduleTicks,
     usage: dict[str, Any],
     start: float,
     end: float,

@@ -102,7 +102,7 @@ def test_one_worker_serves_names_in_different_partitions(cluster: RedisCluster) 
 
 def test_hotjobs_and_timers_across_shards(cluster: RedisCluster) -> None:
     """Hotjobs of names on different shards resolve over the one pub/sub connection; delayed
-    jobs of every shard are promoted by the sweeper."""
+    jobs of every shard are promoted by the timer."""
     kickq.process(NAMES, lambda job, data: data * 2, concurrent_jobs=10)
     hot = [
         kickq.create(name, i, hotjob=True, hotjob_timeout=scaled(60)).result(10)

@@ -1,6 +1,6 @@
 """The job lifecycle against a simple model: hypothesis drives kickq's store level (no threads).
 
-Every step is what a worker or the sweeper does, made of the same pieces: `lifecycle` decides,
+Every step is what a worker or the timer does, made of the same pieces: `lifecycle` decides,
 `Store` applies in one Lua script fenced by the record's version. The model is a dict of jobs
 with their state, due time and runs, a FIFO queue per name, and a millisecond clock that
 `kickq._model.clock.now` is patched to read. After every step Redis must match it exactly.
@@ -268,12 +268,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.clock[0] = self.at(seconds)
 
     @rule(seconds=TIME_STEPS)
-    def clock_moves_and_sweeper_ticks(self, seconds: float) -> None:
+    def clock_moves_and_timer_ticks(self, seconds: float) -> None:
         self.clock[0] = self.at(seconds)
         self.sweep()
 
     def sweep(self) -> None:
-        """What sweeper.Sweeper.tick does: promote due waits, ghost overdue runs, purge."""
+        """What timer.Timer.tick does: promote due waits, ghost overdue runs, purge."""
         now, now_ms = self.now(), self.now_ms
         due_waits = self.due_now(WAITING)
         overdue = self.due_now(("processing",))

@@ -114,15 +114,15 @@ def test_reset_from_a_coroutine_handler(redis_url: str, caplog: pytest.LogCaptur
     works_again(redis_url)
 
 
-def test_reset_from_a_wait_timeout_on_the_sweeper_thread(
+def test_reset_from_a_wait_timeout_on_the_timer_thread(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """reset() in the done-callback of a wait the sweeper times out stops kickq cleanly."""
+    """reset() in the done-callback of a wait the timer times out stops kickq cleanly."""
     caplog.set_level(logging.INFO, logger="kickq")
     resetter = Resetter()
     job = kickq.create("nobody-runs-this").result(5)
     kickq.wait(job.id, timeout=0.2).add_done_callback(resetter)
-    assert_clean(resetter, "kickq-sweeper", caplog)
+    assert_clean(resetter, "kickq-timer", caplog)
     works_again(redis_url)
 
 

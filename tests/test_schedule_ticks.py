@@ -1,9 +1,9 @@
 """Schedule ticks: cron in a time zone across daylight-saving changes, and one job per tick when
 processes race for it.
 
-The sweeper's schedule step (`Ticker.tick(now)`, run by every live process about once a second)
-is called directly here, so that a test can walk a clock through whole days minute by minute;
-the engine's own sweeper runs meanwhile, on the same frozen clock, and races with it.
+The timer's schedule step (`ScheduleTicks.create_due(now)`, run by every live process about once
+a second) is called directly here, so that a test can walk a clock through whole days minute by
+minute; the engine's own timer runs meanwhile, on the same frozen clock, and races with it.
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ def test_daily_jobs_run_once_a_day_across_daylight_saving_changes(
     with freeze_time(start) as frozen:
         for hour in (2, 3):
             kickq.schedule(f"at-{hour}-30", cron=f"30 {hour} * * *", tz=tz).result(5)
-        ticker = kickq._engine.runtime.get().ticker
+        ticker = kickq._engine.runtime.get().schedule_ticks
         moment = start
         while moment <= end:
             frozen.move_to(moment)
-            ticker.tick(clock.now())
+            ticker.create_due(clock.now())
             moment += datetime.timedelta(minutes=step_minutes)
     found = [(job.name, job.scheduled_for) for job in stored_jobs(r)]
     expected = [
@@ -142,11 +142,11 @@ RACER = """
 import datetime, sys
 import kickq._engine.runtime
 first_ms, ticks = int(sys.argv[1]), int(sys.argv[2])
-ticker = kickq._engine.runtime.get().ticker
+ticker = kickq._engine.runtime.get().schedule_ticks
 for i in range(ticks):
     sys.stdin.readline()  # both processes take each tick together
     now_ms = first_ms + i * 60_000 + (i % 7) * 1000
-    ticker.tick(datetime.datetime.fromtimestamp(now_ms / 1000, datetime.timezone.utc))
+    ticker.create_due(datetime.datetime.fromtimestamp(now_ms / 1000, datetime.timezone.utc))
     print("ticked", flush=True)
 """
 

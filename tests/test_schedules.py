@@ -1,6 +1,6 @@
 """Repeatable jobs: kickq.schedule, schedules, unschedule; every=, misfires, replacing, bad input.
 
-The ticks are acted on by the sweeper of this process (any live kickq process does it), driven
+The ticks are acted on by the timer of this process (any live kickq process does it), driven
 by freezegun; tests/test_schedule_ticks.py covers cron across daylight-saving changes and
 processes racing for the same tick.
 """
@@ -206,24 +206,24 @@ def test_an_unscheduled_key_creates_no_more_jobs(r: Any) -> None:
     assert next_time("gone") is None
 
 
-def test_the_sweeper_wakes_at_the_next_tick(r: Any) -> None:
-    """The sweeper's next wake-up includes the next tick, so a tick's job is created at the
-    tick, not up to a second (the sweeper's longest sleep) later; never before it."""
+def test_the_timer_wakes_at_the_next_tick(r: Any) -> None:
+    """The timer's next wake-up includes the next tick, so a tick's job is created at the
+    tick, not up to a second (the timer's longest sleep) later; never before it."""
     with freeze_time(START) as frozen:
         sched = kickq.schedule("hourly", cron="0 * * * *").result(5)
         assert sched.next_time is not None
-        sweeper = kickq._engine.runtime.get().sweeper
-        earliest, more = sweeper.tick(clock.now())
+        timer = kickq._engine.runtime.get().timer
+        earliest, more = timer.tick(clock.now())
         assert earliest == clock.to_ms(sched.next_time) and not more
         assert kickq.unschedule("hourly").result(5)
         beat = kickq.schedule("beat", every=1).result(5)
         assert beat.next_time == START + datetime.timedelta(seconds=1)
-        # 0.7 s before the tick, on a clock that stands still: the sweeper plans to wake at the
+        # 0.7 s before the tick, on a clock that stands still: the timer plans to wake at the
         # tick (0.3 s on), not a whole sleep of a second later
         frozen.move_to(START + datetime.timedelta(seconds=0.7))
-        sweeper.nudge()
+        timer.nudge()
         wait_until(
-            lambda: sweeper._planned_ms == clock.to_ms(beat.next_time),
+            lambda: timer._planned_ms == clock.to_ms(beat.next_time),
             what="a wake-up planned at the tick",
         )
         assert kickq.unschedule("beat").result(5)

@@ -35,7 +35,7 @@ def state(job_id: str) -> str:
 
 
 def settle(name: str) -> None:
-    """Run one quick job of `name` to the end: the worker and sweeper are demonstrably live."""
+    """Run one quick job of `name` to the end: the worker and timer are demonstrably live."""
     marker = kickq.create(name, "marker").result(5)
     kickq.wait(marker.id, timeout=10).result(15)
 

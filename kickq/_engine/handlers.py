@@ -5,9 +5,9 @@ async def h(job, data): ...             coroutine: runs on the shared event-loop
 def h(job, data, done): done(err=None)  callback: the run ends when done() is called
 a plain handler returning a concurrent Future or an awaitable: the run ends when it does
 
-Under middleware (see _middleware), `call_through` runs the plain middleware around any style in
-the calling thread, and `start_coroutine` runs the coroutine middleware around a coroutine on
-the loop.
+Under middleware (see middleware.py), `run_in_middleware` runs the plain middleware around any
+style in the calling thread, and `start_coroutine` runs the coroutine middleware around a
+coroutine on the loop.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Handler:
             return self._loop.run(self.function(job, job.data))
         return self._loop.run(await_through(middleware, job, lambda: self.function(job, job.data)))
 
-    def call_through(
+    def run_in_middleware(
         self, job: Job, chain: Chain, started: Callable[[RunFuture], None]
     ) -> RunFuture:
         """Run any handler style inside the plain middleware of `chain`, in the calling thread,

@@ -60,7 +60,7 @@ def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
     return lifecycle.Succeeded(value)
 
 
-class Runs:
+class RunsInProgress:
     def __init__(
         self,
         handler: Handler,
@@ -177,7 +177,7 @@ class Runs:
         try:
             with inside(running.token):
                 if chain.plain:
-                    future = self._handler.call_through(
+                    future = self._handler.run_in_middleware(
                         job, chain, functools.partial(self._started, running)
                     )
                 else:

@@ -1,4 +1,4 @@
-"""The process-wide engine: one client, dispatcher, listener, sweeper and the workers.
+"""The process-wide engine: one client, dispatcher, listener, timer and the workers.
 
 Started lazily by the first API call that needs Redis and stopped, in reverse order, by
 `kickq.reset()` or a change of connection options. Nothing here does I/O on the caller's thread:
@@ -23,10 +23,10 @@ from kickq._engine.future import KickqFuture, LoopThread, follow, reject, resolv
 from kickq._engine.handlers import Handler
 from kickq._engine.heartbeats import Heartbeats
 from kickq._engine.pool import ThreadPool
+from kickq._engine.schedule_ticks import ScheduleTicks
 from kickq._engine.settle import Settler
 from kickq._engine.skew import ClockCheck
-from kickq._engine.ticker import Ticker
-from kickq._engine.timer import Sweeper
+from kickq._engine.timer import Timer
 from kickq._engine.waits import Closed, Waiter, Waits
 from kickq._engine.worker import Worker, WorkerContext
 from kickq._model import clock, lifecycle
@@ -74,18 +74,18 @@ class Runtime:
         self.cancels = CancelRouter(self.listener, self.keys.cancel, self._live_workers)
         self.heartbeats = Heartbeats(self.store, self._live_workers)
         self.schedules = ScheduleStore(self.store)
-        self.ticker = Ticker(self.store, self.schedules)
-        self.sweeper = Sweeper(
+        self.schedule_ticks = ScheduleTicks(self.store, self.schedules)
+        self.timer = Timer(
             self.store,
             self.waits,
             interval_for,
             purge_timeout,
             self.quarantine,
-            self.ticker.tick,
+            self.schedule_ticks.create_due,
             self.heartbeats.beat,
             self.clock_check.check_if_due,
         )
-        self.waits.on_deadline = self.sweeper.wake_by
+        self.waits.on_deadline = self.timer.wake_by
         self.waits.quarantine = self.quarantine
 
     def start(self) -> Runtime:
@@ -96,12 +96,12 @@ class Runtime:
         # once listening (again, after a reconnect), a tick reads what may have been missed,
         # and the clock is checked again (the server may be another after a failover)
         self.listener.subscribe(self.keys.timers, self._announced, self._listening)
-        self.sweeper.start()
+        self.timer.start()
         return self
 
     def _listening(self) -> None:
         self.clock_check.soon()
-        self.sweeper.nudge(0)
+        self.timer.nudge(0)
 
     def _first_clock_check(self) -> None:
         try:
@@ -120,7 +120,7 @@ class Runtime:
         for worker in workers:
             worker.clock_moved(seconds)
         self.heartbeats.soon()  # its last_seen, on the corrected clock, at the next tick
-        self.sweeper.nudge()
+        self.timer.nudge()
 
     def _announced(self, payload: str) -> None:
         """Another process (or this one) set a deadline every timer must know of."""
@@ -128,7 +128,7 @@ class Runtime:
             due_ms = int(payload)
         except ValueError:
             return  # not kickq's: a tick finds whatever is due anyway
-        self.sweeper.nudge(due_ms)
+        self.timer.nudge(due_ms)
 
     def create(
         self,
@@ -222,7 +222,7 @@ class Runtime:
             self._workers.append(worker)
         worker.start()
         self.heartbeats.soon()
-        self.sweeper.nudge(clock.to_ms(clock.now()))  # a tick now: the heartbeat goes out
+        self.timer.nudge(clock.to_ms(clock.now()))  # a tick now: the heartbeat goes out
         return worker
 
     def _live_workers(self) -> list[Worker]:
@@ -242,7 +242,7 @@ class Runtime:
             pool=self.pool,
             interval_for=interval_for,
             purge_timeout=purge_timeout,
-            on_scheduled=self.sweeper.nudge,
+            on_scheduled=self.timer.nudge,
             quarantine=self.quarantine,
             cancels=self.cancels,
             clock_ready=self.clock_check.ensure,
@@ -275,7 +275,7 @@ class Runtime:
         for worker in workers:
             worker.stop(worker_timeout)
         self.waits.cancel_all()
-        self.sweeper.stop()
+        self.timer.stop()
         if workers:
             with contextlib.suppress(Exception):  # else they leave workers() within 30 s
                 self.heartbeats.forget()
@@ -317,7 +317,7 @@ class _Saving:
                 self.engine.waits.created(self.waiter)
                 job = attrs.evolve(job, hotjob_future=self.waiter.future)
             if job.scheduled_for is not None and job.state is State.DELAYED:
-                self.engine.sweeper.nudge(clock.to_ms(job.scheduled_for))
+                self.engine.timer.nudge(clock.to_ms(job.scheduled_for))
             resolve(self.future, job)
 
     def _unique_taken(self, reply: list[Any]) -> None:

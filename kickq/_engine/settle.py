@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kickq._model.errors import RedisUnavailable
-from kickq._redis.outage import Retry, is_outage, translate
+from kickq._redis.outage import LoopBackoff, is_outage, translate
 from kickq._redis.store import Store
 
 log = logging.getLogger("kickq")
@@ -54,7 +54,7 @@ class Settler:
         self._timer: threading.Timer | None = None
         self._scheduled = False  # an attempt is queued or timed
         self._stopped = False
-        self._retry = Retry("settling creates whose reply was lost", log)
+        self._retry = LoopBackoff("settling creates whose reply was lost", log)
 
     def add(self, unsettled: Unsettled) -> None:
         """Settle these creates as soon as Redis answers (called on the dispatcher thread)."""

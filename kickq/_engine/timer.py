@@ -21,7 +21,7 @@ from collections.abc import Callable
 from kickq._engine.waits import Waits
 from kickq._model import clock, lifecycle
 from kickq._model.job import Job
-from kickq._redis.outage import Retry
+from kickq._redis.outage import LoopBackoff
 from kickq._redis.store import Damaged, Due, ScriptCall, Store, damage_of
 
 ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
@@ -34,7 +34,7 @@ BATCH = 200
 STOP_WAIT = 0.5
 
 
-class Sweeper:
+class Timer:
     def __init__(
         self,
         store: Store,
@@ -60,7 +60,7 @@ class Sweeper:
         self._next_tick_ms = NEVER
         self._planned_ms = NEVER  # when the thread means to wake next (ms)
         self._ticked = False
-        self._thread = threading.Thread(target=self._run, name="kickq-sweeper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="kickq-timer", daemon=True)
 
     def nudge(self, due_ms: int | None = None) -> None:
         """Wake the timer thread: for due work in Redis at `due_ms` (this process scheduled
@@ -88,7 +88,7 @@ class Sweeper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        retry = Retry("timers", log)
+        retry = LoopBackoff("the timer", log)
         # A tick when nothing is known to be due comes every SAFETY_SWEEP seconds: for a run of a
         # process that died (its deadline is announced, but a process started since knows only
         # what it read) and for anything missed. Two measures of that time: the kickq clock (a

@@ -9,7 +9,7 @@ from any process) listens on the job's own done channel.
 A completion published while nobody listened (before the subscription was confirmed, or
 while the pub/sub connection was down) is caught by re-reading the records whenever a
 subscription is (re)confirmed: every pending wait at once, in one round trip. Timeouts are
-deadlines on the kickq clock, expired by the sweeper's tick.
+deadlines on the kickq clock, expired by the timer's tick.
 """
 
 from __future__ import annotations

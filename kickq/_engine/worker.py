@@ -2,7 +2,7 @@
 
 One thread per worker drives everything with Redis: each turn of its loop sends, in one round
 trip, the end of every run that finished since the last turn and a claim for the free slots.
-Runs execute elsewhere (see _runs.py) and report back. An idle worker sleeps until its wake
+Runs execute elsewhere (see runs.py) and report back. An idle worker sleeps until its wake
 channel says a queue of its names stopped being empty (or a run of a concurrency-limited name
 ended, in any process), a run ends, a run's deadline comes, or a rate limit that held jobs back
 lets the next run start.
@@ -27,10 +27,10 @@ from kickq._engine.cancel_routing import CancelRouter, RunKey
 from kickq._engine.handlers import Handler
 from kickq._engine.pool import ThreadPool
 from kickq._engine.rotation import ClaimRotation
-from kickq._engine.runs import Runs
+from kickq._engine.runs import RunsInProgress
 from kickq._model import clock, lifecycle
 from kickq._redis.listener import Listener, Subscription
-from kickq._redis.outage import Retry, is_outage
+from kickq._redis.outage import LoopBackoff, is_outage
 from kickq._redis.store import Damaged, ScriptCall, Store, StoredJob, damage_of
 
 log = logging.getLogger("kickq")
@@ -88,7 +88,7 @@ class Worker:
         self.started = clock.now()
         self._context = context
         self._nudge = threading.Event()
-        self._runs = Runs(handler, context.pool, context.cancels, self._run_ended)
+        self._runs = RunsInProgress(handler, context.pool, context.cancels, self._run_ended)
         # held by whichever thread sends this worker's round trip: its own, or a run's (below)
         self._turn_lock = threading.Lock()
         self._unsent: list[Ending] = []  # ends of runs Redis has not taken yet (own thread only)
@@ -210,7 +210,7 @@ class Worker:
         self._nudge.set()
 
     def _run(self) -> None:
-        retry = Retry(f"worker {self._thread.name}", log)
+        retry = LoopBackoff(f"worker {self._thread.name}", log)
         while not self._abandon.is_set():
             self._nudge.clear()
             try:

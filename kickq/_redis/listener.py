@@ -32,7 +32,7 @@ import attrs
 import redis
 
 from kickq._model import clock
-from kickq._redis.outage import Retry
+from kickq._redis.outage import LoopBackoff
 
 log = logging.getLogger("kickq")
 
@@ -159,7 +159,7 @@ class Listener:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
-        retry = Retry("pub/sub listener", log, expected=LOST)
+        retry = LoopBackoff("pub/sub listener", log, expected=LOST)
         reconnecting = False
         while not self._stopping.is_set():
             opened = clock.real_monotonic()

@@ -3,7 +3,7 @@
 An outage is anything that says "not now" rather than "never": a connection that fails or
 times out, and a server that refuses to serve for a while (out of memory, loading its data,
 busy in a script, a read-only replica, a cluster failing over). Every background loop (the
-workers, the timer, the pub/sub listener) meets errors through `Retry`: it backs off
+workers, the timer, the pub/sub listener) meets errors through `LoopBackoff`: it backs off
 exponentially up to `MAX_BACKOFF` and logs a repeated failure once.
 """
 
@@ -103,7 +103,7 @@ def _unavailable(message: str, cause: BaseException) -> RedisUnavailable:
     return error
 
 
-class Retry:
+class LoopBackoff:
     """Backoff and log-once for one background loop (workers, the timer, the listener).
 
     `failed(exc)` returns how long to pause before the next try (doubling from FIRST_BACKOFF
@@ -119,10 +119,6 @@ class Retry:
         self._expected = expected  # more errors to log as an outage, without a traceback
         self._pause = 0.0
         self._last = ""
-
-    @property
-    def failing(self) -> bool:
-        return bool(self._pause)
 
     def failed(self, exc: BaseException) -> float:
         seen = f"{type(exc).__name__}: {exc}"

@@ -1,7 +1,7 @@
 """The only module that talks to Redis about jobs: one method per Lua script, Jobs in and out.
 
 On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see _keys.py):
-calls about one job go to its partition's slot, and the sweeper's reads and purges go to
+calls about one job go to its partition's slot, and the timer's reads and purges go to
 every partition, in one pipeline.
 
 Scripts are registered with redis-py (`register_script`), which owns their SHA. Batches of calls
@@ -672,7 +672,7 @@ class Store:
         ms = int(reply[2])
         return None if ms < 0 else ms / 1000
 
-    # -- reads, deletes and the sweeper's work ----------------------------------------
+    # -- reads, deletes and the timer's work ----------------------------------------
 
     def load(self, job_id: str) -> StoredJob | Damaged | None:
         """The job's record and version, Damaged (also when it was set aside), or None if

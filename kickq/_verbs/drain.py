@@ -108,7 +108,7 @@ def drain(
                 f"(job names: {', '.join(serving) or 'none'})"
             )
         if left is not None and left.due:
-            engine.sweeper.nudge(0)  # promote them now, not on the timer's next round
+            engine.timer.nudge(0)  # promote them now, not on the timer's next round
         time.sleep(POLL)
 
 

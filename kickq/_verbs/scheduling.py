@@ -76,7 +76,7 @@ def schedule(
         # on the dispatcher, after the clock's first check (see _skew.py)
         first_ms = timing.first(clock.to_ms(clock.now()))
         next_ms = engine.schedules.save(schedule_key, record, timing.spec, first_ms)
-        engine.sweeper.nudge(next_ms)
+        engine.timer.nudge(next_ms)
         return attrs.evolve(proposed, next_time=from_ms(next_ms))
 
     future: KickqFuture[Schedule] = in_background(save)

@@ -1,4 +1,4 @@
--- due: what the sweeper has to do now, and when it next has something to do. Read-only.
+-- due: what the timer has to do now, and when it next has something to do. Read-only.
 -- The first of each set is read first: when nothing is due, that is all (three reads).
 --
 -- KEYS[1]  scheduled zset    KEYS[2]  processing zset    KEYS[3]  finished zset

@@ -9,7 +9,7 @@
 -- ARGV[2]  job key prefix (the key of job <id> is ARGV[2] .. id)
 -- ARGV[3 ..]  the job names
 -- Returns { jobs queued, scheduled jobs due by now, jobs processing }, of those names only.
--- A record that is gone or not a hash is not counted (the sweeper or a claim sets it aside).
+-- A record that is gone or not a hash is not counted (the timer or a claim sets it aside).
 local names = {}
 for i = 3, #ARGV do names[ARGV[i]] = true end
 

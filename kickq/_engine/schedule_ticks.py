@@ -1,4 +1,4 @@
-"""The sweeper's schedule step: the due ticks of repeatable jobs become jobs, exactly once.
+"""The timer's schedule step: the due ticks of repeatable jobs become jobs, exactly once.
 
 Any live kickq process runs this step about once a second (and at the next tick's time), so no
 leader has to be kept alive. A due tick is handled in two atomic steps, in this order:
@@ -57,12 +57,12 @@ class _Due:
     create: ScriptCall | None
 
 
-class Ticker:
+class ScheduleTicks:
     def __init__(self, store: Store, schedules: ScheduleStore) -> None:
         self._store = store
         self._schedules = schedules
 
-    def tick(self, now: datetime.datetime) -> tuple[int | None, bool]:
+    def create_due(self, now: datetime.datetime) -> tuple[int | None, bool]:
         """Create the job of each schedule's tick due at `now` (one tick per schedule) and move
         the schedules on. Returns the earliest next tick (ms) and whether more ticks may be due
         (a schedule whose next tick has come too, or more due schedules than one batch)."""
@@ -85,7 +85,7 @@ class Ticker:
         for result in self._store.run_batch(advances):
             if isinstance(result, Exception):
                 refused.append(result)
-        if refused:  # back off, then try again (as the sweeper does for jobs)
+        if refused:  # back off, then try again (as the timer does for jobs)
             raise refused[0]
         earliest = min(
             [ms for ms in (due.later_ms, *(item.plan.next_ms for item in planned)) if ms],

@@ -21,7 +21,8 @@ import redis
 
 import kickq
 import kickq._engine.runtime
-from kickq._model.job import Job, to_record
+from kickq._model.job import Job
+from kickq._redis.record import to_record
 from support import RedisServer, free_port, outcome, wait_until
 
 pytestmark = pytest.mark.both_parsers

@@ -9,7 +9,8 @@ import attrs
 import pytest
 
 from kickq._model import lifecycle
-from kickq._model.job import Job, Run, State, from_event, from_record, record_event_json, to_record
+from kickq._model.job import Job, Run, State
+from kickq._redis.record import from_event, from_record, record_event_json, to_record
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -228,7 +229,7 @@ def test_a_record_whose_counters_are_not_whole_numbers_is_refused(
         from_record(record, job.id)
 
 
-def event_json(job: Job) -> str:
+def event_of(job: Job) -> str:
     """The event a transition publishes for `job`."""
     return record_event_json({**to_record(job), "id": job.id}, job.total_process_time)
 
@@ -236,7 +237,7 @@ def event_json(job: Job) -> str:
 def test_event_round_trip() -> None:
     """The event JSON carries every field with ISO-8601 UTC-offset times and decodes back."""
     job = finished_job()
-    event = json.loads(event_json(job))
+    event = json.loads(event_of(job))
     assert event["id"] == job.id
     assert event["queue"] == job.name == event["name"]
     assert event["state"] == "success"
@@ -253,7 +254,7 @@ def test_event_round_trip() -> None:
     }
     assert "hotjob_future" not in event
 
-    text = event_json(job)
+    text = event_of(job)
     assert json.loads(text) == event
     back = from_event(text)
     assert back == job
@@ -269,7 +270,7 @@ def test_hotjob_future_is_not_part_of_equality_or_encodings() -> None:
     job = attrs.evolve(finished_job(), hotjob_future=Future())
     assert job == finished_job()
     assert "hotjob_future" not in to_record(job)
-    assert "hotjob_future" not in json.loads(event_json(job))
+    assert "hotjob_future" not in json.loads(event_of(job))
 
 
 # -- lifecycle.end_run -----------------------------------------------------------------------

@@ -29,8 +29,9 @@ from hypothesis.stateful import (
 )
 
 from kickq._model import clock, lifecycle
-from kickq._model.job import Job, from_record
+from kickq._model.job import Job
 from kickq._redis.layout import gather
+from kickq._redis.record import from_record
 from kickq._redis.store import Store, StoredJob
 from support import RedisServer
 

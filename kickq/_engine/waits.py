@@ -18,7 +18,6 @@ import contextlib
 import datetime
 import heapq
 import itertools
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -29,10 +28,11 @@ import attrs
 from kickq._engine.future import KickqFuture
 from kickq._model import clock
 from kickq._model.errors import DamagedRecord, HotjobTimeout, JobNotFound
-from kickq._model.job import Job, failure, from_event
+from kickq._model.job import Job, failure
 from kickq._redis.keys import Keys
 from kickq._redis.listener import Listener, Subscription
 from kickq._redis.outage import is_outage
+from kickq._redis.record import event_id, from_event
 from kickq._redis.store import Damaged, Store, StoredJob
 
 Schedule = Callable[[Callable[[], None]], None]
@@ -41,7 +41,6 @@ RECHECK_AFTER = datetime.timedelta(seconds=0.5)  # after a re-read that found Re
 DAMAGED = "damaged"  # on the done channel: the record was set aside
 # on a reply channel, a job that was not finished but removed: "<what>:<id>"
 DELETED_REPLY, DAMAGED_REPLY = "deleted", "damaged"
-_EVENT_ID = re.compile(r'\{"id":"([^"]*)"')  # the id an event starts with (see _job.py)
 
 
 class Closed(Exception):
@@ -219,8 +218,7 @@ class Waits:
             try:
                 job = from_event(payload)
             except Exception:  # read the record, which says what is wrong with it
-                found = _EVENT_ID.match(payload)
-                waiter = self._replying(found.group(1) if found else "")
+                waiter = self._replying(event_id(payload))
                 if waiter is not None:
                     self._recheck([waiter])
                 return

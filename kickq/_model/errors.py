@@ -5,8 +5,8 @@ KickqError
 ├── SerializationError   (also TypeError)   data or a result that is not JSON
 ├── JobNotFound          (also LookupError) no record under that id
 ├── HotjobTimeout        (also TimeoutError) a wait outlived its timeout
-├── JobFailed                                the job ended in failure (in _job.py, with the Job)
-│   └── JobCancelled                         it was cancelled (kickq.cancel; in _job.py too)
+├── JobFailed                                the job ended in failure (in job.py, with the Job)
+│   └── JobCancelled                         it was cancelled (kickq.cancel; in job.py too)
 ├── RedisUnavailable     (also ConnectionError) Redis cannot be reached or refuses to serve
 └── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
 """

@@ -27,7 +27,7 @@ Client = redis.Redis | redis.RedisCluster
 
 # kickq reads replies as text and speaks RESP2 on every connection, the pub/sub one included.
 # Bytes that are not UTF-8 (a hand-edited record) decode to lone surrogates instead of raising
-# in the middle of a reply; job.from_record then reports the record as damaged.
+# in the middle of a reply; record.from_record then reports the record as damaged.
 FORCED = {"decode_responses": True, "protocol": 2, "encoding_errors": "surrogateescape"}
 # socket_timeout: how long a reply may take before kickq gives up on it. redis-py 8 reads with
 # 5 s and then re-sends the command; a Redis that stalls a few seconds (a fork for a snapshot on

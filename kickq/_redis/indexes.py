@@ -13,12 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from kickq._model.clock import to_us
-from kickq._model.job import TIME_FIELDS
 from kickq._redis.store import Store, checked
 
 PRIORITY_BANDS = 10  # a queue's scores: (9 - priority) * BAND, plus the place in the band
 BAND = 100_000_000_000_000
-_UPDATE_TIME = TIME_FIELDS[1]
 
 
 def names(store: Store) -> list[str]:
@@ -127,7 +125,7 @@ def update_times(store: Store, job_ids: Sequence[str]) -> list[int]:
         return []
     pipe = store.client.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.hget(store.keys_of(job_id).job(job_id), _UPDATE_TIME)
+        pipe.hget(store.keys_of(job_id).job(job_id), "update_time")
     return [time_us(text) for text in pipe.execute(raise_on_error=False)]
 
 

@@ -1,6 +1,6 @@
 """The key schema: every Redis key and pub/sub channel kickq uses, built from the namespace.
 
-<ns>:job:<id>          hash   the job record (see _job.py for its fields)
+<ns>:job:<id>          hash   the job record (see record.py for its fields)
 <ns>:queue:{<name>}    zset   ids of queued jobs of one name, the next to claim lowest:
                               (9 - priority) * 1e14, plus one more than the last queued
                               with that priority (first in, first out within a priority)

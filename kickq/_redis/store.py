@@ -28,19 +28,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from kickq._model import clock, ids, lifecycle
-from kickq._model.job import (
-    DEFAULT_TEXTS,
-    OPTIONAL_FIELDS,
-    STATES,
-    Job,
-    State,
-    encode,
-    from_record,
-    new_jobs_event_parts,
-    record_event_json,
-    to_record,
-    version_of,
-)
+from kickq._model.job import STATES, Job, State
 from kickq._redis.connection import Client
 from kickq._redis.keys import (
     PARTITIONS,
@@ -52,6 +40,16 @@ from kickq._redis.keys import (
 )
 from kickq._redis.layout import changes, gather, lay_out
 from kickq._redis.outage import NODE_DOWN, Unanswered, is_outage
+from kickq._redis.record import (
+    DEFAULT_TEXTS,
+    OPTIONAL_FIELDS,
+    encode,
+    from_record,
+    new_jobs_event_parts,
+    record_event_json,
+    to_record,
+    version_of,
+)
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
 log = logging.getLogger("kickq")

@@ -16,10 +16,11 @@ from kickq._engine.worker import Worker
 from kickq._model import clock, config, lifecycle
 from kickq._model.config import settings
 from kickq._model.errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
-from kickq._model.job import Job, encode, from_event
+from kickq._model.job import Job
 from kickq._model.json import check_size, dumps
 from kickq._redis.keys import EVENTS, is_job_id
 from kickq._redis.outage import translate
+from kickq._redis.record import encode, from_event
 from kickq._redis.store import Damaged
 
 SUBSCRIBE_WAIT = 5.0  # seconds on() waits for Redis to confirm its subscription

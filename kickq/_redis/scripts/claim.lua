@@ -58,7 +58,7 @@ local now_us = tonumber(ARGV[7])
 local KNOWN = { new = true, delayed = true, processing = true, retry = true, ghost = true,
                 success = true, fail = true }
 
--- A counter's text as every writer writes it and kickq/_job.py reads it: digits, no sign, no
+-- A counter's text as every writer writes it and _redis/record.py reads it: digits, no sign, no
 -- leading zero, exact in a Lua number. The version's text fences every change (transition.lua
 -- compares it as text), so no other text may stand for the same number.
 local function counter(value)

@@ -83,7 +83,7 @@ local function applied()
 end
 
 if version ~= ARGV[1] then
-  -- ARGV[1] is a version as kickq writes it (see kickq/_job.py `counter`): another text is
+  -- ARGV[1] is a version as kickq writes it (see _redis/record.py `counter`): another text is
   -- damage, never a change made meanwhile
   if not version then
     if redis.call('EXISTS', KEYS[1]) == 1 then return 'damaged: the record has no version' end

@@ -7,8 +7,8 @@ value, so None, strings and numbers round-trip exactly. Finished runs are kept o
 JSON. A field at its default is left out (`OPTIONAL_FIELDS`).
 
 The event message is the job as one JSON object, published on pub/sub by the scripts that
-change it and read back by `from_event`. Both are assembled from the record's field texts, so
-nothing is encoded twice.
+change it (see `event_texts`: each of its fields by name, with its JSON text) and read back by
+`from_event`. Both are assembled from the record's field texts, so nothing is encoded twice.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import datetime
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from kickq._model import clock, config
@@ -291,74 +291,84 @@ def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, 
     return Job(id=job_id, name=name, state=State(state), runs=tuple(runs), **values)
 
 
-# -- the event message ---------------------------------------------------------------------
+# -- the event message -----------------------------------------------------------------------
+
+
+_DEFAULT_OPTIONS = tuple(DEFAULT_TEXTS.items())
+
+
+def event_texts(record: Mapping[str, str], total_process_time: float | None) -> dict[str, str]:
+    """Each field of the event message of the job whose record (with its "id") is `record`,
+    by name, with its JSON text, in the order the message lists them (the id first: see
+    `event_id`). Taken from the record's field texts: nothing is decoded or encoded again."""
+    get = record.get
+    name = encode(record["name"])
+    state = record["state"]
+    texts = {
+        "id": encode(record["id"]),
+        "name": name,
+        "queue": name,
+        "data": get("data", "null"),
+        "state": encode(state),
+        "complete": "true" if state == "success" or state == "fail" else "false",
+        "success": "true" if state == "success" else "false",
+    }
+    for field in TIME_FIELDS:
+        text = get(field)  # µs since the epoch; ISO-8601 JSON in older records
+        texts[field] = "null" if text is None else _iso_json(text) if text.isdigit() else text
+    texts["total_process_time"] = encode(total_process_time)
+    for field, default in _DEFAULT_OPTIONS:
+        texts[field] = get(field) or default
+    texts["meta"] = get("meta", "{}")
+    texts["unique_key"] = get("unique_key", "null")
+    texts["budget_start"] = get("budget_start", "0")
+    texts["result"] = get("result", "null")
+    texts["last_error"] = get("last_error", "null")
+    texts["runs"] = "[" + ",".join(_runs_of(record)) + "]"
+    return texts
+
+
+def event_json(texts: Mapping[str, str]) -> str:
+    """The event message holding `texts` (field name -> JSON text): each text under its name.
+    The names are plain identifiers: none needs escaping."""
+    return "{" + ",".join([f'"{name}":{text}' for name, text in texts.items()]) + "}"
 
 
 def record_event_json(record: Mapping[str, str], total_process_time: float | None) -> str:
-    """The event message, assembled from the record's field texts (each encoded only once)."""
-    return "".join(_event_parts(record, total_process_time))
+    """The event message of the job whose record (with its "id") is `record`."""
+    return event_json(event_texts(record, total_process_time))
 
 
-def new_jobs_event_parts(shared: Mapping[str, str]) -> tuple[str, str, str, str]:
-    """The event message of new jobs alike but for their id, data and unique key, as the four
-    texts around those three: head + id (JSON) + middle + data + before_key + key + tail."""
-    parts = _event_parts({**shared, "id": "", "data": "", "unique_key": ""}, None)
-    key_at = parts.index(_UNIQUE_KEY) + 1
-    return (
-        "".join(parts[:_ID_AT]),
-        "".join(parts[_ID_AT + 1 : _DATA_AT]),
-        "".join(parts[_DATA_AT + 1 : key_at]),
-        "".join(parts[key_at + 1 :]),
-    )
+NEW_JOB_FIELDS = ("id", "data", "unique_key")
+"""The fields of a new job's event message that scripts/create.lua fills in for each job of a
+batch (the jobs share every other field), by these names."""
+SLOT = "\x00"
+"""Around the name of a field left to fill in, in an event template (`event_template`): JSON
+text never holds this character (a control character is escaped in a string, and allowed
+nowhere else), so no text of a job can be taken for a slot."""
 
 
-_ID_AT, _DATA_AT = 1, 7  # where _event_parts puts the id's text and the data's
-_UNIQUE_KEY = ',"unique_key":'  # the part before the unique key's text
+def event_template(texts: Mapping[str, str], slots: Collection[str]) -> str:
+    """`event_json(texts)` with the value of each field of `slots` left to be filled in by
+    name: in its place, the field's name between two SLOTs. Split at SLOT, it is texts
+    alternating with names: text, name, text, ... name, text (scripts/create.lua fills it in)."""
+    marked = dict(texts)
+    for name in slots:
+        if name not in marked:
+            raise KeyError(f"the event has no field {name!r} to fill in")
+        marked[name] = f"{SLOT}{name}{SLOT}"
+    return event_json(marked)
 
 
-def _event_parts(record: Mapping[str, str], total_process_time: float | None) -> list[str]:
-    name = encode(record["name"])
-    state = record["state"]
-    parts = [
-        '{"id":',
-        encode(record["id"]) if record["id"] else "",
-        ',"name":',
-        name,
-        ',"queue":',
-        name,
-        ',"data":',
-        record.get("data", "null"),
-        ',"state":',
-        encode(state),
-        ',"complete":',
-        "true" if state in ("success", "fail") else "false",
-        ',"success":',
-        "true" if state == "success" else "false",
-    ]
-    for field in TIME_FIELDS:
-        parts += [',"', field, '":', _iso_json(record.get(field))]
-    parts += [',"total_process_time":', encode(total_process_time)]
-    for field in OPTION_FIELDS:
-        parts += [',"', field, '":', record.get(field) or DEFAULT_TEXTS[field]]
-    parts += [',"meta":', record.get("meta", "{}")]
-    parts += [_UNIQUE_KEY, record.get("unique_key", "null")]
-    parts += [',"budget_start":', record.get("budget_start", "0")]
-    parts += [',"result":', record.get("result", "null")]
-    parts += [',"last_error":', record.get("last_error", "null")]
-    parts += [',"runs":[', ",".join(_runs_of(record)), "]}"]
-    return parts
-
-
-def _iso_json(text: str | None) -> str:
-    """A time field's text (µs since the epoch; ISO-8601 JSON in older records) as events
-    carry it: ISO-8601 JSON."""
-    if text is None:
-        return "null"
-    return _us_iso_json(text) if text.isdigit() else text
+def new_jobs_event_template(shared: Mapping[str, str]) -> str:
+    """The event message of new jobs whose records share the fields `shared`, with their
+    `NEW_JOB_FIELDS` left to be filled in (see `event_template`)."""
+    return event_template(event_texts({**shared, "id": ""}, None), NEW_JOB_FIELDS)
 
 
 @functools.lru_cache(maxsize=256)  # a new job's create and update times are one moment
-def _us_iso_json(text: str) -> str:
+def _iso_json(text: str) -> str:
+    """A time as the record keeps it (µs since the epoch) as events carry it: ISO-8601 JSON."""
     return f'"{clock.from_us(int(text)).isoformat()}"'
 
 
@@ -382,7 +392,7 @@ _EVENT_ID = re.compile(r'\{"id":"([^"]*)"')
 def event_id(text: str) -> str:
     """The id of the job an event message is about, "" if none can be found; also for a
     message that does not decode, one assembled from a damaged record's texts: its id comes
-    first (see `_event_parts`)."""
+    first (see `event_texts`)."""
     try:
         value = json.loads(text)
     except ValueError:

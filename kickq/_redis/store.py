@@ -42,10 +42,11 @@ from kickq._redis.layout import changes, gather, lay_out
 from kickq._redis.outage import NODE_DOWN, Unanswered, is_outage
 from kickq._redis.record import (
     DEFAULT_TEXTS,
+    NEW_JOB_FIELDS,
     OPTIONAL_FIELDS,
     encode,
     from_record,
-    new_jobs_event_parts,
+    new_jobs_event_template,
     record_event_json,
     to_record,
     version_of,
@@ -80,7 +81,6 @@ def load_script(name: str, announces: bool = False) -> str:
 
 
 _MARK = "\x00"  # stands for a job name in a key, to split the key around it (the last one)
-_PER_JOB_FIELDS = ("data", "unique_key")  # what create.lua takes for each job, with the id
 # what a transition out of processing removes when the new record lacks it: the run's start is
 # its run's now (run:<count>)
 _AFTER_A_RUN = OPTIONAL_FIELDS | {"run_start", "claim"}
@@ -498,14 +498,14 @@ class Store:
         keys = self.keys_of(first.id)
         where, score = lifecycle.placement(first, 0.0)
         shared = to_record(first, "null")
-        for field in _PER_JOB_FIELDS:
+        for field in NEW_JOB_FIELDS:
             shared.pop(field, None)
         channels = [self.keys.event(event) for event in changes[0].events]
         wake = self.keys.wake(first.name)
         now_us = clock.to_us(first.update_time or clock.now())
         args: list[Any] = [where, score, wake, keys.job_prefix, now_us, self.keys.timers]
         args += [len(channels), *channels]
-        args += [json.dumps(_flat(lay_out(shared))), *new_jobs_event_parts(shared)]
+        args += [json.dumps(_flat(lay_out(shared))), new_jobs_event_template(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)

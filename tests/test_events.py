@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from conftest import connect_kickq
 
 import kickq
 import kickq._verbs.api
-from support import numsub, wait_until
+from kickq._redis.layout import gather
+from kickq._redis.record import from_event, record_event_json
+from support import job_key, numsub, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -122,3 +125,47 @@ def test_on_rejects_unknown_event() -> None:
     """kickq.on() with an unknown event name raises ConfigError."""
     with pytest.raises(kickq.ConfigError):
         kickq.on("finished", print)
+
+
+def test_create_events_are_the_saved_records_each_field_under_its_name(r: redis.Redis) -> None:
+    """create.lua fills each new job's id, data and unique key into the event by name: the
+    create event of each job of a batch is, byte for byte, the event made from the record it
+    saved, and every field holds that job's own value."""
+    pubsub = r.pubsub()
+    pubsub.subscribe("kickq:create")
+    wait_until(lambda: numsub(r, "kickq:create"), timeout=5)
+    options: dict[str, Any] = {
+        "delay": 30.5,
+        "process_timeout": 9.5,
+        "retry": True,
+        "retry_count": 7,
+        "retry_interval": 11.5,
+        "ghost_retry": False,
+        "ghost_count": 4,
+        "ghost_interval": 13.5,
+        "hotjob_timeout": 14.5,
+        "priority": 2,
+        "meta": {"meta": 15},
+        "unique": True,
+    }
+    futures = kickq.create_many("name-1", [{"data": n} for n in range(3)], **options)
+    jobs = [future.result(5) for future in futures]
+    texts: dict[str, str] = {}
+    deadline = time.monotonic() + 10
+    while len(texts) < len(jobs) and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            texts[json.loads(message["data"])["id"]] = message["data"]
+    pubsub.close()
+    assert sorted(texts) == sorted(job.id for job in jobs)
+    for job in jobs:
+        record = {**gather(r.hgetall(job_key(job.id))), "id": job.id}
+        assert texts[job.id] == record_event_json(record, None)
+        event = json.loads(texts[job.id])
+        assert (event["id"], event["data"], event["unique_key"]) == (
+            job.id,
+            job.data,
+            job.unique_key,
+        )
+        assert from_event(texts[job.id]) == job
+    assert len({job.unique_key for job in jobs}) == len(jobs)

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
 
 import attrs
 import pytest
 
 from kickq._model import lifecycle
 from kickq._model.job import Job, Run, State
-from kickq._redis.record import from_event, from_record, record_event_json, to_record
+from kickq._redis.record import (
+    NEW_JOB_FIELDS,
+    SLOT,
+    event_id,
+    event_json,
+    event_template,
+    event_texts,
+    from_event,
+    from_record,
+    new_jobs_event_template,
+    record_event_json,
+    to_record,
+)
 
 UTC = datetime.timezone.utc
 T0 = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -271,6 +284,151 @@ def test_hotjob_future_is_not_part_of_equality_or_encodings() -> None:
     assert job == finished_job()
     assert "hotjob_future" not in to_record(job)
     assert "hotjob_future" not in json.loads(event_of(job))
+
+
+EVENT_KEYS = [
+    "id",
+    "name",
+    "queue",
+    "data",
+    "state",
+    "complete",
+    "success",
+    "create_time",
+    "update_time",
+    "finish_time",
+    "scheduled_for",
+    "total_process_time",
+    "delay",
+    "process_timeout",
+    "retry",
+    "retry_count",
+    "retry_interval",
+    "ghost_retry",
+    "ghost_count",
+    "ghost_interval",
+    "hotjob",
+    "hotjob_timeout",
+    "priority",
+    "meta",
+    "unique_key",
+    "budget_start",
+    "result",
+    "last_error",
+    "runs",
+]
+"""The event's fields in the order every event has always listed them (consumers may rely on it;
+the id first, see `event_id`)."""
+
+
+def distinct_job() -> Job:
+    """A job whose every field holds a value of its own: no two fields (but the booleans) have
+    the same JSON, so a value placed under another field's name shows."""
+    return Job(
+        id="id-1",
+        name="name-2",
+        data={"data": 3},
+        state=State.FAIL,
+        create_time=at(4),
+        update_time=at(5),
+        finish_time=at(6),
+        scheduled_for=at(7),
+        delay=8.5,
+        process_timeout=9.5,
+        retry=True,
+        retry_count=10,
+        retry_interval=11.5,
+        ghost_retry=False,
+        ghost_count=12,
+        ghost_interval=13.5,
+        hotjob=True,
+        hotjob_timeout=14.5,
+        priority=2,
+        meta={"meta": 15},
+        unique_key="key-16",
+        result={"result": 17},
+        last_error="error-18",
+        budget_start=1,
+        runs=(Run(1, at(19), 20.5, State.FAIL, "run-error-21"), Run(2, at(22), 23.5, State.FAIL)),
+    )
+
+
+def as_json(value: object) -> object:
+    """A Job's attribute as the event carries it."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, State):
+        return value.value
+    if isinstance(value, tuple):
+        return [as_json(item) for item in value]
+    if isinstance(value, Run):
+        return {name: as_json(getattr(value, name)) for name in attrs.fields_dict(Run)}
+    return value
+
+
+def test_every_event_field_holds_the_value_of_its_name() -> None:
+    """The event of a job whose fields all differ carries, under each name, the job's value of
+    that name (queue: its name), in the order events have always had."""
+    job = distinct_job()
+    event = json.loads(event_of(job))
+    plain = [json.dumps(value) for name, value in event.items() if name != "queue"]
+    plain = [text for text in plain if text not in ("true", "false")]
+    assert len(set(plain)) == len(plain)  # the test's power: no two values alike
+    assert list(event) == EVENT_KEYS
+    expected = {name: as_json(getattr(job, "name" if name == "queue" else name)) for name in event}
+    assert event == expected
+    assert from_event(json.dumps(event)) == job
+
+
+def test_event_fields_are_placed_by_name_in_any_order() -> None:
+    """The message is assembled from a mapping of field name -> JSON text: in whatever order
+    the mapping lists the fields, each value lands under its own name."""
+    job = distinct_job()
+    record = {**to_record(job), "id": job.id}
+    texts = event_texts(record, job.total_process_time)
+    reference = json.loads(event_of(job))
+    shuffled = list(texts.items())
+    random.Random(22).shuffle(shuffled)
+    for order in (shuffled, list(reversed(texts.items()))):
+        assert json.loads(event_json(dict(order))) == reference
+        template = event_template(dict(order), NEW_JOB_FIELDS)
+        assert (
+            json.loads(fill(template, {name: texts[name] for name in NEW_JOB_FIELDS})) == reference
+        )
+
+
+def fill(template: str, texts: dict[str, str]) -> str:
+    """An event template filled in as scripts/create.lua does: cut at the SLOTs, each field's
+    name replaced by its text."""
+    parts = template.split(SLOT)
+    return "".join(texts[part] if at % 2 else part for at, part in enumerate(parts))
+
+
+def test_a_new_jobs_event_template_leaves_each_job_field_to_fill_once() -> None:
+    """create.lua gets the event of new jobs as a template with one slot per field of
+    NEW_JOB_FIELDS, each named; filled in with a job's texts, it is that job's event."""
+    job = distinct_job()
+    record = to_record(job)
+    shared = {name: text for name, text in record.items() if name not in NEW_JOB_FIELDS}
+    template = new_jobs_event_template(shared)
+    assert sorted(template.split(SLOT)[1::2]) == sorted(NEW_JOB_FIELDS)
+    own = {"id": f'"{job.id}"', "data": record["data"], "unique_key": record["unique_key"]}
+    assert fill(template, own) == record_event_json({**record, "id": job.id}, None)
+    with pytest.raises(KeyError):
+        event_template(event_texts({**record, "id": job.id}, None), ["no_such_field"])
+
+
+def test_event_id_is_found_even_in_a_message_that_does_not_decode() -> None:
+    """A message assembled from a damaged record (a field text that is not JSON) still names
+    its job: the id comes first."""
+    job = distinct_job()
+    record = {**to_record(job), "id": job.id}
+    assert event_id(record_event_json(record, None)) == job.id
+    broken = record_event_json({**record, "data": "{not json"}, None)
+    with pytest.raises(ValueError):
+        json.loads(broken)
+    assert event_id(broken) == job.id
+    assert event_id("not an event") == "" and event_id('["id"]') == ""
 
 
 # -- lifecycle.end_run -----------------------------------------------------------------------

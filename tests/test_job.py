@@ -11,16 +11,16 @@ import pytest
 
 from kickq._model import lifecycle
 from kickq._model.job import Job, Run, State
+from kickq._redis import record as record_module
 from kickq._redis.record import (
     NEW_JOB_FIELDS,
-    SLOT,
     event_id,
     event_json,
     event_template,
     event_texts,
     from_event,
     from_record,
-    new_jobs_event_template,
+    new_jobs_event_texts,
     record_event_json,
     to_record,
 )
@@ -382,7 +382,8 @@ def test_every_event_field_holds_the_value_of_its_name() -> None:
 
 def test_event_fields_are_placed_by_name_in_any_order() -> None:
     """The message is assembled from a mapping of field name -> JSON text: in whatever order
-    the mapping lists the fields, each value lands under its own name."""
+    the mapping lists the fields, each value lands under its own name, also in a template
+    whose per-job fields are filled in by name."""
     job = distinct_job()
     record = {**to_record(job), "id": job.id}
     texts = event_texts(record, job.total_process_time)
@@ -392,30 +393,45 @@ def test_event_fields_are_placed_by_name_in_any_order() -> None:
     for order in (shuffled, list(reversed(texts.items()))):
         assert json.loads(event_json(dict(order))) == reference
         template = event_template(dict(order), NEW_JOB_FIELDS)
-        assert (
-            json.loads(fill(template, {name: texts[name] for name in NEW_JOB_FIELDS})) == reference
-        )
+        assert template[1::2] == [name for name, _ in order if name in NEW_JOB_FIELDS]
+        filled = "".join(texts[part] if at % 2 else part for at, part in enumerate(template))
+        assert json.loads(filled) == reference
 
 
-def fill(template: str, texts: dict[str, str]) -> str:
-    """An event template filled in as scripts/create.lua does: cut at the SLOTs, each field's
-    name replaced by its text."""
-    parts = template.split(SLOT)
-    return "".join(texts[part] if at % 2 else part for at, part in enumerate(parts))
+def create_lua_message(texts: list[str], job_id: str, data: str, unique_key: str) -> str:
+    """A job's event message as scripts/create.lua glues it from the four texts."""
+    head, middle, before_key, tail = texts
+    return head + '"' + job_id + '"' + middle + data + before_key + unique_key + tail
 
 
-def test_a_new_jobs_event_template_leaves_each_job_field_to_fill_once() -> None:
-    """create.lua gets the event of new jobs as a template with one slot per field of
-    NEW_JOB_FIELDS, each named; filled in with a job's texts, it is that job's event."""
+def test_a_new_jobs_event_is_cut_at_the_fields_create_lua_fills_in() -> None:
+    """create.lua gets the event of new jobs as the four texts around their id, data and unique
+    key, which it glues in that order: with a job's texts, it is that job's event."""
     job = distinct_job()
     record = to_record(job)
     shared = {name: text for name, text in record.items() if name not in NEW_JOB_FIELDS}
-    template = new_jobs_event_template(shared)
-    assert sorted(template.split(SLOT)[1::2]) == sorted(NEW_JOB_FIELDS)
-    own = {"id": f'"{job.id}"', "data": record["data"], "unique_key": record["unique_key"]}
-    assert fill(template, own) == record_event_json({**record, "id": job.id}, None)
+    texts = new_jobs_event_texts(shared)
+    message = create_lua_message(texts, job.id, record["data"], record["unique_key"])
+    assert message == record_event_json({**record, "id": job.id}, None)
     with pytest.raises(KeyError):
         event_template(event_texts({**record, "id": job.id}, None), ["no_such_field"])
+
+
+def test_an_event_listing_the_new_job_fields_in_another_order_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were the event to list a job's id, data and unique key in another order than create.lua
+    glues them in, no create would send it: each value would land under another name."""
+    original = record_module.event_texts
+
+    def reordered(record: dict[str, str], total_process_time: float | None) -> dict[str, str]:
+        texts = original(record, total_process_time)
+        return {"data": texts.pop("data"), **texts}
+
+    monkeypatch.setattr(record_module, "event_texts", reordered)
+    shared = {name: text for name, text in to_record(distinct_job()).items() if name != "data"}
+    with pytest.raises(RuntimeError, match=r"create\.lua"):
+        new_jobs_event_texts(shared)
 
 
 def test_event_id_is_found_even_in_a_message_that_does_not_decode() -> None:

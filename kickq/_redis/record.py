@@ -331,7 +331,7 @@ def event_texts(record: Mapping[str, str], total_process_time: float | None) -> 
 def event_json(texts: Mapping[str, str]) -> str:
     """The event message holding `texts` (field name -> JSON text): each text under its name.
     The names are plain identifiers: none needs escaping."""
-    return "{" + ",".join([f'"{name}":{text}' for name, text in texts.items()]) + "}"
+    return '{"' + ',"'.join(map('":'.join, texts.items())) + "}"  # '"name":text', joined
 
 
 def record_event_json(record: Mapping[str, str], total_process_time: float | None) -> str:
@@ -341,29 +341,36 @@ def record_event_json(record: Mapping[str, str], total_process_time: float | Non
 
 NEW_JOB_FIELDS = ("id", "data", "unique_key")
 """The fields of a new job's event message that scripts/create.lua fills in for each job of a
-batch (the jobs share every other field), by these names."""
-SLOT = "\x00"
-"""Around the name of a field left to fill in, in an event template (`event_template`): JSON
-text never holds this character (a control character is escaped in a string, and allowed
-nowhere else), so no text of a job can be taken for a slot."""
+batch (the jobs share every other field), in the order the message lists them and create.lua
+puts them in."""
+# in an event template, around the name of each field left to fill in: JSON text never holds
+# it (a control character is escaped in a string, and allowed nowhere else), so no text of a job
+# can be taken for a slot
+_SLOT = "\x00"
+_NEW_JOB_ORDER = list(NEW_JOB_FIELDS)
 
 
-def event_template(texts: Mapping[str, str], slots: Collection[str]) -> str:
+def event_template(texts: Mapping[str, str], slots: Collection[str]) -> list[str]:
     """`event_json(texts)` with the value of each field of `slots` left to be filled in by
-    name: in its place, the field's name between two SLOTs. Split at SLOT, it is texts
-    alternating with names: text, name, text, ... name, text (scripts/create.lua fills it in)."""
+    name: texts alternating with the names of the fields whose values go between them, in the
+    order of the message, [text, name, text, ... name, text]."""
     marked = dict(texts)
     for name in slots:
         if name not in marked:
             raise KeyError(f"the event has no field {name!r} to fill in")
-        marked[name] = f"{SLOT}{name}{SLOT}"
-    return event_json(marked)
+        marked[name] = f"{_SLOT}{name}{_SLOT}"
+    return event_json(marked).split(_SLOT)
 
 
-def new_jobs_event_template(shared: Mapping[str, str]) -> str:
-    """The event message of new jobs whose records share the fields `shared`, with their
-    `NEW_JOB_FIELDS` left to be filled in (see `event_template`)."""
-    return event_template(event_texts({**shared, "id": ""}, None), NEW_JOB_FIELDS)
+def new_jobs_event_texts(shared: Mapping[str, str]) -> list[str]:
+    """The event message of new jobs whose records share the fields `shared`, as the four texts
+    around their id, data and unique key, which create.lua puts between them in that order
+    (`NEW_JOB_FIELDS`): the message must list them so, or this raises rather than let
+    create.lua publish a value under another field's name."""
+    template = event_template(event_texts({**shared, "id": ""}, None), NEW_JOB_FIELDS)
+    if template[1::2] != _NEW_JOB_ORDER:
+        raise RuntimeError(f"the event lists {template[1::2]}, not {_NEW_JOB_ORDER} as create.lua")
+    return template[::2]
 
 
 @functools.lru_cache(maxsize=256)  # a new job's create and update times are one moment

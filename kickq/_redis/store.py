@@ -46,7 +46,7 @@ from kickq._redis.record import (
     OPTIONAL_FIELDS,
     encode,
     from_record,
-    new_jobs_event_template,
+    new_jobs_event_texts,
     record_event_json,
     to_record,
     version_of,
@@ -505,7 +505,7 @@ class Store:
         now_us = clock.to_us(first.update_time or clock.now())
         args: list[Any] = [where, score, wake, keys.job_prefix, now_us, self.keys.timers]
         args += [len(channels), *channels]
-        args += [json.dumps(_flat(lay_out(shared))), new_jobs_event_template(shared)]
+        args += [json.dumps(_flat(lay_out(shared))), *new_jobs_event_texts(shared)]
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)

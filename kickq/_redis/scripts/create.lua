@@ -16,9 +16,10 @@
 -- ARGV[7]  n, the number of event channels; ARGV[8 .. 7+n] the channels
 -- ARGV[8+n]  the shared fields: a JSON array of field, value, field, value ... (one argument
 --            rather than dozens: packing each costs the client more than decoding costs Redis)
--- ARGV[9+n]  the jobs' event message, with a slot for each field each job fills in (id, data,
---            unique_key): the field's name between two NUL bytes, which JSON never holds (see
---            kickq/_redis/record.py `event_template`)
+-- then 4 texts around a job's id, data and unique key in its event message, which lists them in
+-- that order (kickq/_redis/record.py `new_jobs_event_texts` cuts it at those fields by name, and
+-- checks the order): the message is
+-- head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
 -- then 4 arguments per job: id (hex digits), data (JSON), unique_key (JSON), the unique key's
 -- lock ("" when the job is not unique: a string key holding the id of the job that holds it)
 -- Returns one result per job: 1 when saved; 0 when a record with its id exists already;
@@ -47,29 +48,8 @@ local fences = fenced_kind == 'zset'  -- creates whose reply was lost are rare: 
 
 local n = tonumber(ARGV[7])
 local shared = cjson.decode(ARGV[8 + n])
-local template = {}  -- the message cut at its slots: texts, with the slots' names between them
-local at = 1
-repeat
-  local stop = string.find(ARGV[9 + n], '\0', at, true)
-  template[#template + 1] = string.sub(ARGV[9 + n], at, (stop or 0) - 1)
-  at = stop and stop + 1
-until not stop
-for i = 2, #template, 2 do  -- a field this script cannot fill in would leave a hole
-  local field = template[i]
-  if field ~= 'id' and field ~= 'data' and field ~= 'unique_key' then
-    return redis.error_reply('kickq: create.lua fills in no event field ' .. tostring(field))
-  end
-end
-local first_job = 10 + n
-
--- a job's event message: the template with each field's name replaced by the job's text
-local function event_message(texts)
-  local parts = {}
-  for i = 1, #template do
-    parts[i] = i % 2 == 0 and texts[template[i]] or template[i]
-  end
-  return table.concat(parts)
-end
+local head, middle, before_key, tail = unpack(ARGV, 9 + n, 12 + n)
+local first_job = 13 + n
 
 local function next_score(queue, priority)  -- as in transition.lua
   local band = (9 - tonumber(priority)) * 100000000000000
@@ -154,7 +134,7 @@ for j = first_job, #ARGV, 4 do
       redis.call('ZADD', KEYS[1], score, id)
       redis.call('ZADD', KEYS[3], ARGV[5], id)
     end
-    local message = event_message({ id = '"' .. id .. '"', data = data, unique_key = unique_key })
+    local message = head .. '"' .. id .. '"' .. middle .. data .. before_key .. unique_key .. tail
     for i = 8, 7 + n do
       redis.call('PUBLISH', ARGV[i], message)
     end

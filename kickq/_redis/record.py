@@ -341,8 +341,8 @@ def record_event_json(record: Mapping[str, str], total_process_time: float | Non
 
 NEW_JOB_FIELDS = ("id", "data", "unique_key")
 """The fields of a new job's event message that scripts/create.lua fills in for each job of a
-batch (the jobs share every other field), in the order the message lists them and create.lua
-puts them in."""
+batch (the jobs share every other field), in the order it glues them in: the message must list
+them in this order (see `new_jobs_event_texts`)."""
 # in an event template, around the name of each field left to fill in: JSON text never holds
 # it (a control character is escaped in a string, and allowed nowhere else), so no text of a job
 # can be taken for a slot
@@ -369,7 +369,9 @@ def new_jobs_event_texts(shared: Mapping[str, str]) -> list[str]:
     create.lua publish a value under another field's name."""
     template = event_template(event_texts({**shared, "id": ""}, None), NEW_JOB_FIELDS)
     if template[1::2] != _NEW_JOB_ORDER:
-        raise RuntimeError(f"the event lists {template[1::2]}, not {_NEW_JOB_ORDER} as create.lua")
+        raise RuntimeError(
+            f"the event lists {template[1::2]}; create.lua glues in {_NEW_JOB_ORDER} in that order"
+        )
     return template[::2]
 
 

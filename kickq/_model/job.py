@@ -84,7 +84,7 @@ class Job:
     # starts with fresh budgets and keeps its history
     budget_start: int = 0
     hotjob_future: Future[Job] | None = attrs.field(default=None, eq=False, repr=False)
-    # the reply channel of the process whose hotjob this is (see _keys.py): stored, so that
+    # the reply channel of the process whose hotjob this is (see _redis/keys.py): stored, so that
     # whatever finishes or removes the job tells that process; not in events, not compared
     reply_to: str | None = attrs.field(default=None, eq=False, repr=False)
 

@@ -1,8 +1,9 @@
-"""The only module that talks to Redis about jobs: one method per Lua script, Jobs in and out.
+"""Jobs in and out of Redis: one method per job script building its calls, reading its replies.
 
-Each script's KEYS and ARGV are declared once, by name, in its `Shape` (lua.py), beside the
-method that builds its calls (a `..._call` method, or the method that runs it) and the one that
-reads its reply. The calls run through `ScriptRunner` (runner.py), which `Store` is.
+Each script's KEYS and ARGV are declared once, by name, in its `Shape` (lua.py; all of them
+below), which the method building its calls (a `..._call` method, or the method that runs it)
+fills by name. The calls run through `ScriptRunner` (runner.py), which `Store` is. Records are
+read here too (one pipeline of HGETALLs) and decoded by stored.py.
 
 On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see keys.py):
 calls about one job go to its partition's slot, and the timer's reads and purges go to
@@ -225,6 +226,8 @@ _AGAIN = TRANSITION.arg_at("again")
 
 
 class Store(ScriptRunner):
+    """The job scripts of one namespace, registered with `client`, and the records' reads."""
+
     def __init__(self, client: Client, namespace: str, cluster: bool = False) -> None:
         super().__init__(client, cluster)
         self.keys = Keys(namespace)  # the channels, and every key on a single node

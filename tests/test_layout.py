@@ -179,6 +179,19 @@ def test_the_values_lua_cuts_are_ascii() -> None:
     assert encode("ключ 😀").isascii()
 
 
+def test_a_long_reply_channel_is_never_cut(r: Any, target: Any) -> None:
+    """A hotjob's record names its creator's reply channel, which the scripts publish on:
+    however long the namespace makes it, it is one field, and deleting the job tells the
+    creator at once (not at its hotjob_timeout)."""
+    kickq.config(redis_namespace="a-namespace-long-enough-to-cut-a-channel")
+    job = kickq.create("layout", 1, hotjob=True, hotjob_timeout=60).result(5)
+    fields = fields_of(r, job.id)
+    assert len(fields["reply_to"]) > PIECE and "reply_to~1" not in fields
+    kickq.delete(job.id).result(5)
+    assert job.hotjob_future is not None
+    assert isinstance(job.hotjob_future.exception(timeout=10), kickq.JobNotFound)
+
+
 def test_changes_remove_what_the_new_record_no_longer_has() -> None:
     stored = lay_out({"name": "n", "data": "1", "last_error": "e" * 100, "result": "2"})
     written = changes(stored, {"name": "n", "data": "1", "last_error": "ok"}, frozenset({"result"}))

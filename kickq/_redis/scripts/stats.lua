@@ -82,7 +82,7 @@ local function recent(flat)
   return kept
 end
 
--- nearest rank, as _stats._percentile
+-- nearest rank, as `_percentile` in kickq/_verbs/stats.py
 local function rank(count, fraction)
   return math.max(1, math.ceil(count * fraction))
 end

@@ -23,7 +23,7 @@ the same names in the same order (tests/test_script_headers.py checks it):
 from __future__ import annotations
 
 import functools
-import keyword
+import operator
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
@@ -186,35 +186,62 @@ class Shape:
 
 
 def _packer(function: str, entries: Sequence[Entry]) -> Callable[..., list[Any]]:
-    """A function building the list `entries` declare from keyword arguments; made from source
-    (like a namedtuple's), so a call costs one plain function call."""
-    params: list[str] = []
-    items: list[str] = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            params.append(entry)
-            items.append(entry)
-        elif isinstance(entry, Counted):
-            params.append(entry.param)
-            width = len(entry.names)
-            count = f"len({entry.param})" + ("" if width == 1 else f" // {width}")
-            items += [count, f"*{entry.param}"]
-        else:
-            if i != len(entries) - 1:
-                raise ValueError(f"{function}: an Each run ends the list")
-            params.append(entry.param)
-            items.append(f"*{entry.param}")
-    if len(set(params)) != len(params) or any(keyword.iskeyword(p) or p == "len" for p in params):
-        raise ValueError(f"{function}: parameter names must differ and be usable: {params}")
-    if sum(isinstance(entry, Counted) for entry in entries) > 1:
-        raise ValueError(f"{function}: one Counted run at most")
-    source = f"def {function}(*, {', '.join(params)}):\n    return [{', '.join(items)}]\n"
-    if not params:
-        source = f"def {function}():\n    return []\n"
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # made from the names above, checked
-    packer: Callable[..., list[Any]] = namespace[function]
-    return packer
+    """A function building the list `entries` declare from keyword arguments, every one
+    required and no other taken (TypeError). Entries are single names, then at most one
+    Counted run and the names after it, then at most one Each run."""
+    kinds = "".join(
+        "1" if isinstance(e, str) else "c" if isinstance(e, Counted) else "e" for e in entries
+    )
+    if not re.fullmatch(r"1*(c1*)?e?", kinds):
+        raise ValueError(f"{function}: names, then one Counted run at most, then one Each run")
+    params = [entry if isinstance(entry, str) else entry.param for entry in entries]
+    if len(set(params)) != len(params):
+        raise ValueError(f"{function}: the names must differ: {params}")
+    counted = next((e for e in entries if isinstance(e, Counted)), None)
+    last = entries[-1] if entries else None
+    each = last.param if isinstance(last, Each) else None
+    split = kinds.find("c") if counted else len(kinds.rstrip("e"))
+    head = _getter(params[:split])
+    tail = _getter(params[split + 1 : len(kinds.rstrip("e"))] if counted else [])
+    width = len(counted.names) if counted else 1
+    expected = len(params)
+
+    def pack(**named: Any) -> list[Any]:
+        if len(named) != expected:
+            raise _misnamed(function, params, named)
+        try:
+            sent = [*head(named)]
+            if counted is not None:
+                run = named[counted.param]
+                sent.append(len(run) // width)
+                sent += run
+                sent += tail(named)
+            if each is not None:
+                sent += named[each]
+        except KeyError:
+            raise _misnamed(function, params, named) from None
+        return sent
+
+    pack.__name__ = pack.__qualname__ = function
+    return pack
+
+
+def _getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """A function giving the values of `names` in a mapping, in order (a tuple)."""
+    if len(names) > 1:
+        return operator.itemgetter(*names)
+    if names:
+        name = names[0]
+        return lambda named: (named[name],)
+    return lambda named: ()
+
+
+def _misnamed(function: str, params: Sequence[str], named: Mapping[str, Any]) -> TypeError:
+    missing = [name for name in params if name not in named]
+    unknown = [name for name in named if name not in params]
+    return TypeError(
+        f"{function}() takes {', '.join(params)}: missing {missing}, unknown {unknown}"
+    )
 
 
 def _places(entries: Sequence[Entry]) -> list[tuple[str, tuple[str, ...]]]:

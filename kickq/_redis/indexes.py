@@ -14,10 +14,10 @@ from typing import Any
 
 from kickq._model.clock import to_us
 from kickq._model.job import TIME_FIELDS
-from kickq._redis.store import Store, checked
+from kickq._redis.keys import BAND, PRIORITY_BANDS
+from kickq._redis.runner import checked
+from kickq._redis.store import Store
 
-PRIORITY_BANDS = 10  # a queue's scores: (9 - priority) * BAND, plus the place in the band
-BAND = 100_000_000_000_000
 _UPDATE_TIME = TIME_FIELDS[1]
 
 

@@ -17,7 +17,7 @@ import kickq
 import kickq._engine.runtime
 import kickq._model.clock
 import kickq._model.lifecycle
-import kickq._redis.store
+import kickq._redis.stored
 from support import ChildWorkers, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
@@ -387,7 +387,7 @@ def test_a_cancel_missed_while_disconnected_is_found_on_reconnect() -> None:
     engine = kickq._engine.runtime.get()
     store = engine.store
     loaded = store.load(job.id)
-    assert isinstance(loaded, kickq._redis.store.StoredJob)
+    assert isinstance(loaded, kickq._redis.stored.StoredJob)
     change = kickq._model.lifecycle.cancel(loaded.job, kickq._model.clock.now())
     assert change is not None
     assert store.run(store.transition_call(change, loaded, 60.0))  # no message on the channel

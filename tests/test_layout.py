@@ -11,7 +11,10 @@ import pytest
 
 import kickq
 import kickq._engine.runtime
-from kickq._redis.layout import PIECE, WHOLE_ABOVE, changes, gather, lay_out
+from kickq._model.json import dumps
+from kickq._redis import lua
+from kickq._redis.layout import MARK, PIECE, WHOLE_ABOVE, changes, gather, lay_out
+from kickq._redis.record import encode
 from support import job_key, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
@@ -116,6 +119,77 @@ def test_create_lays_data_out_as_the_transitions_do(r: Any, size: int) -> None:
     stored = fields_of(r, job.id)
     expected = lay_out({"data": json.dumps(data)})
     assert {name: value for name, value in stored.items() if name.startswith("data")} == expected
+
+
+# every character JSON escapes, and characters beyond ASCII (escaped as \\uXXXX, and as a
+# surrogate pair past U+FFFF)
+ESCAPED = "".join(map(chr, range(0x20))) + '"\\/\x7f é€\u2028😀'
+
+
+def json_of_size(size: int) -> str:
+    """A JSON string of `size` bytes, as kickq encodes one (ASCII only), as full of escapes
+    as it fits: escapes fall on both sides of the cuts between pieces."""
+    text = ESCAPED * (size // len(ESCAPED) + 1)
+    while len(json.dumps(text)) > size:
+        text = text[: max(len(text) - max((len(json.dumps(text)) - size) // 6, 1), 0)]
+    return json.dumps(text + "a" * (size - len(json.dumps(text))))
+
+
+LUA_LAY_OUT = """
+local fields = {}
+for i = 1, #ARGV, 2 do lay_out(fields, ARGV[i], ARGV[i + 1]) end
+return fields
+"""
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        2,
+        PIECE - 1,
+        PIECE,
+        PIECE + 1,
+        2 * PIECE,
+        2 * PIECE + 1,
+        WHOLE_ABOVE - 1,
+        WHOLE_ABOVE,
+        WHOLE_ABOVE + 1,
+        5 * WHOLE_ABOVE,
+    ],
+)
+def test_lua_lays_values_out_as_python_does(r: Any, size: int) -> None:
+    """lib.lua's `lay_out` (create.lua's) writes the very fields `lay_out` here writes, for
+    values of every length around the limits, escapes cut anywhere."""
+    value = json_of_size(size)
+    assert len(value) == size and value.isascii() and isinstance(json.loads(value), str)
+    if size >= WHOLE_ABOVE:
+        assert all(json.dumps(c)[1:-1] in value for c in ESCAPED)
+    record = {"data": value, "unique_key": value[: size // 2 + 1]}
+    script = lua.library_for(LUA_LAY_OUT) + LUA_LAY_OUT
+    flat = r.eval(script, 0, *(item for pair in record.items() for item in pair))
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert list(fields.items()) == list(lay_out(record).items())
+    assert gather(fields) == record
+    assert ("data" + MARK + "1" in fields) == (PIECE < size <= WHOLE_ABOVE)
+
+
+def test_the_values_lua_cuts_are_ascii() -> None:
+    """Lua cuts a new job's data and unique key byte by byte: kickq encodes both ASCII-only."""
+    assert dumps({"ключ": ["é€😀", "\u2028"]}, "job data").isascii()
+    assert encode("ключ 😀").isascii()
+
+
+def test_a_long_reply_channel_is_never_cut(r: Any, target: Any) -> None:
+    """A hotjob's record names its creator's reply channel, which the scripts publish on:
+    however long the namespace makes it, it is one field, and deleting the job tells the
+    creator at once (not at its hotjob_timeout)."""
+    kickq.config(redis_namespace="a-namespace-long-enough-to-cut-a-channel")
+    job = kickq.create("layout", 1, hotjob=True, hotjob_timeout=60).result(5)
+    fields = fields_of(r, job.id)
+    assert len(fields["reply_to"]) > PIECE and "reply_to~1" not in fields
+    kickq.delete(job.id).result(5)
+    assert job.hotjob_future is not None
+    assert isinstance(job.hotjob_future.exception(timeout=10), kickq.JobNotFound)
 
 
 def test_changes_remove_what_the_new_record_no_longer_has() -> None:

@@ -32,7 +32,8 @@ from kickq._model import clock, lifecycle
 from kickq._model.job import Job
 from kickq._redis.layout import gather
 from kickq._redis.record import from_record
-from kickq._redis.store import Store, StoredJob
+from kickq._redis.store import Store
+from kickq._redis.stored import StoredJob
 from support import RedisServer
 
 NS = "model"

@@ -28,7 +28,7 @@ import attrs
 
 from kickq._model.job import CANCELLED, State
 from kickq._redis.listener import Listener
-from kickq._redis.store import StoredJob
+from kickq._redis.stored import StoredJob
 
 log = logging.getLogger("kickq")
 RunKey = tuple[str, int]  # a job's id and the count of one of its runs

@@ -27,7 +27,8 @@ import attrs
 
 from kickq._model.errors import RedisUnavailable
 from kickq._redis.outage import Unanswered, translate
-from kickq._redis.store import ScriptCall, Store, Written
+from kickq._redis.runner import ScriptCall, Written
+from kickq._redis.store import Store
 
 log = logging.getLogger("kickq")
 MAX_BATCH = 1000

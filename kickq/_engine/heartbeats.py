@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import attrs
 
 from kickq._model import clock
+from kickq._redis import workers as registry
 from kickq._redis.store import Store
 
 HEARTBEAT = 10.0  # seconds between two heartbeats of a process
@@ -88,16 +89,8 @@ class Heartbeats:
         self._sent = set()
 
     def _write(self, live: Mapping[str, str], gone: set[str]) -> None:
-        if not live and not gone:
-            return
-        pipe = self._store.client.pipeline(transaction=False)
-        for worker_id, info in live.items():
-            pipe.hset(self._store.keys.workers, worker_id, info)
-        if gone:
-            pipe.hdel(self._store.keys.workers, *gone)
-        for result in pipe.execute(raise_on_error=False):
-            if isinstance(result, Exception):
-                raise result
+        if live or gone:
+            registry.write(self._store, live, gone)
 
     def _info(self, worker: Beating, now: datetime.datetime) -> str:
         return json.dumps(
@@ -133,9 +126,9 @@ def live_workers(store: Store) -> list[WorkerInfo]:
     (and any entry that cannot be read) are removed."""
     now = clock.now()
     live, dead = [], []
-    for worker_id, text in store.client.hgetall(store.keys.workers).items():
+    for worker_id, text in registry.read(store).items():
         try:
-            info = _decode(str(text))
+            info = _decode(text)
         except (ValueError, KeyError, TypeError):
             dead.append(worker_id)
             continue
@@ -143,6 +136,5 @@ def live_workers(store: Store) -> list[WorkerInfo]:
             dead.append(worker_id)
         else:
             live.append(info)
-    if dead:
-        store.client.hdel(store.keys.workers, *dead)
+    registry.remove(store, dead)
     return sorted(live, key=lambda info: (info.started, info.id))

@@ -29,7 +29,8 @@ from kickq._model import clock, lifecycle
 from kickq._model.config import max_value_bytes
 from kickq._model.errors import SerializationError
 from kickq._model.json import check_size, dumps
-from kickq._redis.store import Store, StoredJob
+from kickq._redis.store import Store
+from kickq._redis.stored import StoredJob
 
 log = logging.getLogger("kickq")
 Ended = tuple["Running", lifecycle.Outcome]

@@ -38,7 +38,8 @@ from kickq._redis import connection
 from kickq._redis.listener import Listener
 from kickq._redis.outage import translate
 from kickq._redis.schedule_store import ScheduleStore
-from kickq._redis.store import FENCED, Damaged, Store
+from kickq._redis.store import FENCED, Store
+from kickq._redis.stored import Damaged
 
 log = logging.getLogger("kickq")
 CREATE_BATCH = 250  # jobs to one create script call: a few milliseconds of Redis at most

@@ -32,8 +32,9 @@ from kickq._model.config import settings
 from kickq._model.json import dumps
 from kickq._model.schedules import Plan, Schedule, from_record, plan
 from kickq._redis.keys import partition_of_name
+from kickq._redis.runner import ScriptCall
 from kickq._redis.schedule_store import ScheduleStore, Stored
-from kickq._redis.store import ScriptCall, Store
+from kickq._redis.store import Store
 
 log = logging.getLogger("kickq.schedules")
 BATCH = 100

@@ -5,7 +5,7 @@ process that created or ran it: each tick promotes due delayed/retry/ghost jobs,
 past their deadline, purges finished jobs, creates the jobs of due schedule ticks and times out
 local waits. Between ticks the thread sleeps until the earliest deadline it knows of: those it
 read at its last tick, those this process set, and those other processes announce on the timers
-channel (see scripts/announce.lua). So an idle process asks Redis nothing, but for a safety
+channel (see `announce`, scripts/lib.lua). So an idle process asks Redis nothing, but for a safety
 sweep every SAFETY_SWEEP seconds, the workers' heartbeats and the check of this host's clock
 against Redis's (see _skew.py). The thread still wakes every MAX_SLEEP seconds, without a word
 to Redis, to read the clock: a test's frozen clock moved forward is seen within a second.
@@ -22,7 +22,9 @@ from kickq._engine.waits import Waits
 from kickq._model import clock, lifecycle
 from kickq._model.job import Job
 from kickq._redis.outage import LoopBackoff
-from kickq._redis.store import Damaged, Due, ScriptCall, Store, damage_of
+from kickq._redis.runner import ScriptCall
+from kickq._redis.store import Store
+from kickq._redis.stored import Damaged, Due, damage_of
 
 ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
 

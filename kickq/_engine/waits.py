@@ -33,7 +33,8 @@ from kickq._redis.keys import Keys
 from kickq._redis.listener import Listener, Subscription
 from kickq._redis.outage import is_outage
 from kickq._redis.record import event_id, from_event
-from kickq._redis.store import Damaged, Store, StoredJob
+from kickq._redis.store import Store
+from kickq._redis.stored import Damaged, StoredJob
 
 Schedule = Callable[[Callable[[], None]], None]
 TIMEOUT, RECHECK = "timeout", "recheck"

@@ -31,7 +31,9 @@ from kickq._engine.runs import RunsInProgress
 from kickq._model import clock, lifecycle
 from kickq._redis.listener import Listener, Subscription
 from kickq._redis.outage import LoopBackoff, is_outage
-from kickq._redis.store import Damaged, ScriptCall, Store, StoredJob, damage_of
+from kickq._redis.runner import ScriptCall
+from kickq._redis.store import Store
+from kickq._redis.stored import Damaged, StoredJob, damage_of
 
 log = logging.getLogger("kickq")
 IDLE_WAIT = 60.0  # a safety net only: wake-ups come from pub/sub (a reconnect nudges)

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from kickq._model.clock import to_us
-from kickq._redis.store import Store, checked
-
-PRIORITY_BANDS = 10  # a queue's scores: (9 - priority) * BAND, plus the place in the band
-BAND = 100_000_000_000_000
+from kickq._redis.keys import BAND, PRIORITY_BANDS
+from kickq._redis.runner import checked
+from kickq._redis.store import Store
 
 
 def names(store: Store) -> list[str]:

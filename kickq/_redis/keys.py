@@ -20,7 +20,7 @@
 <ns>:times:{<name>}    list   the process times (s) of the last RUN_TIMES runs of one name
 <ns>:workers           hash   live workers: worker id -> its info as JSON, with last_seen
 <ns>:next_due          string the last deadline published on <ns>:timers (ms): see
-                              scripts/announce.lua
+                              `announce` in scripts/lib.lua
 <ns>:fenced            zset   ids of jobs whose create's reply was lost and that were not
                               saved, scored by when the fence ends (ms): create.lua saves
                               none of them (see scripts/settle.lua); expires when unused
@@ -76,6 +76,8 @@ EVENTS = ("create", "queued", "success", "fail", "delete")
 # the states a job can be seen in, in the order people read them; "new" is never stored
 SEEN_STATES = ("queued", "delayed", "processing", "retry", "ghost", "success", "fail")
 RUN_TIMES = 1000  # run process times kept per name, for the stats' percentiles
+PRIORITY_BANDS = 10  # a queue's scores: (9 - priority) * BAND, plus the place in the band
+BAND = 100_000_000_000_000  # 1e14, the scores of one priority (see `next_score`, scripts/lib.lua)
 PARTITIONS = 16  # on a Redis Cluster; one hex digit each
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 

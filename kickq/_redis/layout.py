@@ -5,7 +5,8 @@ longer than `hash-max-listpack-value` (64 bytes by default); one longer value tu
 hash into a hashtable several times the size. So a value longer than `PIECE` bytes (job data, a
 result, a run, an error) is written as pieces, each a listpack entry: `data`, `data~1`,
 `data~2`... `gather` joins them again. The fields the Lua scripts read are short and never cut.
-scripts/create.lua cuts a new job's data the same way, so that both write the same fields.
+create.lua cuts a new job's data the same way (`lay_out` in scripts/lib.lua, from PIECE,
+WHOLE_ABOVE and MARK: see lua.py), so that both write the same fields.
 
 A value longer than `WHOLE_ABOVE` bytes is written whole, as one field, and the hash is then a
 hashtable: measured (bench/big_values.py), past 4 kB one field costs less memory than its
@@ -24,8 +25,10 @@ WHOLE_ABOVE = 32 * PIECE
 """The longest value cut into pieces (2 kB): a longer one is written whole (see above)."""
 MARK = "~"
 """Between a field's name and the number of one of its pieces after the first."""
-_WHOLE = frozenset({"name", "state", "version", "process_timeout", "unique_lock"})
-"""Read by the Lua scripts: never cut, however long (a unique lock names a key)."""
+_WHOLE = frozenset({"name", "state", "version", "process_timeout", "unique_lock", "reply_to"})
+"""Read by the Lua scripts: never cut, however long (a unique lock names a key, a reply_to a
+channel, which the scripts publish on). The other fields they read (run_count, update_time,
+claim) are a few digits long."""
 
 
 def lay_out(record: Mapping[str, str]) -> dict[str, str]:
@@ -53,7 +56,13 @@ def _too_long_to_cut(value: str) -> bool:
 
 
 def _pieces(value: str) -> list[str]:
-    """`value` cut into texts of at most PIECE bytes of UTF-8, never inside a character."""
+    """`value` cut into texts of at most PIECE bytes of UTF-8, never inside a character.
+
+    kickq encodes every value it cuts as JSON with only ASCII characters (json.dumps's
+    ensure_ascii, `encode`), so a byte is a character; Lua's `lay_out`, which cuts only values
+    encoded so (a new job's data and unique key), counts on it. Here a text may also come from
+    a record another writer left with other characters, kept as it was read: it is cut
+    between characters."""
     if value.isascii():
         return [value[at : at + PIECE] for at in range(0, len(value), PIECE)]
     raw = value.encode("utf-8")

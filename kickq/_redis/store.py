@@ -1,34 +1,26 @@
-"""The only module that talks to Redis about jobs: one method per Lua script, Jobs in and out.
+"""Jobs in and out of Redis: one method per job script building its calls, reading its replies.
 
-On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see _keys.py):
+Each script's KEYS and ARGV are declared once, by name, in its `Shape` (lua.py; all of them
+below), which the method building its calls (a `..._call` method, or the method that runs it)
+fills by name. The calls run through `ScriptRunner` (runner.py), which `Store` is. Records are
+read here too (one pipeline of HGETALLs) and decoded by stored.py.
+
+On a Redis Cluster (`cluster=True`) each job lives in the partition of its name (see keys.py):
 calls about one job go to its partition's slot, and the timer's reads and purges go to
 every partition, in one pipeline.
-
-Scripts are registered with redis-py (`register_script`), which owns their SHA. Batches of calls
-go out in one round trip as plain EVALSHA: redis-py's own pipeline path asks SCRIPT EXISTS before
-every execute, a second round trip on the hottest path, so a batch instead re-sends only the
-calls that came back NOSCRIPT, as EVAL with the script's text, which caches it on that node.
-No script call is ever sent twice otherwise (see `run_batch`): a call whose reply was lost may
-have been applied, and only its caller can tell (a create by its job's id, `settle_call`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
 import redis
-from redis.commands.core import Script
-from redis.exceptions import NoScriptError
 
 from kickq._model import clock, ids, lifecycle
-from kickq._model.job import STATES, Job, State
+from kickq._model.job import STATES, State
 from kickq._redis.connection import Client
 from kickq._redis.keys import (
     PARTITIONS,
@@ -38,22 +30,21 @@ from kickq._redis.keys import (
     partition_of_id,
     partition_of_name,
 )
-from kickq._redis.layout import changes, gather, lay_out
-from kickq._redis.outage import NODE_DOWN, Unanswered, is_outage
+from kickq._redis.layout import changes, lay_out
+from kickq._redis.lua import Counted, Each, Shape
+from kickq._redis.outage import is_outage
 from kickq._redis.record import (
     DEFAULT_TEXTS,
     NEW_JOB_FIELDS,
     OPTIONAL_FIELDS,
     encode,
-    from_record,
     new_jobs_event_texts,
     record_event_json,
     to_record,
-    version_of,
 )
+from kickq._redis.runner import ScriptCall, ScriptRunner
+from kickq._redis.stored import Damaged, Due, StoredJob, decode
 
-ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
-log = logging.getLogger("kickq")
 # how long a claim given up (see scripts/reclaim.lua) is remembered: a lost claim that reaches
 # Redis later than this (after a stall of over a minute) may start runs nobody runs, which then
 # ghost at their deadline
@@ -64,26 +55,13 @@ CLAIM_GIVEN_UP_MS = 60_000
 # minutes (tcp_orphan_retries); an hour is far past that, and costs one entry of a sorted set
 # per job whose create was lost.
 FENCE_SECONDS = 3600
-WRITE_AT_ONCE = 65536  # bytes `Store.write` sends from a caller's thread at most
 FENCED = -1  # create.lua's result for a job whose id is fenced
-# what a lost reply looks like in a cluster pipeline's results
-_LOST = (redis.ConnectionError, redis.TimeoutError)
-REDIRECTS = 3  # rounds a cluster call redirected (MOVED, ASK) is sent again in, at most
-
-
-def load_script(name: str, announces: bool = False) -> str:
-    """The text of scripts/<name>.lua; with `announces`, after announce.lua's function."""
-    scripts = resources.files("kickq._redis").joinpath("scripts")
-    text = scripts.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    if announces:
-        return scripts.joinpath("announce.lua").read_text(encoding="utf-8") + text
-    return text
-
-
 _MARK = "\x00"  # stands for a job name in a key, to split the key around it (the last one)
 # what a transition out of processing removes when the new record lacks it: the run's start is
 # its run's now (run:<count>)
 _AFTER_A_RUN = OPTIONAL_FIELDS | {"run_start", "claim"}
+# the states whose jobs each index of due jobs holds, as scripts/unlist.lua takes them
+_HELD = {"scheduled": " delayed retry ghost ", "processing": " processing "}
 
 
 def _flat(record: Mapping[str, str | None]) -> list[str | None]:
@@ -92,55 +70,6 @@ def _flat(record: Mapping[str, str | None]) -> list[str | None]:
 
 def _as_dict(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _command(call: ScriptCall, with_text: bool) -> tuple[Any, ...]:
-    script, keys, args = call
-    if with_text:
-        return ("EVAL", script.script, len(keys), *keys, *args)
-    return ("EVALSHA", script.sha, len(keys), *keys, *args)
-
-
-def _redirected(result: Any) -> bool:
-    """A cluster node's answer that the call belongs elsewhere: it was not applied."""
-    if isinstance(result, redis.exceptions.MovedError | redis.exceptions.AskError):
-        return True
-    return isinstance(result, redis.ResponseError) and str(result).startswith(("MOVED ", "ASK "))
-
-
-def _moved(result: Any) -> redis.exceptions.MovedError | None:
-    """The MOVED reply `result` is, as redis-py's MovedError (older versions give the text)."""
-    if isinstance(result, redis.exceptions.MovedError):
-        return result
-    if isinstance(result, redis.ResponseError) and str(result).startswith("MOVED "):
-        with contextlib.suppress(ValueError):
-            return redis.exceptions.MovedError(str(result)[len("MOVED ") :])
-    return None
-
-
-def _still_redirected(result: Any) -> redis.exceptions.TryAgainError:
-    """A call the cluster kept redirecting (not applied): the slot is moving, try later."""
-    error = redis.exceptions.TryAgainError(
-        f"TRYAGAIN the cluster still redirects this call after {REDIRECTS} tries ({result})"
-    )
-    error.__cause__ = result
-    return error
-
-
-def _unanswered(exc: BaseException) -> Unanswered:
-    if isinstance(exc, Unanswered):
-        return exc
-    lost = Unanswered(f"a Redis Cluster node did not answer a call sent to it: {exc}")
-    lost.__cause__ = exc
-    return lost
-
-
-def checked(results: Sequence[Any]) -> list[Any]:
-    """The replies of a pipeline, or the first error among them raised."""
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return list(results)
 
 
 def _zset_of(keys: Keys, state: State, queue: str) -> str:
@@ -154,109 +83,170 @@ def _zset_of(keys: Keys, state: State, queue: str) -> str:
     return keys.scheduled
 
 
-@attrs.define(eq=False)
-class Written:
-    """Script calls written on a pooled connection whose replies are still to be read."""
+# -- each script's KEYS and ARGV, by name (the scripts' headers say what each is) ---------------
 
-    calls: Sequence[ScriptCall]
-    commands: list[tuple[Any, ...]]
-    connection: Any
-    pool: Any
-    error: BaseException | None = None  # the write failed: all or part of it may have gone out
-    released: bool = False
+CREATE = Shape(
+    "create",
+    keys=("scheduled", "queue", "delayed_index", "names", "next_due", "fenced"),
+    args=(
+        "placement",
+        "score",
+        "wake",
+        "job_prefix",
+        "now_us",
+        "timers",
+        Counted("channels", ("channels",)),
+        "shared",
+        "head",
+        "middle",
+        "before_key",
+        "tail",
+        Each("jobs", ("id", "data", "unique_key", "lock")),
+    ),
+)
+SETTLE = Shape(
+    "settle",
+    keys=("fenced", Each("job_keys", ("job",))),
+    args=("now_ms", "fence_ms", Each("ids", ("id",))),
+)
+TRANSITION = Shape(
+    "transition",
+    keys=(
+        "job",
+        "leaves",
+        "joins",
+        "queue",
+        "index_before",
+        "index_after",
+        "minutes",
+        "times",
+        "limits",
+        "next_due",
+    ),
+    args=(
+        "version",
+        "id",
+        "placement",
+        "score",
+        "wake",
+        "message",
+        "now_us",
+        "completes",
+        "process_time",
+        "run_times",
+        "timers",
+        Counted("channels", ("channels",)),
+        "fields",
+        "run_ended",
+        "again",
+    ),
+)
+CLAIM = Shape(
+    "claim",
+    keys=(
+        "processing",
+        "scheduled",
+        "finished",
+        "paused",
+        "next_due",
+        "claim_key",
+        Each("per_name", ("queue", "processing_index", "limits", "starts")),
+    ),
+    args=(
+        "job_prefix",
+        "now_ms",
+        "process_timeout",
+        "count",
+        "damaged_prefix",
+        "done_prefix",
+        "now_us",
+        "timers",
+        "token",
+        Each("names", ("name",)),
+    ),
+)
+RECLAIM = Shape(
+    "reclaim",
+    keys=("claim_key", Each("indexes", ("processing_index",))),
+    args=("token", "job_prefix", "now_us", "given_up_ms"),
+)
+DELETE = Shape(
+    "delete",
+    keys=("job", "scheduled", "processing", "finished"),
+    args=(
+        "id",
+        "delete_channel",
+        "done_channel",
+        "queue_before",
+        "queue_after",
+        "index_prefix",
+        "limits_prefix",
+        "wake_prefix",
+    ),
+)
+DUE = Shape("due", keys=("scheduled", "processing", "finished"), args=("now_ms", "limit"))
+PURGE = Shape(
+    "purge",
+    keys=("finished",),
+    args=("now_ms", "limit", "job_prefix", "delete_channel", "index_prefix"),
+)
+UNLIST = Shape("unlist", keys=("index",), args=("job_prefix", "held", Each("ids", ("id",))))
+QUARANTINE = Shape(
+    "quarantine",
+    keys=("job", "damaged", "scheduled", "processing", "finished"),
+    args=("id", "why", "done_channel", "index_prefix", "queue_before", "queue_after"),
+)
+PAUSE = Shape("pause", keys=("paused", "names", "queue"), args=("action", "name", "wake"))
+LIMIT = Shape(
+    "limit",
+    keys=("limits", "starts", "names", "queue"),
+    args=("name", "rate_count", "rate_ms", "concurrency", "wake"),
+)
+PENDING = Shape(
+    "pending",
+    keys=("scheduled", "processing", Each("queues", ("queue",))),
+    args=("now_ms", "job_prefix", Each("names", ("name",))),
+)
+STATS = Shape(
+    "stats",
+    keys=("paused",),
+    args=(
+        "now_minute",
+        "job_prefix",
+        Counted("shapes", ("before", "after")),
+        Each("names", ("name",)),
+    ),
+)
+_CLAIM_KEY = CLAIM.key_at("claim_key")
+_CLAIM_NOW_US = CLAIM.arg_at("now_us")
+_CLAIM_TOKEN = CLAIM.arg_at("token")
+_CLAIM_NAMES = CLAIM.arg_at("names")
+_AGAIN = TRANSITION.arg_at("again")
 
-    def abandon(self) -> None:
-        """Give the connection back unread (its replies can never be matched): closed."""
-        if not self.released:
-            self.connection.disconnect()
-            self.release()
 
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.pool.release(self.connection)
+class Store(ScriptRunner):
+    """The job scripts of one namespace, registered with `client`, and the records' reads."""
 
-
-@attrs.frozen
-class StoredJob:
-    """A job as read from Redis, with the record it was read from and that record's version,
-    which fences the next change (a claim hands the worker the run it now holds this way):
-    `record` with its long values joined, `fields` the hash as stored (see _layout.py)."""
-
-    job: Job
-    version: int
-    record: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
-    fields: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
-
-
-@attrs.frozen
-class Damaged:
-    """A record that could not be decoded; `moved` once a script has set it aside already."""
-
-    job_id: str
-    record: Mapping[str, str]
-    error: str
-    moved: bool = False
-
-
-def decode(job_id: str, record: Mapping[str, str]) -> StoredJob | Damaged:
-    """The one way a stored record becomes a Job: the job with its version, or a Damaged
-    marker saying why not. Nothing a record holds can make this raise."""
-    try:
-        joined = gather(record)
-        return StoredJob(from_record(joined, job_id), version_of(record), joined, record)
-    except Exception as exc:  # any field of any type: one record never stops the caller
-        return Damaged(job_id, record, f"{type(exc).__name__}: {exc}")
-
-
-# the states whose jobs each index of due jobs holds, as scripts/unlist.lua takes them
-_HELD = {"scheduled": " delayed retry ghost ", "processing": " processing "}
-_DAMAGED_REPLY = "damaged: "  # how transition.lua answers a change of a damaged record
-
-
-def damage_of(job_id: str, reply: Any) -> Damaged | None:
-    """A `transition_call`'s reply saying that the record cannot be fenced (no version, a
-    version that is not one, a key that is not a hash: see transition.lua), as the record to
-    set aside; None for any other reply (1, 2, 0 or an error)."""
-    if isinstance(reply, str) and reply.startswith(_DAMAGED_REPLY):
-        return Damaged(job_id, {}, reply[len(_DAMAGED_REPLY) :])
-    return None
-
-
-@attrs.define
-class Due:
-    scheduled: list[str]
-    overdue: list[str]
-    purge: bool
-    earliest_ms: int | None
-
-
-class Store:
     def __init__(self, client: Client, namespace: str, cluster: bool = False) -> None:
-        self.client = client
-        self.cluster = cluster
+        super().__init__(client, cluster)
         self.keys = Keys(namespace)  # the channels, and every key on a single node
-        # called (from any thread) when the set of a cluster's primaries changed
-        self.on_failover: Callable[[], None] = lambda: None
-        self._layout: frozenset[str] = frozenset()
-        self._layout = self._primaries()
         self.partitions = (
             [Keys(namespace, p) for p in range(PARTITIONS)] if cluster else [self.keys]
         )
-        self._create = client.register_script(load_script("create", announces=True))
-        self._transition = client.register_script(load_script("transition", announces=True))
-        self._claim = client.register_script(load_script("claim", announces=True))
-        self._reclaim = client.register_script(load_script("reclaim"))
-        self._due = client.register_script(load_script("due"))
-        self._purge = client.register_script(load_script("purge"))
-        self._delete = client.register_script(load_script("delete"))
-        self._quarantine = client.register_script(load_script("quarantine"))
-        self._unlist = client.register_script(load_script("unlist"))
-        self._pause = client.register_script(load_script("pause"))
-        self._pending = client.register_script(load_script("pending"))
-        self._limit = client.register_script(load_script("limit"))
-        self._stats = client.register_script(load_script("stats"))
-        self._settle = client.register_script(load_script("settle"))
+        self._create = CREATE.register(client)
+        self._transition = TRANSITION.register(client)
+        self._claim = CLAIM.register(client)
+        self._reclaim = RECLAIM.register(client)
+        self._due = DUE.register(client)
+        self._purge = PURGE.register(client)
+        self._delete = DELETE.register(client)
+        self._quarantine = QUARANTINE.register(client)
+        self._unlist = UNLIST.register(client)
+        self._pause = PAUSE.register(client)
+        self._pending = PENDING.register(client)
+        self._limit = LIMIT.register(client)
+        self._stats = STATS.register(client)
+        self._settle = SETTLE.register(client)
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -282,210 +272,6 @@ class Store:
             groups.setdefault(part, []).append(name)
         return [tuple(group) for group in groups.values()]
 
-    # -- running scripts -------------------------------------------------------------
-
-    def run_batch(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Run script calls in one round trip; each result is a value or the exception raised.
-
-        Each call is sent at most once. Raises `Unanswered` when the connection failed or timed
-        out after the send began (Redis may have applied any of the calls), any other
-        connection error only when nothing was sent. On a Redis Cluster the calls of one node
-        whose reply was lost come back as `Unanswered` results instead, the others' as usual.
-        """
-        if not calls:
-            return []
-        return self._reloaded(calls, self._send(calls))
-
-    def write(self, calls: Sequence[ScriptCall]) -> Written | None:
-        """Write script calls now, on an idle connection of a single server's pool, for
-        `finish` to read their replies, maybe on another thread; None when no connection is
-        idle and connected (connecting could block the caller) or on a Redis Cluster. An error
-        of the write is kept for `finish`: some of it may have gone out."""
-        if self.cluster:
-            return None
-        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
-        take = getattr(pool, "idle_connection", None)  # kickq's pool (_connection.Pool)
-        conn = None if take is None else take()
-        if conn is None:
-            return None
-        written = Written(calls, [_command(call, False) for call in calls], conn, pool)
-        try:
-            packed = conn.pack_commands(written.commands)
-        except Exception:  # an argument redis-py refuses: the usual path fails the call
-            written.release()
-            return None
-        if sum(len(part) for part in packed) > WRITE_AT_ONCE:
-            written.release()  # the kernel may not take it all at once: the caller would wait
-            return None
-        try:
-            conn.send_packed_command(packed, check_health=False)
-        except BaseException as exc:
-            written.error = exc
-        return written
-
-    def finish(self, written: Written) -> list[Any]:
-        """The results of calls `write` sent, as `run_batch` gives them (it raises alike)."""
-        return self._reloaded(written.calls, self._read(written))
-
-    def _reloaded(self, calls: Sequence[ScriptCall], results: list[Any]) -> list[Any]:
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            # EVAL loads the script on the node that lacked it, and on no other: SCRIPT LOAD
-            # goes to every primary of a cluster, so one that is down would fail the batch
-            # and throw away what the other calls did (a claim's jobs, left to ghost).
-            try:
-                retried = self._send([calls[i] for i in missing], with_text=True)
-            except Exception as exc:  # the answers in hand stand; only these calls failed
-                retried = [exc] * len(missing)
-            for i, result in zip(missing, retried, strict=True):
-                results[i] = result
-        return results
-
-    def _send(self, calls: Sequence[ScriptCall], with_text: bool = False) -> list[Any]:
-        if self.cluster:
-            return self._send_to_cluster([_command(call, with_text) for call in calls])
-        # Written on one pooled connection, one reply read each: redis-py's pipeline would
-        # send them all again after a timeout or a dropped connection (its Retry), and costs
-        # more Python per call.
-        pool: Any = self.client.connection_pool  # type: ignore[union-attr]
-        conn = pool.get_connection()  # connects and checks it: a failure here sent nothing
-        written = Written(calls, [_command(call, with_text) for call in calls], conn, pool)
-        try:
-            conn.send_packed_command(conn.pack_commands(written.commands), check_health=False)
-        except BaseException as exc:
-            written.error = exc
-        return self._read(written)
-
-    @staticmethod
-    def _read(written: Written) -> list[Any]:
-        """One reply per call written; the connection goes back to its pool either way."""
-        conn, commands = written.connection, written.commands
-        results: list[Any] = []
-        try:
-            if written.error is not None:
-                raise written.error
-            for _ in commands:
-                try:
-                    results.append(conn.read_response())
-                except redis.ResponseError as exc:  # an error reply: that call's result
-                    results.append(exc)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            conn.disconnect()  # replies may still come: never read them as the next ones'
-            raise Unanswered(
-                f"Redis did not answer {len(commands) - len(results)} of {len(commands)} "
-                f"script calls sent ({type(exc).__name__}: {exc}); they may have been applied"
-            ) from exc
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            written.release()
-        return results
-
-    def _send_to_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """redis-py's cluster pipeline, told not to follow redirections: it would re-send the
-        calls of a node whose connection failed, one by one. It still retries the whole batch
-        when it cannot get a node's connection, before anything is written. A node's calls
-        whose replies were lost come back as Unanswered; calls redirected (MOVED, ASK: not
-        applied) are sent again, after the slot table is read again and the slots the MOVED
-        replies name are moved: a node asked for the table may not have heard of a failover
-        yet, while the node that refused a call knows who serves its slot now. A call still
-        redirected after REDIRECTS rounds comes back as a TryAgainError (an outage)."""
-        results = self._cluster_round(commands)
-        redirected = [i for i, r in enumerate(results) if _redirected(r)]
-        if redirected:
-            self._relearn_layout()
-        for _ in range(REDIRECTS):
-            if not redirected:
-                break
-            self._follow([results[i] for i in redirected])
-            again = self._cluster_round([commands[i] for i in redirected])
-            for i, result in zip(redirected, again, strict=True):
-                results[i] = result
-            redirected = [i for i in redirected if _redirected(results[i])]
-        for i in redirected:
-            results[i] = _still_redirected(results[i])
-        if any(isinstance(result, NODE_DOWN) for result in results):
-            self._relearn_layout()
-        return [_unanswered(result) if isinstance(result, _LOST) else result for result in results]
-
-    def _cluster_round(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipe: Any = self.client.pipeline(transaction=False)
-        for command in commands:
-            # a plain command: a cluster pipeline refuses pipe.evalsha, but routes this one by
-            # the slot of its keys
-            pipe.execute_command(*command)
-        strategy = getattr(pipe, "_execution_strategy", None)
-        try:
-            if strategy is None or not hasattr(strategy, "_command_queue"):
-                return list(pipe.execute(raise_on_error=False))  # an older redis-py
-            queued = strategy._command_queue
-            try:
-                return list(
-                    strategy.send_cluster_commands(
-                        queued, raise_on_error=False, allow_redirections=False
-                    )
-                )
-            finally:
-                strategy.reset()
-        except NODE_DOWN:
-            self._relearn_layout()
-            raise
-
-    def _relearn_layout(self) -> None:
-        """On a cluster, a node that does not answer may have been failed over: read the slot
-        table again so that the next calls go to the new primary. redis-py does this for
-        single commands, but not when a pipeline's command reports the node down."""
-        if not self.cluster:
-            return
-        # when no node answers yet, the caller's retry comes back here
-        with contextlib.suppress(Exception):
-            self.client.nodes_manager.initialize()  # type: ignore[union-attr]
-        self._check_primaries()
-
-    def _follow(self, redirects: Sequence[Any]) -> None:
-        """Move each slot a MOVED reply names to the node it names, in the client's table."""
-        manager: Any = self.client.nodes_manager  # type: ignore[union-attr]
-        for redirect in redirects:
-            moved = _moved(redirect)
-            if moved is None:
-                continue
-            with contextlib.suppress(Exception):
-                if hasattr(manager, "move_slot"):  # redis-py 7 and later
-                    manager.move_slot(moved)
-                else:  # applied by the next lookup of a slot
-                    manager.update_moved_exception(moved)
-                    manager.get_node_from_slot(moved.slot_id)
-        self._check_primaries()
-
-    def _primaries(self) -> frozenset[str]:
-        if not self.cluster:
-            return frozenset()
-        try:
-            nodes = self.client.get_primaries()  # type: ignore[union-attr]
-        except Exception:
-            return self._layout
-        return frozenset(str(node.name) for node in nodes)
-
-    def _check_primaries(self) -> None:
-        """Tell `on_failover` when the set of primaries changed: what the old primary published
-        last (a wake, a run's end, a timer's deadline) may never have crossed the cluster bus,
-        and nothing else would say so."""
-        layout = self._primaries()
-        if layout == self._layout:
-            return
-        self._layout = layout
-        try:
-            self.on_failover()
-        except Exception:
-            log.exception("kickq: catching up after a failover failed")
-
-    def run(self, call: ScriptCall) -> Any:
-        result = self.run_batch([call])[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
-
     # -- transitions -----------------------------------------------------------------
 
     def create_call(
@@ -500,24 +286,35 @@ class Store:
         shared = to_record(first, "null")
         for field in NEW_JOB_FIELDS:
             shared.pop(field, None)
-        channels = [self.keys.event(event) for event in changes[0].events]
-        wake = self.keys.wake(first.name)
-        now_us = clock.to_us(first.update_time or clock.now())
-        args: list[Any] = [where, score, wake, keys.job_prefix, now_us, self.keys.timers]
-        args += [len(channels), *channels]
-        args += [json.dumps(_flat(lay_out(shared))), *new_jobs_event_texts(shared)]
+        head, middle, before_key, tail = new_jobs_event_texts(shared)
+        jobs: list[str] = []
         for change, data_json in zip(changes, data_jsons, strict=True):
             job = change.job
             lock = "" if job.unique_key is None else keys.unique(job.name, job.unique_key)
-            args += [job.id, data_json, encode(job.unique_key), lock]
-        call_keys = [
-            keys.scheduled,
-            keys.queue(first.name),
-            keys.index("delayed", first.name),
-            keys.names,
-            keys.next_due,
-            keys.fenced,
-        ]
+            jobs += [job.id, data_json, encode(job.unique_key), lock]
+        args = CREATE.args(
+            placement=where,
+            score=score,
+            wake=self.keys.wake(first.name),
+            job_prefix=keys.job_prefix,
+            now_us=clock.to_us(first.update_time or clock.now()),
+            timers=self.keys.timers,
+            channels=[self.keys.event(event) for event in changes[0].events],
+            shared=json.dumps(_flat(lay_out(shared))),
+            head=head,
+            middle=middle,
+            before_key=before_key,
+            tail=tail,
+            jobs=jobs,
+        )
+        call_keys = CREATE.keys(
+            scheduled=keys.scheduled,
+            queue=keys.queue(first.name),
+            delayed_index=keys.index("delayed", first.name),
+            names=keys.names,
+            next_due=keys.next_due,
+            fenced=keys.fenced,
+        )
         return self._create, call_keys, args
 
     def settle_call(self, job_ids: Sequence[str]) -> ScriptCall:
@@ -525,8 +322,10 @@ class Store:
         1 for a job saved, 0 for one not saved, now fenced so that the lost call can never
         save it later (see scripts/settle.lua)."""
         keys = self.keys_of(job_ids[0])
-        call_keys = [keys.fenced, *(keys.job(job_id) for job_id in job_ids)]
-        args = [clock.to_ms(clock.now()), FENCE_SECONDS * 1000, *job_ids]
+        call_keys = SETTLE.keys(fenced=keys.fenced, job_keys=[keys.job(i) for i in job_ids])
+        args = SETTLE.args(
+            now_ms=clock.to_ms(clock.now()), fence_ms=FENCE_SECONDS * 1000, ids=job_ids
+        )
         return self._settle, call_keys, args
 
     def parse_created(self, reply: Any) -> StoredJob | Damaged | Exception | None:
@@ -570,46 +369,47 @@ class Store:
             if job.reply_to is not None:  # a hotjob: its creator listens there
                 channels.append(job.reply_to)
         channels += also
-        message = record_event_json(merged, job.total_process_time)
-        wake = self.keys.wake(job.name)
         before = stored.job.state
         run_ended = before is State.PROCESSING and job.state is not State.PROCESSING
-        args: list[Any] = [
-            stored.version,
-            job.id,
-            where,
-            score,
-            wake,
-            message,
-            clock.to_us(job.update_time or clock.now()),
-            job.state.value if job.complete else "",
-            encode(job.runs[-1].process_time) if run_ended and job.runs else "",
-            RUN_TIMES,
-            self.keys.timers,
-            len(channels),
-        ]
+        args = TRANSITION.args(
+            version=stored.version,
+            id=job.id,
+            placement=where,
+            score=score,
+            wake=self.keys.wake(job.name),
+            message=record_event_json(merged, job.total_process_time),
+            now_us=clock.to_us(job.update_time or clock.now()),
+            completes=job.state.value if job.complete else "",
+            process_time=encode(job.runs[-1].process_time) if run_ended and job.runs else "",
+            run_times=RUN_TIMES,
+            timers=self.keys.timers,
+            channels=channels,
+            fields=json.dumps(_flat(written)),
+            run_ended="1" if run_ended else "",
+            again="1" if again else "",
+        )
         queue = keys.queue(job.name)
-        call_keys = [
-            keys.job(job.id),
-            _zset_of(keys, before, queue),
-            _zset_of(keys, job.state, queue),
-            queue,
-            keys.index(before.value, job.name),
-            keys.index(job.state.value, job.name),
-            keys.minutes(job.name),
-            keys.times(job.name),
-            keys.limits(job.name),
-            keys.next_due,
-        ]
-        args += [*channels, json.dumps(_flat(written)), "1" if run_ended else ""]
-        args.append("1" if again else "")
+        call_keys = TRANSITION.keys(
+            job=keys.job(job.id),
+            leaves=_zset_of(keys, before, queue),
+            joins=_zset_of(keys, job.state, queue),
+            queue=queue,
+            index_before=keys.index(before.value, job.name),
+            index_after=keys.index(job.state.value, job.name),
+            minutes=keys.minutes(job.name),
+            times=keys.times(job.name),
+            limits=keys.limits(job.name),
+            next_due=keys.next_due,
+        )
         return self._transition, call_keys, args
 
     @staticmethod
     def sent_again(call: ScriptCall) -> ScriptCall:
         """A `transition_call` to send again after its reply was lost (its `again` set)."""
         script, keys, args = call
-        return script, keys, [*args[:-1], "1"]
+        again = list(args)
+        again[_AGAIN] = "1"
+        return script, keys, again
 
     def claim_call(
         self, names: Sequence[str], count: int, worker_id: str = "", token: str | None = None
@@ -618,33 +418,49 @@ class Store:
         (unique to the claim) finds it again if its reply is lost (see `reclaim_call`)."""
         now = clock.now()
         part = self.keys_of_name(names[0])
-        keys = [part.processing, part.scheduled, part.finished, part.paused, part.next_due]
-        keys.append(part.claim(worker_id or "none"))
+        per_name: list[str] = []
         for name in names:
-            keys += [part.queue(name), part.index("processing", name)]
-            keys += [part.limits(name), part.starts(name)]
-        args = [
-            part.job_prefix,
-            clock.to_ms(now),
-            DEFAULT_TEXTS["process_timeout"],
-            count,
-            part.damaged_prefix,
-            self.keys.done(""),
-            clock.to_us(now),
-            self.keys.timers,
-            secrets.token_hex(8) if token is None else token,
-            *names,
-        ]
+            per_name += [part.queue(name), part.index("processing", name)]
+            per_name += [part.limits(name), part.starts(name)]
+        keys = CLAIM.keys(
+            processing=part.processing,
+            scheduled=part.scheduled,
+            finished=part.finished,
+            paused=part.paused,
+            next_due=part.next_due,
+            claim_key=part.claim(worker_id or "none"),
+            per_name=per_name,
+        )
+        args = CLAIM.args(
+            job_prefix=part.job_prefix,
+            now_ms=clock.to_ms(now),
+            process_timeout=DEFAULT_TEXTS["process_timeout"],
+            count=count,
+            damaged_prefix=part.damaged_prefix,
+            done_prefix=self.keys.done(""),
+            now_us=clock.to_us(now),
+            timers=self.keys.timers,
+            token=secrets.token_hex(8) if token is None else token,
+            names=names,
+        )
         return self._claim, keys, args
 
     def reclaim_call(self, claim: ScriptCall) -> ScriptCall:
         """The call finding what `claim` (a `claim_call`) started, its reply having been lost,
         or making sure it never starts anything (see scripts/reclaim.lua)."""
         _, claim_keys, claim_args = claim
-        names = claim_args[9:]
+        names = claim_args[_CLAIM_NAMES:]
         part = self.keys_of_name(names[0])
-        keys = [claim_keys[5], *(part.index("processing", name) for name in names)]
-        args = [claim_args[8], part.job_prefix, claim_args[6], CLAIM_GIVEN_UP_MS]
+        keys = RECLAIM.keys(
+            claim_key=claim_keys[_CLAIM_KEY],
+            indexes=[part.index("processing", name) for name in names],
+        )
+        args = RECLAIM.args(
+            token=claim_args[_CLAIM_TOKEN],
+            job_prefix=part.job_prefix,
+            now_us=claim_args[_CLAIM_NOW_US],
+            given_up_ms=CLAIM_GIVEN_UP_MS,
+        )
         return self._reclaim, keys, args
 
     def parse_claimed(self, reply: Sequence[Any]) -> list[StoredJob | Damaged]:
@@ -744,22 +560,35 @@ class Store:
     def delete_call(self, job_id: str) -> ScriptCall:
         """The call deleting a job in any state (1 if it existed, else 0)."""
         keys = self.keys_of(job_id)
-        call_keys = [keys.job(job_id), keys.scheduled, keys.processing, keys.finished]
-        args = [
-            job_id,
-            self.keys.event("delete"),
-            self.keys.done(job_id),
-            *keys.queue_affixes,
-            keys.index_prefix,
-            keys.limits_prefix,
-            self.keys.wake_prefix,
-        ]
+        call_keys = DELETE.keys(
+            job=keys.job(job_id),
+            scheduled=keys.scheduled,
+            processing=keys.processing,
+            finished=keys.finished,
+        )
+        queue_before, queue_after = keys.queue_affixes
+        args = DELETE.args(
+            id=job_id,
+            delete_channel=self.keys.event("delete"),
+            done_channel=self.keys.done(job_id),
+            queue_before=queue_before,
+            queue_after=queue_after,
+            index_prefix=keys.index_prefix,
+            limits_prefix=keys.limits_prefix,
+            wake_prefix=self.keys.wake_prefix,
+        )
         return self._delete, call_keys, args
 
     def due(self, now_ms: int, limit: int) -> Due:
         """What is due in every partition (up to `limit` ids of each kind per partition)."""
         calls: list[ScriptCall] = [
-            (self._due, [keys.scheduled, keys.processing, keys.finished], [now_ms, limit])
+            (
+                self._due,
+                DUE.keys(
+                    scheduled=keys.scheduled, processing=keys.processing, finished=keys.finished
+                ),
+                DUE.args(now_ms=now_ms, limit=limit),
+            )
             for keys in self.partitions
         ]
         total = Due([], [], False, None)
@@ -780,8 +609,14 @@ class Store:
         calls: list[ScriptCall] = [
             (
                 self._purge,
-                [keys.finished],
-                [now_ms, limit, keys.job_prefix, delete_channel, keys.index_prefix],
+                PURGE.keys(finished=keys.finished),
+                PURGE.args(
+                    now_ms=now_ms,
+                    limit=limit,
+                    job_prefix=keys.job_prefix,
+                    delete_channel=delete_channel,
+                    index_prefix=keys.index_prefix,
+                ),
             )
             for keys in self.partitions
         ]
@@ -798,41 +633,41 @@ class Store:
         calls: list[ScriptCall] = []
         for (part, index), job_ids in groups.items():
             keys = self.partitions[part]
-            held = _HELD[index]
-            calls.append((self._unlist, [getattr(keys, index)], [keys.job_prefix, held, *job_ids]))
+            call_keys = UNLIST.keys(index=getattr(keys, index))
+            args = UNLIST.args(job_prefix=keys.job_prefix, held=_HELD[index], ids=job_ids)
+            calls.append((self._unlist, call_keys, args))
         dropped: list[tuple[str, str]] = []
         for (_, index), reply in zip(groups, self.run_all(calls), strict=True):
             dropped += [(job_id, index) for job_id in reply]
         return dropped
 
-    def run_all(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Run script calls in one round trip; the first error among them is raised."""
-        return checked(self.run_batch(calls))
-
     def quarantine(self, damaged: Damaged) -> bool:
         """Move an undecodable record aside (to `<ns>:damaged:<id>`) so no worker trips on it."""
         keys = self.keys_of(damaged.job_id)
-        call_keys = [
-            keys.job(damaged.job_id),
-            keys.damaged(damaged.job_id),
-            keys.scheduled,
-            keys.processing,
-            keys.finished,
-        ]
-        args = [
-            damaged.job_id,
-            damaged.error,
-            self.keys.done(damaged.job_id),
-            keys.index_prefix,
-            *keys.queue_affixes,
-        ]
+        call_keys = QUARANTINE.keys(
+            job=keys.job(damaged.job_id),
+            damaged=keys.damaged(damaged.job_id),
+            scheduled=keys.scheduled,
+            processing=keys.processing,
+            finished=keys.finished,
+        )
+        queue_before, queue_after = keys.queue_affixes
+        args = QUARANTINE.args(
+            id=damaged.job_id,
+            why=damaged.error,
+            done_channel=self.keys.done(damaged.job_id),
+            index_prefix=keys.index_prefix,
+            queue_before=queue_before,
+            queue_after=queue_after,
+        )
         return bool(self.run((self._quarantine, call_keys, args)))
 
     def pause_call(self, name: str, action: str) -> ScriptCall:
         """The call pausing (`action` "pause") or resuming ("resume") a job name."""
         keys = self.keys_of_name(name)
-        call_keys = [keys.paused, keys.names, keys.queue(name)]
-        return self._pause, call_keys, [action, name, self.keys.wake(name)]
+        call_keys = PAUSE.keys(paused=keys.paused, names=keys.names, queue=keys.queue(name))
+        args = PAUSE.args(action=action, name=name, wake=self.keys.wake(name))
+        return self._pause, call_keys, args
 
     def limit_call(
         self, name: str, rate: tuple[int, float] | None, concurrency: int | None
@@ -840,10 +675,21 @@ class Store:
         """The call setting the limits of a job name (`rate`: runs, seconds), replacing its
         own; both None remove them."""
         keys = self.keys_of_name(name)
-        call_keys = [keys.limits(name), keys.starts(name), keys.names, keys.queue(name)]
+        call_keys = LIMIT.keys(
+            limits=keys.limits(name),
+            starts=keys.starts(name),
+            names=keys.names,
+            queue=keys.queue(name),
+        )
         count, window = ("", "") if rate is None else (str(rate[0]), encode(rate[1] * 1000))
-        most = "" if concurrency is None else str(concurrency)
-        return self._limit, call_keys, [name, count, window, most, self.keys.wake(name)]
+        args = LIMIT.args(
+            name=name,
+            rate_count=count,
+            rate_ms=window,
+            concurrency="" if concurrency is None else str(concurrency),
+            wake=self.keys.wake(name),
+        )
+        return self._limit, call_keys, args
 
     def pending(self, names: Sequence[str], now_ms: int) -> tuple[int, int, int]:
         """How many jobs of `names` are queued, due by `now_ms` (delayed, retry or ghost) and
@@ -852,22 +698,26 @@ class Store:
         calls: list[ScriptCall] = []
         for group in self.claim_groups(names):
             keys = self.keys_of_name(group[0])
-            call_keys = [keys.scheduled, keys.processing, *(keys.queue(name) for name in group)]
-            calls.append((self._pending, call_keys, [now_ms, keys.job_prefix, *group]))
+            call_keys = PENDING.keys(
+                scheduled=keys.scheduled,
+                processing=keys.processing,
+                queues=[keys.queue(name) for name in group],
+            )
+            args = PENDING.args(now_ms=now_ms, job_prefix=keys.job_prefix, names=group)
+            calls.append((self._pending, call_keys, args))
         totals = [0, 0, 0]
         for reply in self.run_all(calls):
             totals = [total + int(count) for total, count in zip(totals, reply, strict=True)]
         return totals[0], totals[1], totals[2]
 
-    def stats_call(
-        self, names: Sequence[str], now_minute: int, band: int, bands: int
-    ) -> ScriptCall:
+    def stats_call(self, names: Sequence[str], now_minute: int) -> ScriptCall:
         """The call reading what `kickq.stats()` reports of `names`, which must share a
-        partition, their queues' scores being in `bands` priority bands `band` wide (see
-        scripts/stats.lua; `_stats` decodes its reply)."""
+        partition (see scripts/stats.lua; _verbs/stats.py decodes its reply)."""
         keys = self.keys_of_name(names[0])
         shapes = [keys.index(state, _MARK) for state in SEEN_STATES]
         shapes += [keys.minutes(_MARK), keys.times(_MARK), keys.limits(_MARK)]
         affixes = [part for shape in shapes for part in shape.rsplit(_MARK, 1)]
-        args = [now_minute, keys.job_prefix, band, bands, len(SEEN_STATES), *affixes, *names]
-        return self._stats, [keys.paused], args
+        args = STATS.args(
+            now_minute=now_minute, job_prefix=keys.job_prefix, shapes=affixes, names=names
+        )
+        return self._stats, STATS.keys(paused=keys.paused), args

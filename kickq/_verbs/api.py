@@ -21,7 +21,7 @@ from kickq._model.json import check_size, dumps
 from kickq._redis.keys import EVENTS, is_job_id
 from kickq._redis.outage import translate
 from kickq._redis.record import encode, from_event
-from kickq._redis.store import Damaged
+from kickq._redis.stored import Damaged
 
 SUBSCRIBE_WAIT = 5.0  # seconds on() waits for Redis to confirm its subscription
 

@@ -17,7 +17,8 @@ from kickq._model.errors import ConfigError, DamagedRecord
 from kickq._model.job import Job, State
 from kickq._redis import indexes
 from kickq._redis.keys import SEEN_STATES
-from kickq._redis.store import Damaged, Store, StoredJob, damage_of
+from kickq._redis.store import Store
+from kickq._redis.stored import Damaged, StoredJob, damage_of
 from kickq._verbs.api import about, in_background, not_found
 
 PAGE = 200  # jobs to one round trip of a bulk repair

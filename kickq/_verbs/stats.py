@@ -133,10 +133,7 @@ def _read(store: Store, names: Sequence[str]) -> dict[str, NameStats]:
         for group in store.claim_groups(names)
         for start in range(0, len(group), NAMES_PER_CALL)
     ]
-    calls = [
-        store.stats_call(chunk, window.current, indexes.BAND, indexes.PRIORITY_BANDS)
-        for chunk in chunks
-    ]
+    calls = [store.stats_call(chunk, window.current) for chunk in chunks]
     found: dict[str, NameStats] = {}
     now_us = clock.to_us(now)
     for chunk, reply in zip(chunks, store.run_all(calls), strict=True):

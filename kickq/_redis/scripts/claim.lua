@@ -4,10 +4,10 @@
 -- record before anything is written to it, so that one bad record in a batch affects no other:
 -- a key that is not a hash, a record with no state or an unknown one, a queued one that names
 -- another job than its queue's (its handler would be the wrong one), or one whose version is
--- missing or whose version or run_count is not a whole number (see `counter`), or whose
--- process_timeout is not a number of seconds, is set aside alone (renamed to the damaged key,
--- out of every index, its waiters told). Ids whose record is gone (deleted) or in another known
--- state (a stale copy in the queue) are dropped. The checks read nothing more than the
+-- missing or whose version or run_count is not a whole number (see `counter` in lib.lua), or
+-- whose process_timeout is not a number of seconds, is set aside alone (renamed to the damaged
+-- key, out of every index, its waiters told). Ids whose record is gone (deleted) or in another
+-- known state (a stale copy in the queue) are dropped. The checks read nothing more than the
 -- record's one HGETALL.
 --
 -- A name's limits (see limit.lua) are obeyed here, atomically for every process: no more jobs
@@ -21,29 +21,32 @@
 -- worker's claim key (the lost call reached Redis only after the worker gave it up) takes
 -- nothing.
 --
--- KEYS[1]     processing zset (score: the run's deadline in ms)
--- KEYS[2]     scheduled zset    KEYS[3]  finished zset
--- KEYS[4]     the set of paused job names: no run of those starts
--- KEYS[5]     the last deadline announced (see announce.lua)
--- KEYS[6]     the worker's claim key (a string, written by reclaim.lua only)
--- KEYS[7 ..]  four per job name the worker serves, in the order to take from: its queue zset
---             (lowest score first: the highest priority, then the first in), the index of
---             its processing jobs (scored by the run's start in microseconds; see
---             transition.lua), its limits hash (rate_count, rate_ms, concurrency; any may be
---             missing) and its starts zset (the runs started within the rate window,
---             "<id>:<run count>" scored by their start in microseconds, the run_start of
---             their record: the window is exact to the microsecond)
--- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
--- ARGV[2]  now in ms
--- ARGV[3]  the process_timeout (s) of a record that has none: left out at its default
--- ARGV[4]  the most jobs to claim
--- ARGV[5]  damaged key prefix: a record set aside is renamed to ARGV[5] .. id
--- ARGV[6]  done channel prefix: "damaged" is published on ARGV[6] .. id for a record set aside
---          (and "damaged:<id>" on the record's reply_to, its creator's reply channel)
--- ARGV[7]  now in microseconds, stored as update_time and run_start
--- ARGV[8]  the timers channel: the earliest deadline of the runs started is announced there
--- ARGV[9]  this claim's token (unique to the worker and the claim)
--- ARGV[10 ..]  the job names, one per four KEYS from KEYS[7]
+-- KEYS[1]  processing: the processing zset (score: the run's deadline in ms)
+-- KEYS[2]  scheduled: the scheduled zset
+-- KEYS[3]  finished: the finished zset
+-- KEYS[4]  paused: the set of paused job names: no run of those starts
+-- KEYS[5]  next_due: the last deadline announced (see `announce`, lib.lua)
+-- KEYS[6]  claim_key: the worker's claim key (a string, written by reclaim.lua only)
+-- KEYS[7 ..]  queue, processing_index, limits, starts: four per job name the worker serves,
+--          in the order to take from: its queue zset (lowest score first: the highest
+--          priority, then the first in), the index of its processing jobs (scored by the
+--          run's start in microseconds; see transition.lua), its limits hash (rate_count,
+--          rate_ms, concurrency; any may be missing) and its starts zset (the runs started
+--          within the rate window, "<id>:<run count>" scored by their start in microseconds,
+--          the run_start of their record: the window is exact to the microsecond)
+-- ARGV[1]  job_prefix: the key of job <id> is ARGV[1] .. id
+-- ARGV[2]  now_ms: now in ms
+-- ARGV[3]  process_timeout: the process_timeout (s) of a record that has none (left out at
+--          its default)
+-- ARGV[4]  count: the most jobs to claim
+-- ARGV[5]  damaged_prefix: a record set aside is renamed to ARGV[5] .. id
+-- ARGV[6]  done_prefix: "damaged" is published on ARGV[6] .. id for a record set aside (and
+--          "damaged:<id>" on the record's reply_to, its creator's reply channel)
+-- ARGV[7]  now_us: now in microseconds, stored as update_time and run_start
+-- ARGV[8]  timers: the timers channel: the earliest deadline of the runs started is
+--          announced there
+-- ARGV[9]  token: this claim's token (unique to the worker and the claim)
+-- ARGV[10 ..]  name: the job names, one per four KEYS from KEYS[7]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record, as HGETALL would };
 --           records set aside, each { id, why };
 --           the ms until a rate limit lets the next run start, for the soonest of the names
@@ -55,34 +58,6 @@ local claimed, damaged, wait, idle = {}, {}, -1, {}
 local want = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local now_us = tonumber(ARGV[7])
-local KNOWN = { new = true, delayed = true, processing = true, retry = true, ghost = true,
-                success = true, fail = true }
-
--- A counter's text as every writer writes it and _redis/record.py reads it: digits, no sign, no
--- leading zero, exact in a Lua number. The version's text fences every change (transition.lua
--- compares it as text), so no other text may stand for the same number.
-local function counter(value)
-  return value ~= nil and #value <= 15 and (value == '0' or string.match(value, '^[1-9]%d*$') ~= nil)
-end
-
-local function wrong(key, kind, expected)
-  return 'kickq: ' .. key .. ' is a ' .. kind .. ', not a ' .. expected
-end
-
-local function check(key, expected)  -- nil when the key may be written as `expected`
-  local kind = redis.call('TYPE', key).ok
-  if kind ~= 'none' and kind ~= expected then return wrong(key, kind, expected) end
-end
-
--- the reply of a read that fails on a key of the wrong type, or nil and the error
-local function read(expected, ...)
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then
-    local key = select(2, ...)
-    return nil, wrong(key, redis.call('TYPE', key).ok, expected)
-  end
-  return reply
-end
 
 -- The record at `key`, popped from the queue of job `name`, as a flat field/value list and a
 -- table of the fields a claim reads, or why it cannot be claimed safely. A record that is gone
@@ -97,7 +72,7 @@ local function inspect(key, name)
   local state = field('state')
   if not state then return nil, nil, 'the record has no state' end
   if state ~= 'queued' then
-    if KNOWN[state] then return flat, record end
+    if STATES[state] then return flat, record end
     return nil, nil, 'unknown state ' .. state
   end
   local named = field('name')
@@ -110,7 +85,7 @@ local function inspect(key, name)
   local runs = field('run_count')
   if runs and not counter(runs) then return nil, nil, 'run_count is not a whole number' end
   local seconds = tonumber(field('process_timeout') or ARGV[3])
-  if not seconds or seconds ~= seconds or seconds < 0 or seconds > 1e10 then
+  if not seconds or seconds ~= seconds or seconds < 0 or seconds > MAX_DURATION then
     return nil, nil, 'process_timeout is not a number of seconds'
   end
   return flat, record, nil, seconds
@@ -137,14 +112,15 @@ end
 -- The limits of the name whose keys start at KEYS[q], or nil and an error; a number that is
 -- not one is no limit.
 local function limits_of(q)
-  local fields, err = read('hash', 'HMGET', KEYS[q + 2], 'rate_count', 'rate_ms', 'concurrency')
+  local fields, err = typed_read('hash', 'HMGET', KEYS[q + 2], 'rate_count', 'rate_ms',
+    'concurrency')
   if not fields then return nil, err end
   local count, window, most = unpack(fields)
   count, window = tonumber(count), tonumber(window)
   if not (count and window) then count, window = nil, nil end
   local limit = { count = count, window = window, most = tonumber(most) }
   if count then
-    local bad = check(KEYS[q + 3], 'zset')
+    local bad = check_type(KEYS[q + 3], 'zset')
     if bad then return nil, bad end
     limit.window_us = window * 1000
     -- a start that is a whole window old (or older) counts no more; Lua writes a number in 14
@@ -229,13 +205,13 @@ end
 local ready = {}  -- { q, name, limit } of the names to take from, in order
 for q = FIRST, #KEYS, 4 do
   local name = ARGV[10 + (q - FIRST) / 4]
-  local queued, err = read('zset', 'ZCARD', KEYS[q])
+  local queued, err = typed_read('zset', 'ZCARD', KEYS[q])
   if not queued then return redis.error_reply(err) end
   if queued == 0 then
     idle[#idle + 1] = name
   else
     local paused
-    paused, err = read('set', 'SISMEMBER', KEYS[4], name)
+    paused, err = typed_read('set', 'SISMEMBER', KEYS[4], name)
     if not paused then return redis.error_reply(err) end
     if paused == 1 then
       idle[#idle + 1] = name
@@ -244,14 +220,14 @@ for q = FIRST, #KEYS, 4 do
       limit, err = limits_of(q)
       -- the processing index is a listing, written with pcall, unless a concurrency limit
       -- counts it
-      err = err or (limit and limit.most and check(KEYS[q + 1], 'zset')) or nil
+      err = err or (limit and limit.most and check_type(KEYS[q + 1], 'zset')) or nil
       if err then return redis.error_reply(err) end
       ready[#ready + 1] = { q, name, limit }
     end
   end
 end
 if #ready == 0 then return { claimed, damaged, wait, idle } end
-local bad = check(KEYS[1], 'zset')
+local bad = check_type(KEYS[1], 'zset')
 if bad then return redis.error_reply(bad) end
 
 -- 2. The fence: a claim given up by its worker (see reclaim.lua) takes nothing.

@@ -1,12 +1,20 @@
 -- delete: remove a job in any state so that it never runs (again).
 --
--- KEYS[1]  job hash   KEYS[2]  scheduled zset   KEYS[3]  processing zset   KEYS[4]  finished zset
--- ARGV[1]  job id     ARGV[2]  delete event channel   ARGV[3]  the job's done channel
--- ARGV[4], ARGV[5]  what goes before and after a job name to make its queue's key
--- ARGV[6]  index key prefix: the index of a job in a state is ARGV[6] .. state .. ':{' .. name .. '}'
--- ARGV[7], ARGV[8]  what goes before a job name to make its limits key, and its wake channel
---          (both end with '}'): a running job deleted while a concurrency limit holds jobs of
---          its name in the queue frees a slot, and the workers of every process are woken
+-- KEYS[1]  job: the job hash
+-- KEYS[2]  scheduled: the scheduled zset
+-- KEYS[3]  processing: the processing zset
+-- KEYS[4]  finished: the finished zset
+-- ARGV[1]  id: the job's id
+-- ARGV[2]  delete_channel: the delete event channel
+-- ARGV[3]  done_channel: the job's done channel
+-- ARGV[4]  queue_before: what goes before a job name to make its queue's key
+-- ARGV[5]  queue_after: what goes after it
+-- ARGV[6]  index_prefix: the index of a job in a state is ARGV[6] .. state .. ':{' .. name .. '}'
+-- ARGV[7]  limits_prefix: what goes before a job name to make its limits key (which ends with
+--          '}'): a running job deleted while a concurrency limit holds jobs of its name in the
+--          queue frees a slot, and the workers of every process are woken
+-- ARGV[8]  wake_prefix: what goes before a job name to make its wake channel (which ends
+--          with '}')
 -- The job leaves its queue and its index too, and frees its unique key (the record's
 -- `unique_lock`). A hotjob's creator is told on its reply channel (the record's `reply_to`):
 -- "deleted:" .. id.
@@ -20,22 +28,17 @@ if kind == 'hash' then
   local fields = redis.call('HMGET', KEYS[1], 'name', 'state', 'unique_lock', 'reply_to')
   name, state, lock, reply_to = fields[1], fields[2] or 'none', fields[3], fields[4]
 end
-local kinds = { zset = { KEYS[2], KEYS[3], KEYS[4] }, hash = {} }
-local queue, index, limits
+local queue, index, limits, err
 if name then
   queue = ARGV[4] .. name .. ARGV[5]
   index = ARGV[6] .. state .. ':{' .. name .. '}'
   limits = ARGV[7] .. name .. '}'
-  kinds = { zset = { KEYS[2], KEYS[3], KEYS[4], queue, index }, hash = { limits } }
+  err = check_types(KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset', queue, 'zset',
+    index, 'zset', limits, 'hash')
+else
+  err = check_types(KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset')
 end
-for expected, keys in pairs(kinds) do  -- before the first write
-  for _, key in ipairs(keys) do
-    local found = redis.call('TYPE', key).ok
-    if found ~= 'none' and found ~= expected then
-      return redis.error_reply('kickq: ' .. key .. ' is a ' .. found .. ', not a ' .. expected)
-    end
-  end
-end
+if err then return redis.error_reply(err) end  -- before the first write
 if lock and redis.pcall('GET', lock) == ARGV[1] then
   redis.call('DEL', lock)
 end

@@ -1,8 +1,11 @@
 -- due: what the timer has to do now, and when it next has something to do. Read-only.
 -- The first of each set is read first: when nothing is due, that is all (three reads).
 --
--- KEYS[1]  scheduled zset    KEYS[2]  processing zset    KEYS[3]  finished zset
--- ARGV[1]  now in ms         ARGV[2]  the most ids to return from each set
+-- KEYS[1]  scheduled: the scheduled zset
+-- KEYS[2]  processing: the processing zset
+-- KEYS[3]  finished: the finished zset
+-- ARGV[1]  now_ms: now in ms
+-- ARGV[2]  limit: the most ids to return from each set
 -- Returns { due scheduled ids, overdue processing ids, 1 if a purge is due else 0,
 --           the lowest score of the three sets as a string, or false when all are empty }.
 local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])

@@ -2,22 +2,19 @@
 -- (claim.lua reads them). The limits given replace the name's: one left out is removed. When
 -- jobs of the name are queued, its workers are woken, to claim under the new limits.
 --
--- KEYS[1]  the name's limits hash   KEYS[2]  the name's starts zset (runs started within the
---          rate window; dropped with the rate)   KEYS[3]  the set of job names
--- KEYS[4]  the name's queue
--- ARGV[1]  the job name
--- ARGV[2]  rate: at most this many runs start ...   ARGV[3]  ... in any this many ms; both ""
---          for no rate limit
+-- KEYS[1]  limits: the name's limits hash
+-- KEYS[2]  starts: the name's starts zset (runs started within the rate window; dropped with
+--          the rate)
+-- KEYS[3]  names: the set of job names
+-- KEYS[4]  queue: the name's queue
+-- ARGV[1]  name: the job name
+-- ARGV[2]  rate_count: at most this many runs start ...
+-- ARGV[3]  rate_ms: ... in any this many ms; both "" for no rate limit
 -- ARGV[4]  concurrency: at most this many runs at once, or "" for no concurrency limit
--- ARGV[5]  the name's wake channel
+-- ARGV[5]  wake: the name's wake channel
 -- Returns 1 when the name has a limit now, 0 when it has none.
-local kinds = { 'hash', 'zset', 'set', 'zset' }
-for i = 1, 4 do
-  local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= kinds[i] then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. kinds[i])
-  end
-end
+local err = check_types(KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'set', KEYS[4], 'zset')
+if err then return redis.error_reply(err) end
 redis.call('DEL', KEYS[1])
 local fields = {}
 if ARGV[2] ~= '' then

@@ -2,17 +2,15 @@
 -- checks the set); creating, promoting and running jobs go on. Resuming wakes the workers of the
 -- name when jobs are waiting in its queue.
 --
--- KEYS[1]  the set of paused names   KEYS[2]  the set of job names   KEYS[3]  the name's queue
--- ARGV[1]  "pause" | "resume"        ARGV[2]  the job name
--- ARGV[3]  the name's wake channel, published on resume when its queue is not empty
+-- KEYS[1]  paused: the set of paused names
+-- KEYS[2]  names: the set of job names
+-- KEYS[3]  queue: the name's queue
+-- ARGV[1]  action: "pause" | "resume"
+-- ARGV[2]  name: the job name
+-- ARGV[3]  wake: the name's wake channel, published on resume when its queue is not empty
 -- Returns 1 if the name's state changed, 0 if it already was paused (resumed).
-local kinds = { 'set', 'set', 'zset' }
-for i = 1, 3 do
-  local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= kinds[i] then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. kinds[i])
-  end
-end
+local err = check_types(KEYS[1], 'set', KEYS[2], 'set', KEYS[3], 'zset')
+if err then return redis.error_reply(err) end
 if ARGV[1] == 'pause' then
   redis.call('SADD', KEYS[2], ARGV[2])
   return redis.call('SADD', KEYS[1], ARGV[2])

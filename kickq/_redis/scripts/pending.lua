@@ -2,12 +2,13 @@
 -- Read-only. One call is one consistent snapshot: a job of these names is counted once, in the
 -- state it is in at that instant, never missed between two reads.
 --
--- KEYS[1]     scheduled zset (delayed, retry and ghost jobs, scored by when they are due, ms)
--- KEYS[2]     processing zset (running jobs)
--- KEYS[3 ..]  the queue zsets of the names, in the order of ARGV[3 ..]
--- ARGV[1]  now in ms: a scheduled job is due when its score is at most this
--- ARGV[2]  job key prefix (the key of job <id> is ARGV[2] .. id)
--- ARGV[3 ..]  the job names
+-- KEYS[1]  scheduled: the scheduled zset (delayed, retry and ghost jobs, scored by when they
+--          are due, ms)
+-- KEYS[2]  processing: the processing zset (running jobs)
+-- KEYS[3 ..]  queue: the queue zsets of the names, in the order of ARGV[3 ..]
+-- ARGV[1]  now_ms: now in ms: a scheduled job is due when its score is at most this
+-- ARGV[2]  job_prefix: the key of job <id> is ARGV[2] .. id
+-- ARGV[3 ..]  name: the job names
 -- Returns { jobs queued, scheduled jobs due by now, jobs processing }, of those names only.
 -- A record that is gone or not a hash is not counted (the timer or a claim sets it aside).
 local names = {}

@@ -1,9 +1,11 @@
 -- purge: delete finished jobs whose purge time has come, publishing a delete event for each.
 --
--- KEYS[1]  finished zset (score: purge time in ms)
--- ARGV[1]  now in ms   ARGV[2]  the most jobs to purge   ARGV[3]  job key prefix
--- ARGV[4]  delete event channel
--- ARGV[5]  index key prefix: a job leaves ARGV[5] .. state .. ':{' .. name .. '}' too
+-- KEYS[1]  finished: the finished zset (score: purge time in ms)
+-- ARGV[1]  now_ms: now in ms
+-- ARGV[2]  limit: the most jobs to purge
+-- ARGV[3]  job_prefix: the key of job <id> is ARGV[3] .. id
+-- ARGV[4]  delete_channel: the delete event channel
+-- ARGV[5]  index_prefix: a job leaves ARGV[5] .. state .. ':{' .. name .. '}' too
 -- Returns the number of jobs purged.
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do

@@ -1,14 +1,20 @@
 -- quarantine: move a job record that cannot be decoded out of the way, keeping it for a human.
 --
--- KEYS[1]  job hash   KEYS[2]  damaged hash (its new name)   KEYS[3]  scheduled zset
--- KEYS[4]  processing zset   KEYS[5]  finished zset
--- ARGV[1]  job id     ARGV[2]  why it could not be decoded
--- ARGV[3]  the job's done channel: "damaged" is published there, so that waits end; and
---          "damaged:" .. id on the reply channel of a hotjob's creator (the record's `reply_to`)
--- ARGV[4]  index key prefix; ARGV[5], ARGV[6] what goes before and after a job name to make
---          its queue's key: when the record still names its job, the job leaves them all
+-- KEYS[1]  job: the job hash
+-- KEYS[2]  damaged: the damaged hash (its new name)
+-- KEYS[3]  scheduled: the scheduled zset
+-- KEYS[4]  processing: the processing zset
+-- KEYS[5]  finished: the finished zset
+-- ARGV[1]  id: the job's id
+-- ARGV[2]  why: why it could not be decoded
+-- ARGV[3]  done_channel: the job's done channel: "damaged" is published there, so that waits
+--          end; and "damaged:" .. id on the reply channel of a hotjob's creator (the record's
+--          `reply_to`)
+-- ARGV[4]  index_prefix: the index of a job in a state is ARGV[4] .. state .. ':{' .. name .. '}'
+-- ARGV[5]  queue_before: what goes before a job name to make its queue's key
+-- ARGV[6]  queue_after: what goes after it. When the record still names its job, the job
+--          leaves its queue and every index
 -- Returns 1 if a record was moved, else 0.
-local STATES = { 'delayed', 'processing', 'retry', 'ghost', 'success', 'fail' }
 for i = 3, 5 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
@@ -19,8 +25,10 @@ if redis.call('TYPE', KEYS[1]).ok == 'hash' then
 end
 if name then
   local indexes = { ARGV[5] .. name .. ARGV[6] }
-  for _, state in ipairs(STATES) do
-    indexes[#indexes + 1] = ARGV[4] .. state .. ':{' .. name .. '}'
+  for _, state in ipairs(SEEN_STATES) do
+    if state ~= 'queued' then  -- its index is the queue
+      indexes[#indexes + 1] = ARGV[4] .. state .. ':{' .. name .. '}'
+    end
   end
   for _, index in ipairs(indexes) do
     if redis.call('TYPE', index).ok == 'zset' then redis.call('ZREM', index, ARGV[1]) end

@@ -5,11 +5,12 @@
 -- Redis (or took nothing): "void:<token>" is written to the worker's claim key, so that the lost
 -- call takes nothing if it arrives later.
 --
--- KEYS[1]     the worker's claim key
--- KEYS[2 ..]  the processing index of each name the lost claim asked for
--- ARGV[1]  the lost claim's token    ARGV[2]  job key prefix
--- ARGV[3]  the lost claim's now in microseconds
--- ARGV[4]  how long (ms) a claim given up is remembered
+-- KEYS[1]  claim_key: the worker's claim key
+-- KEYS[2 ..]  processing_index: the processing index of each name the lost claim asked for
+-- ARGV[1]  token: the lost claim's token
+-- ARGV[2]  job_prefix: the key of job <id> is ARGV[2] .. id
+-- ARGV[3]  now_us: the lost claim's now in microseconds
+-- ARGV[4]  given_up_ms: how long (ms) a claim given up is remembered
 -- Returns { claimed jobs, each { id, the flat field/value list of its record (HGETALL) } }.
 local claimed = {}
 for i = 2, #KEYS do

@@ -4,10 +4,13 @@
 -- processes that find the same tick due, each creates the same job, and the first here moves
 -- the schedule on; the others change nothing.
 --
--- KEYS[1]  schedules hash   KEYS[2]  schedule_times zset
--- ARGV[1]  the schedule's key   ARGV[2]  the tick it was due at (ms)   ARGV[3]  its next tick (ms)
--- ARGV[4]  the spec the next tick was computed with ("" for a record that could not be read:
---          then only the tick is compared)
+-- KEYS[1]  schedules: the schedules hash
+-- KEYS[2]  schedule_times: the schedule_times zset
+-- ARGV[1]  key: the schedule's key
+-- ARGV[2]  due_ms: the tick it was due at (ms)
+-- ARGV[3]  next_ms: its next tick (ms)
+-- ARGV[4]  spec: the spec the next tick was computed with ("" for a record that could not be
+--          read: then only the tick is compared)
 -- Returns 1 if it moved the schedule on; 0 if another process did, or the schedule was
 -- replaced or removed meanwhile.
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])

@@ -1,8 +1,10 @@
 -- schedule_due: the schedules whose next tick has come, and when the next one after them falls.
 -- Read-only.
 --
--- KEYS[1]  schedules hash   KEYS[2]  schedule_times zset
--- ARGV[1]  now in ms        ARGV[2]  the most schedules to return
+-- KEYS[1]  schedules: the schedules hash
+-- KEYS[2]  schedule_times: the schedule_times zset
+-- ARGV[1]  now_ms: now in ms
+-- ARGV[2]  limit: the most schedules to return
 -- Returns { key, tick, record, key, tick, record, ... for the due schedules, earliest first
 --           (tick: the score as a string; record: the JSON, or false when it is missing),
 --           the earliest tick after now as a string, or false when there is none }.

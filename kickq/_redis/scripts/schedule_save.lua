@@ -3,19 +3,18 @@
 -- every process may save its schedules at start-up without re-firing or skipping a tick; a new
 -- schedule, or one whose spec changed, starts at the given first tick.
 --
--- KEYS[1]  schedules hash (key -> record JSON)   KEYS[2]  schedule_times zset (next tick, ms)
--- KEYS[3]  the last deadline announced (see announce.lua)
--- ARGV[1]  the schedule's key   ARGV[2]  its record (JSON, with a "spec" field)
--- ARGV[3]  its spec             ARGV[4]  its first tick in ms, used unless the spec is unchanged
--- ARGV[5]  the timers channel, where the next tick is announced   ARGV[6]  now in ms
+-- KEYS[1]  schedules: the schedules hash (key -> record JSON)
+-- KEYS[2]  schedule_times: the schedule_times zset (next tick, ms)
+-- KEYS[3]  next_due: the last deadline announced (see `announce` in lib.lua)
+-- ARGV[1]  key: the schedule's key
+-- ARGV[2]  record: its record (JSON, with a "spec" field)
+-- ARGV[3]  spec: its spec
+-- ARGV[4]  first_ms: its first tick in ms, used unless the spec is unchanged
+-- ARGV[5]  timers: the timers channel, where the next tick is announced
+-- ARGV[6]  now_ms: now in ms
 -- Returns the schedule's next tick in ms, as a string.
-for i = 1, 2 do
-  local kind = redis.call('TYPE', KEYS[i]).ok
-  local wanted = i == 1 and 'hash' or 'zset'
-  if kind ~= 'none' and kind ~= wanted then
-    return redis.error_reply('kickq: ' .. KEYS[i] .. ' is a ' .. kind .. ', not a ' .. wanted)
-  end
-end
+local err = check_types(KEYS[1], 'hash', KEYS[2], 'zset')
+if err then return redis.error_reply(err) end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 local same = false

@@ -4,16 +4,15 @@
 -- job's id joins the fenced set, which create.lua checks, and the job is never saved. Job ids
 -- are random and made by kickq: no other create uses them.
 --
--- KEYS[1]  the fenced zset: ids scored by when their fence ends (ms)
--- KEYS[2 ..]  the job keys of the creates to settle (one partition)
--- ARGV[1]  now (ms)    ARGV[2]  how long a fence lasts (ms)
--- ARGV[3 ..]  the jobs' ids, in the order of their keys
+-- KEYS[1]  fenced: the fenced zset: ids scored by when their fence ends (ms)
+-- KEYS[2 ..]  job: the job keys of the creates to settle (one partition)
+-- ARGV[1]  now_ms: now (ms)
+-- ARGV[2]  fence_ms: how long a fence lasts (ms)
+-- ARGV[3 ..]  id: the jobs' ids, in the order of their keys
 -- Returns one result per job: 1 when it is saved (its record exists), 0 when it is not (it is
 -- fenced now).
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'none' and kind ~= 'zset' then
-  return redis.error_reply('kickq: ' .. KEYS[1] .. ' is a ' .. kind .. ', not a zset')
-end
+local err = check_type(KEYS[1], 'zset')
+if err then return redis.error_reply(err) end
 local now, lasts = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- fences past their time
 local results, fenced = {}, false

@@ -4,16 +4,15 @@
 -- hash) and the caller sends a bounded number of names per call, so that no call holds Redis
 -- long. The reply is one JSON text: a reply of many small values costs more to read than this.
 --
--- KEYS[1]  the set of paused names
--- ARGV[1]  the current epoch minute: a minutes field of an older minute is left out
--- ARGV[2]  job key prefix (the key of job <id> is ARGV[2] .. id)
--- ARGV[3]  the width of a queue's priority band (scores), ARGV[4] the number of bands
--- ARGV[5]  how many states are counted (S)
--- ARGV[6 ..]  the key of each of these of a name, as what stands before the name and what
---          stands after it (two texts each): the index of each state counted, in the order of
+-- KEYS[1]  paused: the set of paused names
+-- ARGV[1]  now_minute: the current epoch minute: a minutes field of an older minute is left out
+-- ARGV[2]  job_prefix: the key of job <id> is ARGV[2] .. id
+-- ARGV[3]  n: the number of keys of a name read, S + 3 when S states are counted
+-- ARGV[4 .. 3+2n]  before, after: the key of each of these of a name, as what stands before the
+--          name and what stands after it: the index of each state counted, in the order of
 --          the counts (the first, queued, being the queue), then the minutes hash, the times
 --          list, the limits hash
--- ARGV[12 + 2 * S ..]  the job names
+-- ARGV[4+2n ..]  name: the job names
 -- Returns, for each name in order, one after the other in a flat JSON array:
 --   the S counts; 1 if paused else 0;
 --   n, then the update_time field of the first job of each priority band in use (n texts);
@@ -25,12 +24,11 @@
 --   makes what it can of them, as with any stray entry).
 local now_minute = tonumber(ARGV[1])
 local job_prefix = ARGV[2]
-local band = tonumber(ARGV[3])
-local bands = tonumber(ARGV[4])
-local states = tonumber(ARGV[5])
+local shapes = tonumber(ARGV[3])
+local states = shapes - 3
 local before, after = {}, {}
-for i = 1, states + 3 do
-  before[i], after[i] = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+for i = 1, shapes do
+  before[i], after[i] = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
 end
 local QUEUE, MINUTES, TIMES, LIMITS = 1, states + 1, states + 2, states + 3
 
@@ -55,8 +53,9 @@ local function heads(queue)
   local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')
   local low, high = tonumber(first[2]), tonumber(last[2])
   local found = {}
-  for b = math.max(0, math.floor(low / band)), math.min(bands - 1, math.floor(high / band)) do
-    local from, to = b * band, b * band + band - 1
+  local last_band = math.min(PRIORITY_BANDS - 1, math.floor(high / BAND))
+  for b = math.max(0, math.floor(low / BAND)), last_band do
+    local from, to = b * BAND, b * BAND + BAND - 1
     local id
     if low >= from and low <= to then
       id = first[1]
@@ -83,7 +82,7 @@ local function recent(flat)
   return kept
 end
 
--- nearest rank, as _stats._percentile
+-- nearest rank, as `_percentile` in kickq/_verbs/stats.py
 local function rank(count, fraction)
   return math.max(1, math.ceil(count * fraction))
 end
@@ -114,7 +113,7 @@ local function push_times(texts)
   end
 end
 
-for i = 12 + 2 * states, #ARGV do
+for i = 4 + 2 * shapes, #ARGV do
   local name = ARGV[i]
   local function key(kind) return before[kind] .. name .. after[kind] end
   local queued = redis.call('ZCARD', key(QUEUE))

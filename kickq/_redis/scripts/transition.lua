@@ -2,62 +2,54 @@
 -- the decision was made from. The end of a run (success, failure, ghost) and the promotion of a
 -- due job come through here; Python decides, this script only applies.
 --
--- KEYS[1]  job hash
--- KEYS[2]  the sorted set the job leaves, by the state it was decided from: processing,
---          scheduled (delayed, retry, ghost), finished, or its name's queue (queued)
--- KEYS[3]  the sorted set it joins: scheduled, finished, or its name's queue
--- KEYS[4]  the queue zset of the job's name
--- KEYS[5]  the index of the job's name and state before the change (for queued: the queue)
--- KEYS[6]  the index of its name and state after it: "<ns>:state:<state>:{<name>}", scored by
---          the update time (microseconds); for queued, the queue again (the job's place there is
---          enough)
--- KEYS[7]  the name's per-minute completions hash   KEYS[8]  the name's run process times list
--- KEYS[9]  the name's limits hash (see limit.lua): when the job leaves processing while a
---          concurrency limit holds jobs of its name in the queue, the wake channel is published,
---          so that waiting workers of every process claim the slot it frees
--- KEYS[10] the last deadline announced (see announce.lua)
--- ARGV[1]  expected version
--- ARGV[2]  job id
+-- KEYS[1]  job: the job hash
+-- KEYS[2]  leaves: the sorted set the job leaves, by the state it was decided from:
+--          processing, scheduled (delayed, retry, ghost), finished, or its name's queue (queued)
+-- KEYS[3]  joins: the sorted set it joins: scheduled, finished, or its name's queue
+-- KEYS[4]  queue: the queue zset of the job's name
+-- KEYS[5]  index_before: the index of the job's name and state before the change (for
+--          queued: the queue)
+-- KEYS[6]  index_after: the index of its name and state after it:
+--          "<ns>:state:<state>:{<name>}", scored by the update time (microseconds); for
+--          queued, the queue again (the job's place there is enough)
+-- KEYS[7]  minutes: the name's per-minute completions hash
+-- KEYS[8]  times: the name's run process times list
+-- KEYS[9]  limits: the name's limits hash (see limit.lua): when the job leaves processing while
+--          a concurrency limit holds jobs of its name in the queue, the wake channel is
+--          published, so that waiting workers of every process claim the slot it frees
+-- KEYS[10]  next_due: the last deadline announced (see `announce` in lib.lua)
+-- ARGV[1]  version: the expected version
+-- ARGV[2]  id: the job's id
 -- ARGV[3]  placement: "queue" | "scheduled" | "finished"
--- ARGV[4]  for "queue": the priority (0-9); else the score in ms: the due time ("scheduled")
---          or the purge time ("finished")
--- ARGV[5]  wake channel, published when the queue was empty before this job joined it
--- ARGV[6]  message published on each channel: the job as JSON
--- ARGV[7]  now in microseconds: the new index's score, the minute a completion counts in, and
---          the record's update_time
--- ARGV[8]  "success" or "fail" when the job completes (counted in KEYS[7]), else ""
--- ARGV[9]  the process time (s) of the run this change ends (kept in KEYS[8]), else ""
--- ARGV[10] how many process times KEYS[8] keeps (trimmed only once it holds more)
--- ARGV[11] the timers channel: a due time or a purge time is announced there
--- ARGV[12] n, the number of channels; ARGV[13 .. 12+n] the channels
--- ARGV[13+n]  the fields written to the job hash: a JSON array of field, value, field, value ...
---             a value null removes its field (see kickq/_layout.py)
--- ARGV[14+n]  "1" when the job leaves processing (the end of a run), else ""
--- ARGV[15+n]  "1" when this change is sent again, its first send's reply having been lost
--- A queued job's score is (9 - priority) * 1e14, plus one more than the last job queued with
--- that priority: the lowest is claimed first, so higher priorities first, and first in, first
--- out within one. A job that completes frees its unique key (the record's `unique_lock`).
--- KEYS[7] holds one field per minute of the hour (minute % 60): "<epoch minute>:<succeeded>:
--- <failed>", a field of an older minute starting again from zero: 60 fields at most.
+-- ARGV[4]  score: for "queue", the priority (0-9); else the score in ms: the due time
+--          ("scheduled") or the purge time ("finished")
+-- ARGV[5]  wake: the wake channel, published when the queue was empty before this job joined it
+-- ARGV[6]  message: the message published on each channel: the job as JSON
+-- ARGV[7]  now_us: now in microseconds: the new index's score, the minute a completion counts
+--          in, and the record's update_time
+-- ARGV[8]  completes: "success" or "fail" when the job completes (counted in KEYS[7]), else ""
+-- ARGV[9]  process_time: the process time (s) of the run this change ends (kept in KEYS[8]),
+--          else ""
+-- ARGV[10]  run_times: how many process times KEYS[8] keeps (trimmed only once it holds more)
+-- ARGV[11]  timers: the timers channel: a due time or a purge time is announced there
+-- ARGV[12]  n: the number of channels
+-- ARGV[13 .. 12+n]  channels: the channels the message is published on
+-- ARGV[13+n]  fields: the fields written to the job hash: a JSON array of field, value, field,
+--          value ...; a value null removes its field (see kickq/_redis/layout.py)
+-- ARGV[14+n]  run_ended: "1" when the job leaves processing (the end of a run), else ""
+-- ARGV[15+n]  again: "1" when this change is sent again, its first send's reply having been
+--          lost
+-- A queued job's score is `next_score`'s (lib.lua): higher priorities first, and first in,
+-- first out within one. A job that completes frees its unique key (the record's `unique_lock`).
+-- The minutes hash (KEYS[7]) holds one field per minute of the hour (minute % 60): "<epoch
+-- minute>:<succeeded>:<failed>", a field of an older minute starting again from zero: 60
+-- fields at most.
 -- Returns 1 when applied; 2 when this change, sent again, was applied by its first send (the
 -- version is one more, and every field it writes holds what it writes); 0 when the record
 -- changed meanwhile (or is gone); "damaged: <why>" when the record cannot be fenced, having no
 -- version or one that is not a whole number, or not being a hash: nothing is written, and its
 -- caller sets it aside (quarantine.lua), so that no change of it is sent again and again. Every
 -- key is checked before the first write, so that an error leaves nothing changed.
-
--- a command on KEYS[1] with every item of `list` as arguments, in calls of at most 1,000
--- (unpack() takes at most ~8,000 values); the replies of the calls joined
-local function batched(command, list)
-  local replies = {}
-  for i = 1, #list, 1000 do
-    local reply = redis.call(command, KEYS[1], unpack(list, i, math.min(i + 999, #list)))
-    if type(reply) == 'table' then
-      for _, item in ipairs(reply) do replies[#replies + 1] = item end
-    end
-  end
-  return replies
-end
 
 local n = tonumber(ARGV[12])
 local read = redis.pcall('HMGET', KEYS[1], 'version', 'unique_lock')
@@ -73,7 +65,7 @@ local function applied()
   local names = {}
   for i = 1, #fields, 2 do names[#names + 1] = fields[i] end
   if #names == 0 then return false end
-  local held = batched('HMGET', names)
+  local held = batched('HMGET', KEYS[1], names)
   for i = 1, #fields, 2 do
     local want = fields[i + 1]
     if want == cjson.null then want = false end
@@ -83,11 +75,11 @@ local function applied()
 end
 
 if version ~= ARGV[1] then
-  -- ARGV[1] is a version as kickq writes it (see _redis/record.py `counter`): another text is
-  -- damage, never a change made meanwhile
+  -- ARGV[1] is a version as kickq writes it (see `counter`): another text is damage, never a
+  -- change made meanwhile
   if not version then
     if redis.call('EXISTS', KEYS[1]) == 1 then return 'damaged: the record has no version' end
-  elseif #version > 15 or not (version == '0' or string.match(version, '^[1-9]%d*$')) then
+  elseif not counter(version) then
     return 'damaged: version is not a whole number'
   end
   return ARGV[15 + n] == '1' and applied() and 2 or 0
@@ -96,44 +88,21 @@ local placement = ARGV[3]
 local completes = ARGV[8] ~= ''
 local run_ended = ARGV[9] ~= ''
 
-local function wrong(key, kind, expected)
-  return redis.error_reply('kickq: ' .. key .. ' is a ' .. kind .. ', not a ' .. expected)
-end
-
 -- the sorted sets that say where the job is, checked before the first write; read-only keys
 -- are checked by their read. The name's indexes and its process times are listings, written
 -- with pcall: a damaged one is reported by its reader, never fails the job's change.
-local function check(key, expected)
-  local kind = redis.call('TYPE', key).ok
-  if kind ~= 'none' and kind ~= expected then return wrong(key, kind, expected) end
-end
-local function read(expected, ...)
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then
-    local key = select(2, ...)
-    return nil, wrong(key, redis.call('TYPE', key).ok, expected)
-  end
-  return reply
-end
-
-local err = check(KEYS[2], 'zset') or (KEYS[3] ~= KEYS[2] and check(KEYS[3], 'zset')) or nil
-if err then return err end
+local err = check_type(KEYS[2], 'zset') or (KEYS[3] ~= KEYS[2] and check_type(KEYS[3], 'zset'))
+  or nil
+if err then return redis.error_reply(err) end
 local held = nil  -- this minute's completion counts, "<epoch minute>:<succeeded>:<failed>"
 if completes then
-  held, err = read('hash', 'HGET', KEYS[7], math.floor(tonumber(ARGV[7]) / 60000000) % 60)
-  if err then return err end
+  held, err = typed_read('hash', 'HGET', KEYS[7], math.floor(tonumber(ARGV[7]) / 60000000) % 60)
+  if err then return redis.error_reply(err) end
 end
 local limited = 0
 if ARGV[14 + n] == '1' then
-  limited, err = read('hash', 'HEXISTS', KEYS[9], 'concurrency')
-  if err then return err end
-end
-
-local function next_score(queue, priority)
-  local band = (9 - tonumber(priority)) * 100000000000000
-  local last = redis.call('ZREVRANGEBYSCORE', queue, band + 99999999999999, band,
-    'WITHSCORES', 'LIMIT', 0, 1)
-  return last[2] and tonumber(last[2]) + 1 or band
+  limited, err = typed_read('hash', 'HEXISTS', KEYS[9], 'concurrency')
+  if err then return redis.error_reply(err) end
 end
 
 local function count_completion(outcome)
@@ -156,8 +125,8 @@ for i = 1, #fields, 2 do
     set[#set + 1] = fields[i + 1]
   end
 end
-batched('HSET', set)
-batched('HDEL', removed)
+batched('HSET', KEYS[1], set)
+batched('HDEL', KEYS[1], removed)
 redis.call('ZREM', KEYS[2], ARGV[2])
 if KEYS[5] ~= KEYS[2] then
   redis.pcall('ZREM', KEYS[5], ARGV[2])

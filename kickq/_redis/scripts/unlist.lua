@@ -5,13 +5,13 @@
 -- meanwhile keeps its place. A damaged record (no state or an unknown one, a key that is not a
 -- hash) is left to its readers, which set it aside.
 --
--- KEYS[1]  the index (zset)
--- ARGV[1]  job key prefix (the key of job <id> is ARGV[1] .. id)
--- ARGV[2]  the states the index holds, each between spaces: " delayed retry ghost "
--- ARGV[3 ..]  the ids
+-- KEYS[1]  index: the index (zset)
+-- ARGV[1]  job_prefix: the key of job <id> is ARGV[1] .. id
+-- ARGV[2]  held: the states the index holds, each between spaces: " delayed retry ghost "
+-- ARGV[3 ..]  id: the ids
 -- Returns the ids dropped.
-local KNOWN = { queued = true, delayed = true, processing = true, retry = true, ghost = true,
-                success = true, fail = true }
+local seen = {}  -- a state a job can be in
+for _, state in ipairs(SEEN_STATES) do seen[state] = true end
 local dropped = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
@@ -22,7 +22,7 @@ for i = 3, #ARGV do
     if state == false then  -- no record, or one without a state (damaged: left to its readers)
       stale = redis.call('EXISTS', key) == 0
     else  -- a known state it does not hold (else damaged, or a key that is not a hash)
-      stale = KNOWN[state] and not string.find(ARGV[2], ' ' .. state .. ' ', 1, true)
+      stale = seen[state] and not string.find(ARGV[2], ' ' .. state .. ' ', 1, true)
     end
     if stale then
       redis.call('ZREM', KEYS[1], id)

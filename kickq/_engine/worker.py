@@ -42,7 +42,7 @@ BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun d
 IDLE_RECHECK = datetime.timedelta(seconds=IDLE_WAIT)
 # how long `stop` waits for the hand-back of the runs it gives up (one round trip): longer, and
 # they are left to their deadline
-HAND_BACK_WAIT = 2.0
+HAND_BACK_WAIT = 1.0
 
 
 @attrs.frozen

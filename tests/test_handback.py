@@ -5,6 +5,7 @@ changes nothing (the record's version fences it)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import pathlib
@@ -351,3 +352,44 @@ def test_runs_redis_does_not_take_back_are_left_to_ghost(
     finally:
         kickq.reset()
         own.stop()
+
+
+def test_a_coroutine_handed_back_is_cancelled() -> None:
+    """A coroutine handler's run given up is cancelled, and its job handed back."""
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def handler(job: Job, data: Any) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    worker = kickq.process("handback-async", handler)
+    job = kickq.create("handback-async", process_timeout=600).result(5)
+    assert started.wait(10)
+    worker.stop(0.2)
+    assert cancelled.wait(10)
+    back = handed_back(job.id)
+    assert back is not None, kickq.get(job.id).result(5)
+    assert_abandoned(back)
+
+
+def test_a_thread_handler_given_up_sees_cancelled() -> None:
+    """Inside a thread handler whose run was given up, kickq.cancelled() turns True."""
+    started, saw = threading.Event(), threading.Event()
+
+    def handler(job: Job, data: Any) -> str:
+        started.set()
+        wait_until(kickq.cancelled, 20, what="the run to be given up")
+        saw.set()
+        return "stopped early"
+
+    worker = kickq.process("handback-cooperative", handler)
+    job = kickq.create("handback-cooperative", process_timeout=600).result(5)
+    assert started.wait(10)
+    worker.stop(0.2)
+    assert saw.wait(10)
+    assert handed_back(job.id) is not None

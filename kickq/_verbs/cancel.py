@@ -16,8 +16,7 @@ from kickq._engine.future import KickqFuture
 from kickq._model import clock, lifecycle
 from kickq._model.config import purge_timeout
 from kickq._model.job import State
-from kickq._verbs.api import about, not_found
-from kickq._verbs.query import applied, current
+from kickq._verbs.background import about, applied, current, not_found
 
 ATTEMPTS = 20  # a job changes a few times at most while a cancel reads it (claim, end, retry)
 

@@ -13,7 +13,7 @@ from typing import Any
 from kickq._engine import runtime
 from kickq._engine.future import KickqFuture, failed
 from kickq._model import clock, config, lifecycle
-from kickq._model.errors import ConfigError
+from kickq._model.errors import ConfigError, JobKeptChanging
 from kickq._model.job import Job, State
 from kickq._redis import indexes
 from kickq._redis.keys import SEEN_STATES
@@ -202,7 +202,7 @@ def requeue(job_id: str) -> KickqFuture[Job]:
                 )
             if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
                 return change.job
-        raise ValueError(f"job {job_id} kept changing; it was not requeued")
+        raise JobKeptChanging(job_id, "requeued")
 
     future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), requeue_one)
     return future

@@ -192,6 +192,7 @@ def test_a_job_that_keeps_changing_fails_cancel_and_requeue_with_job_kept_changi
     assert type(cancelling.value) is type(requeueing.value)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_cancelled_is_false_outside_a_handler() -> None:
     assert kickq.cancelled() is False
 

@@ -1,7 +1,6 @@
-"""What the verbs share to do their Redis work off the caller's thread: `in_background` (a
-dispatcher task whose outcome is a KickqFuture), `about` (the same for one job id, an id kickq
-cannot have made answered without a key), and reading one job to decide a change from
-(`current`, `applied`, `not_found`).
+"""What the verbs share: `in_background` (a dispatcher task whose outcome is a KickqFuture),
+`about` (the same for one job id; an id kickq cannot have made is answered without a key), and
+reading the one job a change is decided from (`current`, `applied`, `not_found`).
 """
 
 from __future__ import annotations

@@ -175,6 +175,7 @@ def test_lua_lays_values_out_as_python_does(r: Any, size: int) -> None:
     assert ("data" + MARK + "1" in fields) == (PIECE < size <= WHOLE_ABOVE)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_the_values_lua_cuts_are_ascii() -> None:
     """Lua cuts a new job's data and unique key byte by byte: kickq encodes both ASCII-only."""
     assert dumps({"ключ": ["é€😀", "\u2028"]}, "job data").isascii()

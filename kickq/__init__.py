@@ -12,7 +12,9 @@ from kickq._engine.heartbeats import WorkerInfo
 from kickq._engine.worker import Worker
 from kickq._model.errors import (
     ConfigError,
+    DamagedRecord,
     HotjobTimeout,
+    JobKeptChanging,
     JobNotFound,
     KickqError,
     RedisUnavailable,
@@ -45,11 +47,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DamagedRecord",
     "EventSubscription",
     "HotjobTimeout",
     "Job",
     "JobCancelled",
     "JobFailed",
+    "JobKeptChanging",
     "JobNotFound",
     "JobQuery",
     "KickqError",

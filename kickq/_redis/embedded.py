@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from kickq._model import clock
+from kickq._model import clock, forks
 from kickq._model.errors import RedisUnavailable
 
 __all__ = [
@@ -56,14 +56,12 @@ _announced = False
 _announce_lock = threading.Lock()
 
 
+@forks.in_child
 def _renew_lock() -> None:
     """After fork(), in the child: a parent thread may have held the lock at the fork."""
     global _announce_lock
     _announce_lock = threading.Lock()
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_lock)
 
 # What a probe of the socket found.
 _UP = "up"

@@ -13,13 +13,13 @@ from typing import Any
 from kickq._engine import runtime
 from kickq._engine.future import KickqFuture, failed
 from kickq._model import clock, config, lifecycle
-from kickq._model.errors import ConfigError, DamagedRecord
+from kickq._model.errors import ConfigError, JobKeptChanging
 from kickq._model.job import Job, State
 from kickq._redis import indexes
 from kickq._redis.keys import SEEN_STATES
 from kickq._redis.store import Store
-from kickq._redis.stored import Damaged, StoredJob, damage_of
-from kickq._verbs.api import about, in_background, not_found
+from kickq._redis.stored import Damaged, damage_of
+from kickq._verbs.background import about, applied, current, in_background, not_found
 
 PAGE = 200  # jobs to one round trip of a bulk repair
 ATTEMPTS = 5  # a job that keeps changing under a requeue is reported, not chased for ever
@@ -186,32 +186,6 @@ def _delete_index(store: Store, name: str, state: str) -> int:
     return deleted
 
 
-def current(engine: runtime.Runtime, job_id: str) -> StoredJob:
-    """The job as stored now, to decide a change from: JobNotFound when there is none,
-    DamagedRecord when its record cannot be read (it is set aside)."""
-    loaded = engine.store.load(job_id)
-    if loaded is None:
-        raise not_found(job_id)
-    if isinstance(loaded, Damaged):
-        raise damaged_record(engine, loaded)
-    return loaded
-
-
-def damaged_record(engine: runtime.Runtime, damaged: Damaged) -> DamagedRecord:
-    """The error of a call that found `damaged`, once it is set aside."""
-    engine.quarantine(damaged)
-    return DamagedRecord(damaged.job_id, damaged.error)
-
-
-def applied(engine: runtime.Runtime, job_id: str, reply: Any) -> bool:
-    """Whether a transition of job `job_id` was applied, from its reply: a damaged record
-    (see `damage_of`) is set aside, and its DamagedRecord raised."""
-    damaged = damage_of(job_id, reply)
-    if damaged is not None:
-        raise damaged_record(engine, damaged)
-    return bool(reply)
-
-
 def requeue(job_id: str) -> KickqFuture[Job]:
     """Queue a job that failed for good again, with fresh retry and ghost budgets; its runs
     stay. Fails with ValueError if it has not failed for good, JobNotFound if unknown."""
@@ -228,7 +202,7 @@ def requeue(job_id: str) -> KickqFuture[Job]:
                 )
             if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
                 return change.job
-        raise ValueError(f"job {job_id} kept changing; it was not requeued")
+        raise JobKeptChanging(job_id, "requeued")
 
     future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), requeue_one)
     return future

@@ -25,7 +25,7 @@ from kickq._model.schedules import (
     from_record,
     to_record,
 )
-from kickq._verbs.api import in_background
+from kickq._verbs.background import in_background
 
 log = logging.getLogger("kickq.schedules")
 

@@ -8,18 +8,7 @@ from __future__ import annotations
 import argparse
 
 from kickq.cli import worker as worker_cli
-from kickq.cli.parser import Failure, arg, command
-
-
-def port(text: str) -> int:
-    """A TCP port number; 0 asks for any free port."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {text!r}")
-    return value
+from kickq.cli.parser import Failure, arg, command, port
 
 
 @command(

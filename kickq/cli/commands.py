@@ -37,7 +37,7 @@ COMMAND_MODULES = (inspect_cli, repair_cli, verbs_cli, dashboard_cli)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = cli_parser.parser(kickq.__version__).parse_args(argv)
+    args = cli_parser.parse(kickq.__version__, argv)
     prog = f"{PROG} {args.command}"
     out.quiet_library_logs()
     try:

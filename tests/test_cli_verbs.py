@@ -237,3 +237,17 @@ def test_a_typo_says_what_was_meant(fail: Fail, args: list[str], said: str) -> N
     status, line = fail(*args)
     assert status == 2
     assert line.startswith(said)
+
+
+def test_kickq_namespace_is_the_default_namespace(
+    run: Run, fail: Fail, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kickq.config(redis_url=redis_url, redis_namespace="shop")
+    job = kickq.create("email", 1).result(5)
+    monkeypatch.setenv("KICKQ_NAMESPACE", "shop")
+    assert json.loads(run("show", job.id, "--json"))["id"] == job.id
+    assert fail("show", job.id, "--namespace", "kickq")[0] == 1
+    monkeypatch.setenv("KICKQ_NAMESPACE", "a{b")
+    status, line = fail("show", job.id)
+    assert status == 2
+    assert "namespace" in line

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -25,6 +26,7 @@ from kickq.cli import output as out
 PROG = "kickq"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+ENV_NAMESPACE = "KICKQ_NAMESPACE"  # the default of --namespace
 Run = Callable[[argparse.Namespace], int]
 
 
@@ -104,7 +106,11 @@ def _connection_options() -> _Parser:
         help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
         "embedded Redis)",
     )
-    options.add_argument("--namespace", help="the redis_namespace to use (default: kickq)")
+    options.add_argument(
+        "--namespace",
+        default=os.environ.get(ENV_NAMESPACE) or None,
+        help=f"the redis_namespace to use (default: ${ENV_NAMESPACE}, else kickq)",
+    )
     return options
 
 

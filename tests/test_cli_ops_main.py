@@ -208,6 +208,7 @@ def test_delete_in_words(run: Run, redis_url: str, capsys: pytest.CaptureFixture
 
 def test_pause_and_resume_in_words(run: Run) -> None:
     """pause and resume say whether they changed anything."""
+    kickq.create("main-p", 1).result(5)  # a name no job ever had is refused (see test_cli_verbs)
     assert run("pause", "main-p") == "paused main-p\n"
     assert run("pause", "main-p") == "main-p was paused already\n"
     assert json.loads(run("pause", "main-p", "--json")) == {

@@ -155,7 +155,7 @@ def test_purge_deletes_finished_jobs_only(run: Run, fail: Fail) -> None:
 
 
 def test_unschedule(run: Run, fail: Fail) -> None:
-    kickq.schedule("nightly", "report", every=3600).result(5)
+    kickq.schedule("report", every=3600, key="nightly").result(5)
     assert run("unschedule", "nightly") == "unscheduled nightly\n"
     assert kickq.schedules().result(5) == []
     assert fail("unschedule", "nightly") == (1, "kickq unschedule: no schedule with key 'nightly'")
@@ -251,3 +251,22 @@ def test_kickq_namespace_is_the_default_namespace(
     status, line = fail("show", job.id)
     assert status == 2
     assert "namespace" in line
+
+
+def test_pause_refuses_a_name_no_job_ever_had(run: Run, fail: Fail) -> None:
+    kickq.create("email", 1).result(5)
+    kickq.schedule("report", every=3600, key="nightly").result(5)
+    assert fail("pause", "emial") == (
+        1,
+        "kickq pause: no job named 'emial'; did you mean 'email'? (--force pauses it all the same)",
+    )
+    assert fail("pause", "zzz") == (
+        1,
+        "kickq pause: no job named 'zzz' (--force pauses it all the same)",
+    )
+    assert set(kickq.stats().result(5)) == {"email"}  # the typo is not among the names
+    assert run("pause", "report") == "paused report\n"  # a schedule's name, before its first job
+    assert run("pause", "emial", "--force") == "paused emial\n"
+    assert kickq.stats().result(5)["emial"].paused
+    assert run("resume", "zzz") == "zzz was not paused\n"
+    assert "zzz" not in kickq.stats().result(5)

@@ -283,3 +283,9 @@ def ids_starting(prefix: str, most: int = 5) -> KickqFuture[list[str]]:
         return sorted(found)
 
     return in_background(scan)
+
+
+def names() -> KickqFuture[list[str]]:
+    """Every job name of the namespace that has had a job (or was paused), sorted: the names
+    `kickq.stats()` reports, without reading their stats."""
+    return in_background(lambda engine: indexes.names(engine.store))

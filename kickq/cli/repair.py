@@ -10,8 +10,10 @@ failure (exit 1), as is an unknown id.
 from __future__ import annotations
 
 import argparse
+import difflib
 
 import kickq
+from kickq._verbs.query import names
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli.parser import EXIT_USAGE, Failure, arg, command
@@ -99,8 +101,23 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _known(args: argparse.Namespace) -> None:
+    """Refuse to pause a name that no job ever had, nor any schedule creates: a typo would
+    otherwise be paused (and listed among the names) for good. --force pauses it anyway."""
+    if args.force:
+        return
+    known = set(wait(names())) | {schedule.name for schedule in wait(kickq.schedules())}
+    if args.name in known:
+        return
+    close = difflib.get_close_matches(args.name, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise Failure(f"no job named {args.name!r}{hint} (--force pauses it all the same)")
+
+
 def _switch(args: argparse.Namespace, paused: bool) -> int:
     connect(args)
+    if paused:
+        _known(args)
     verb = kickq.pause if paused else kickq.resume
     changed = wait(verb(args.name))
     if args.json:
@@ -116,6 +133,7 @@ def _switch(args: argparse.Namespace, paused: bool) -> int:
     "pause",
     "start no new run of a job name in any process (running jobs finish)",
     arg("name", metavar="NAME", help="the job name"),
+    arg("--force", action="store_true", help="pause it even if no job ever had that name"),
 )
 def _pause(args: argparse.Namespace) -> int:
     return _switch(args, paused=True)

@@ -106,7 +106,7 @@ def _known(args: argparse.Namespace) -> None:
     otherwise be paused (and listed among the names) for good. --force pauses it anyway."""
     if args.force:
         return
-    known = set(wait(names())) | {schedule.name for schedule in wait(kickq.schedules())}
+    known = {*wait(names()), *(schedule.name for schedule in wait(kickq.schedules()))}
     if args.name in known:
         return
     close = difflib.get_close_matches(args.name, sorted(known), n=1)

@@ -168,7 +168,7 @@ def test_workers(subprocess_env: dict[str, str]) -> None:
     assert datetime.datetime.fromisoformat(found["last_seen"]).tzinfo is not None
 
     table = run_table("workers", env=subprocess_env)
-    assert worker.id in table and "ops-a,ops-b" in table and "1 live workers" in table
+    assert worker.id in table and "ops-a,ops-b" in table and "1 live worker" in table
     worker.stop(5)
 
 

@@ -159,7 +159,7 @@ def test_requeue_in_words(run: Run, redis_url: str, capsys: pytest.CaptureFixtur
         f"kickq requeue: no job with id {'0' * 32!r}",
     )
     said = run("requeue", "--name", "main-rq,main-none")
-    assert said == "requeued 1 jobs of main-rq, main-none that had failed for good\n"
+    assert said == "requeued 1 job of main-rq, main-none that had failed for good\n"
     assert kickq.get(second.id).result(5).state is kickq.State.QUEUED
     assert json.loads(run("requeue", "--name", "main-rq", "--json")) == {
         "name": ["main-rq"],

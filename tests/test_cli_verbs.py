@@ -4,6 +4,8 @@ promote, purge, unschedule and limit; and id prefixes wherever a command takes a
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -270,3 +272,53 @@ def test_pause_refuses_a_name_no_job_ever_had(run: Run, fail: Fail) -> None:
     assert kickq.stats().result(5)["emial"].paused
     assert run("resume", "zzz") == "zzz was not paused\n"
     assert "zzz" not in kickq.stats().result(5)
+
+
+@pytest.mark.parametrize(
+    "args", [["stats", "--watch", "--interval", "0.1"], ["jobs", "--json", "--limit", "2000"]]
+)
+def test_a_reader_that_stops_early_gets_no_broken_pipe_error(
+    subprocess_env: dict[str, str], args: list[str]
+) -> None:
+    """`kickq ... | head -1`: the command ends quietly (141, as SIGPIPE would), no traceback."""
+    kickq.create_many("email", list(range(2000)))
+    wait_until(lambda: kickq.jobs().count().result(5) == 2000, 20)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "kickq", *args],
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.readline()
+    child.stdout.close()  # as head does once it has its line
+    try:
+        status = child.wait(30)
+    finally:
+        child.kill()
+    with child.stderr:
+        assert child.stderr.read() == b""
+    assert status == 141
+
+
+def test_tables_read_at_80_columns(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns a job is a row of one line (ids cut to 8 digits, which commands take);
+    piped without COLUMNS, ids stay whole. Counts agree in number."""
+    jobs = [kickq.create("email", {"to": "x" * 60}).result(5) for _ in range(2)]
+    kickq.cancel(jobs[0].id).result(5)
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = run("jobs").splitlines()
+    assert max(len(line) for line in shown) <= 80
+    rows = [line for line in shown if line.strip()[:8] in {job.id[:8] for job in jobs}]
+    assert len(rows) == 2
+    assert any("cancel" in row for row in rows)
+    assert "ids cut to 8 digits" in shown[-1]
+    assert json.loads(run("show", rows[0].split()[0], "--json"))["id"] in {job.id for job in jobs}
+    assert run("schedules").rstrip().splitlines()[-1].rstrip() == "0 schedules"
+    kickq.schedule("report", every=60).result(5)
+    assert run("schedules").rstrip().splitlines()[-1].rstrip() == "1 schedule"
+    monkeypatch.delenv("COLUMNS")
+    assert jobs[1].id in run("jobs")
+    assert run("jobs", "--name", "nope").rstrip().splitlines()[-1].strip() == (
+        "no jobs here (0 match)"
+    )

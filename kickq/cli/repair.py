@@ -49,7 +49,10 @@ def _requeue(args: argparse.Namespace) -> int:
         if args.json:
             out.print_json({"name": args.name, "requeued": count})
         else:
-            out.say(f"requeued {count} jobs of {', '.join(args.name)} that had failed for good")
+            out.say(
+                f"requeued {out.plural(count, 'job')} of {', '.join(args.name)} "
+                "that had failed for good"
+            )
         return 0
     try:
         job = wait(kickq.requeue(job_id(args.id)))
@@ -89,7 +92,10 @@ def _delete(args: argparse.Namespace) -> int:
         if args.json:
             out.print_json({"name": args.name, "state": args.state, "deleted": count})
         else:
-            out.say(f"deleted {count} jobs of {', '.join(args.name)} ({', '.join(args.state)})")
+            out.say(
+                f"deleted {out.plural(count, 'job')} of {', '.join(args.name)} "
+                f"({', '.join(args.state)})"
+            )
         return 0
     found = job_id(args.id)
     if not wait(kickq.delete(found)):

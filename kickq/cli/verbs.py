@@ -80,7 +80,7 @@ count = cli_parser.whole(0, 1_000_000)
         help='the job\'s data as JSON, e.g. \'{"to": "a@b.c"}\' (default: null)',
     ),
     arg("--delay", type=cli_parser.seconds, metavar="SECONDS", help="queue it this much later"),
-    arg("--at", type=moment, metavar="TIME", help="queue it at this ISO-8601 time (UTC if bare)"),
+    arg("--at", type=moment, metavar="WHEN", help="queue it at this ISO-8601 time (UTC if bare)"),
     arg("--priority", type=priority, metavar="P", help="0 (last) to 9 (first); default 5"),
     arg("--retry", action="store_true", default=None, help="run it again when it fails"),
     arg("--retry-count", type=count, metavar="N", help="with --retry: at most N more runs"),
@@ -117,7 +117,7 @@ def _create(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(out.job_fields(job))
     else:
-        print(job.id)
+        out.say(job.id)
     return 0
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger("kickq.jobs")
 
 def finished(job: Job) -> None:
     """Log the run that just ended `job`: its outcome is the state the job went to (success,
-    retry, ghost, or fail for good)."""
+    retry, ghost, fail for good, or queued for a run handed back by a stopping worker)."""
     if not log.isEnabledFor(logging.INFO):
         return
     run = job.runs[-1] if job.runs else None

@@ -39,7 +39,7 @@ from kickq._verbs.api import configure as config
 from kickq._verbs.cancel import cancel
 from kickq._verbs.limits import limit
 from kickq._verbs.processors import processor, start
-from kickq._verbs.query import JobQuery, jobs, requeue
+from kickq._verbs.query import JobQuery, jobs, promote, requeue
 from kickq._verbs.scheduling import schedule, schedules, unschedule
 from kickq._verbs.stats import NameStats, pause, resume, stats, workers
 
@@ -81,6 +81,7 @@ __all__ = [
     "pause",
     "process",
     "processor",
+    "promote",
     "requeue",
     "reset",
     "resume",

@@ -161,6 +161,7 @@ DOCUMENTED = {
     "jobs",
     "JobQuery",
     "requeue",
+    "promote",
     "stats",
     "NameStats",
     "workers",

@@ -16,7 +16,7 @@ from kickq._model import clock, config, lifecycle
 from kickq._model.errors import ConfigError, JobKeptChanging
 from kickq._model.job import Job, State
 from kickq._redis import indexes
-from kickq._redis.keys import SEEN_STATES
+from kickq._redis.keys import SEEN_STATES, is_job_id
 from kickq._redis.store import Store
 from kickq._redis.stored import Damaged, damage_of
 from kickq._verbs.background import about, applied, current, in_background, not_found
@@ -206,3 +206,60 @@ def requeue(job_id: str) -> KickqFuture[Job]:
 
     future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), requeue_one)
     return future
+
+
+def promote(job_id: str) -> KickqFuture[Job]:
+    """Queue now a job that waits: delayed, waiting to retry, or a ghost waiting to run again
+    (its wait is cut short; its runs and budgets stay). Resolves to the queued Job; fails with
+    ValueError if it is not waiting, JobNotFound if unknown."""
+
+    def promote_one(engine: runtime.Runtime) -> Job:
+        store = engine.store
+        for _ in range(ATTEMPTS):
+            loaded = current(engine, job_id)
+            change = lifecycle.promote(loaded.job, clock.now())
+            if change is None:
+                raise ValueError(
+                    f"job {job_id} is not waiting (it is {loaded.job.state.value}): only a "
+                    "delayed job, or one waiting to retry or run again, can be promoted"
+                )
+            if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
+                return change.job
+        raise ValueError(f"job {job_id} kept changing; it was not promoted")
+
+    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), promote_one)
+    return future
+
+
+MIN_PREFIX = 4
+"""The fewest hex digits an id prefix may have: shorter ones match too many jobs to be meant."""
+_SCAN_COUNT = 1000  # keys one SCAN call looks at
+
+
+def ids_starting(prefix: str, most: int = 5) -> KickqFuture[list[str]]:
+    """The ids of up to `most` jobs whose id starts with `prefix` (MIN_PREFIX to 31 lowercase
+    hex digits; anything else matches none), sorted. A SCAN over the namespace's job records:
+    its cost grows with the keys of the database, so it is for people typing an id, not for
+    code (which holds whole ids)."""
+    if not (MIN_PREFIX <= len(prefix) < 32 and all(c in "0123456789abcdef" for c in prefix)):
+        return in_background(lambda engine: [])
+
+    def scan(engine: runtime.Runtime) -> list[str]:
+        store = engine.store
+        start = store.keys_of(prefix).job_prefix
+        found: set[str] = set()
+        for key in store.client.scan_iter(match=f"{start}{prefix}*", count=_SCAN_COUNT):
+            job_id = str(key)[len(start) :]
+            if is_job_id(job_id):
+                found.add(job_id)
+                if len(found) >= most:
+                    break
+        return sorted(found)
+
+    return in_background(scan)
+
+
+def names() -> KickqFuture[list[str]]:
+    """Every job name of the namespace that has had a job (or was paused), sorted: the names
+    `kickq.stats()` reports, without reading their stats."""
+    return in_background(lambda engine: indexes.names(engine.store))

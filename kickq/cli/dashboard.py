@@ -26,15 +26,29 @@ from kickq.cli.parser import Failure, arg, command, port
         action="store_true",
         help="offer requeue, delete, pause and resume (default: read-only)",
     ),
+    arg(
+        "--metrics-port",
+        type=port,
+        metavar="PORT",
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs kickq[metrics])",
+    ),
+    arg(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0: every one)",
+    ),
     prints=False,
 )
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C or SIGTERM, then exit 0; a port in use is a failure (exit 1)."""
+    """Serve until Ctrl-C or SIGTERM, then exit 0; a port in use is a failure (exit 1). With
+    --metrics-port, Prometheus metrics alongside, as `kickq worker --metrics-port` serves them
+    (the gauges of the whole namespace; the run counters stay empty: it runs no jobs)."""
     try:
         from kickq import dashboard
     except ImportError as exc:
         raise Failure(str(exc)) from None
     worker_cli.configure_logging("INFO")  # the line saying where it listens, uvicorn's own
+    worker_cli.serve_metrics(args.metrics_host, args.metrics_port)  # as kickq worker does
     dashboard.serve(
         args.host,
         args.port,

@@ -8,7 +8,6 @@ which version it runs on, so an upgrade of redis-py touches this file (and its b
 
 from __future__ import annotations
 
-import inspect
 import socket
 from typing import Any
 
@@ -19,7 +18,6 @@ from redis.exceptions import NoScriptError
 __all__ = [
     "Script",
     "follow_moved",
-    "get_connection",
     "idle_and_ready",
     "is_noscript",
     "node_connection",
@@ -50,30 +48,15 @@ def ready_to_send(connection: Any) -> bool:
         return False
 
 
-# redis-py 5.0 to 8.1 connect (or reconnect) an idle connection inside `get_connection`, with
+# redis-py 7.2 to 8.1 connect (or reconnect) an idle connection inside `get_connection`, with
 # nothing a pool can override to stop it; 8.2 and later do it in `ensure_connection`, which a
 # pool can override (kickq's does: see connection.Pool)
 _CONNECTS_IN_GET = not hasattr(redis.ConnectionPool, "ensure_connection")
 
 
-# redis-py 5.0 to 5.2 require a command name (which they do not use); 5.3 and later take none,
-# and warn (DeprecationWarning) when given one
-_GET_NEEDS_NAME = (
-    inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default
-    is inspect.Parameter.empty
-)
-
-
-def get_connection(pool: Any) -> Any:
-    """A connection of the pool, connected and checked, as redis-py hands one out."""
-    if _GET_NEEDS_NAME:
-        return pool.get_connection("_")
-    return pool.get_connection()
-
-
 def idle_and_ready(pool: Any) -> bool:
     """Whether `get_connection` has an idle connection to hand out, one that it would not
-    connect first where it connects by itself (before 8.2): the one it takes next, the last of
+    connect first where it connects by itself (7.2 to 8.1): the one it takes next, the last of
     the list `_available_connections` in every supported version, is looked at under the
     pool's `_lock`, so that no other thread takes it (and reads from it) meanwhile."""
     with pool._lock:
@@ -121,15 +104,13 @@ def is_noscript(result: Any) -> bool:
 
 
 def scripts_routed_by_keys() -> dict[str, Any]:
-    """The cluster client's option routing EVALSHA and EVAL by the keys they name. redis-py
-    7.1 and later route a command by its `policy_resolver`, and ask a node COMMAND GETKEYS
-    for every EVALSHA queued in a cluster pipeline otherwise: a round trip more for each
-    script call, on a connection of its own. Older versions route them so already ({})."""
-    try:
-        from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
-        from redis.commands.policies import PolicyResolver, StaticPolicyResolver
-    except ImportError:
-        return {}
+    """The cluster client's option routing EVALSHA and EVAL by the keys they name: redis-py
+    routes a command by its `policy_resolver`, and by default asks a node COMMAND GETKEYS for
+    every EVALSHA queued in a cluster pipeline, a round trip more for each script call, on a
+    connection of its own."""
+    from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
+    from redis.commands.policies import PolicyResolver, StaticPolicyResolver
+
     keyed = CommandPolicies(RequestPolicy.DEFAULT_KEYED, ResponsePolicy.DEFAULT_KEYED)
 
     class ScriptsByKeys(PolicyResolver):
@@ -143,22 +124,18 @@ def scripts_routed_by_keys() -> dict[str, Any]:
 
 
 def route_pipeline_like(client: Any, pipe: Any) -> None:
-    """Make a cluster pipeline route commands as its client does: redis-py 7.1 to 8.1 give a
+    """Make a cluster pipeline route commands as its client does: redis-py 7.2 to 8.1 give a
     pipeline the default routing whatever `policy_resolver` the client has (8.2 and later
-    pass it on; before 7.1 there is none)."""
-    resolver = getattr(client, "_policy_resolver", None)
-    if resolver is not None and hasattr(pipe, "_policy_resolver"):
-        pipe._policy_resolver = resolver
+    pass it on)."""
+    pipe._policy_resolver = client._policy_resolver
 
 
 def send_unredirected(pipe: Any) -> list[Any]:
     """Send what a cluster pipeline queued; each result is a reply or the error it raised.
-    redis-py 6.2 and later are told not to follow MOVED and ASK (such a call comes back as
-    its redirection: not applied), nor to re-send a node's calls one by one when its
-    connection failed; before 6.2 the pipeline's `execute` follows them itself."""
-    strategy = getattr(pipe, "_execution_strategy", None)
-    if strategy is None or not hasattr(strategy, "_command_queue"):
-        return list(pipe.execute(raise_on_error=False))
+    Its `execute` would follow MOVED and ASK, and re-send a node's calls one by one when its
+    connection failed: its execution strategy is told not to (a redirected call comes back as
+    its redirection, not applied)."""
+    strategy = pipe._execution_strategy
     try:
         return list(
             strategy.send_cluster_commands(
@@ -170,7 +147,8 @@ def send_unredirected(pipe: Any) -> list[Any]:
 
 
 def _moved(result: Any) -> redis.exceptions.MovedError | None:
-    """The MOVED reply `result` is, as redis-py's MovedError (some give it as plain text)."""
+    """The MOVED reply `result` is, as redis-py's MovedError (a reply parsed without the
+    cluster's error classes is a ResponseError with the text)."""
     if isinstance(result, redis.exceptions.MovedError):
         return result
     if isinstance(result, redis.ResponseError) and str(result).startswith("MOVED "):
@@ -183,13 +161,7 @@ def _moved(result: Any) -> redis.exceptions.MovedError | None:
 
 def follow_moved(manager: Any, result: Any) -> None:
     """When `result` is a MOVED reply, move the slot it names to the node it names in the
-    cluster client's table (`manager`, its `nodes_manager`): redis-py 7.2 and later with
-    `move_slot`; before, the next lookup of the slot applies the redirection it was told of."""
+    cluster client's table (`manager`, its `nodes_manager`)."""
     moved = _moved(result)
-    if moved is None:
-        return
-    if hasattr(manager, "move_slot"):
+    if moved is not None:
         manager.move_slot(moved)
-    else:
-        manager.update_moved_exception(moved)
-        manager.get_node_from_slot(moved.slot_id)

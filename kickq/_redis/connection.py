@@ -60,7 +60,7 @@ class Pool(redis.ConnectionPool):
             return None
         _quick.active = True
         try:
-            return compat.get_connection(self)  # type: ignore[no-any-return]
+            return self.get_connection()
         except Exception:  # it had gone bad, or is not connected: left in the pool as it was
             return None
         finally:

@@ -46,7 +46,12 @@ def cut_error(text: str) -> str:
 
 @attrs.frozen
 class Failed:
+    """A run that failed: its error text (see `describe_error` in _engine/handlers.py), its
+    traceback when it raised, and the exception itself, for the log line of its end only."""
+
     error: str
+    traceback: str | None = None
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -61,14 +66,20 @@ NOT_ON_THE_JOB = frozenset({"at", "meta", "unique", "unique_key"})  # kept in ot
 
 @attrs.frozen
 class Change:
-    """A decided transition: the new job and the events it publishes."""
+    """A decided transition: the new job and the events it publishes; for the end of a run
+    that raised, the exception (`Failed.exception`), for the job log's line (never stored)."""
 
     job: Job
     events: tuple[str, ...]
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def finished(self) -> bool:
         return self.job.complete
+
+    def forget_exception(self) -> None:
+        """Drop the exception once its log line is written: it holds the run's frames."""
+        object.__setattr__(self, "exception", None)
 
 
 def create(
@@ -186,13 +197,16 @@ def end_run(
         return Change(done, ("success",))
 
     if isinstance(outcome, Failed):
-        run = Run(current.count, started, process_time, State.FAIL, cut_error(outcome.error))
+        error, traceback = cut_error(outcome.error), outcome.traceback
+        run = Run(current.count, started, process_time, State.FAIL, error, traceback)
+        exception = outcome.exception
         failures = job.count_runs(State.FAIL) + 1
         again = job.retry and failures <= job.retry_count
         next_state, wait = State.RETRY, (_wait(interval_for(job, failures)) if again else 0.0)
     else:
         error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
         run = Run(current.count, started, process_time, State.GHOST, error)
+        exception = None
         ghosts = job.count_runs(State.GHOST) + 1
         again = job.ghost_retry and ghosts <= job.ghost_count
         next_state, wait = State.GHOST, job.ghost_interval
@@ -216,7 +230,7 @@ def end_run(
             finish_time=now,
             scheduled_for=None,
         )
-    return Change(ended, ("fail",))
+    return Change(ended, ("fail",), exception)
 
 
 def placement(job: Job, purge_timeout: float) -> tuple[str, int]:

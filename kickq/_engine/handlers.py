@@ -143,8 +143,8 @@ def describe_error(error: BaseException) -> str:
     kind = type(error)
     message = _message(error)
     if kind is HandlerError:
-        return message or kind.__qualname__
-    return f"{kind.__qualname__}: {message}" if message else kind.__qualname__
+        return message or kind.__name__
+    return f"{kind.__name__}: {message}" if message else kind.__name__
 
 
 def _message(error: BaseException) -> str:

@@ -25,6 +25,7 @@ import pytest
 import kickq
 from kickq._engine.handlers import (
     MAX_TRACEBACK_CHARS,
+    MAX_TRACEBACK_FRAMES,
     MAX_TRACEBACK_PART,
     cut_traceback,
     describe_error,
@@ -233,13 +234,16 @@ def pong(depth: int) -> None:
 
 
 def test_a_deep_traceback_keeps_its_innermost_frames() -> None:
-    """A traceback of 400 frames (no two alike in a row) keeps its end: at most
-    MAX_TRACEBACK_CHARS characters, a note of what was cut first, the exception last."""
+    """A traceback of 400 frames (no two alike in a row) keeps its end: its innermost
+    MAX_TRACEBACK_FRAMES frames, a note of what was left out first, the exception last."""
     done = failed_job("tb-deep", lambda job, data: ping(400))
     traceback = done.runs[0].traceback
     assert traceback is not None
     assert len(traceback) <= MAX_TRACEBACK_CHARS
-    assert traceback.startswith("[... ") and "characters of the traceback cut" in traceback
+    assert (
+        traceback.startswith("[... ") and "outermost frames of the traceback left out" in traceback
+    )
+    assert traceback.count("\n  File ") == MAX_TRACEBACK_FRAMES
     assert traceback.rstrip().endswith("RuntimeError: bottom")
     assert "in ping" in traceback and "in pong" in traceback
     assert done.last_error == "RuntimeError: bottom"

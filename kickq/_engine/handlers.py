@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import inspect
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -160,6 +161,9 @@ one keeps its end, the innermost frames and the exception itself, behind a line 
 much was cut; any single part of it (a frame, a message) longer than MAX_TRACEBACK_PART is cut
 in its middle first, so that one huge message leaves room for the frames."""
 MAX_TRACEBACK_PART = 4096
+MAX_TRACEBACK_FRAMES = 100
+"""The innermost frames formatted of each exception of a traceback: formatting costs ~30 µs a
+frame (a RecursionError's thousand frames, 30 ms), and a hundred fill the bound anyway."""
 
 
 def describe_traceback(error: BaseException) -> str | None:
@@ -169,10 +173,23 @@ def describe_traceback(error: BaseException) -> str | None:
     if type(error) is HandlerError and error.__traceback__ is None:
         return None
     try:
-        parts = traceback.TracebackException.from_exception(error).format()
-        return cut_traceback([_cut_part(part) for part in parts])
+        formatted = traceback.TracebackException.from_exception(error, limit=-MAX_TRACEBACK_FRAMES)
+        parts = [_cut_part(part) for part in formatted.format()]
+        depth = _depth(error.__traceback__)
+        if depth > MAX_TRACEBACK_FRAMES:
+            left_out = depth - MAX_TRACEBACK_FRAMES
+            parts.insert(0, f"[... {left_out} outermost frames of the traceback left out ...]\n")
+        return cut_traceback(parts)
     except Exception as exc:  # never let a traceback that cannot be formatted lose the run
         return f"<the traceback could not be formatted: {type(exc).__qualname__}>"
+
+
+def _depth(frames: types.TracebackType | None) -> int:
+    depth = 0
+    while frames is not None:
+        depth += 1
+        frames = frames.tb_next
+    return depth
 
 
 def _cut_part(part: str) -> str:

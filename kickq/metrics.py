@@ -7,7 +7,7 @@ exports:
 
 - `kickq_jobs_total{name,outcome}`: a counter of the runs this process's workers ended, by what
   the run made of its job: `success`, `retry`, `ghost` (it overran process_timeout and will run
-  again) or `fail` (for good).
+  again), `fail` (for good) or `queued` (a stopping worker handed the run back).
 - `kickq_job_duration_seconds{name}`: a histogram of those runs' process times.
 - `kickq_queue_depth{name,state}`: a gauge of the jobs of each name in each state, read from
   `kickq.stats()` when Prometheus scrapes, so for the whole namespace (every process);

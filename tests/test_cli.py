@@ -167,7 +167,7 @@ def test_sigterm_lets_the_running_job_finish(workers: Any, sample: pathlib.Path)
 
 def test_second_signal_exits_at_once(workers: Any, sample: pathlib.Path) -> None:
     """A second signal, while the first waits for a long job, ends the worker at once with
-    128 + the signal's number; the job is left running (any process ghosts it later)."""
+    128 + the signal's number; the job is handed back first (queued again)."""
     job = sleep_job(sample, 30)
     worker = workers()
     wait_until((sample / "started").exists, 20, what="the job to start")
@@ -176,17 +176,19 @@ def test_second_signal_exits_at_once(workers: Any, sample: pathlib.Path) -> None
     worker.signal(signal.SIGINT)
     assert worker.exit_status(timeout=5) == 128 + signal.SIGINT
     assert "second signal (SIGINT)" in worker.log
-    assert state_of(job.id) is kickq.State.PROCESSING
+    assert state_of(job.id) is kickq.State.QUEUED
 
 
 def test_grace_bounds_the_wait_for_running_jobs(workers: Any, sample: pathlib.Path) -> None:
-    """When --grace runs out before the running job ends, the worker exits 1 and says so."""
-    sleep_job(sample, 30)
+    """When --grace runs out before the running job ends, the worker hands the job back (queued
+    again), exits 0 and says so."""
+    job = sleep_job(sample, 30)
     worker = workers("--grace", "0.5")
     wait_until((sample / "started").exists, 20, what="the job to start")
     worker.signal(signal.SIGINT)
-    assert worker.exit_status(timeout=10) == 1
-    assert "1 jobs still running after 0.5s" in worker.log
+    assert worker.exit_status(timeout=10) == 0
+    assert "1 jobs still running after 0.5s; handed back" in worker.log
+    assert state_of(job.id) is kickq.State.QUEUED
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """One log line per finished run, on the logger "kickq.jobs", for any application to turn on.
 
 Every worker of the process logs there each run whose end Redis took: the job's name, id, what
-it became, how long the run took and, for a failure, its error. A success is logged at INFO; a
-run that failed (or ghosted) and will run again at WARNING; a job that fails for good at ERROR.
+it became, how long the run took and, for a failure, its error. A success (or a run handed back
+by a stopping worker: queued) is logged at INFO; a run that failed (or ghosted) and will run
+again at WARNING; a job that fails for good at ERROR.
 A run that raised carries its exception as `exc_info`, so that any handler (Sentry's logging
 integration, a JSON formatter) sees its traceback. Successes show only if the application
 configures logging at INFO (`kickq worker` does, to stderr). The line's parts also travel as
@@ -21,9 +22,10 @@ log = logging.getLogger("kickq.jobs")
 
 def finished(job: Job, exception: BaseException | None = None) -> None:
     """Log the run that just ended `job`: its outcome is the state the job went to (success,
-    retry, ghost, or fail for good); `exception` what the run raised, if it did."""
+    retry, ghost, fail for good, or queued for a run handed back by a stopping worker);
+    `exception` what the run raised, if it did."""
     state = job.state
-    level = _INFO if state is _SUCCESS else _ERROR if state is _FAIL else _WARNING
+    level = _ERROR if state is _FAIL else _WARNING if state is _RETRY or state is _GHOST else _INFO
     if not log.isEnabledFor(level):
         return
     run = job.runs[-1] if job.runs else None
@@ -43,7 +45,7 @@ def finished(job: Job, exception: BaseException | None = None) -> None:
     )
 
 
-_SUCCESS, _FAIL = State.SUCCESS, State.FAIL
+_FAIL, _RETRY, _GHOST = State.FAIL, State.RETRY, State.GHOST
 _INFO, _WARNING, _ERROR = logging.INFO, logging.WARNING, logging.ERROR
 
 

@@ -2,9 +2,10 @@
 worker of this process ended, without parsing logs.
 
 A worker calls `notify(job)` once per run whose end Redis took, beside its log line (see
-`_joblog`): the job as that run left it, its state the run's outcome (success, retry, ghost or
-fail) and its last run the one that ended. Observers run in the worker's thread, so each must be
-quick; one that raises is logged and kept, and never costs the worker anything. The list is
+`_joblog`): the job as that run left it, its state the run's outcome (success, retry, ghost,
+fail, or queued for a run handed back) and its last run the one that ended. Observers run in
+the worker's thread, so each must be quick; one that raises is logged and kept, and never
+costs the worker anything. The list is
 replaced, never changed in place, so `notify` reads it without a lock. `kickq.reset()` leaves it
 alone: observers belong to whoever added them (a metrics registry outlives a reset).
 """

@@ -141,6 +141,23 @@ class RunsInProgress:
                     what,
                 )
 
+    def give_up(self) -> list[Running]:
+        """Give up the runs in progress, for a worker that stops before they end: their ends
+        are ignored from now on, as a ghost's. Each is stopped as a cancel stops it (a
+        coroutine or a Future is cancelled, `kickq.cancelled()` turns True in a thread, a run
+        not started yet never starts). Returns those to hand back: all but the cancelled ones,
+        which ended in Redis already."""
+        with self._lock:
+            given = list(self._running.values())
+            handed = [running for running in given if running.token.cancel()]
+            for running in given:
+                running.ghosted = True
+            self._running.clear()
+        for running in given:
+            if running.future is not None:
+                running.future.cancel()
+        return handed
+
     # -- starting runs --------------------------------------------------------------------
 
     def start(self, claimed: StoredJob) -> None:
@@ -206,7 +223,7 @@ class RunsInProgress:
         job = running.claimed.job
         with self._lock:
             if running.ghosted:
-                log.info("kickq: ghosted run of job %s returned late; ignored", job.id)
+                log.info("kickq: given-up run of job %s returned late; ignored", job.id)
                 return
             if self._running.get(job.id) is running:
                 del self._running[job.id]

@@ -40,6 +40,9 @@ IDLE_WAIT = 60.0  # a safety net only: wake-ups come from pub/sub (a reconnect n
 BUSY_WAIT = 1.0  # longest sleep while runs are in progress, to notice overrun deadlines
 # how often every name is asked for even without a wake message (a safety net, as IDLE_WAIT)
 IDLE_RECHECK = datetime.timedelta(seconds=IDLE_WAIT)
+# how long `stop` waits for the hand-back of the runs it gives up (one round trip): longer, and
+# they are left to their deadline
+HAND_BACK_WAIT = 1.0
 
 
 @attrs.frozen
@@ -96,7 +99,9 @@ class Worker:
         self._unsent: list[Ending] = []  # ends of runs Redis has not taken yet (own thread only)
         self._recheck = threading.Event()  # read the records of the runs for missed cancels
         self._stopping = threading.Event()
-        self._abandon = threading.Event()
+        self._abandon = threading.Event()  # give up the runs in progress, hand them back, end
+        self._handed_back = 0  # runs given up and handed back to their queue (see `_give_up`)
+        self._left_behind = 0  # runs given up that Redis did not take back: ghosted at deadline
         # names that one claim serves together (on a Redis Cluster, one group per partition)
         self._rotation = ClaimRotation(context.store.claim_groups(self.names))
         self._subscriptions: list[Subscription] = []
@@ -124,7 +129,8 @@ class Worker:
         self.nudge()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop fetching jobs; let the running ones finish (for at most `timeout` seconds).
+        """Stop fetching jobs; let the running ones finish (for at most `timeout` seconds), then
+        give up those still running and hand them back (see `_give_up`).
 
         Called from this worker's own threads (a handler, say), it cannot wait for the runs,
         which wait for it: it returns at once, and the worker ends after its runs, on its own.
@@ -133,10 +139,8 @@ class Worker:
         if self._thread.is_alive() and not self._waits_on_itself():
             self._thread.join(timeout)
             if self._thread.is_alive():
-                # runs still going are left to their deadline: any kickq process ghosts them
-                self._abandon.set()
-                self.nudge()
-                self._thread.join(1.0)
+                self._give_up()
+                self._thread.join(HAND_BACK_WAIT)
         for subscription in self._subscriptions:
             self._context.listener.unsubscribe(subscription)
         self._subscriptions.clear()
@@ -154,6 +158,21 @@ class Worker:
     @property
     def stopped(self) -> bool:
         return self._stopping.is_set() and not self._thread.is_alive()
+
+    def _give_up(self) -> None:
+        """Stop now: the runs in progress are given up (their ends ignored, as a ghost's) and
+        handed back, in the worker's thread, in one round trip: each job whose record is still
+        that run's is queued again at once (lifecycle.abandon); a run that ended meanwhile is
+        not touched (the record's version fences it). Those Redis does not take back stay
+        `processing` until their deadline ghosts them. The worker's thread then ends."""
+        self.stop_fetching()
+        self._abandon.set()
+        self.nudge()
+
+    def _join(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the worker's thread to end; whether it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def nudge(self) -> None:
         """Look again at every name (wake messages may have been missed)."""
@@ -231,6 +250,47 @@ class Worker:
                 return
             if not claimed_all:
                 self._nudge.wait(self._wait_time(idle))
+        self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Give up the runs in progress and hand them back, with the ends of the runs that
+        ended before, in one round trip (see `_give_up`)."""
+        given = self._runs.give_up()
+        self._left_behind = len(given)  # until Redis takes them back
+        with self._turn_lock:
+            now = clock.now()
+            endings, _ = self._plan(now)
+            store, purge = self._context.store, self._context.purge_timeout()
+            handing = []
+            for running in given:
+                change = lifecycle.abandon(running.claimed.job, now)
+                if change is not None:
+                    call = store.transition_call(change, running.claimed, purge)
+                    handing.append(Ending(change, call, running.claimed))
+            if not endings and not handing:
+                self._left_behind = 0
+                return
+            try:
+                results = store.run_batch([ending.call for ending in endings + handing])
+            except Exception as exc:
+                log.warning(
+                    "kickq: could not hand back %d runs given up (%s: %s); they become ghosts "
+                    "after their process_timeout",
+                    len(given),
+                    type(exc).__name__,
+                    exc,
+                )
+                return
+            self._apply_endings(endings + handing, results)
+        taken = results[len(endings) :]
+        self._handed_back = sum(1 for result in taken if result in (1, 2))
+        self._left_behind = sum(1 for result in taken if isinstance(result, Exception))
+        if self._handed_back:
+            log.warning(
+                "kickq: the worker of %s stopped before %d runs ended; their jobs are queued again",
+                ", ".join(self.names),
+                self._handed_back,
+            )
 
     def _wait_time(self, idle: bool) -> float:
         """Until the next run's deadline or the turn of a rate limit, on the kickq clock."""

@@ -8,7 +8,8 @@ if the record has not changed since it was read (its version fences every transi
                        │               ├─> ghost ──(ghost_interval)──┤
                        │               └─> fail (no retries/ghosts left)
                        ├─────────────── promote (when due) ──────────┘
-                       └─────────────── requeue (by hand) <── fail
+                       ├─────────────── requeue (by hand) <── fail
+                       └─────────────── abandon (a stopping worker gives the run up)
     cancel (by hand): queued, delayed, processing, retry or ghost ──> fail
 """
 
@@ -167,6 +168,49 @@ def cancel(job: Job, now: datetime.datetime) -> Change | None:
     return Change(ended, ("fail",))
 
 
+ABANDONED = "abandoned: the worker stopped before the run ended"
+"""The error of a run its worker gave up, stopping (see `abandon`)."""
+FREE_ABANDONS = 10
+"""How many abandoned runs a job may have (since its budgets last started) before each further
+one counts as a ghost."""
+
+
+def abandoned(run: Run) -> bool:
+    """Whether `run` was given up by a stopping worker (see `abandon`)."""
+    return run.state is State.GHOST and run.error == ABANDONED
+
+
+def ghosts(job: Job) -> int:
+    """The ghosted runs that use up ghost_count: every ghost since the budgets last started
+    but the first FREE_ABANDONS abandoned runs."""
+    counted = [run for run in job.runs if run.count > job.budget_start]
+    given_up = sum(1 for run in counted if abandoned(run))
+    return job.count_runs(State.GHOST) - min(given_up, FREE_ABANDONS)
+
+
+def abandon(job: Job, now: datetime.datetime) -> Change | None:
+    """The run in progress given up by its worker, which stops before the run ends (its grace
+    ran out, `Worker.stop(timeout)` expired, `kickq.reset()`): the job is queued again at once,
+    at its priority, and the run kept as a ghost whose error is ABANDONED. An abandoned run is
+    not a failure of the job: it uses up neither retry_count nor ghost_count, up to
+    FREE_ABANDONS of them; each one after that counts as a ghost (the job waits ghost_interval,
+    or fails once ghost_count is spent), so that a job that stops every worker running it does
+    not go round for ever. Anything but a run in progress is left alone."""
+    if job.state is not State.PROCESSING or not job.runs:
+        return None
+    current = job.runs[-1]
+    started = current.start_time or now
+    process_time = round(max((now - started).total_seconds(), 0.0), 6)
+    run = Run(current.count, started, process_time, State.GHOST, ABANDONED)
+    given_up = attrs.evolve(job, runs=(*job.runs[:-1], run))
+    if sum(1 for r in given_up.runs if r.count > job.budget_start and abandoned(r)) > FREE_ABANDONS:
+        return _ghosted(job, run, ghosts(given_up), now)
+    again = attrs.evolve(
+        given_up, state=State.QUEUED, last_error=ABANDONED, update_time=now, scheduled_for=None
+    )
+    return Change(again, ("queued",))
+
+
 def _wait(seconds: float) -> float:
     """A retry wait a datetime can hold: a retry_interval function may return anything."""
     if not seconds >= 0:  # negative or NaN
@@ -199,17 +243,32 @@ def end_run(
     if isinstance(outcome, Failed):
         error, traceback = cut_error(outcome.error), outcome.traceback
         run = Run(current.count, started, process_time, State.FAIL, error, traceback)
-        exception = outcome.exception
         failures = job.count_runs(State.FAIL) + 1
         again = job.retry and failures <= job.retry_count
-        next_state, wait = State.RETRY, (_wait(interval_for(job, failures)) if again else 0.0)
-    else:
-        error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
-        run = Run(current.count, started, process_time, State.GHOST, error)
-        exception = None
-        ghosts = job.count_runs(State.GHOST) + 1
-        again = job.ghost_retry and ghosts <= job.ghost_count
-        next_state, wait = State.GHOST, job.ghost_interval
+        wait = _wait(interval_for(job, failures)) if again else 0.0
+        return _ended(job, run, again, State.RETRY, wait, now, outcome.exception)
+    error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
+    run = Run(current.count, started, process_time, State.GHOST, error)
+    return _ghosted(job, run, ghosts(job) + 1, now)
+
+
+def _ghosted(job: Job, run: Run, ghosted: int, now: datetime.datetime) -> Change:
+    """The run in progress ended as `run`, a ghost, the job's `ghosted`th that counts."""
+    again = job.ghost_retry and ghosted <= job.ghost_count
+    return _ended(job, run, again, State.GHOST, job.ghost_interval, now)
+
+
+def _ended(
+    job: Job,
+    run: Run,
+    again: bool,
+    next_state: State,
+    wait: float,
+    now: datetime.datetime,
+    exception: BaseException | None = None,
+) -> Change:
+    """The run in progress ended as `run`: the job waits `wait` in `next_state` if `again`,
+    else fails for good; `exception` what the run raised, for the job log."""
     runs = (*job.runs[:-1], run)
     if again:
         ended = attrs.evolve(

@@ -1,10 +1,12 @@
 """`kickq worker MODULE`: import a module, run the processors it registers, stop on a signal.
 
 The first SIGINT or SIGTERM stops fetching and lets the running jobs finish for up to `grace`
-seconds; the worker then exits 0, or 1 if jobs were still running (their runs become ghosts
-after their process_timeout, and run again as ghost_retry says). A second signal exits at
-once with status 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
-reports a process killed by it.
+seconds; the runs still going then are given up and handed back, their jobs queued again at
+once (see Worker._give_up), and the worker exits 0. It exits 1 only if Redis did not take a run
+back: that run becomes a ghost after its process_timeout, and runs again as ghost_retry says.
+A second signal gives up the runs at once, waits up to SECOND_SIGNAL_WAIT for their hand-back
+(one round trip; longer, and they are left to ghost), and exits with status 128 + the signal's
+number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed by it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from kickq.cli.parser import EXIT_USAGE, Failure
 log = logging.getLogger("kickq.cli")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 POLL = 0.25  # seconds: how late the main thread may run a signal's handler
+SECOND_SIGNAL_WAIT = 1.0  # seconds a second signal waits for the runs' hand-back
 METRICS_HOST = "127.0.0.1"  # where --metrics-port listens unless --metrics-host says otherwise
 
 
@@ -108,11 +111,14 @@ def serve_metrics(host: str | None, port: int | None) -> WSGIServer | None:
 
 
 class Signals:
-    """The first SIGINT/SIGTERM asks for a graceful stop; the second ends the process now."""
+    """The first SIGINT/SIGTERM asks for a graceful stop; the second hands the running jobs back
+    (within SECOND_SIGNAL_WAIT) and ends the process; a third ends it without waiting."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.received = ""  # the first signal's name, logged by the main loop (not the handler)
+        self.workers: Sequence[Worker] = ()  # whose runs a second signal hands back
+        self._exiting = False
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -126,8 +132,20 @@ class Signals:
 
     def _second(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        os.write(2, f"kickq worker: second signal ({name}): exiting now\n".encode())
+        if not self._exiting:  # a third signal, while this one waits, exits at once
+            self._exiting = True
+            os.write(2, f"kickq worker: second signal ({name}): exiting now\n".encode())
+            give_up(self.workers, SECOND_SIGNAL_WAIT)
         os._exit(128 + signum)
+
+
+def give_up(workers: Sequence[Worker], wait: float) -> bool:
+    """Give up every worker's runs in progress and wait up to `wait` seconds in all for their
+    hand-back; whether every worker's thread ended by then."""
+    for worker in workers:
+        worker._give_up()
+    deadline = clock.real_monotonic() + wait
+    return all(worker._join(max(deadline - clock.real_monotonic(), 0.0)) for worker in workers)
 
 
 def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
@@ -138,6 +156,7 @@ def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
     that another thread received) would hold back the second signal until the join ends."""
     names = sorted({name for worker in workers for name in worker.names})
     log.info("processing %s (pid %d); Ctrl-C or SIGTERM stops", ", ".join(names), os.getpid())
+    signals.workers = workers
     while not signals.stop.wait(POLL):
         pass
     log.info("%s: stopping (a second signal exits at once)", signals.received)
@@ -152,7 +171,8 @@ def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
 
 
 def stop(workers: Sequence[Worker], grace: float) -> int:
-    """Stop fetching everywhere at once, then wait for running jobs up to one shared deadline."""
+    """Stop fetching everywhere at once, wait for running jobs up to one shared deadline, then
+    give up those still running and hand them back: 0 unless some could not be."""
     running = sum(worker.running for worker in workers)
     log.info("no new jobs; waiting up to %gs for %d running", grace, running)
     for worker in workers:
@@ -160,9 +180,12 @@ def stop(workers: Sequence[Worker], grace: float) -> int:
     deadline = clock.real_monotonic() + grace
     for worker in workers:
         worker.stop(max(deadline - clock.real_monotonic(), 0.0))
-    left = sum(worker.running for worker in workers)
+    handed = sum(worker._handed_back for worker in workers)
+    if handed:
+        log.info("%d jobs still running after %gs; handed back, queued again", handed, grace)
+    left = sum(worker.running + worker._left_behind for worker in workers)
     if left:
-        log.warning("%d jobs still running after %gs; they become ghosts", left, grace)
+        log.warning("%d jobs could not be handed back; they become ghosts", left)
         return 1
     log.info("stopped")
     return 0

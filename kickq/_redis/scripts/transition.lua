@@ -1,6 +1,6 @@
 -- transition: apply one decided state change of an existing job, if its record is still the one
--- the decision was made from. The end of a run (success, failure, ghost) and the promotion of a
--- due job come through here; Python decides, this script only applies.
+-- the decision was made from. The end of a run (success, failure, ghost, a run handed back by a
+-- stopping worker) and the promotion of a due job come through here; Python decides, this script only applies.
 --
 -- KEYS[1]  job: the job hash
 -- KEYS[2]  leaves: the sorted set the job leaves, by the state it was decided from:

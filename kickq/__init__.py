@@ -12,7 +12,9 @@ from kickq._engine.heartbeats import WorkerInfo
 from kickq._engine.worker import Worker
 from kickq._model.errors import (
     ConfigError,
+    DamagedRecord,
     HotjobTimeout,
+    JobKeptChanging,
     JobNotFound,
     KickqError,
     RedisUnavailable,
@@ -37,7 +39,7 @@ from kickq._verbs.api import configure as config
 from kickq._verbs.cancel import cancel
 from kickq._verbs.limits import limit
 from kickq._verbs.processors import processor, start
-from kickq._verbs.query import JobQuery, jobs, requeue
+from kickq._verbs.query import JobQuery, jobs, promote, requeue
 from kickq._verbs.scheduling import schedule, schedules, unschedule
 from kickq._verbs.stats import NameStats, pause, resume, stats, workers
 
@@ -45,11 +47,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "DamagedRecord",
     "EventSubscription",
     "HotjobTimeout",
     "Job",
     "JobCancelled",
     "JobFailed",
+    "JobKeptChanging",
     "JobNotFound",
     "JobQuery",
     "KickqError",
@@ -77,6 +81,7 @@ __all__ = [
     "pause",
     "process",
     "processor",
+    "promote",
     "requeue",
     "reset",
     "resume",

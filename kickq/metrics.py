@@ -9,10 +9,13 @@ exports:
   the run made of its job: `success`, `retry`, `ghost` (it overran process_timeout and will run
   again), `fail` (for good) or `queued` (a stopping worker handed the run back).
 - `kickq_job_duration_seconds{name}`: a histogram of those runs' process times.
-- `kickq_queue_depth{name,state}`: a gauge of the jobs of each name in each state, read from
-  `kickq.stats()` when Prometheus scrapes, so for the whole namespace (every process);
+- `kickq_queue_depth{name,state}`: a gauge of the jobs of each name waiting or running, by
+  state (queued, delayed, processing, retry, ghost), read from `kickq.stats()` when Prometheus
+  scrapes, so for the whole namespace (every process): the work still to do, which a sum over
+  the states gives. `kickq_finished_jobs{name,state}` (success, fail) counts the finished jobs
+  whose records are kept (until purge_timeout): records, not work, so in a gauge of their own.
   `kickq_oldest_queued_age_seconds{name}` and `kickq_paused{name}` come from the same read.
-- `kickq_stats_up`: 1 if that read answered within STATS_TIMEOUT seconds, else 0 (and the three
+- `kickq_stats_up`: 1 if that read answered within STATS_TIMEOUT seconds, else 0 (and the four
   gauges above are left out of the scrape): a scrape never hangs on Redis.
 
 The counter and the histogram hear of each run through kickq's observers of run ends (the same
@@ -44,6 +47,7 @@ __all__ = ["STATS_TIMEOUT", "Metrics", "register"]
 
 log = logging.getLogger("kickq.metrics")
 STATS_TIMEOUT = 2.0  # seconds a scrape waits for kickq.stats()
+FINISHED_STATES = frozenset({"success", "fail"})  # kickq_finished_jobs; the others: queue depth
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 """Run times from milliseconds to half an hour (process_timeout may be that long)."""
 
@@ -66,7 +70,7 @@ class _Stats:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        depth, age, paused, up = self._families()
+        depth, finished, age, paused, up = self._families()
         found = self._read()
         up.add_metric([], 0 if found is None else 1)
         if found is None:
@@ -74,18 +78,24 @@ class _Stats:
         for name in sorted(found):
             stats = found[name]
             for state, count in stats.counts.items():
-                depth.add_metric([name, state], count)
+                gauge = finished if state in FINISHED_STATES else depth
+                gauge.add_metric([name, state], count)
             if stats.oldest_queued_age is not None:
                 age.add_metric([name], stats.oldest_queued_age)
             paused.add_metric([name], 1 if stats.paused else 0)
-        return [depth, age, paused, up]
+        return [depth, finished, age, paused, up]
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily(
                 "kickq_queue_depth",
-                "Jobs of a name in a state (kickq.stats()).",
+                "Jobs of a name waiting or running, by state (kickq.stats()).",
+                labels=["name", "state"],
+            ),
+            GaugeMetricFamily(
+                "kickq_finished_jobs",
+                "Finished jobs of a name whose records are kept, by state (kickq.stats()).",
                 labels=["name", "state"],
             ),
             GaugeMetricFamily(
@@ -120,7 +130,7 @@ class _Stats:
 
     def _failed(self, why: str) -> None:
         if self._up:  # once per outage, not once per scrape
-            log.warning("kickq: metrics: kickq.stats() failed, queue depth left out (%s)", why)
+            log.warning("metrics: kickq.stats() failed, queue depth left out (%s)", why)
         self._up = False
 
 

@@ -16,6 +16,14 @@ points it at that server with a namespace of its own, so that no two tests see e
 jobs (under pytest-xdist too, where each worker process starts a server of its own); after the
 test it resets kickq again and deletes the namespace's keys.
 
+The plugin also guards the application's data: in its test session kickq connects to no Redis
+but the private one. A test that uses kickq without `kickq_env` (or whose code points kickq
+elsewhere: a `kickq.config(redis_url=...)` of the application's settings, `KICKQ_REDIS_URL`,
+the embedded Redis) fails with a `kickq.ConfigError` saying so, instead of writing to a real
+server. A test that means to use another Redis says so with the marker
+`@pytest.mark.kickq_allow_real_redis`; `kickq_allow_real_redis = true` in the pytest
+configuration turns the guard off for the whole run.
+
 This is the only kickq module that imports pytest, and `import kickq` does not import it.
 """
 
@@ -38,8 +46,8 @@ import redis
 
 import kickq
 from kickq._model import clock
-from kickq._model.errors import RedisUnavailable
-from kickq._redis import embedded
+from kickq._model.errors import ConfigError, RedisUnavailable
+from kickq._redis import connection, embedded
 from kickq._verbs.drain import drain
 
 __all__ = ["KickqEnv", "PrivateRedis", "drain", "kickq_env", "kickq_redis"]
@@ -153,13 +161,80 @@ def _fresh_env(server: PrivateRedis) -> Iterator[KickqEnv]:
         server.forget(env.namespace)
 
 
+ALLOW_MARKER = "kickq_allow_real_redis"  # also the ini option's name
+
+
+class _Guard:
+    """Refuses, in a test session, a connection to any Redis but the private servers."""
+
+    def __init__(self) -> None:
+        self.allowed: set[str] = set()  # the private servers' URLs
+
+    def __call__(self, where: str) -> None:
+        if where in self.allowed:
+            return
+        raise ConfigError(
+            f"kickq.testing refused to connect kickq to {where}: in this test session kickq "
+            "may only use the private Redis of the kickq_redis fixture, so that a test never "
+            "writes to a real server. Take the kickq_env fixture (def test_x(kickq_env): ...), "
+            "which points kickq at it with a namespace of the test's own, and configure kickq "
+            "inside the test, not with the application's Redis settings; to use another Redis "
+            f"on purpose, mark the test @pytest.mark.{ALLOW_MARKER}, or set "
+            f"{ALLOW_MARKER} = true in the pytest configuration"
+        )
+
+
+_guard = _Guard()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        ALLOW_MARKER,
+        type="bool",
+        default=False,
+        help="let kickq connect to any Redis in tests (kickq.testing refuses all but the "
+        "private kickq_redis server otherwise)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{ALLOW_MARKER}: this test may connect kickq to a Redis other than kickq_redis's",
+    )
+    if not config.getini(ALLOW_MARKER):
+        connection.connect_guard = _guard
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if connection.connect_guard is _guard:
+        connection.connect_guard = None
+
+
+@pytest.fixture(autouse=True)
+def _kickq_allow_real_redis(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The guard lifted for a test marked kickq_allow_real_redis; kickq reset after it, so that
+    no later test inherits the connection it made."""
+    if request.node.get_closest_marker(ALLOW_MARKER) is None or connection.connect_guard is None:
+        yield
+        return
+    guard, connection.connect_guard = connection.connect_guard, None
+    try:
+        yield
+    finally:
+        kickq.reset()
+        connection.connect_guard = guard
+
+
 @pytest.fixture(scope="session")
 def kickq_redis() -> Iterator[PrivateRedis]:
     """One private redis-server for the test session (a PrivateRedis), stopped at its end."""
     server = PrivateRedis().start()
+    _guard.allowed.add(server.url)
     try:
         yield server
     finally:
+        _guard.allowed.discard(server.url)
         server.stop()
 
 

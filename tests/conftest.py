@@ -171,6 +171,7 @@ def clean_kickq(
     """Every test starts on an empty database with default options, pointed at its Redis."""
     monkeypatch.delenv("KICKQ_REDIS_URL", raising=False)
     monkeypatch.delenv("KICKQ_REDIS_CLUSTER", raising=False)
+    monkeypatch.delenv("KICKQ_NAMESPACE", raising=False)  # the command line's default
     kickq.reset()
     target.flushall()
     connect_kickq(target)

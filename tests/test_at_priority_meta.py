@@ -78,6 +78,7 @@ def test_bad_at_fails_with_config_error_and_stores_nothing(
     assert no_job_stored(r)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("option", "value"),
     [

@@ -73,6 +73,7 @@ def test_dict_keys_that_are_not_str_are_refused(r: Any, data: Any) -> None:
     assert not [key for key in all_keys(r) if ":job:" in key]
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_a_circular_structure_is_refused() -> None:
     """Data that contains itself fails with SerializationError instead of hanging."""
     loop: list[Any] = []
@@ -96,6 +97,7 @@ def test_a_name_that_is_not_utf8_fails_alone_among_1000_creates(r: Any) -> None:
     assert kickq.jobs().count().result(5) == 1000 and set(kickq.stats().result(5)) == {"fine"}
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_names_and_namespaces_that_are_not_utf8_are_refused_everywhere() -> None:
     """process(), job_flags and redis_namespace refuse text that cannot be encoded as UTF-8."""
     with pytest.raises(kickq.ConfigError):

@@ -18,7 +18,9 @@ import kickq._engine.runtime
 import kickq._model.clock
 import kickq._model.lifecycle
 import kickq._redis.stored
-from support import ChildWorkers, scaled, wait_until
+import kickq._verbs.cancel
+import kickq._verbs.query
+from support import ChildWorkers, job_key, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -153,6 +155,45 @@ def test_unknown_ids() -> None:
         kickq.cancel("").result(5)
 
 
+def test_a_job_that_keeps_changing_fails_cancel_and_requeue_with_job_kept_changing(
+    r: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another writer changes the record after every read of a cancel (or a requeue),
+    each try is fenced off: the call fails with JobKeptChanging (a RuntimeError as a cancel's
+    was, a ValueError as a requeue's was) and the job is left as it is."""
+    changes: list[str] = []
+
+    def changing(module: Any) -> None:
+        read = module.current
+
+        def current_then_changed(engine: Any, job_id: str) -> Any:
+            loaded = read(engine, job_id)
+            r.hincrby(job_key(job_id), "version", 1)  # another writer, after the read
+            changes.append(module.__name__)
+            return loaded
+
+        monkeypatch.setattr(module, "current", current_then_changed)
+
+    job = kickq.create("changing").result(5)
+    changing(kickq._verbs.cancel)
+    with pytest.raises(kickq.JobKeptChanging, match="it was not cancelled") as cancelling:
+        kickq.cancel(job.id).result(10)
+    assert changes == ["kickq._verbs.cancel"] * kickq._verbs.cancel.ATTEMPTS
+    assert isinstance(cancelling.value, RuntimeError) and cancelling.value.job_id == job.id
+    assert state_of(job.id) == "queued"
+    monkeypatch.undo()
+    assert kickq.cancel(job.id).result(5) is True  # now failed for good: requeueable
+    changes.clear()
+    changing(kickq._verbs.query)
+    with pytest.raises(kickq.JobKeptChanging, match="it was not requeued") as requeueing:
+        kickq.requeue(job.id).result(10)
+    assert changes == ["kickq._verbs.query"] * kickq._verbs.query.ATTEMPTS
+    assert isinstance(requeueing.value, ValueError) and requeueing.value.job_id == job.id
+    assert state_of(job.id) == "fail"
+    assert type(cancelling.value) is type(requeueing.value)
+
+
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_cancelled_is_false_outside_a_handler() -> None:
     assert kickq.cancelled() is False
 

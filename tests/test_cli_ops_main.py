@@ -159,7 +159,7 @@ def test_requeue_in_words(run: Run, redis_url: str, capsys: pytest.CaptureFixtur
         f"kickq requeue: no job with id {'0' * 32!r}",
     )
     said = run("requeue", "--name", "main-rq,main-none")
-    assert said == "requeued 1 jobs of main-rq, main-none that had failed for good\n"
+    assert said == "requeued 1 job of main-rq, main-none that had failed for good\n"
     assert kickq.get(second.id).result(5).state is kickq.State.QUEUED
     assert json.loads(run("requeue", "--name", "main-rq", "--json")) == {
         "name": ["main-rq"],
@@ -208,6 +208,7 @@ def test_delete_in_words(run: Run, redis_url: str, capsys: pytest.CaptureFixture
 
 def test_pause_and_resume_in_words(run: Run) -> None:
     """pause and resume say whether they changed anything."""
+    kickq.create("main-p", 1).result(5)  # a name no job ever had is refused (see test_cli_verbs)
     assert run("pause", "main-p") == "paused main-p\n"
     assert run("pause", "main-p") == "main-p was paused already\n"
     assert json.loads(run("pause", "main-p", "--json")) == {

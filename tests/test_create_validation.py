@@ -128,6 +128,7 @@ def test_bad_create_fails_the_future_and_stores_nothing(
     settle_and_keys(r)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_serialization_error_is_a_type_error() -> None:
     """Non-JSON data fails with SerializationError, which `except TypeError` also catches."""
     future = kickq.create("job", {1, 2, 3})
@@ -137,6 +138,7 @@ def test_serialization_error_is_a_type_error() -> None:
         future.result(5)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_empty_name_fails_with_config_error_and_value_error() -> None:
     """An empty job name fails the future with an error that is a ValueError."""
     exc = kickq.create("").exception(timeout=5)
@@ -159,6 +161,7 @@ def test_bad_creates_mixed_with_good_ones_store_only_the_good(r: redis.Redis) ->
     assert r.zcard(queue_key("mixed")) == 2
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("bad_id", "error"),
     [(42, TypeError), (None, TypeError), (b"abc", TypeError), ("", ValueError)],
@@ -196,6 +199,7 @@ def test_delete_unknown_id_resolves_false(r: redis.Redis) -> None:
     assert r.exists(job_key(job.id)) == 0
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_process_rejects_unknown_option() -> None:
     """process() raises ConfigError for an unknown option, suggesting concurrent_jobs."""
     with pytest.raises(kickq.ConfigError, match="concurrent_jobs"):
@@ -204,6 +208,7 @@ def test_process_rejects_unknown_option() -> None:
         kickq.process("job", {"concurrent_job": 2}, lambda job, data: None)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize("value", [0, -1, "2", True, 1.5, 10_001, 10**30])
 def test_process_rejects_bad_concurrent_jobs(value: Any) -> None:
     """process() raises ConfigError naming concurrent_jobs for a bad value."""
@@ -211,6 +216,7 @@ def test_process_rejects_bad_concurrent_jobs(value: Any) -> None:
         kickq.process("job", lambda job, data: None, concurrent_jobs=value)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_process_rejects_per_job_options() -> None:
     """process() raises ConfigError for an option that belongs to create()/config()."""
     with pytest.raises(kickq.ConfigError, match="retry") as info:
@@ -219,6 +225,7 @@ def test_process_rejects_per_job_options() -> None:
     assert "not a per-job option" not in str(info.value)  # retry is one: it belongs to create()
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize("handler", [None, 42, "resize"], ids=["None", "int", "str"])
 def test_process_rejects_non_callable_handler(handler: Any) -> None:
     """process() raises TypeError when the handler is not callable."""
@@ -226,6 +233,7 @@ def test_process_rejects_non_callable_handler(handler: Any) -> None:
         kickq.process("job", handler)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("names", "error"),
     [("", ValueError), (42, TypeError), ([], ValueError), (["ok", 3], TypeError)],

@@ -305,3 +305,36 @@ def test_text_filters() -> None:
     soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=10)
     assert render.ago(soon).startswith("in ")
     assert render.when(minute(5)) == "2030-01-01 12:05:00 UTC"
+
+
+def test_kickq_dashboard_metrics_port(subprocess_env: dict[str, str]) -> None:
+    """--metrics-port serves the namespace's gauges beside the dashboard, as the worker does."""
+    kickq.create("dash-metrics").result(5)
+    args = ["-m", "kickq", "dashboard", "--port", "0", "--metrics-port", "0"]
+    child = Child(args, subprocess_env)
+    try:
+        metrics_url = ""
+        while not metrics_url:
+            found = re.search(r"metrics on (http://\S+/metrics)", child.lines.get(timeout=30))
+            metrics_url = found.group(1) if found else ""
+        url, _ = child.url()
+        with httpx.Client(timeout=10) as client:
+            assert client.get(url).status_code == 200
+            page = client.get(metrics_url).text
+        assert 'kickq_queue_depth{name="dash-metrics",state="queued"} 1.0' in page
+        assert "kickq_stats_up 1.0" in page
+    finally:
+        assert child.stop() == 0
+
+
+def test_kickq_dashboard_metrics_host_needs_a_port(subprocess_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kickq", "dashboard", "--metrics-host", "0.0.0.0"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "kickq dashboard: --metrics-host goes with --metrics-port\n"

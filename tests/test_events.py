@@ -121,6 +121,7 @@ def test_on_from_an_event_callback_does_not_wait_on_itself() -> None:
     wait_until(lambda: handles, timeout=kickq._verbs.api.SUBSCRIBE_WAIT / 2, what="the inner on()")
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_on_rejects_unknown_event() -> None:
     """kickq.on() with an unknown event name raises ConfigError."""
     with pytest.raises(kickq.ConfigError):

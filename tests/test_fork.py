@@ -21,6 +21,7 @@ import pytest
 
 import kickq
 from kickq._engine import runtime
+from kickq._model import forks
 from kickq._model.config import settings
 from kickq._redis import embedded
 from support import wait_until
@@ -225,3 +226,47 @@ def test_locks_held_at_fork_do_not_block_the_child() -> None:
     finally:
         release.set()
         holder.join(5)
+
+
+def test_each_module_registers_one_fork_hook_in_its_place() -> None:
+    """Every module that keeps process state has its hook registered, in the order of ORDER
+    (lowest layer first), and kickq registers one hook of its own with os.register_at_fork."""
+    assert [hook.__module__ for hook in forks.hooks()] == list(forks.ORDER)
+    with pytest.raises(ValueError, match="no place"):
+        forks.in_child(lambda: None)
+
+
+def test_the_hooks_run_in_the_child_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a forked child every hook runs once, in the order of ORDER."""
+    ran: list[str] = []
+
+    def recorded(module: str, hook: forks.Hook) -> forks.Hook:
+        def run() -> None:
+            ran.append(module)
+            hook()
+
+        return run
+
+    for module, hook in list(forks._hooks.items()):
+        monkeypatch.setitem(forks._hooks, module, recorded(module, hook))
+    assert in_forked_child(lambda: " ".join(ran)) == " ".join(forks.ORDER)
+    assert ran == []  # not in the parent
+
+
+def test_a_failing_hook_is_logged_and_the_others_still_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One hook that raises does not keep the hooks after it from running."""
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(
+        forks, "_hooks", {forks.ORDER[0]: fails, forks.ORDER[1]: lambda: ran.append("next")}
+    )
+    forks._after_fork_in_child()  # the runner alone: these hooks touch nothing of kickq's
+    assert ran == ["next"]
+    assert [r.levelname for r in caplog.records if "failed in a forked child" in r.message] == [
+        "ERROR"
+    ]

@@ -143,6 +143,7 @@ def test_delete_removes_every_matching_job(r: Any) -> None:
     assert leftovers == []
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -160,6 +161,7 @@ def test_bad_selections_are_refused(kwargs: dict[str, Any], error: type[Exceptio
         kickq.jobs(**kwargs)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("limit", "offset"),
     [(-1, 0), (5, -2), ("5", 0), (5, 1.5), (10**30, 0), (10_001, 0), (5, 2**63), (5, 10**9 + 1)],

@@ -88,6 +88,7 @@ def test_pieces_that_do_not_follow_on_are_a_damaged_record(r: Any) -> None:
         kickq.get(job.id).result(5)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_lay_out_and_gather_round_trip() -> None:
     record = {"name": "n", "data": "a" * 130, "meta": "é" * 70, "state": "queued"}
     fields = lay_out(record)
@@ -96,6 +97,7 @@ def test_lay_out_and_gather_round_trip() -> None:
     assert gather(fields) == record
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_a_value_over_2_kb_is_written_whole() -> None:
     """Past WHOLE_ABOVE bytes a value is one field; at it, still 64-byte pieces."""
     record = {"name": "n", "data": "a" * (WHOLE_ABOVE + 1), "result": "é" * (WHOLE_ABOVE // 2)}
@@ -173,6 +175,7 @@ def test_lua_lays_values_out_as_python_does(r: Any, size: int) -> None:
     assert ("data" + MARK + "1" in fields) == (PIECE < size <= WHOLE_ABOVE)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_the_values_lua_cuts_are_ascii() -> None:
     """Lua cuts a new job's data and unique key byte by byte: kickq encodes both ASCII-only."""
     assert dumps({"ключ": ["é€😀", "\u2028"]}, "job data").isascii()
@@ -192,6 +195,7 @@ def test_a_long_reply_channel_is_never_cut(r: Any, target: Any) -> None:
     assert isinstance(job.hotjob_future.exception(timeout=10), kickq.JobNotFound)
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_changes_remove_what_the_new_record_no_longer_has() -> None:
     stored = lay_out({"name": "n", "data": "1", "last_error": "e" * 100, "result": "2"})
     written = changes(stored, {"name": "n", "data": "1", "last_error": "ok"}, frozenset({"result"}))

@@ -121,21 +121,28 @@ def test_counts_and_durations_match_the_runs(served: Any, caplog: pytest.LogCapt
 
 @pytest.mark.both_backends
 def test_queue_depth_matches_the_stats(served: Any) -> None:
-    """kickq_queue_depth is read from kickq.stats() at scrape time, for every name and state."""
+    """kickq_queue_depth (waiting and running jobs) and kickq_finished_jobs (finished ones)
+    are read from kickq.stats() at scrape time, for every name and state."""
     _, port = served
     for _ in range(2):
         kickq.create("depth-a").result(5)
     kickq.create("depth-a", delay=3600).result(5)
     kickq.create("depth-b", priority=9).result(5)
     kickq.pause("depth-b").result(5)
+    kickq.cancel(kickq.create("depth-a").result(5).id).result(5)  # finished: fail
 
     samples = scrape(port)
     stats = kickq.stats().result(10)
     for name, found in stats.items():
         for state, count in found.counts.items():
-            assert value(samples, "kickq_queue_depth", name=name, state=state) == count
+            finished = state in ("success", "fail")
+            gauge = "kickq_finished_jobs" if finished else "kickq_queue_depth"
+            assert value(samples, gauge, name=name, state=state) == count
+            other = "kickq_queue_depth" if finished else "kickq_finished_jobs"
+            assert value(samples, other, name=name, state=state) is None
     assert value(samples, "kickq_queue_depth", name="depth-a", state="queued") == 2
     assert value(samples, "kickq_queue_depth", name="depth-a", state="delayed") == 1
+    assert value(samples, "kickq_finished_jobs", name="depth-a", state="fail") == 1
     assert value(samples, "kickq_paused", name="depth-b") == 1
     assert value(samples, "kickq_paused", name="depth-a") == 0
     age = value(samples, "kickq_oldest_queued_age_seconds", name="depth-a")
@@ -338,7 +345,7 @@ def test_kickq_worker_serves_the_metrics(
         total = value(samples, "kickq_job_duration_seconds_sum", name="m-ok")
         assert total == pytest.approx(sum(run.process_time or 0 for run in runs), abs=1e-5)
         assert value(samples, "kickq_queue_depth", name="m-none", state="queued") == 1
-        assert value(samples, "kickq_queue_depth", name="m-ok", state="success") == 3
+        assert value(samples, "kickq_finished_jobs", name="m-ok", state="success") == 3
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(15) == 0, log_path.read_text()
     finally:

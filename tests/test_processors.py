@@ -132,6 +132,7 @@ def test_stopped_worker_is_started_again() -> None:
     assert second is not first and not second.stopped
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("call", "error"),
     [
@@ -157,6 +158,7 @@ def test_bad_arguments_raise_and_register_nothing(call: Any, error: type[Excepti
     assert worker_threads() == []
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_unknown_name_error_lists_registered_names() -> None:
     """start() with a name no processor serves says which names are registered."""
     kickq.processor("known")(lambda job, data: None)
@@ -165,6 +167,7 @@ def test_unknown_name_error_lists_registered_names() -> None:
     assert worker_threads() == []
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_start_with_nothing_registered_returns_no_workers() -> None:
     """start() with no processor registered starts nothing."""
     assert kickq.start() == []

@@ -18,6 +18,8 @@ ERRORS = [
     "HotjobTimeout",
     "JobFailed",
     "RedisUnavailable",
+    "DamagedRecord",
+    "JobKeptChanging",
 ]
 PUBLIC_NAMES = [
     "config",
@@ -61,6 +63,9 @@ def test_verbs_are_callable() -> None:
         ("SerializationError", TypeError),
         ("HotjobTimeout", TimeoutError),
         ("RedisUnavailable", ConnectionError),
+        ("DamagedRecord", ValueError),
+        ("JobKeptChanging", RuntimeError),
+        ("JobKeptChanging", ValueError),
     ],
 )
 def test_error_is_also_a_builtin(error: str, builtin: type[Exception]) -> None:
@@ -156,6 +161,7 @@ DOCUMENTED = {
     "jobs",
     "JobQuery",
     "requeue",
+    "promote",
     "stats",
     "NameStats",
     "workers",

@@ -83,6 +83,7 @@ def test_daily_jobs_run_once_a_day_across_daylight_saving_changes(
     assert found == sorted(expected, key=lambda item: (item[1], item[0]))
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_the_first_pass_of_a_repeated_hour_is_the_one_that_runs() -> None:
     """On a fall-back day, a daily tick in the repeated hour runs at its first pass, and a
     schedule saved during the second pass (after the first) next runs the day after."""
@@ -99,6 +100,7 @@ def test_the_first_pass_of_a_repeated_hour_is_the_one_that_runs() -> None:
     assert (latest, following) == (clock.to_ms(first_pass), clock.to_ms(tomorrow))
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 def test_an_hourly_cron_runs_every_real_hour_across_fall_back() -> None:
     """A cron over every hour ("0 * * * *") follows real time: the repeated hour runs twice,
     once per real hour."""
@@ -114,6 +116,7 @@ def test_an_hourly_cron_runs_every_real_hour_across_fall_back() -> None:
     assert local == ["02:00+0300", "03:00+0300", "03:00+0200", "04:00+0200"]
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize(
     ("misfire", "late_s", "fire_s", "next_s"),
     [

@@ -173,6 +173,7 @@ def test_a_paused_name_still_promotes_delayed_jobs() -> None:
     assert stats_of("later").counts["queued"] == 1
 
 
+@pytest.mark.single_backend  # pure: never reaches Redis
 @pytest.mark.parametrize("bad", ["", 7, None])
 def test_pause_needs_a_job_name(bad: Any) -> None:
     with pytest.raises((TypeError, ValueError)):

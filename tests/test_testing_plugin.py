@@ -3,14 +3,17 @@ in a directory of their own, as an application's test suite would use it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
+import redis
 
 import kickq._redis.embedded
 import kickq.testing
@@ -24,6 +27,7 @@ pytest_plugins = ["kickq.testing"]
 """
 
 SAMPLE = """
+import contextlib
 import json
 import pathlib
 import threading
@@ -121,6 +125,7 @@ def test_the_plugin_gives_each_test_a_private_namespace_and_drains(
 
 
 PARALLEL = """
+import contextlib
 import json
 import os
 import pathlib
@@ -257,3 +262,78 @@ def test_a_server_that_fails_to_start_says_where_its_log_is(
     finally:
         server.stop()
     assert not server.directory.exists()
+
+
+GUARDED = """
+import pytest
+
+import kickq
+
+
+def test_forgot_kickq_env():
+    kickq.create("hello").result(5)
+
+
+def test_points_kickq_at_a_real_server_inside_kickq_env(kickq_env):
+    kickq.config(redis_url="{url}")  # an application's own settings
+    kickq.create("hello").result(5)
+
+
+def test_the_private_server_by_hand_is_allowed(kickq_redis):
+    kickq.reset()
+    kickq.config(redis_url=kickq_redis.url, redis_namespace="by-hand")
+    try:
+        assert kickq.create("hello").result(5).name == "hello"
+    finally:
+        kickq.reset()
+        kickq_redis.forget("by-hand")
+
+
+@pytest.mark.kickq_allow_real_redis
+def test_marked_may_use_a_real_server():
+    kickq.reset()
+    kickq.config(redis_url="{url}", redis_namespace="{namespace}")
+    assert kickq.create("marked").result(5).name == "marked"
+
+
+def test_after_a_marked_test_the_guard_is_back():
+    kickq.config(redis_url="{url}", redis_namespace="after")
+    kickq.create("after").result(5)
+"""
+
+
+def test_the_plugin_refuses_a_real_redis_to_a_test_without_kickq_env(
+    pytester: pytest.Pytester, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a session with the plugin, kickq connects only to the private server: a test that
+    forgets kickq_env, or points kickq elsewhere, fails with an error saying how to fix it
+    (and writes nothing); the kickq_allow_real_redis marker lets one test through."""
+    namespace = "guarded"
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_guard=GUARDED.format(url=redis_url, namespace=namespace))
+    monkeypatch.setenv("KICKQ_REDIS_URL", redis_url)  # the "real" server, as a developer's
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", timeout=120)
+    result.assert_outcomes(passed=2, failed=3)
+    output = result.stdout.str()
+    for name in ("forgot_kickq_env", "inside_kickq_env", "guard_is_back"):
+        assert re.search(rf"::test_\w*{name} FAILED", output), name
+    assert "ConfigError: kickq.testing refused to connect kickq to " in output
+    assert "Take the kickq_env fixture" in output
+    assert "@pytest.mark.kickq_allow_real_redis" in output
+    with contextlib.closing(redis.Redis.from_url(redis_url, decode_responses=True)) as client:
+        keys = client.keys("*")
+    assert keys and all(namespace in key for key in keys)  # the marked test's only
+
+
+def test_the_guard_is_off_with_the_ini_option(
+    pytester: pytest.Pytester, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kickq_allow_real_redis = true` in the pytest configuration turns the guard off."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nkickq_allow_real_redis = true\n")
+    pytester.makepyfile(
+        test_free="import kickq\n\ndef test_real():\n    kickq.create('free').result(5)\n"
+    )
+    monkeypatch.setenv("KICKQ_REDIS_URL", redis_url)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)

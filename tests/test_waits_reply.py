@@ -15,7 +15,6 @@ import redis
 
 import kickq
 import kickq._engine.runtime
-from kickq._model.errors import DamagedRecord
 from support import ChildWorkers, client_lists, job_key, numsub, wait_until
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.both_parsers]
@@ -240,7 +239,7 @@ def test_a_hotjob_whose_record_is_damaged_after_its_claim_fails_at_once(r: Any) 
     job = kickq.create("damaged-data", hotjob=True, hotjob_timeout=60).result(5)
     r.hset(job_key(job.id), "data", "[" * 100_000 + "]" * 100_000)
     kickq.process("damaged-data", lambda job, data: data)
-    with pytest.raises(DamagedRecord, match=job.id):
+    with pytest.raises(kickq.DamagedRecord, match=job.id):
         job.hotjob_future.result(10)  # type: ignore[union-attr]
 
 
@@ -250,7 +249,7 @@ def test_a_hotjob_whose_record_the_claim_sets_aside_fails_at_once(r: Any) -> Non
     job = kickq.create("damaged-state", hotjob=True, hotjob_timeout=60).result(5)
     r.hset(job_key(job.id), "state", "bogus")
     kickq.process("damaged-state", lambda job, data: data)
-    with pytest.raises(DamagedRecord, match=job.id):
+    with pytest.raises(kickq.DamagedRecord, match=job.id):
         job.hotjob_future.result(10)  # type: ignore[union-attr]
 
 

@@ -129,7 +129,7 @@ class CancelRouter:
         try:
             key = _run_of(payload)
         except (ValueError, KeyError, IndexError, TypeError):
-            log.warning("kickq: a message on %s names no run: %.100r", self._channel, payload)
+            log.warning("a message on %s names no run: %.100r", self._channel, payload)
             return
         self.cancelled(key)
 

@@ -247,7 +247,7 @@ class Dispatcher:
             return send()
         except Exception as exc:  # fail the futures, never the thread
             if not isinstance(translate(exc, self._where), RedisUnavailable):
-                log.exception("kickq: a batch of Redis calls failed")
+                log.exception("a batch of Redis calls failed")
             return [exc] * len(calls)
 
 
@@ -255,7 +255,7 @@ def _guarded(run: Callable[[], object]) -> None:
     try:
         run()
     except Exception:
-        log.exception("kickq: a request callback failed")
+        log.exception("a request callback failed")
 
 
 def _cancel(requests: list[Request]) -> None:

@@ -29,13 +29,13 @@ take without this module.
 from __future__ import annotations
 
 import inspect
-import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 
+from kickq._model import forks
 from kickq._model.job import Job
 
 CallNext = Callable[[], Any]
@@ -62,14 +62,13 @@ EMPTY = Chain()
 _lock = threading.Lock()  # serializes the writers; readers take the current Chain as it is
 
 
+@forks.in_child
 def _renew_lock() -> None:
     """After fork(), in the child: a parent thread may have held the lock at the fork."""
     global _lock
     _lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_lock)
 _chain = EMPTY
 
 

@@ -71,7 +71,7 @@ class ThreadPool:
                 try:
                     task()
                 except BaseException:
-                    log.exception("kickq: a worker thread task failed")
+                    log.exception("a worker thread task failed")
                 task, self._local.next = self._local.next, None
             with self._lock:
                 self._idle += 1

@@ -46,4 +46,4 @@ def notify(job: Job) -> None:
         try:
             observer(job)
         except Exception:
-            log.exception("kickq: an observer of run ends failed on job %s", job.id)
+            log.exception("an observer of run ends failed on job %s", job.id)

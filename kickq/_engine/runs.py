@@ -133,7 +133,7 @@ class RunsInProgress:
             else:
                 what = "was cancelled" if running.token.cancelled else "became a ghost"
                 log.warning(
-                    "kickq: job %s (%s) overran process_timeout (%gs) and %s; its handler "
+                    "job %s (%s) overran process_timeout (%gs) and %s; its handler "
                     "thread is still running and its result will be ignored",
                     job.id,
                     job.name,
@@ -223,14 +223,14 @@ class RunsInProgress:
         job = running.claimed.job
         with self._lock:
             if running.ghosted:
-                log.info("kickq: given-up run of job %s returned late; ignored", job.id)
+                log.info("given-up run of job %s returned late; ignored", job.id)
                 return
             if self._running.get(job.id) is running:
                 del self._running[job.id]
             if not running.token.cancelled:
                 self._ended.append((running, outcome))
         if running.token.cancelled:
-            log.info("kickq: the cancelled run of job %s ended; its outcome is discarded", job.id)
+            log.info("the cancelled run of job %s ended; its outcome is discarded", job.id)
         self._on_end()
 
     # -- cancels ----------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class RunsInProgress:
             if running is None or running.token.key != key or not running.token.cancel():
                 return
             future = running.future
-        log.info("kickq: job %s was cancelled; its run is stopped", key[0])
+        log.info("job %s was cancelled; its run is stopped", key[0])
         if future is not None:
             future.cancel()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from kickq._engine.skew import ClockCheck
 from kickq._engine.timer import Timer
 from kickq._engine.waits import Closed, Waiter, Waits
 from kickq._engine.worker import Worker, WorkerContext
-from kickq._model import clock, lifecycle
+from kickq._model import clock, forks, lifecycle
 from kickq._model.config import purge_timeout, settings
 from kickq._model.errors import DamagedRecord, RedisUnavailable
 from kickq._model.job import Job, State, reply_to_here
@@ -256,7 +255,7 @@ class Runtime:
         if not damaged.moved and not self.store.quarantine(damaged):
             return
         log.error(
-            "kickq: job %s has a damaged record (%s); moved aside to %s",
+            "job %s has a damaged record (%s); moved aside to %s",
             damaged.job_id,
             damaged.error,
             self.store.keys_of(damaged.job_id).damaged(damaged.job_id),
@@ -394,6 +393,7 @@ _runtime: Runtime | None = None
 _inherited: list[Runtime] = []
 
 
+@forks.in_child
 def _forget_in_child() -> None:
     """After fork(), in the child. The inherited engine's threads are the parent's (they do not
     run here) and its sockets are shared with the parent: using them would hang or garble the
@@ -406,10 +406,6 @@ def _forget_in_child() -> None:
     if _runtime is not None:
         _inherited.append(_runtime)
         _runtime = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def get() -> Runtime:

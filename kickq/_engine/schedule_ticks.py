@@ -107,7 +107,7 @@ class ScheduleTicks:
             call = None if decided.fire_ms is None else self._create_call(schedule, decided, now)
         except Exception as exc:  # one bad record stops no other schedule
             log.error(
-                "kickq: schedule %r cannot be read (%s: %s); looked at again in %d s",
+                "schedule %r cannot be read (%s: %s); looked at again in %d s",
                 stored.key,
                 type(exc).__name__,
                 exc,

@@ -113,7 +113,7 @@ class Settler:
                 later.append(unsettled)
                 failure = reply
             elif isinstance(reply, BaseException):  # not an outage: no answer will come
-                log.error("kickq: settling a create failed", exc_info=reply)
+                log.error("settling a create failed", exc_info=reply)
                 error = translate(reply, self._where)
                 unsettled.settled([error] * len(unsettled.job_ids))
             else:

@@ -103,7 +103,7 @@ class ClockCheck:
             # measure with, ever; kickq runs on the host's clock as it is
             if not self._measured:
                 log.warning(
-                    "kickq: cannot read the clock of the Redis server at %s (%s): this "
+                    "cannot read the clock of the Redis server at %s (%s): this "
                     "process's clock is not checked against it",
                     self._where,
                     exc,
@@ -164,7 +164,7 @@ class ClockCheck:
         if target and (self._warned is None or abs(target - self._warned) > BOUND):
             self._warned = target
             log.warning(
-                "kickq: this host's clock is %.3f s %s the clock of the Redis server at %s "
+                "this host's clock is %.3f s %s the clock of the Redis server at %s "
                 "(more than %g s); kickq's clock in this process is corrected by %+.3f s, so "
                 "that its delays and deadlines agree with every other process. Set this "
                 "host's clock right (NTP).",
@@ -177,7 +177,7 @@ class ClockCheck:
         elif not target and current:
             self._warned = None
             log.info(
-                "kickq: this host's clock agrees with the Redis server's again (off by %.3f s); "
+                "this host's clock agrees with the Redis server's again (off by %.3f s); "
                 "kickq's clock in this process is no longer corrected",
                 abs(offset),
             )

@@ -169,7 +169,7 @@ class Timer:
         if stale:
             for job_id, index in store.unlist(stale):
                 log.warning(
-                    "kickq: job %s was due in %s, its record gone or in another state: dropped",
+                    "job %s was due in %s, its record gone or in another state: dropped",
                     job_id,
                     index,
                 )

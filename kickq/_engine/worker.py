@@ -274,7 +274,7 @@ class Worker:
                 results = store.run_batch([ending.call for ending in endings + handing])
             except Exception as exc:
                 log.warning(
-                    "kickq: could not hand back %d runs given up (%s: %s); they become ghosts "
+                    "could not hand back %d runs given up (%s: %s); they become ghosts "
                     "after their process_timeout",
                     len(given),
                     type(exc).__name__,
@@ -287,7 +287,7 @@ class Worker:
         self._left_behind = sum(1 for result in taken if isinstance(result, Exception))
         if self._handed_back:
             log.warning(
-                "kickq: the worker of %s stopped before %d runs ended; their jobs are queued again",
+                "the worker of %s stopped before %d runs ended; their jobs are queued again",
                 ", ".join(self.names),
                 self._handed_back,
             )
@@ -411,7 +411,7 @@ class Worker:
                     refused.append(exc)
                     unsent.append(ending)
             elif not result:
-                log.info("kickq: job %s changed meanwhile; this run's end is ignored", job.id)
+                log.info("job %s changed meanwhile; this run's end is ignored", job.id)
             else:
                 exception = ending.change.exception
                 joblog.finished(job, exception)
@@ -449,7 +449,7 @@ class Worker:
         run = job.runs[-1].count if job.runs else 0
         if ending.instead:
             log.error(
-                "kickq: Redis refused the failure of run %s of job %s (%s) too; the run is left "
+                "Redis refused the failure of run %s of job %s (%s) too; the run is left "
                 "to its deadline",
                 run,
                 job.id,
@@ -458,7 +458,7 @@ class Worker:
             return None
         why = f"Redis refused the end of this run ({type(error).__name__}: {error})"
         log.error(
-            "kickq: Redis refused the end of run %s of job %s (%s: %s); the run fails instead",
+            "Redis refused the end of run %s of job %s (%s: %s); the run fails instead",
             run,
             job.id,
             type(error).__name__,

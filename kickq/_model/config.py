@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import os
 import re
 import threading
 import types
@@ -20,6 +19,7 @@ from typing import Any
 import attrs
 import redis.connection
 
+from kickq._model import forks
 from kickq._model.errors import ConfigError
 from kickq._model.json import dumps
 
@@ -451,5 +451,4 @@ def max_value_bytes() -> int:
     return int(settings.get("max_value_bytes"))
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=settings._renew_lock)
+forks.in_child(settings._renew_lock)

@@ -8,7 +8,9 @@ KickqError
 ├── JobFailed                                the job ended in failure (in job.py, with the Job)
 │   └── JobCancelled                         it was cancelled (kickq.cancel; in job.py too)
 ├── RedisUnavailable     (also ConnectionError) Redis cannot be reached or refuses to serve
-└── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
+├── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
+└── JobKeptChanging      (also RuntimeError and ValueError) the job changed under every try of
+                                             a cancel or requeue, which was not applied
 """
 
 from __future__ import annotations
@@ -49,3 +51,17 @@ class DamagedRecord(KickqError, ValueError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.job_id, self.why))
+
+
+class JobKeptChanging(KickqError, RuntimeError, ValueError):
+    """The job's record changed between the read and the write of every try of a change (a
+    cancel, a requeue), so the change was not applied; calling again decides anew. It is a
+    RuntimeError as a cancel's was, and a ValueError as a requeue's was."""
+
+    def __init__(self, job_id: str, not_done: str) -> None:
+        self.job_id = job_id
+        self.not_done = not_done
+        super().__init__(f"job {job_id} kept changing; it was not {not_done}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.job_id, self.not_done))

@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import random
 
+from kickq._model import forks
+
 _random = random.Random(os.urandom(32))
 
 
+@forks.in_child
 def _reseed() -> None:
     _random.seed(os.urandom(32))
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reseed)
 
 
 def new_id() -> str:

@@ -40,6 +40,10 @@ DEFAULTS = {"socket_connect_timeout": 5, "socket_timeout": 30, "health_check_int
 TCP_DEFAULTS = {"socket_keepalive": True}  # unix-socket connections refuse this argument
 SERVER_OPTIONS = frozenset({"redis_url", "redis_host", "redis_port", "redis_password"})
 
+# Set by kickq.testing's plugin in a test session: called with where a new client would connect
+# (its URL, else `describe`'s words), it raises to refuse. None everywhere else.
+connect_guard: Callable[[str], None] | None = None
+
 
 class _WouldConnect(Exception):
     """The connection is not ready to send now: handing it out would mean connecting."""
@@ -127,6 +131,8 @@ def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
     url = settings["redis_url"] or (None if explicit & SERVER_OPTIONS else os.environ.get(ENV_URL))
     if url and not settings["redis_url"]:  # config() checked its own; the environment's now
         url = check_redis_url(ENV_URL, url)
+    if connect_guard is not None:
+        connect_guard(str(url) if url else describe(settings, explicit))
     if is_cluster(settings):
         return _connect_cluster(settings, explicit, url, options)
     options = {"retry": _quick_retry(), **options}

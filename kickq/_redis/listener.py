@@ -166,7 +166,7 @@ class Listener:
             try:
                 self._open()
                 if reconnecting:
-                    log.info("kickq: pub/sub connection restored")
+                    log.info("pub/sub connection restored")
                     self._ready(self._on_reconnect)
                 reconnecting = True
                 self._read()
@@ -239,11 +239,11 @@ class Listener:
         try:
             subscription.on_message(payload)
         except Exception:
-            log.exception("kickq: a subscriber of %s failed", subscription.channel)
+            log.exception("a subscriber of %s failed", subscription.channel)
 
     @staticmethod
     def _ready(on_ready: Callable[[], None]) -> None:
         try:
             on_ready()
         except Exception:
-            log.exception("kickq: a subscription callback failed")
+            log.exception("a subscription callback failed")

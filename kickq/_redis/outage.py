@@ -124,14 +124,14 @@ class LoopBackoff:
         seen = f"{type(exc).__name__}: {exc}"
         if seen != self._last:
             if is_outage(exc) or isinstance(exc, self._expected):
-                self._log.warning("kickq: %s: Redis unavailable (%s); retrying", self._what, seen)
+                self._log.warning("%s: Redis unavailable (%s); retrying", self._what, seen)
             else:
-                self._log.error("kickq: %s failed; retrying", self._what, exc_info=exc)
+                self._log.error("%s failed; retrying", self._what, exc_info=exc)
         self._last = seen
         self._pause = min(max(self._pause * 2, FIRST_BACKOFF), MAX_BACKOFF)
         return self._pause
 
     def succeeded(self) -> None:
         if self._pause:
-            self._log.info("kickq: %s: working again", self._what)
+            self._log.info("%s: working again", self._what)
         self._pause, self._last = 0.0, ""

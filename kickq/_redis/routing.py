@@ -159,4 +159,4 @@ class ClusterRoutes:
         try:
             self._on_failover()
         except Exception:
-            log.exception("kickq: catching up after a failover failed")
+            log.exception("catching up after a failover failed")

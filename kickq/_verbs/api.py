@@ -1,4 +1,6 @@
-"""The verbs of kickq: validate, then hand on to the runtime. None of them blocks on Redis."""
+"""The verbs of kickq: validate, then hand on to the runtime. None of them blocks on Redis.
+
+The helpers they share with the other verb modules are in background.py."""
 
 from __future__ import annotations
 
@@ -10,18 +12,17 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
 from kickq._engine import middleware, runtime
-from kickq._engine.future import KickqFuture, failed, follow, on_event_loop, reject, resolve
+from kickq._engine.future import KickqFuture, failed, follow, on_event_loop
 from kickq._engine.waits import Closed
 from kickq._engine.worker import Worker
 from kickq._model import clock, config, lifecycle
 from kickq._model.config import settings
-from kickq._model.errors import ConfigError, DamagedRecord, JobNotFound, SerializationError
+from kickq._model.errors import ConfigError, SerializationError
 from kickq._model.job import Job
 from kickq._model.json import check_size, dumps
 from kickq._redis.keys import EVENTS, is_job_id
-from kickq._redis.outage import translate
 from kickq._redis.record import encode, from_event
-from kickq._redis.stored import Damaged
+from kickq._verbs.background import about, check_id, current, not_found, unknown_id
 
 SUBSCRIBE_WAIT = 5.0  # seconds on() waits for Redis to confirm its subscription
 
@@ -259,76 +260,11 @@ def _unique_key(options: Mapping[str, Any], data: Any) -> str | None:
     return lifecycle.unique_key_of(canonical)
 
 
-def _check_id(job_id: object) -> str:
-    if not isinstance(job_id, str):
-        raise TypeError(f"a job id is a str, not {type(job_id).__name__}: {job_id!r}")
-    if not job_id:
-        raise ValueError("a job id must not be empty")
-    return job_id
-
-
-def in_background(work: Callable[[runtime.Runtime], Any]) -> KickqFuture[Any]:
-    try:
-        engine = runtime.get()
-    except Exception as exc:  # e.g. a Redis Cluster that cannot be reached to learn its layout
-        return failed(exc)
-    future: KickqFuture[Any] = KickqFuture()
-
-    def run() -> None:
-        if future.cancelled():
-            return
-        try:
-            result = work(engine)
-        except BaseException as exc:
-            reject(future, translate(exc, engine.where))
-            return
-        resolve(future, result)
-
-    engine.dispatcher.task(run, future.cancel)
-    return future
-
-
-def not_found(job_id: str) -> JobNotFound:
-    return JobNotFound(f"no job with id {job_id!r}")
-
-
-def _unknown_id(outcome: Any) -> KickqFuture[Any]:
-    """An id kickq cannot have made names no job, and is never made part of a key. Redis is
-    still asked (a PING), so that an outage is reported the same way for every id."""
-
-    def check(engine: runtime.Runtime) -> Any:
-        engine.store.client.ping()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    return in_background(check)
-
-
-def about(job_id: object, if_unknown: Any, work: Callable[[runtime.Runtime], Any]) -> Any:
-    """`work` in the background for a job id; an id kickq cannot have made gets `if_unknown`."""
-    try:
-        _check_id(job_id)
-    except (TypeError, ValueError) as exc:
-        return failed(exc)
-    if not is_job_id(str(job_id)):
-        return _unknown_id(if_unknown)
-    return in_background(work)
-
-
 def get(job_id: str) -> KickqFuture[Job]:
     """Look a job up by id; fails with JobNotFound for an unknown id."""
-
-    def load(engine: runtime.Runtime) -> Job:
-        found = engine.store.load(job_id)
-        if found is None:
-            raise not_found(job_id)
-        if isinstance(found, Damaged):
-            engine.quarantine(found)
-            raise DamagedRecord(job_id, found.error)
-        return found.job
-
-    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), load)
+    future: KickqFuture[Job] = about(
+        job_id, not_found(str(job_id)), lambda engine: current(engine, job_id).job
+    )
     return future
 
 
@@ -345,12 +281,12 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
     there is no such job (or it is deleted meanwhile), HotjobTimeout after `timeout` seconds.
     """
     try:
-        _check_id(job_id)
+        check_id(job_id)
         seconds = None if timeout is None else config.check_duration("timeout", timeout)
     except (TypeError, ValueError) as exc:
         return failed(exc)
     if not is_job_id(job_id):
-        return _unknown_id(not_found(job_id))
+        return unknown_id(not_found(job_id))
     deadline = None if seconds is None else clock.after(clock.now(), seconds)
     while True:
         try:

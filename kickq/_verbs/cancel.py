@@ -15,9 +15,9 @@ from kickq._engine import runtime
 from kickq._engine.future import KickqFuture
 from kickq._model import clock, lifecycle
 from kickq._model.config import purge_timeout
+from kickq._model.errors import JobKeptChanging
 from kickq._model.job import State
-from kickq._verbs.api import about, not_found
-from kickq._verbs.query import applied, current
+from kickq._verbs.background import about, applied, current, not_found
 
 ATTEMPTS = 20  # a job changes a few times at most while a cancel reads it (claim, end, retry)
 
@@ -34,7 +34,7 @@ def _cancel(engine: runtime.Runtime, job_id: str) -> bool:
         reply = store.run(store.transition_call(change, loaded, purge_timeout(), also))
         if applied(engine, job_id, reply):
             return True
-    raise RuntimeError(f"job {job_id} kept changing; it was not cancelled")
+    raise JobKeptChanging(job_id, "cancelled")
 
 
 def cancel(job_id: str) -> KickqFuture[bool]:

@@ -20,7 +20,7 @@ from kickq._engine import runtime
 from kickq._engine.future import KickqFuture, failed
 from kickq._model import config
 from kickq._model.errors import ConfigError
-from kickq._verbs.api import in_background
+from kickq._verbs.background import in_background
 
 Rate = tuple[int, float]
 MAX_RUNS = 1_000_000

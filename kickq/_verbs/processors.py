@@ -9,7 +9,6 @@ decorator runs once, when its module is imported, and could not register its han
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 import attrs
 
 from kickq._engine.worker import Worker
-from kickq._model import config
+from kickq._model import config, forks
 from kickq._model.errors import ConfigError
 from kickq._verbs import api
 
@@ -121,6 +120,7 @@ def clear() -> None:
         _registry.clear()
 
 
+@forks.in_child
 def _forget_workers_in_child() -> None:
     """After fork(), in the child: the parent's workers do not run here, so start() in the
     child starts its own. The lock is new: a parent thread may have held it at the fork."""
@@ -128,7 +128,3 @@ def _forget_workers_in_child() -> None:
     _lock = threading.Lock()
     for entry in _registry:
         entry.workers = []
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_workers_in_child)

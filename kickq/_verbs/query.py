@@ -13,13 +13,13 @@ from typing import Any
 from kickq._engine import runtime
 from kickq._engine.future import KickqFuture, failed
 from kickq._model import clock, config, lifecycle
-from kickq._model.errors import ConfigError, DamagedRecord
+from kickq._model.errors import ConfigError, JobKeptChanging
 from kickq._model.job import Job, State
 from kickq._redis import indexes
-from kickq._redis.keys import SEEN_STATES
+from kickq._redis.keys import SEEN_STATES, is_job_id
 from kickq._redis.store import Store
-from kickq._redis.stored import Damaged, StoredJob, damage_of
-from kickq._verbs.api import about, in_background, not_found
+from kickq._redis.stored import Damaged, damage_of
+from kickq._verbs.background import about, applied, current, in_background, not_found
 
 PAGE = 200  # jobs to one round trip of a bulk repair
 ATTEMPTS = 5  # a job that keeps changing under a requeue is reported, not chased for ever
@@ -186,32 +186,6 @@ def _delete_index(store: Store, name: str, state: str) -> int:
     return deleted
 
 
-def current(engine: runtime.Runtime, job_id: str) -> StoredJob:
-    """The job as stored now, to decide a change from: JobNotFound when there is none,
-    DamagedRecord when its record cannot be read (it is set aside)."""
-    loaded = engine.store.load(job_id)
-    if loaded is None:
-        raise not_found(job_id)
-    if isinstance(loaded, Damaged):
-        raise damaged_record(engine, loaded)
-    return loaded
-
-
-def damaged_record(engine: runtime.Runtime, damaged: Damaged) -> DamagedRecord:
-    """The error of a call that found `damaged`, once it is set aside."""
-    engine.quarantine(damaged)
-    return DamagedRecord(damaged.job_id, damaged.error)
-
-
-def applied(engine: runtime.Runtime, job_id: str, reply: Any) -> bool:
-    """Whether a transition of job `job_id` was applied, from its reply: a damaged record
-    (see `damage_of`) is set aside, and its DamagedRecord raised."""
-    damaged = damage_of(job_id, reply)
-    if damaged is not None:
-        raise damaged_record(engine, damaged)
-    return bool(reply)
-
-
 def requeue(job_id: str) -> KickqFuture[Job]:
     """Queue a job that failed for good again, with fresh retry and ghost budgets; its runs
     stay. Fails with ValueError if it has not failed for good, JobNotFound if unknown."""
@@ -228,7 +202,64 @@ def requeue(job_id: str) -> KickqFuture[Job]:
                 )
             if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
                 return change.job
-        raise ValueError(f"job {job_id} kept changing; it was not requeued")
+        raise JobKeptChanging(job_id, "requeued")
 
     future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), requeue_one)
     return future
+
+
+def promote(job_id: str) -> KickqFuture[Job]:
+    """Queue now a job that waits: delayed, waiting to retry, or a ghost waiting to run again
+    (its wait is cut short; its runs and budgets stay). Resolves to the queued Job; fails with
+    ValueError if it is not waiting, JobNotFound if unknown."""
+
+    def promote_one(engine: runtime.Runtime) -> Job:
+        store = engine.store
+        for _ in range(ATTEMPTS):
+            loaded = current(engine, job_id)
+            change = lifecycle.promote(loaded.job, clock.now())
+            if change is None:
+                raise ValueError(
+                    f"job {job_id} is not waiting (it is {loaded.job.state.value}): only a "
+                    "delayed job, or one waiting to retry or run again, can be promoted"
+                )
+            if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
+                return change.job
+        raise ValueError(f"job {job_id} kept changing; it was not promoted")
+
+    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), promote_one)
+    return future
+
+
+MIN_PREFIX = 4
+"""The fewest hex digits an id prefix may have: shorter ones match too many jobs to be meant."""
+_SCAN_COUNT = 1000  # keys one SCAN call looks at
+
+
+def ids_starting(prefix: str, most: int = 5) -> KickqFuture[list[str]]:
+    """The ids of up to `most` jobs whose id starts with `prefix` (MIN_PREFIX to 31 lowercase
+    hex digits; anything else matches none), sorted. A SCAN over the namespace's job records:
+    its cost grows with the keys of the database, so it is for people typing an id, not for
+    code (which holds whole ids)."""
+    if not (MIN_PREFIX <= len(prefix) < 32 and all(c in "0123456789abcdef" for c in prefix)):
+        return in_background(lambda engine: [])
+
+    def scan(engine: runtime.Runtime) -> list[str]:
+        store = engine.store
+        start = store.keys_of(prefix).job_prefix
+        found: set[str] = set()
+        for key in store.client.scan_iter(match=f"{start}{prefix}*", count=_SCAN_COUNT):
+            job_id = str(key)[len(start) :]
+            if is_job_id(job_id):
+                found.add(job_id)
+                if len(found) >= most:
+                    break
+        return sorted(found)
+
+    return in_background(scan)
+
+
+def names() -> KickqFuture[list[str]]:
+    """Every job name of the namespace that has had a job (or was paused), sorted: the names
+    `kickq.stats()` reports, without reading their stats."""
+    return in_background(lambda engine: indexes.names(engine.store))

@@ -25,7 +25,7 @@ from kickq._model.schedules import (
     from_record,
     to_record,
 )
-from kickq._verbs.api import in_background
+from kickq._verbs.background import in_background
 
 log = logging.getLogger("kickq.schedules")
 
@@ -99,7 +99,7 @@ def schedules() -> KickqFuture[list[Schedule]]:
                     raise ValueError("its record is missing")
                 found.append(from_record(stored.record, stored.next_ms)[0])
             except Exception as exc:  # one bad record hides no other schedule
-                log.error("kickq: schedule %r cannot be read (%s)", stored.key, exc)
+                log.error("schedule %r cannot be read (%s)", stored.key, exc)
         never = datetime.datetime.max.replace(tzinfo=datetime.timezone.utc)
         return sorted(found, key=lambda s: (s.next_time or never, s.key))
 

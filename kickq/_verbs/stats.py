@@ -25,7 +25,7 @@ from kickq._model import clock, config
 from kickq._redis import indexes
 from kickq._redis.keys import SEEN_STATES
 from kickq._redis.store import Store
-from kickq._verbs.api import in_background
+from kickq._verbs.background import in_background
 from kickq._verbs.limits import Limits, from_hash
 
 MINUTES = 60

@@ -14,6 +14,8 @@ Redis, an unknown id, ...), never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,25 +23,44 @@ import kickq
 from kickq._redis import embedded
 from kickq.cli import dashboard as dashboard_cli
 from kickq.cli import inspect as inspect_cli
+from kickq.cli import logs
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli import repair as repair_cli
+from kickq.cli import verbs as verbs_cli
 from kickq.cli import worker as worker_cli
 from kickq.cli.parser import EXIT_FAILURE, EXIT_USAGE, PROG, Failure, arg, command
 from kickq.cli.reach import connect as _connect
+from kickq.cli.reach import job_id
 from kickq.cli.reach import wait as _wait
 
+EXIT_BROKEN_PIPE = 128 + 13  # SIGPIPE's number (signal.SIGPIPE: not on Windows)
 # imported for the commands they register
-COMMAND_MODULES = (inspect_cli, repair_cli, dashboard_cli)
+COMMAND_MODULES = (inspect_cli, repair_cli, verbs_cli, dashboard_cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    args = cli_parser.parser(kickq.__version__).parse_args(argv)
+    """Run the command line; returns the exit status. Output piped into a reader that stops
+    early (`kickq jobs --json | head`) ends the command quietly with status 141 (128 +
+    SIGPIPE, as a shell reports a process that signal ended), as Python's documentation on
+    SIGPIPE recommends: no error line, no traceback at exit."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # whatever stdout still buffers would fail again at exit: send it nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = cli_parser.parse(kickq.__version__, argv)
     prog = f"{PROG} {args.command}"
     out.quiet_library_logs()
     try:
         return args.run(args)  # type: ignore[no-any-return]
+    except BrokenPipeError:
+        raise  # see main()
     except Failure as exc:
         return _fail(prog, exc, exc.status)
     except kickq.ConfigError as exc:  # a bad --redis-url, --namespace or --names
@@ -87,9 +108,21 @@ def _fail(prog: str, message: object, status: int) -> int:
     ),
     arg(
         "--log-level",
-        default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log to stderr from this level on (default: INFO, a line per finished job)",
+        help="log from this level on (default: INFO, a line per finished job; where the app "
+        "configured logging, its levels unless this is given)",
+    ),
+    arg(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="how kickq logs to stderr when the app configures no logging: text (default) or "
+        "json (one object per line)",
+    ),
+    arg(
+        "--no-log-config",
+        action="store_true",
+        help="configure no logging at all (the app, or Python's defaults, decide)",
     ),
     arg(
         "--metrics-port",
@@ -105,9 +138,9 @@ def _fail(prog: str, message: object, status: int) -> int:
     prints=False,
 )
 def _worker(args: argparse.Namespace) -> int:
-    worker_cli.configure_logging(args.log_level)
     try:
-        found = worker_cli.import_processors(args.module)
+        with logs.around_import(args.log_level, args.log_format, not args.no_log_config):
+            found = worker_cli.import_processors(args.module)
     except worker_cli.ImportFailed as exc:
         raise Failure(str(exc), EXIT_USAGE if exc.usage else EXIT_FAILURE) from None
     if not found:
@@ -121,10 +154,12 @@ def _worker(args: argparse.Namespace) -> int:
     return worker_cli.serve(workers, signals, args.grace)
 
 
-@command("show", "print one job", arg("id", metavar="ID", help="the job's id"))
+@command(
+    "show", "print one job", arg("id", metavar="ID", help="the job's id (or its first digits)")
+)
 def _show(args: argparse.Namespace) -> int:
     _connect(args)
-    job = _wait(kickq.get(args.id))
+    job = _wait(kickq.get(job_id(args.id)))
     if args.json:
         out.print_json(out.job_fields(job))
     else:

@@ -8,18 +8,7 @@ from __future__ import annotations
 import argparse
 
 from kickq.cli import worker as worker_cli
-from kickq.cli.parser import Failure, arg, command
-
-
-def port(text: str) -> int:
-    """A TCP port number; 0 asks for any free port."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, not {text!r}")
-    return value
+from kickq.cli.parser import Failure, arg, command, port
 
 
 @command(
@@ -37,15 +26,29 @@ def port(text: str) -> int:
         action="store_true",
         help="offer requeue, delete, pause and resume (default: read-only)",
     ),
+    arg(
+        "--metrics-port",
+        type=port,
+        metavar="PORT",
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs kickq[metrics])",
+    ),
+    arg(
+        "--metrics-host",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0: every one)",
+    ),
     prints=False,
 )
 def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C or SIGTERM, then exit 0; a port in use is a failure (exit 1)."""
+    """Serve until Ctrl-C or SIGTERM, then exit 0; a port in use is a failure (exit 1). With
+    --metrics-port, Prometheus metrics alongside, as `kickq worker --metrics-port` serves them
+    (the gauges of the whole namespace; the run counters stay empty: it runs no jobs)."""
     try:
         from kickq import dashboard
     except ImportError as exc:
         raise Failure(str(exc)) from None
     worker_cli.configure_logging("INFO")  # the line saying where it listens, uvicorn's own
+    worker_cli.serve_metrics(args.metrics_host, args.metrics_port)  # as kickq worker does
     dashboard.serve(
         args.host,
         args.port,

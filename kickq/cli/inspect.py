@@ -124,7 +124,7 @@ def _jobs(args: argparse.Namespace) -> int:
         out.print_json([out.job_fields(job) for job in page])
     else:
         total = wait(query.count())
-        out.show(views.jobs_view(page, args.offset, total))
+        out.show(views.jobs_view(page, args.offset, total, out.fitted_width()))
     return 0
 
 

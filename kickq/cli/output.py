@@ -114,6 +114,11 @@ def error_line(prog: str, message: object) -> None:
     print(f"{prog}: {text}", file=sys.stderr)
 
 
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """A count and its noun, agreeing: "1 job", "2 jobs", "0 jobs"."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
+
+
 def text_of(value: Any) -> str:
     """A value in a table cell: JSON for data, results and metadata; '-' for nothing."""
     if value is None:
@@ -202,10 +207,28 @@ def show(view: RenderableType) -> None:
     if not shown.is_terminal and "COLUMNS" not in os.environ:
         wide = shown.options.update(max_width=WIDEST)
         width = max(Measurement.get(shown, wide, view).maximum, shown.width)
-        shown = Console(file=sys.stdout, highlight=False, emoji=False, markup=False, width=width)
+        shown = _Console(file=sys.stdout, highlight=False, emoji=False, markup=False, width=width)
     shown.print(view)
+
+
+def fitted_width() -> int | None:
+    """The columns a view must fit: the terminal's (or COLUMNS'); None when piped without
+    COLUMNS, where `show` prints it as wide as it needs."""
+    shown = console()
+    if not shown.is_terminal and "COLUMNS" not in os.environ:
+        return None
+    return shown.width
 
 
 def console() -> Console:
     """A console on the current stdout (tests and pipes swap it), plain text when piped."""
-    return Console(file=sys.stdout, highlight=False, emoji=False, markup=False)
+    return _Console(file=sys.stdout, highlight=False, emoji=False, markup=False)
+
+
+class _Console(Console):
+    """rich's Console, but a closed pipe is left to `kickq.cli.main` (rich would exit 1 at
+    once), so that every command ends the same way on it."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError

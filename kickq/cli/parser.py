@@ -9,8 +9,10 @@ is one line on stderr and exit status 2, as every failure of the command is one 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -24,6 +26,7 @@ from kickq.cli import output as out
 PROG = "kickq"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+ENV_NAMESPACE = "KICKQ_NAMESPACE"  # the default of --namespace
 Run = Callable[[argparse.Namespace], int]
 
 
@@ -74,6 +77,7 @@ COMMANDS: list[Command] = []
 HELP_ORDER = (
     *("worker", "stats", "workers", "jobs", "show", "requeue", "delete", "pause", "resume"),
     *("schedules", "embedded", "dashboard"),
+    *("create", "cancel", "promote", "purge", "unschedule", "limit"),
 )
 
 
@@ -102,7 +106,11 @@ def _connection_options() -> _Parser:
         help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
         "embedded Redis)",
     )
-    options.add_argument("--namespace", help="the redis_namespace to use (default: kickq)")
+    options.add_argument(
+        "--namespace",
+        default=os.environ.get(ENV_NAMESPACE) or None,
+        help=f"the redis_namespace to use (default: ${ENV_NAMESPACE}, else kickq)",
+    )
     return options
 
 
@@ -112,18 +120,47 @@ def _output_options() -> _Parser:
     return options
 
 
+def parse(version: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line parsed, or a usage error (exit 2) that names, for a misspelt command or
+    option, the one meant: `kickq stat` says "did you mean 'stats'?"."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    root = parser(version)
+    subparsers = getattr(root, "commands", {})
+    if words and not words[0].startswith("-") and words[0] not in subparsers:
+        root.error(f"unknown command {words[0]!r}{_did_you_mean(words[0], list(subparsers))}")
+    args, extra = root.parse_known_args(words)
+    if extra:
+        sub = subparsers[args.command]
+        for word in extra:
+            if word.startswith("-"):
+                option = word.split("=", 1)[0]
+                hint = _did_you_mean(option, list(sub._option_string_actions))
+                if hint:
+                    sub.error(f"unknown option {option!r}{hint}")
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _did_you_mean(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def parser(version: str) -> argparse.ArgumentParser:
-    """The parser of every registered command."""
+    """The parser of every registered command (its `commands` attribute: theirs, by name)."""
     root = _Parser(prog=PROG, description="kickq: a Redis job queue that lives in your process.")
     root.add_argument("--version", action="version", version=f"kickq {version}")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     connection, output = _connection_options(), _output_options()
+    subparsers: dict[str, argparse.ArgumentParser] = {}
     for cmd in sorted(COMMANDS, key=_help_rank):
         parents = [p for p, on in ((connection, cmd.connects), (output, cmd.prints)) if on]
         sub = commands.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=parents)
         for argument in cmd.args:
             sub.add_argument(*argument.flags, **argument.options)
         sub.set_defaults(run=cmd.run)
+        subparsers[cmd.name] = sub
+    root.commands = subparsers  # type: ignore[attr-defined]
     return root
 
 

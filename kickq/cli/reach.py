@@ -11,6 +11,8 @@ import concurrent.futures
 from typing import TypeVar
 
 import kickq
+from kickq._redis.keys import is_job_id
+from kickq._verbs.query import ids_starting
 from kickq.cli.parser import Failure
 
 WAIT = 30.0  # seconds a command waits for Redis before it gives up
@@ -29,3 +31,21 @@ def wait(future: concurrent.futures.Future[T]) -> T:
     if not done:
         raise Failure(f"no answer from Redis within {WAIT:g}s")
     return future.result()
+
+
+SHOWN_CANDIDATES = 5  # ids an ambiguous prefix lists
+
+
+def job_id(text: str) -> str:
+    """The id a command was given, or the one id that starts with it: examples and tables
+    show ids cut to 8 digits. A whole id, or a prefix no job has, is passed on as it is (the
+    API then says there is no such job); a prefix several ids share is a failure naming some."""
+    if is_job_id(text):
+        return text
+    found = wait(ids_starting(text.lower(), SHOWN_CANDIDATES))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        more = ", ..." if len(found) == SHOWN_CANDIDATES else ""
+        raise Failure(f"{text!r} is the start of several job ids: {', '.join(found)}{more}")
+    return text

@@ -10,12 +10,14 @@ failure (exit 1), as is an unknown id.
 from __future__ import annotations
 
 import argparse
+import difflib
 
 import kickq
+from kickq._verbs.query import names
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli.parser import EXIT_USAGE, Failure, arg, command
-from kickq.cli.reach import connect, wait
+from kickq.cli.reach import connect, job_id, wait
 
 
 def _usage(args: argparse.Namespace, message: str) -> Failure:
@@ -36,7 +38,7 @@ NAME_OPTION = arg("--name", type=cli_parser.names, metavar="A,B", help="the jobs
 @command(
     "requeue",
     "queue again a job that failed for good, or every such job of some names",
-    arg("id", nargs="?", metavar="ID", help="the job's id"),
+    arg("id", nargs="?", metavar="ID", help="the job's id (or its first digits)"),
     NAME_OPTION,
 )
 def _requeue(args: argparse.Namespace) -> int:
@@ -47,10 +49,13 @@ def _requeue(args: argparse.Namespace) -> int:
         if args.json:
             out.print_json({"name": args.name, "requeued": count})
         else:
-            out.say(f"requeued {count} jobs of {', '.join(args.name)} that had failed for good")
+            out.say(
+                f"requeued {out.plural(count, 'job')} of {', '.join(args.name)} "
+                "that had failed for good"
+            )
         return 0
     try:
-        job = wait(kickq.requeue(args.id))
+        job = wait(kickq.requeue(job_id(args.id)))
     except kickq.ConfigError:
         raise
     except ValueError as exc:  # it has not failed for good: a failure, not a usage error
@@ -65,7 +70,7 @@ def _requeue(args: argparse.Namespace) -> int:
 @command(
     "delete",
     "delete one job, or the jobs of some names in some states",
-    arg("id", nargs="?", metavar="ID", help="the job's id"),
+    arg("id", nargs="?", metavar="ID", help="the job's id (or its first digits)"),
     NAME_OPTION,
     arg(
         "--state",
@@ -87,19 +92,38 @@ def _delete(args: argparse.Namespace) -> int:
         if args.json:
             out.print_json({"name": args.name, "state": args.state, "deleted": count})
         else:
-            out.say(f"deleted {count} jobs of {', '.join(args.name)} ({', '.join(args.state)})")
+            out.say(
+                f"deleted {out.plural(count, 'job')} of {', '.join(args.name)} "
+                f"({', '.join(args.state)})"
+            )
         return 0
-    if not wait(kickq.delete(args.id)):
-        raise Failure(f"no job with id {args.id!r}")
+    found = job_id(args.id)
+    if not wait(kickq.delete(found)):
+        raise Failure(f"no job with id {found!r}")
     if args.json:
-        out.print_json({"id": args.id, "deleted": True})
+        out.print_json({"id": found, "deleted": True})
     else:
-        out.say(f"deleted {args.id}")
+        out.say(f"deleted {found}")
     return 0
+
+
+def _known(args: argparse.Namespace) -> None:
+    """Refuse to pause a name that no job ever had, nor any schedule creates: a typo would
+    otherwise be paused (and listed among the names) for good. --force pauses it anyway."""
+    if args.force:
+        return
+    known = {*wait(names()), *(schedule.name for schedule in wait(kickq.schedules()))}
+    if args.name in known:
+        return
+    close = difflib.get_close_matches(args.name, sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise Failure(f"no job named {args.name!r}{hint} (--force pauses it all the same)")
 
 
 def _switch(args: argparse.Namespace, paused: bool) -> int:
     connect(args)
+    if paused:
+        _known(args)
     verb = kickq.pause if paused else kickq.resume
     changed = wait(verb(args.name))
     if args.json:
@@ -115,6 +139,7 @@ def _switch(args: argparse.Namespace, paused: bool) -> int:
     "pause",
     "start no new run of a job name in any process (running jobs finish)",
     arg("name", metavar="NAME", help="the job name"),
+    arg("--force", action="store_true", help="pause it even if no job ever had that name"),
 )
 def _pause(args: argparse.Namespace) -> int:
     return _switch(args, paused=True)

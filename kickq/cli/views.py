@@ -41,16 +41,28 @@ def _table(
     rows: Iterable[Sequence[Any]],
     title: str | None = None,
     whole: int = 0,
+    glimpse: Container[str] = (),
+    keep: Container[str] = (),
 ) -> Table:
     """A table of plain-text cells whose first `whole` columns are never cut or wrapped,
-    however narrow the terminal: ids are there to be copied."""
+    however narrow the terminal: ids are there to be copied. The columns named in `glimpse`
+    (data, errors, options: free text) keep each cell on one line, cut with an ellipsis, and
+    give way first when the terminal is narrow; those in `keep` (short values, times) are not
+    wrapped; the others wrap."""
     texts = [[out.text_of(value) for value in row] for row in rows]
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left")
     for i, column in enumerate(columns):
-        widest = max([len(column), *(len(row[i]) for row in texts)]) if i < whole else None
-        table.add_column(column, no_wrap=i < whole, min_width=widest)
+        whole_width = i < whole or column in keep
+        widest = max([len(column), *(len(row[i]) for row in texts)]) if whole_width else None
+        table.add_column(column, no_wrap=whole_width, min_width=widest)
+    cut = [column in glimpse for column in columns]
     for row in texts:
-        table.add_row(*(Text(text) for text in row))
+        table.add_row(
+            *(
+                Text(text, no_wrap=True, overflow="ellipsis") if short else Text(text)
+                for text, short in zip(row, cut, strict=True)
+            )
+        )
     return table
 
 
@@ -142,28 +154,47 @@ def workers_view(workers: Sequence[WorkerInfo], now: datetime.datetime) -> Rende
         )
         for worker in sorted(workers, key=lambda w: (w.host, w.pid, w.started))
     ]
-    table = _table((*columns, "last seen"), rows, whole=1)
-    table.caption = f"{len(workers)} live workers"
+    table = _table((*columns, "last seen"), rows, whole=1, glimpse=("names",))
+    table.caption = out.plural(len(workers), "live worker")
     return table
 
 
-def jobs_view(jobs: Sequence[Job], offset: int, total: int) -> RenderableType:
+NARROW = 110  # columns under which a listing of jobs shows ids cut to SHORT_ID digits
+SHORT_ID = 8  # digits enough to find a job by (any command takes an id's first digits)
+
+
+def _updated(job: Job, narrow: bool) -> str | None:
+    shown = out.short_time(job.update_time)
+    return shown[len("2030-") :] if narrow and shown else shown
+
+
+def jobs_view(
+    jobs: Sequence[Job], offset: int, total: int, width: int | None = None
+) -> RenderableType:
+    """The jobs, a row each; for a terminal `width` columns wide (None: piped, as wide as it
+    needs), under NARROW columns with ids cut to their first SHORT_ID digits and times to the
+    second without the year, so that a row still reads at 80 columns."""
+    narrow = width is not None and width < NARROW
     columns = ("id", "name", "state", "runs", "updated (UTC)", "data", "last_error")
     rows = [
         (
-            job.id,
+            job.id[:SHORT_ID] if narrow else job.id,
             job.name,
             job.state.value,
             len(job.runs),
-            out.short_time(job.update_time),
+            _updated(job, narrow),
             out.shorten(job.data),
             out.shorten(job.last_error),
         )
         for job in jobs
     ]
-    table = _table(columns, rows, whole=3)
+    table = _table(
+        columns, rows, whole=3, glimpse=("data", "last_error"), keep=("runs", "updated (UTC)")
+    )
     if jobs:
         table.caption = f"jobs {offset + 1}-{offset + len(jobs)} of {total}, newest first"
+        if narrow:
+            table.caption += f"; ids cut to {SHORT_ID} digits (kickq show takes them)"
     else:
         table.caption = f"no jobs here ({total} match)"
     return table
@@ -191,6 +222,6 @@ def schedules_view(schedules: Sequence[Schedule]) -> RenderableType:
         )
         for schedule in schedules
     ]
-    table = _table(columns, rows, whole=1)
-    table.caption = f"{len(schedules)} schedules"
+    table = _table(columns, rows, whole=1, glimpse=("data", "options"), keep=("misfire",))
+    table.caption = out.plural(len(schedules), "schedule")
     return table

@@ -29,10 +29,10 @@ from kickq._model.config import settings
 from kickq._redis import connection
 from kickq._redis.outage import translate
 from kickq._verbs import processors
+from kickq.cli import logs
 from kickq.cli.parser import EXIT_USAGE, Failure
 
 log = logging.getLogger("kickq.cli")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 POLL = 0.25  # seconds: how late the main thread may run a signal's handler
 SECOND_SIGNAL_WAIT = 1.0  # seconds a second signal waits for the runs' hand-back
 METRICS_HOST = "127.0.0.1"  # where --metrics-port listens unless --metrics-host says otherwise
@@ -46,9 +46,10 @@ class ImportFailed(Exception):
         self.usage = usage
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at `level`: a line per finished job ("kickq.jobs") at INFO."""
-    logging.basicConfig(stream=sys.stderr, level=level, format=LOG_FORMAT, force=True)
+def configure_logging(level: str | None, log_format: str = "text") -> None:
+    """Log to stderr at `level` (a line per finished job, "kickq.jobs", at INFO), unless the
+    root logger has handlers already (see kickq.cli.logs)."""
+    logs.configure(level, log_format)
 
 
 def import_processors(module: str) -> list[processors.Processor]:

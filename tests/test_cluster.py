@@ -31,6 +31,7 @@ from support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.lowest_redis_py
 NAMES = [f"name-{i}" for i in range(40)]
 
 

@@ -580,6 +580,7 @@ BAD_URLS = [
 ]
 
 
+@pytest.mark.lowest_redis_py
 @pytest.mark.parametrize(("url", "part"), BAD_URLS)
 def test_a_redis_url_with_a_bad_part_is_refused_naming_the_part(url: str, part: str) -> None:
     """A URL redis-py would read as another database (a path that is not a number: db 0) or
@@ -593,6 +594,7 @@ def test_a_redis_url_with_a_bad_part_is_refused_naming_the_part(url: str, part: 
     assert dict(kickq.config()) == before
 
 
+@pytest.mark.lowest_redis_py
 @pytest.mark.parametrize(
     "url",
     [
@@ -608,6 +610,7 @@ def test_good_redis_urls_are_accepted(url: str) -> None:
     assert kickq.config(redis_url=url)["redis_url"] == url
 
 
+@pytest.mark.lowest_redis_py
 @pytest.mark.parametrize(("url", "part"), BAD_URLS[:4])
 def test_a_bad_kickq_redis_url_fails_calls_with_config_error(
     url: str, part: str, monkeypatch: pytest.MonkeyPatch

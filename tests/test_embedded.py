@@ -26,7 +26,10 @@ from kickq._model.errors import RedisUnavailable  # noqa: E402
 from kickq._redis import embedded  # noqa: E402
 from support import wait_until  # noqa: E402
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the embedded Redis is POSIX-only")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="the embedded Redis is POSIX-only"),
+    pytest.mark.lowest_redis_py,
+]
 
 SUBPROCESS_TIMEOUT = 30
 

@@ -19,7 +19,7 @@ from kickq._redis import connection
 from kickq._redis.listener import Listener
 from support import client_lists, wait_until
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.lowest_redis_py]
 
 
 def pace(seconds: float) -> None:

@@ -384,6 +384,11 @@ def test_the_read_timeout_is_kickqs_unless_the_user_sets_one(server: RedisServer
     assert pool.connection_kwargs["socket_timeout"] == 2.5
 
 
+@pytest.mark.skipif(
+    not hasattr(redis.ConnectionPool, "ensure_connection"),
+    reason="redis-py before 8.2 calls connect() (a no-op then) on each connection it hands out, "
+    "and reopens a pool's connections on whichever thread asks first",
+)
 def test_a_lone_create_never_connects_on_the_callers_thread(
     server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,11 +24,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
 from kickq._engine.heartbeats import HEARTBEAT
 from kickq._model import clock
-from kickq._redis.outage import is_outage
+from kickq._redis.outage import ErrorReply, is_outage
 from kickq._redis.store import Store
 
 log = logging.getLogger("kickq")
@@ -96,7 +94,7 @@ class ClockCheck:
     def _measure(self) -> None:
         try:
             round_trip, offset = self._sample()
-        except redis.ResponseError as exc:
+        except ErrorReply as exc:
             if is_outage(exc):
                 raise
             # TIME refused (an ACL without it, a proxy that does not pass it): nothing to
@@ -138,15 +136,11 @@ class ClockCheck:
         return best
 
     def _read_time(self) -> Sequence[Any]:
-        client = self._store.client
-        if isinstance(client, redis.RedisCluster):
-            node = client.get_node_from_key(self._store.keys.workers)  # type: ignore[no-untyped-call]
-            reply: Any = client.execute_command(  # type: ignore[no-untyped-call]
-                "TIME", target_nodes=node
-            )
-        else:
-            reply = client.time()
-        return list(reply)
+        client: Any = self._store.client
+        if self._store.cluster:
+            node = client.get_node_from_key(self._store.keys.workers)
+            return list(client.execute_command("TIME", target_nodes=node))
+        return list(client.time())
 
     def _apply(self, offset: float) -> None:
         """Correct kickq's clock by the `offset` measured (seconds to add to the host's)."""

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-import redis
 
 from kickq._engine import joblog, run_ends
 from kickq._engine.cancel_routing import CancelRouter, RunKey
@@ -30,7 +29,7 @@ from kickq._engine.rotation import ClaimRotation
 from kickq._engine.runs import RunsInProgress
 from kickq._model import clock, lifecycle
 from kickq._redis.listener import Listener, Subscription
-from kickq._redis.outage import LoopBackoff, is_outage
+from kickq._redis.outage import LoopBackoff, maybe_applied, refused_for_good
 from kickq._redis.runner import ScriptCall
 from kickq._redis.store import Store
 from kickq._redis.stored import Damaged, StoredJob, damage_of
@@ -334,12 +333,12 @@ class Worker:
         try:
             results = store.run_batch(calls)
         except BaseException as exc:
-            maybe_applied = _maybe_applied(exc)
-            if maybe_applied:  # sent again, they will say whether this send applied them
+            applied = maybe_applied(exc)
+            if applied:  # sent again, they will say whether this send applied them
                 store = self._context.store
                 endings = [attrs.evolve(e, call=store.sent_again(e.call)) for e in endings]
             self._keep_unsent(endings)
-            if claim is not None and maybe_applied:
+            if claim is not None and applied:
                 self._lost.append(claim)
             raise
         refused = self._reclaimed(lost, results[: len(lost)])
@@ -431,14 +430,14 @@ class Worker:
     ) -> None:
         """An end Redis did not take: replaced by a failure if refused for good, else kept to
         be sent again (marked so when its first send may have been applied)."""
-        if _refused_for_good(error):
+        if refused_for_good(error):
             instead = self._failure_instead(ending, error)
             if instead is not None:
                 unsent.append(instead)
                 self._nudge.set()  # sent by the next turn, at once
             return
         refused.append(error)
-        if _maybe_applied(error):
+        if maybe_applied(error):
             ending = attrs.evolve(ending, call=self._context.store.sent_again(ending.call))
         unsent.append(ending)
 
@@ -477,7 +476,7 @@ class Worker:
     def _start_claimed(self, claim: Claim, reply: Any, free: int) -> bool:
         """Start the runs a claim returned; True if another claim may find more now."""
         if isinstance(reply, Exception):
-            if _maybe_applied(reply):
+            if maybe_applied(reply):
                 self._lost.append(claim)
             raise reply
         store = self._context.store
@@ -504,24 +503,3 @@ class Worker:
         until = clock.after(now, wait)
         if self._rate_until is None or self._rate_until <= now or until < self._rate_until:
             self._rate_until = until
-
-
-def _refused_for_good(error: BaseException) -> bool:
-    """Whether Redis refused a call so that sending it again gets the same answer: an error of
-    the script itself (an argument it cannot take, a key of the wrong type). Not a server that
-    cannot serve for now (see _outage), a slot moving on a cluster, or a refused login."""
-    if not isinstance(error, redis.ResponseError) or is_outage(error):
-        return False
-    if isinstance(error, (redis.exceptions.MovedError, redis.exceptions.AskError)):
-        return False
-    return not str(error).startswith(_NOT_FOR_GOOD)
-
-
-_NOT_FOR_GOOD = ("MOVED ", "ASK ", "NOSCRIPT", "NOAUTH", "NOPERM", "WRONGPASS")
-
-
-def _maybe_applied(error: BaseException) -> bool:
-    """Whether a call that failed so may still have been applied by Redis: the connection
-    failed or timed out once the call may have been sent. A reply that refused it (busy, out of
-    memory, read-only) means it was not."""
-    return isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError))

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-import redis.connection
 
 from kickq._model import forks
 from kickq._model.errors import ConfigError
@@ -168,22 +167,23 @@ def _optional_str(name: str, value: Any) -> str | None:
 
 def _redis_url(name: str, value: Any) -> str | None:
     url = _optional_str(name, value)
-    return None if url is None else check_redis_url(name, url)
+    return None if url is None else check_url_parts(name, url)
 
 
-def check_redis_url(name: str, url: str) -> str:
-    """A Redis URL as redis-py reads it, with the parts it would silently ignore or fail on
-    later (a database that is not a number, a port out of range) refused now: ConfigError
-    naming the part, and the URL without its password."""
+def check_url_parts(name: str, url: str) -> str:
+    """A Redis URL whose scheme, host, port and database path redis-py would not silently
+    ignore or fail on later (a database that is not a number, a port out of range): ConfigError
+    naming the part, and the URL without its password. Its query is redis-py's to read: the
+    check of a URL in full, which kickq.config() makes, is _redis.connection.check_redis_url."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"{name} must start with redis://, rediss:// or unix://, not {_redacted(url)!r}"
+            f"{name} must start with redis://, rediss:// or unix://, not {redacted(url)!r}"
         )
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError as exc:  # a bracket left open around an IPv6 address
-        raise ConfigError(f"{name} {_redacted(url)!r} cannot be read: {exc}") from None
-    where = f"{name} {_redacted(url)!r}"
+        raise ConfigError(f"{name} {redacted(url)!r} cannot be read: {exc}") from None
+    where = f"{name} {redacted(url)!r}"
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError(f"{where} names no socket path (unix:///path/to/redis.sock)")
@@ -203,16 +203,10 @@ def check_redis_url(name: str, url: str) -> str:
                 f"{where}: its database {db!r} (the path) is not a whole number, as in "
                 "redis://host:6379/0"
             )
-    try:  # redis-py's own reading of the query (db, timeouts, ...), which it does at connect
-        query = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if query.get("db", 0) < 0:
-        raise ConfigError(f"{where}: its database {query['db']} is negative")
     return url
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its user and password, for error messages."""
     scheme, _, rest = url.partition("://")
     netloc, slash, tail = rest.partition("/")
@@ -395,9 +389,11 @@ class Settings:
     def _defaults() -> dict[str, Any]:
         return {name: option.default for name, option in OPTIONS.items()}
 
-    def update(self, options: Mapping[str, Any]) -> set[str]:
-        """Validate and apply; returns the names whose value changed."""
-        checked = validate(options, OPTIONS)
+    def update(self, options: Mapping[str, Any], table: Mapping[str, Option] = OPTIONS) -> set[str]:
+        """Validate and apply; returns the names whose value changed. `table` is OPTIONS, or
+        OPTIONS with stricter checks: kickq.config() passes _redis.connection.CONFIG_OPTIONS,
+        whose redis_url is also read as redis-py reads it."""
+        checked = validate(options, table)
         with self._lock:
             changed = {name for name, value in checked.items() if self._values[name] != value}
             changed |= set(checked) - self._explicit

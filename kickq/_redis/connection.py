@@ -13,13 +13,15 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from kickq._model.config import check_redis_url
+from kickq._model import config
 from kickq._model.errors import ConfigError, RedisUnavailable
-from kickq._redis import embedded
+from kickq._redis import compat, embedded
+from kickq._redis.outage import translate
 
 ENV_URL = "KICKQ_REDIS_URL"
 ENV_CLUSTER = "KICKQ_REDIS_CLUSTER"
@@ -52,28 +54,14 @@ class _WouldConnect(Exception):
 _quick = threading.local()
 
 
-# an older redis-py (5.x) connects (or reconnects) inside get_connection, with no ensure_connection
-# to stop it: its next connection is looked at first
-_CONNECTS_IN_GET = not hasattr(redis.ConnectionPool, "ensure_connection")
-
-
-def _ready(connection: Any) -> bool:
-    try:
-        return connection._sock is not None and not connection.can_read()
-    except Exception:  # closed by the server: get_connection would reconnect it
-        return False
-
-
 class Pool(redis.ConnectionPool):
     """redis-py's pool, which can also hand out a connection only when it is ready at once."""
 
     def idle_connection(self) -> redis.connection.AbstractConnection | None:
         """An idle connection, connected and with nothing left to read, or None: never
         connects (a caller's thread writes a lone create on it, and must not wait)."""
-        with self._lock:
-            idle = self._available_connections
-            if not idle or (_CONNECTS_IN_GET and not _ready(idle[-1])):
-                return None
+        if not compat.idle_and_ready(self):
+            return None
         _quick.active = True
         try:
             return self.get_connection()
@@ -83,8 +71,9 @@ class Pool(redis.ConnectionPool):
             _quick.active = False
 
     def ensure_connection(self, connection: Any) -> None:
+        """redis-py 8.2 and later connect the connection get_connection hands out here."""
         if getattr(_quick, "active", False):
-            if connection._sock is None or connection.can_read():
+            if not compat.ready_to_send(connection):
                 raise _WouldConnect  # get_connection puts it back
             return
         super().ensure_connection(connection)
@@ -94,7 +83,7 @@ class EmbeddedConnection(redis.UnixDomainSocketConnection):
     """A unix-socket connection that starts the embedded server when it is not answering."""
 
     def connect(self) -> None:
-        if self._sock is None and not os.path.exists(self.path):
+        if compat.socket_of(self) is None and not os.path.exists(self.path):
             # start it now: a connect to a missing socket first sits out redis-py's retries
             embedded.ensure_running()
         try:
@@ -102,6 +91,34 @@ class EmbeddedConnection(redis.UnixDomainSocketConnection):
         except redis.ConnectionError:
             embedded.ensure_running()
             super().connect()  # type: ignore[no-untyped-call]
+
+
+def check_redis_url(name: str, url: str) -> str:
+    """A Redis URL whose every part kickq can use: `config.check_url_parts`, then redis-py's own
+    reading of its query (db, timeouts, ...), which it does when it connects; ConfigError
+    naming the part, and the URL without its password."""
+    url = config.check_url_parts(name, url)
+    where = f"{name} {config.redacted(url)!r}"
+    try:
+        query = compat.url_options(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if query.get("db", 0) < 0:
+        raise ConfigError(f"{where}: its database {query['db']} is negative")
+    return url
+
+
+def _checked_url(name: str, value: Any) -> str | None:
+    url = config.OPTIONS["redis_url"].check(name, value)
+    return None if url is None else check_redis_url(name, url)
+
+
+CONFIG_OPTIONS = {
+    **config.OPTIONS,
+    "redis_url": attrs.evolve(config.OPTIONS["redis_url"], check=_checked_url),
+}
+"""What kickq.config() validates with: config.OPTIONS, the URL also read as redis-py reads it
+(the pure model leaves that to this layer, which has redis-py)."""
 
 
 def describe(settings: Mapping[str, Any], explicit: set[str]) -> str:
@@ -179,7 +196,7 @@ def _connect_cluster(
         )
     if url is not None and str(url).startswith("unix:"):
         raise ConfigError("a Redis Cluster needs a redis:// or rediss:// URL, not unix://")
-    options = {**TCP_DEFAULTS, **_scripts_routed_by_keys(), **options}
+    options = {**TCP_DEFAULTS, **compat.scripts_routed_by_keys(), **options}
     try:
         if url is not None:
             return Cluster.from_url(str(url), **options)
@@ -195,14 +212,12 @@ def _connect_cluster(
 
 
 class Cluster(redis.RedisCluster):
-    """redis-py's cluster client, whose pipelines route scripts as the client does: redis-py
-    8.1 gives a pipeline the default routing, whatever `policy_resolver` the client has."""
+    """redis-py's cluster client, whose pipelines route scripts as the client does (see
+    compat.route_pipeline_like)."""
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
-        resolver = getattr(self, "_policy_resolver", None)
-        if resolver is not None and hasattr(pipe, "_policy_resolver"):
-            pipe._policy_resolver = resolver
+        compat.route_pipeline_like(self, pipe)
         return pipe
 
     def close(self) -> None:
@@ -218,25 +233,16 @@ class Cluster(redis.RedisCluster):
                 node.redis_connection.connection_pool.disconnect()
 
 
-def _scripts_routed_by_keys() -> dict[str, Any]:
-    """The cluster client's routing of EVALSHA by the keys it names. redis-py 7 and later ask
-    a node COMMAND GETKEYS for every EVALSHA queued in a cluster pipeline otherwise: a round
-    trip more for each script call, on a connection of its own. Older versions route it so."""
+def check_reachable(settings: Mapping[str, Any], explicit: set[str]) -> None:
+    """One PING on a client of its own, closed afterwards; the error a user sees (see
+    outage.translate) when Redis cannot be reached or refuses kickq."""
+    client = connect(settings, explicit)
     try:
-        from redis._parsers.commands import CommandPolicies, RequestPolicy, ResponsePolicy
-        from redis.commands.policies import PolicyResolver, StaticPolicyResolver
-    except ImportError:
-        return {}
-    keyed = CommandPolicies(RequestPolicy.DEFAULT_KEYED, ResponsePolicy.DEFAULT_KEYED)
-
-    class ScriptsByKeys(PolicyResolver):
-        def resolve(self, command_name: str) -> CommandPolicies | None:
-            return keyed if command_name in ("evalsha", "eval") else None
-
-        def with_fallback(self, fallback: PolicyResolver) -> PolicyResolver:
-            return self
-
-    return {"policy_resolver": StaticPolicyResolver(ScriptsByKeys())}
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise translate(exc, describe(settings, explicit)) from exc
+    finally:
+        client.close()
 
 
 def pubsub_connector(client: Client) -> Callable[[], redis.connection.AbstractConnection]:
@@ -252,8 +258,6 @@ def pubsub_connector(client: Client) -> Callable[[], redis.connection.AbstractCo
         nodes = client.get_primaries()  # type: ignore[no-untyped-call]
         node = nodes[next(turn) % len(nodes)]
         pool = client.get_redis_connection(node).connection_pool
-        # the cluster's on-connect hook belongs to its own pooled connections
-        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k != "redis_connect_func"}
-        return pool.connection_class(**kwargs)  # type: ignore[no-any-return]
+        return compat.node_connection(pool)  # type: ignore[no-any-return]
 
     return connect_to_next_node

@@ -32,6 +32,7 @@ import attrs
 import redis
 
 from kickq._model import clock
+from kickq._redis import compat
 from kickq._redis.outage import LoopBackoff
 
 log = logging.getLogger("kickq")
@@ -126,7 +127,7 @@ class Listener:
         self._stopping.set()
         with self._lock:
             conn = self._conn
-        sock = getattr(conn, "_sock", None)
+        sock = compat.socket_of(conn)
         if sock is not None:
             # wakes the reader at once; it closes the connection itself, in its own thread
             with contextlib.suppress(OSError):
@@ -148,7 +149,7 @@ class Listener:
 
     def _send(self, *command: str) -> None:
         """Write on the pub/sub connection (lock held); a broken one is mended by the reader."""
-        sock = getattr(self._conn, "_sock", None)
+        sock = compat.socket_of(self._conn)
         if sock is None:  # not connected yet: `_open` subscribes every channel
             return
         try:

@@ -54,6 +54,10 @@ _CLUSTER_ONLY = (
 _REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "Protocol error: unauthenticated")
 
 
+ErrorReply = redis.ResponseError
+"""An error reply of Redis (redis-py's ResponseError): a command refused, not a lost connection."""
+
+
 class Unanswered(redis.ConnectionError):
     """Calls that went out to Redis (all or part of their bytes) whose replies never came: the
     connection failed or timed out after the send began, so Redis may have applied any of them.
@@ -72,6 +76,27 @@ def is_outage(exc: BaseException) -> bool:
         text = f"{getattr(exc, 'status_code', '') or ''} {exc}"
         return any(reply in text for reply in _BUSY_REPLIES)
     return False
+
+
+def refused_for_good(error: BaseException) -> bool:
+    """Whether Redis refused a call so that sending it again gets the same answer: an error of
+    the script itself (an argument it cannot take, a key of the wrong type). Not a server that
+    cannot serve for now (see `is_outage`), a slot moving on a cluster, or a refused login."""
+    if not isinstance(error, redis.ResponseError) or is_outage(error):
+        return False
+    if isinstance(error, (redis.exceptions.MovedError, redis.exceptions.AskError)):
+        return False
+    return not str(error).startswith(_NOT_FOR_GOOD)
+
+
+_NOT_FOR_GOOD = ("MOVED ", "ASK ", "NOSCRIPT", "NOAUTH", "NOPERM", "WRONGPASS")
+
+
+def maybe_applied(error: BaseException) -> bool:
+    """Whether a call that failed so may still have been applied by Redis: the connection
+    failed or timed out once the call may have been sent. A reply that refused it (busy, out of
+    memory, read-only) means it was not."""
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError))
 
 
 def translate(exc: BaseException, where: str) -> BaseException:

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from kickq._redis import compat
 from kickq._redis.outage import NODE_DOWN, Unanswered
 
 log = logging.getLogger("kickq")
@@ -29,16 +30,6 @@ def _redirected(result: Any) -> bool:
     if isinstance(result, redis.exceptions.MovedError | redis.exceptions.AskError):
         return True
     return isinstance(result, redis.ResponseError) and str(result).startswith(("MOVED ", "ASK "))
-
-
-def _moved(result: Any) -> redis.exceptions.MovedError | None:
-    """The MOVED reply `result` is, as redis-py's MovedError (older versions give the text)."""
-    if isinstance(result, redis.exceptions.MovedError):
-        return result
-    if isinstance(result, redis.ResponseError) and str(result).startswith("MOVED "):
-        with contextlib.suppress(ValueError):
-            return redis.exceptions.MovedError(str(result)[len("MOVED ") :])
-    return None
 
 
 def _still_redirected(result: Any) -> redis.exceptions.TryAgainError:
@@ -100,19 +91,8 @@ class ClusterRoutes:
             # a plain command: a cluster pipeline refuses pipe.evalsha, but routes this one by
             # the slot of its keys
             pipe.execute_command(*command)
-        strategy = getattr(pipe, "_execution_strategy", None)
         try:
-            if strategy is None or not hasattr(strategy, "_command_queue"):
-                return list(pipe.execute(raise_on_error=False))  # an older redis-py
-            queued = strategy._command_queue
-            try:
-                return list(
-                    strategy.send_cluster_commands(
-                        queued, raise_on_error=False, allow_redirections=False
-                    )
-                )
-            finally:
-                strategy.reset()
+            return compat.send_unredirected(pipe)
         except NODE_DOWN:
             self.relearn()
             raise
@@ -130,15 +110,8 @@ class ClusterRoutes:
         """Move each slot a MOVED reply names to the node it names, in the client's table."""
         manager: Any = self.client.nodes_manager
         for redirect in redirects:
-            moved = _moved(redirect)
-            if moved is None:
-                continue
             with contextlib.suppress(Exception):
-                if hasattr(manager, "move_slot"):  # redis-py 7 and later
-                    manager.move_slot(moved)
-                else:  # applied by the next lookup of a slot
-                    manager.update_moved_exception(moved)
-                    manager.get_node_from_slot(moved.slot_id)
+                compat.follow_moved(manager, redirect)
         self._check_primaries()
 
     def _primaries(self) -> frozenset[str]:

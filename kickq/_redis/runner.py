@@ -16,22 +16,21 @@ from typing import Any
 
 import attrs
 import redis
-from redis.commands.core import Script
-from redis.exceptions import NoScriptError
 
+from kickq._redis import compat
 from kickq._redis.connection import Client
 from kickq._redis.outage import Unanswered
 from kickq._redis.routing import ClusterRoutes
 
-ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]
+ScriptCall = tuple[compat.Script, Sequence[str], Sequence[Any]]
 WRITE_AT_ONCE = 65536  # bytes `ScriptRunner.write` sends from a caller's thread at most
 
 
 def _command(call: ScriptCall, with_text: bool) -> tuple[Any, ...]:
     script, keys, args = call
     if with_text:
-        return ("EVAL", script.script, len(keys), *keys, *args)
-    return ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return ("EVAL", compat.script_source(script), len(keys), *keys, *args)
+    return ("EVALSHA", compat.script_sha(script), len(keys), *keys, *args)
 
 
 def checked(results: Sequence[Any]) -> list[Any]:
@@ -130,7 +129,7 @@ class ScriptRunner:
         return self._reloaded(written.calls, self._read(written))
 
     def _reloaded(self, calls: Sequence[ScriptCall], results: list[Any]) -> list[Any]:
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        missing = [i for i, result in enumerate(results) if compat.is_noscript(result)]
         if missing:
             # EVAL loads the script on the node that lacked it, and on no other: SCRIPT LOAD
             # goes to every primary of a cluster, so one that is down would fail the batch

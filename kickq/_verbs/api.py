@@ -20,6 +20,7 @@ from kickq._model.config import settings
 from kickq._model.errors import ConfigError, SerializationError
 from kickq._model.job import Job
 from kickq._model.json import check_size, dumps
+from kickq._redis import connection
 from kickq._redis.keys import EVENTS, is_job_id
 from kickq._redis.record import encode, from_event
 from kickq._verbs.background import about, check_id, current, not_found, unknown_id
@@ -57,7 +58,7 @@ def configure(*args: Any, **options: Any) -> Mapping[str, Any]:
     elif args:
         raise ConfigError(f"config() takes a dict, a name and a value, or keywords: {args!r}")
     if options:
-        changed = settings.update(options)
+        changed = settings.update(options, connection.CONFIG_OPTIONS)
         if changed & config.CONNECTION_OPTIONS:
             runtime.shutdown()
     return settings.snapshot()

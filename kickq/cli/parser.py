@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 
 import attrs
 
-from kickq._model.config import MAX_CONCURRENT_JOBS, MAX_DURATION, check_redis_url
+from kickq._model.config import MAX_CONCURRENT_JOBS, MAX_DURATION
 from kickq._model.errors import ConfigError
 from kickq._model.job import State
+from kickq._redis.connection import check_redis_url
 from kickq._verbs.query import MAX_LIMIT, MAX_OFFSET
 from kickq.cli import output as out
 
@@ -211,7 +212,7 @@ def seconds(text: str) -> float:
 
 
 def redis_url(text: str) -> str:
-    """A Redis URL whose every part kickq can use (see kickq._model.config.check_redis_url)."""
+    """A Redis URL whose every part kickq can use (see kickq._redis.connection.check_redis_url)."""
     try:
         return check_redis_url("the URL", text)
     except ConfigError as exc:

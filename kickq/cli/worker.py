@@ -21,13 +21,10 @@ from collections.abc import Sequence
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
-import redis
-
 from kickq._engine.worker import Worker
 from kickq._model import clock
 from kickq._model.config import settings
 from kickq._redis import connection
-from kickq._redis.outage import translate
 from kickq._verbs import processors
 from kickq.cli import logs
 from kickq.cli.parser import EXIT_USAGE, Failure
@@ -77,14 +74,7 @@ def check_reachable() -> None:
     """Fail at once, in one line, when Redis cannot be reached: started, the workers would wait
     the outage out (as they should once running), logging it. One PING on a client of its own,
     before kickq's threads start."""
-    values, explicit = settings.snapshot(), settings.explicit
-    client = connection.connect(values, explicit)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise translate(exc, connection.describe(values, explicit)) from exc
-    finally:
-        client.close()
+    connection.check_reachable(settings.snapshot(), settings.explicit)
 
 
 def serve_metrics(host: str | None, port: int | None) -> WSGIServer | None:

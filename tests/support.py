@@ -6,6 +6,7 @@ import concurrent.futures
 import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -425,3 +426,29 @@ def outcome(future: concurrent.futures.Future[Any], timeout: float = 30) -> Any:
         raise AssertionError(f"future still pending after {timeout}s") from None
     except Exception as exc:
         return exc
+
+
+# a line of the job log ("kickq.jobs") for a failed run: its traceback follows it
+FAILED_RUN = re.compile(r"^\S+ [0-9a-f]{32} (retry|ghost|fail) in \S+: ")
+CHAINED = (
+    "The above exception was the direct cause of the following exception:",
+    "During handling of the above exception, another exception occurred:",
+)
+
+
+def uncaught(stderr: str) -> str:
+    """stderr without the tracebacks of the failed runs the job log reports (an example that
+    fails runs on purpose shows them: Python prints WARNINGs without logging set up): a
+    traceback that follows a job log line, or chained to one that does. Any other traceback
+    (an uncaught exception, a thread's) is kept."""
+    kept: list[str] = []
+    logged = False
+    for line in stderr.splitlines():
+        if FAILED_RUN.match(line):
+            logged = True
+        elif line == "Traceback (most recent call last):":
+            previous = next((text for text in reversed(kept) if text), "")
+            logged = logged and (FAILED_RUN.match(previous) is not None or previous in CHAINED)
+        if not (logged and line.startswith("Traceback")):
+            kept.append(line)
+    return "\n".join(kept)

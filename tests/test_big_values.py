@@ -140,8 +140,9 @@ def test_a_long_error_text_is_cut(r: Any) -> None:
     back = kickq.get(job.id).result(10)
     assert back.last_error == back.runs[0].error
     assert back.last_error is not None
-    assert back.last_error.startswith("E" * MAX_ERROR_CHARS)
-    assert back.last_error.endswith(f"[{1_000_000 - MAX_ERROR_CHARS} more characters cut]")
+    text = "RuntimeError: " + "E" * 1_000_000
+    assert back.last_error.startswith(text[:MAX_ERROR_CHARS])
+    assert back.last_error.endswith(f"[{len(text) - MAX_ERROR_CHARS} more characters cut]")
 
 
 def test_a_record_in_64_byte_pieces_is_read_and_rewritten_whole(r: Any) -> None:

@@ -103,7 +103,8 @@ def test_a_job_waiting_for_its_retry_never_runs_again() -> None:
         kickq.wait(marker.id, timeout=10).result(15)
     assert runs == ["flaky", "marker"]
     cancelled = assert_cancelled(job.id)
-    assert [(run.state, run.error) for run in cancelled.runs] == [("fail", "first try fails")]
+    failed = [("fail", "ValueError: first try fails")]
+    assert [(run.state, run.error) for run in cancelled.runs] == failed
 
 
 def test_a_job_waiting_for_its_ghost_rerun_never_runs_again() -> None:

@@ -294,7 +294,7 @@ def test_show_runs_and_delete_in_words(subprocess_env: dict[str, str]) -> None:
     assert "division by zero" in table.stdout and " UTC" in table.stdout
     runs = json.loads(kickq_cli("show", job.id, "--json", env=subprocess_env).stdout)["runs"]
     assert [(run["count"], run["state"]) for run in runs] == [(1, "fail")]
-    assert set(runs[0]) == {"count", "start_time", "process_time", "state", "error"}
+    assert set(runs[0]) == {"count", "start_time", "process_time", "state", "error", "traceback"}
 
     deleted = kickq_cli("delete", job.id, env=subprocess_env)
     assert (deleted.returncode, deleted.stdout.strip()) == (0, f"deleted {job.id}")

@@ -349,7 +349,10 @@ def distinct_job() -> Job:
         result={"result": 17},
         last_error="error-18",
         budget_start=1,
-        runs=(Run(1, at(19), 20.5, State.FAIL, "run-error-21"), Run(2, at(22), 23.5, State.FAIL)),
+        runs=(
+            Run(1, at(19), 20.5, State.FAIL, "run-error-21", "run-traceback-21"),
+            Run(2, at(22), 23.5, State.FAIL),
+        ),
     )
 
 
@@ -361,8 +364,9 @@ def as_json(value: object) -> object:
         return value.value
     if isinstance(value, tuple):
         return [as_json(item) for item in value]
-    if isinstance(value, Run):
-        return {name: as_json(getattr(value, name)) for name in attrs.fields_dict(Run)}
+    if isinstance(value, Run):  # a run without a traceback carries none
+        fields = {name: as_json(getattr(value, name)) for name in attrs.fields_dict(Run)}
+        return {name: text for name, text in fields.items() if name != "traceback" or text}
     return value
 
 

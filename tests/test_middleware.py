@@ -160,8 +160,8 @@ def test_a_middleware_that_raises_fails_the_run_and_retry_works(style: str) -> N
     done = run_job(f"raise-{style}", {"value": 7}, retry=True, retry_interval=0)
     assert done.state == "success" and done.result == 7
     assert [run.state for run in done.runs] == ["fail", "success"]
-    assert done.runs[0].error == "middleware says no"
-    assert done.last_error == "middleware says no"
+    assert done.runs[0].error == "ValueError: middleware says no"
+    assert done.last_error == "ValueError: middleware says no"
 
 
 @every_style
@@ -192,8 +192,8 @@ def test_a_failing_run_fails_with_the_middleware_error() -> None:
     kickq.use(refuse)
     kickq.process("refused", plain)
     done = run_job("refused", {"value": 1})
-    assert done.state == "fail" and done.last_error == "not today"
-    assert [run.error for run in done.runs] == ["not today"]
+    assert done.state == "fail" and done.last_error == "PermissionError: not today"
+    assert [run.error for run in done.runs] == ["PermissionError: not today"]
 
 
 def test_a_result_that_is_not_json_fails_the_run() -> None:

@@ -174,8 +174,9 @@ def test_start_with_nothing_registered_returns_no_workers() -> None:
 
 
 def test_one_log_line_per_finished_run(caplog: pytest.LogCaptureFixture) -> None:
-    """Each run a worker ends is one INFO line on "kickq.jobs": name, id, outcome, duration,
-    and the error of a failure; the parts are on the record too."""
+    """Each run a worker ends is one line on "kickq.jobs": name, id, outcome, duration, and the
+    error of a failure (a WARNING with its exception, as the run will run again; a success at
+    INFO); the parts are on the record too."""
 
     def flaky(job: kickq.Job, data: Any) -> str:
         if len(job.runs) == 1:
@@ -188,7 +189,9 @@ def test_one_log_line_per_finished_run(caplog: pytest.LogCaptureFixture) -> None
         assert finished(job.id).state is kickq.State.SUCCESS
         wait_until(lambda: len(caplog.records) >= 2, what="two log lines")
     lines = [r for r in caplog.records if r.name == "kickq.jobs"]
-    assert [r.levelno for r in lines] == [logging.INFO, logging.INFO]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO]
+    assert lines[0].exc_info is not None and isinstance(lines[0].exc_info[1], ValueError)
+    assert lines[1].exc_info is None
     failed, succeeded = (r.getMessage() for r in lines)
     assert failed.startswith(f"flaky {job.id} retry in ") and failed.endswith("first run fails")
     assert succeeded.startswith(f"flaky {job.id} success in ") and succeeded.endswith("s")

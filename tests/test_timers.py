@@ -78,7 +78,7 @@ def test_retry_runs_fail_fail_success() -> None:
         frozen.move_to(later(601))
         done = kickq.wait(job.id, timeout=10).result(15)
     assert [run.state for run in done.runs] == ["fail", "fail", "success"]
-    assert done.result == "finally" and done.last_error == "attempt 2 failed"
+    assert done.result == "finally" and done.last_error == "RuntimeError: attempt 2 failed"
 
 
 def test_retries_run_out_and_the_job_fails_for_good() -> None:

@@ -66,13 +66,18 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+class ContainedExit(RuntimeError):
+    """A coroutine handler's SystemExit or KeyboardInterrupt (its `__cause__`), carried out of
+    the loop as an ordinary exception; the run's error and traceback are its cause's."""
+
+
 async def _contained(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a handler's coroutine so that SystemExit or KeyboardInterrupt fail its run: asyncio
     re-raises those out of the loop, which would kill the thread every coroutine shares."""
     try:
         return await coroutine
     except (KeyboardInterrupt, SystemExit) as exc:
-        raise RuntimeError(str(exc) or type(exc).__name__) from exc
+        raise ContainedExit(str(exc) or type(exc).__name__) from exc
 
 
 async def _wind_down(spare: asyncio.Task[Any] | None, stop: bool = True) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import inspect
+import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -135,5 +137,83 @@ class Handler:
 
 
 def describe_error(error: BaseException) -> str:
-    """The text kept in last_error and the run's error."""
-    return str(error) or type(error).__name__
+    """The text kept in last_error and the run's error: the exception's type and message, as
+    the last line of its traceback reads (`KeyError: 'missing'`), the type alone when the
+    message is empty. A callback handler's `done(err)` with an `err` that is not an exception
+    keeps the text it gave as it is."""
+    kind = type(error)
+    message = _message(error)
+    if kind is HandlerError:
+        return message or kind.__name__
+    return f"{kind.__name__}: {message}" if message else kind.__name__
+
+
+def _message(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # an exception whose __str__ fails still fails its run
+        return "<the exception's str() failed>"
+
+
+MAX_TRACEBACK_CHARS = 16384
+"""The longest traceback a run keeps (in its record and in every event of its job). A longer
+one keeps its end, the innermost frames and the exception itself, behind a line that says how
+much was cut; any single part of it (a frame, a message) longer than MAX_TRACEBACK_PART is cut
+in its middle first, so that one huge message leaves room for the frames."""
+MAX_TRACEBACK_PART = 4096
+MAX_TRACEBACK_FRAMES = 100
+"""The innermost frames formatted of each exception of a traceback, the others counted: a frame
+costs ~30 µs to format (a RecursionError's thousand frames, 30 ms); a hundred are ~10 kB."""
+
+
+def describe_traceback(error: BaseException) -> str | None:
+    """The formatted traceback of a run's exception, with its chained causes and contexts,
+    bounded (MAX_TRACEBACK_CHARS); None for a callback handler's `done(err)` given text, which
+    was never raised."""
+    if type(error) is HandlerError and error.__traceback__ is None:
+        return None
+    try:
+        formatted = traceback.TracebackException.from_exception(error, limit=-MAX_TRACEBACK_FRAMES)
+        parts = [_cut_part(part) for part in formatted.format()]
+        depth = _depth(error.__traceback__)
+        if depth > MAX_TRACEBACK_FRAMES:
+            left_out = depth - MAX_TRACEBACK_FRAMES
+            parts.insert(0, f"[... {left_out} outermost frames of the traceback left out ...]\n")
+        return cut_traceback(parts)
+    except Exception as exc:  # never let a traceback that cannot be formatted lose the run
+        return f"<the traceback could not be formatted: {type(exc).__qualname__}>"
+
+
+def _depth(frames: types.TracebackType | None) -> int:
+    depth = 0
+    while frames is not None:
+        depth += 1
+        frames = frames.tb_next
+    return depth
+
+
+def _cut_part(part: str) -> str:
+    if len(part) <= MAX_TRACEBACK_PART:
+        return part
+    half = MAX_TRACEBACK_PART // 2
+    return f"{part[:half]}... [{len(part) - 2 * half} characters cut] ...{part[-half:]}"
+
+
+def cut_traceback(parts: list[str]) -> str:
+    """The parts of a traceback joined, keeping at most MAX_TRACEBACK_CHARS of its end (whole
+    parts, after a line saying how many characters were cut)."""
+    size = sum(map(len, parts))
+    if size <= MAX_TRACEBACK_CHARS:
+        return "".join(parts)
+    kept: list[str] = []
+    room = MAX_TRACEBACK_CHARS - 64  # for the line that says what was cut
+    for part in reversed(parts):
+        if len(part) > room:
+            break
+        kept.append(part)
+        room -= len(part)
+    kept.reverse()
+    cut = size - sum(map(len, kept))
+    return f"[... {cut} characters of the traceback cut: its outermost frames ...]\n" + "".join(
+        kept
+    )

@@ -23,7 +23,8 @@ import attrs
 
 from kickq._engine import middleware
 from kickq._engine.cancel_routing import CancelRouter, RunKey, RunToken, inside, run_was_cancelled
-from kickq._engine.handlers import Handler, describe_error
+from kickq._engine.future import ContainedExit
+from kickq._engine.handlers import Handler, describe_error, describe_traceback
 from kickq._engine.pool import ThreadPool
 from kickq._model import clock, lifecycle
 from kickq._model.config import max_value_bytes
@@ -52,12 +53,14 @@ def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
         return lifecycle.Failed("the run was cancelled")
     error = future.exception()
     if error is not None:
-        return lifecycle.Failed(describe_error(error))
+        if type(error) is ContainedExit and error.__cause__ is not None:
+            error = error.__cause__
+        return lifecycle.Failed(describe_error(error), describe_traceback(error), error)
     value = future.result()
     try:
         check_size(dumps(value, "the handler's result"), "the handler's result", max_value_bytes())
-    except SerializationError as exc:
-        return lifecycle.Failed(str(exc))
+    except SerializationError as exc:  # kickq's own check: its type, no traceback of the run
+        return lifecycle.Failed(describe_error(exc))
     return lifecycle.Succeeded(value)
 
 

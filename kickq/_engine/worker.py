@@ -412,7 +412,11 @@ class Worker:
             elif not result:
                 log.info("job %s changed meanwhile; this run's end is ignored", job.id)
             else:
-                joblog.finished(job)
+                exception = ending.change.exception
+                joblog.finished(job, exception)
+                if exception is not None:  # logged: its frames are not kept a moment longer
+                    ending.change.forget_exception()
+                    exception = None
                 run_ends.notify(job)
                 if job.state in lifecycle.WAITING and job.scheduled_for is not None:
                     scheduled.append(job.scheduled_for)

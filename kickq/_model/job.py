@@ -38,13 +38,17 @@ STATES = frozenset(state.value for state in State)
 
 @attrs.frozen
 class Run:
-    """One run of a job's handler."""
+    """One run of a job's handler: `error` says why it failed (`KeyError: 'missing'`, or
+    kickq's own text for a ghost or a cancel), `traceback` is the formatted traceback of the
+    exception the handler raised (None for a success, a ghost, a cancel, and for records
+    written before runs kept one; at most 16384 characters, its end kept)."""
 
     count: int
     start_time: datetime.datetime | None
     process_time: float | None
     state: State
     error: str | None = None
+    traceback: str | None = None
 
 
 def _default(option: str) -> Any:

@@ -47,7 +47,12 @@ def cut_error(text: str) -> str:
 
 @attrs.frozen
 class Failed:
+    """A run that failed: its error text (see `describe_error` in _engine/handlers.py), its
+    traceback when it raised, and the exception itself, for the log line of its end only."""
+
     error: str
+    traceback: str | None = None
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -62,14 +67,20 @@ NOT_ON_THE_JOB = frozenset({"at", "meta", "unique", "unique_key"})  # kept in ot
 
 @attrs.frozen
 class Change:
-    """A decided transition: the new job and the events it publishes."""
+    """A decided transition: the new job and the events it publishes; for the end of a run
+    that raised, the exception (`Failed.exception`), for the job log's line (never stored)."""
 
     job: Job
     events: tuple[str, ...]
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def finished(self) -> bool:
         return self.job.complete
+
+    def forget_exception(self) -> None:
+        """Drop the exception once its log line is written: it holds the run's frames."""
+        object.__setattr__(self, "exception", None)
 
 
 def create(
@@ -230,15 +241,15 @@ def end_run(
         return Change(done, ("success",))
 
     if isinstance(outcome, Failed):
-        run = Run(current.count, started, process_time, State.FAIL, cut_error(outcome.error))
+        error, traceback = cut_error(outcome.error), outcome.traceback
+        run = Run(current.count, started, process_time, State.FAIL, error, traceback)
         failures = job.count_runs(State.FAIL) + 1
         again = job.retry and failures <= job.retry_count
-        next_state, wait = State.RETRY, (_wait(interval_for(job, failures)) if again else 0.0)
-    else:
-        error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
-        run = Run(current.count, started, process_time, State.GHOST, error)
-        return _ghosted(job, run, ghosts(job) + 1, now)
-    return _ended(job, run, again, next_state, wait, now)
+        wait = _wait(interval_for(job, failures)) if again else 0.0
+        return _ended(job, run, again, State.RETRY, wait, now, outcome.exception)
+    error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
+    run = Run(current.count, started, process_time, State.GHOST, error)
+    return _ghosted(job, run, ghosts(job) + 1, now)
 
 
 def _ghosted(job: Job, run: Run, ghosted: int, now: datetime.datetime) -> Change:
@@ -248,10 +259,16 @@ def _ghosted(job: Job, run: Run, ghosted: int, now: datetime.datetime) -> Change
 
 
 def _ended(
-    job: Job, run: Run, again: bool, next_state: State, wait: float, now: datetime.datetime
+    job: Job,
+    run: Run,
+    again: bool,
+    next_state: State,
+    wait: float,
+    now: datetime.datetime,
+    exception: BaseException | None = None,
 ) -> Change:
     """The run in progress ended as `run`: the job waits `wait` in `next_state` if `again`,
-    else fails for good."""
+    else fails for good; `exception` what the run raised, for the job log."""
     runs = (*job.runs[:-1], run)
     if again:
         ended = attrs.evolve(
@@ -272,7 +289,7 @@ def _ended(
             finish_time=now,
             scheduled_for=None,
         )
-    return Change(ended, ("fail",))
+    return Change(ended, ("fail",), exception)
 
 
 def placement(job: Job, purge_timeout: float) -> tuple[str, int]:

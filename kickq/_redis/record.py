@@ -62,11 +62,17 @@ OPTIONAL_FIELDS = frozenset(
 
 
 def _run_json(run: Run) -> str:
-    return (
+    """A finished run's JSON; its traceback only when it has one, so that a run without one
+    (a success, a ghost) costs nothing more."""
+    head = (
         f'{{"count":{run.count},"start_time":{encode(clock.to_iso(run.start_time))},'
-        f'"process_time":{encode(run.process_time)},"state":"{run.state.value}",'
-        f'"error":{encode(run.error)}}}'
+        f'"process_time":{encode(run.process_time)},"state":"{run.state.value}","error":'
     )
+    if run.error is None:
+        return head + "null}"
+    if run.traceback is None:
+        return f"{head}{encode(run.error)}}}"
+    return f'{head}{encode(run.error)},"traceback":{encode(run.traceback)}}}'
 
 
 def _time(name: str, value: Any) -> datetime.datetime | None:
@@ -130,6 +136,7 @@ def _run_from_dict(value: Any) -> Run:
         process_time=process_time,
         state=State(value["state"]),
         error=_optional_text("a run's error", value.get("error")),
+        traceback=_optional_text("a run's traceback", value.get("traceback")),
     )
 
 

@@ -36,6 +36,7 @@ def run_fields(run: Run) -> dict[str, Any]:
         "process_time": run.process_time,
         "state": run.state.value,
         "error": run.error,
+        "traceback": run.traceback,
     }
 
 
@@ -193,6 +194,10 @@ def print_job(job: Job) -> None:
             for run in job.runs
         ]
         print_table(("run", "start_time", "process_time", "state", "error"), rows)
+        raised = [(run.count, run.traceback) for run in job.runs if run.traceback is not None]
+        if raised:
+            count, text = raised[-1]
+            print(f"traceback of run {count}:\n{text.rstrip()}")
 
 
 def show(view: RenderableType) -> None:

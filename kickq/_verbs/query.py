@@ -7,7 +7,8 @@ a job that changed meanwhile is left as it now is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import datetime
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kickq._engine import runtime
@@ -189,45 +190,51 @@ def _delete_index(store: Store, name: str, state: str) -> int:
 def requeue(job_id: str) -> KickqFuture[Job]:
     """Queue a job that failed for good again, with fresh retry and ghost budgets; its runs
     stay. Fails with ValueError if it has not failed for good, JobNotFound if unknown."""
-
-    def requeue_one(engine: runtime.Runtime) -> Job:
-        store = engine.store
-        for _ in range(ATTEMPTS):
-            loaded = current(engine, job_id)
-            change = lifecycle.requeue(loaded.job, clock.now())
-            if change is None:
-                raise ValueError(
-                    f"job {job_id} has not failed for good (it is {loaded.job.state.value}): "
-                    "only such a job can be requeued"
-                )
-            if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
-                return change.job
-        raise JobKeptChanging(job_id, "requeued")
-
-    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), requeue_one)
-    return future
+    return _decided(
+        job_id,
+        lifecycle.requeue,
+        "requeued",
+        lambda state: f"has not failed for good (it is {state}): only such a job can be requeued",
+    )
 
 
 def promote(job_id: str) -> KickqFuture[Job]:
     """Queue now a job that waits: delayed, waiting to retry, or a ghost waiting to run again
     (its wait is cut short; its runs and budgets stay). Resolves to the queued Job; fails with
     ValueError if it is not waiting, JobNotFound if unknown."""
+    return _decided(
+        job_id,
+        lifecycle.promote,
+        "promoted",
+        lambda state: (
+            f"is not waiting (it is {state}): only a delayed job, or one waiting to "
+            "retry or run again, can be promoted"
+        ),
+    )
 
-    def promote_one(engine: runtime.Runtime) -> Job:
+
+def _decided(
+    job_id: str,
+    decide: Callable[[Job, datetime.datetime], lifecycle.Change | None],
+    done: str,
+    refusal: Callable[[str], str],
+) -> KickqFuture[Job]:
+    """Apply `decide`'s change of one job through transition.lua, deciding again on the record
+    read afresh when it changed meanwhile; ValueError with `refusal(state)` when it decides
+    nothing."""
+
+    def apply(engine: runtime.Runtime) -> Job:
         store = engine.store
         for _ in range(ATTEMPTS):
             loaded = current(engine, job_id)
-            change = lifecycle.promote(loaded.job, clock.now())
+            change = decide(loaded.job, clock.now())
             if change is None:
-                raise ValueError(
-                    f"job {job_id} is not waiting (it is {loaded.job.state.value}): only a "
-                    "delayed job, or one waiting to retry or run again, can be promoted"
-                )
+                raise ValueError(f"job {job_id} {refusal(loaded.job.state.value)}")
             if applied(engine, job_id, store.run(store.transition_call(change, loaded, 0.0))):
                 return change.job
-        raise ValueError(f"job {job_id} kept changing; it was not promoted")
+        raise JobKeptChanging(job_id, done)
 
-    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), promote_one)
+    future: KickqFuture[Job] = about(job_id, not_found(str(job_id)), apply)
     return future
 
 

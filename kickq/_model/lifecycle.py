@@ -152,10 +152,7 @@ def cancel(job: Job, now: datetime.datetime) -> Change | None:
         return None
     runs = job.runs
     if job.state is State.PROCESSING and runs:
-        current = runs[-1]
-        started = current.start_time or now
-        process_time = round(max((now - started).total_seconds(), 0.0), 6)
-        runs = (*runs[:-1], Run(current.count, started, process_time, State.FAIL, CANCELLED))
+        runs = (*runs[:-1], _closed_run(job, now, State.FAIL, CANCELLED))
     ended = attrs.evolve(
         job,
         state=State.FAIL,
@@ -180,12 +177,29 @@ def abandoned(run: Run) -> bool:
     return run.state is State.GHOST and run.error == ABANDONED
 
 
+def _abandons(job: Job) -> int:
+    """The abandoned runs since the job's budgets last started."""
+    return sum(1 for run in job.runs if run.count > job.budget_start and abandoned(run))
+
+
 def ghosts(job: Job) -> int:
     """The ghosted runs that use up ghost_count: every ghost since the budgets last started
     but the first FREE_ABANDONS abandoned runs."""
-    counted = [run for run in job.runs if run.count > job.budget_start]
-    given_up = sum(1 for run in counted if abandoned(run))
-    return job.count_runs(State.GHOST) - min(given_up, FREE_ABANDONS)
+    return job.count_runs(State.GHOST) - min(_abandons(job), FREE_ABANDONS)
+
+
+def _closed_run(
+    job: Job,
+    now: datetime.datetime,
+    state: State,
+    error: str | None = None,
+    traceback: str | None = None,
+) -> Run:
+    """The run in progress, ended at `now` in `state`."""
+    current = job.runs[-1]
+    started = current.start_time or now
+    process_time = round(max((now - started).total_seconds(), 0.0), 6)
+    return Run(current.count, started, process_time, state, error, traceback)
 
 
 def abandon(job: Job, now: datetime.datetime) -> Change | None:
@@ -198,12 +212,9 @@ def abandon(job: Job, now: datetime.datetime) -> Change | None:
     not go round for ever. Anything but a run in progress is left alone."""
     if job.state is not State.PROCESSING or not job.runs:
         return None
-    current = job.runs[-1]
-    started = current.start_time or now
-    process_time = round(max((now - started).total_seconds(), 0.0), 6)
-    run = Run(current.count, started, process_time, State.GHOST, ABANDONED)
+    run = _closed_run(job, now, State.GHOST, ABANDONED)
     given_up = attrs.evolve(job, runs=(*job.runs[:-1], run))
-    if sum(1 for r in given_up.runs if r.count > job.budget_start and abandoned(r)) > FREE_ABANDONS:
+    if _abandons(given_up) > FREE_ABANDONS:
         return _ghosted(job, run, ghosts(given_up), now)
     again = attrs.evolve(
         given_up, state=State.QUEUED, last_error=ABANDONED, update_time=now, scheduled_for=None
@@ -224,11 +235,8 @@ def end_run(
     """The end of the run in progress: success, a failure or a ghost, and what comes next."""
     if job.state is not State.PROCESSING or not job.runs:
         return None
-    current = job.runs[-1]
-    started = current.start_time or now
-    process_time = round(max((now - started).total_seconds(), 0.0), 6)
     if isinstance(outcome, Succeeded):
-        run = Run(current.count, started, process_time, State.SUCCESS)
+        run = _closed_run(job, now, State.SUCCESS)
         done = attrs.evolve(
             job,
             state=State.SUCCESS,
@@ -241,14 +249,13 @@ def end_run(
         return Change(done, ("success",))
 
     if isinstance(outcome, Failed):
-        error, traceback = cut_error(outcome.error), outcome.traceback
-        run = Run(current.count, started, process_time, State.FAIL, error, traceback)
+        run = _closed_run(job, now, State.FAIL, cut_error(outcome.error), outcome.traceback)
         failures = job.count_runs(State.FAIL) + 1
         again = job.retry and failures <= job.retry_count
         wait = _wait(interval_for(job, failures)) if again else 0.0
         return _ended(job, run, again, State.RETRY, wait, now, outcome.exception)
-    error = f"run {current.count} overran process_timeout ({job.process_timeout:g}s): ghost"
-    run = Run(current.count, started, process_time, State.GHOST, error)
+    error = f"run {job.runs[-1].count} overran process_timeout ({job.process_timeout:g}s): ghost"
+    run = _closed_run(job, now, State.GHOST, error)
     return _ghosted(job, run, ghosts(job) + 1, now)
 
 

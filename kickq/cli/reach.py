@@ -33,6 +33,17 @@ def wait(future: concurrent.futures.Future[T]) -> T:
     return future.result()
 
 
+def repaired(future: concurrent.futures.Future[T]) -> T:
+    """The outcome of a repair of one job (requeue, promote): a job in a state the verb
+    refuses (ValueError) is a failure of the command, not a usage error."""
+    try:
+        return wait(future)
+    except kickq.ConfigError:
+        raise
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+
+
 SHOWN_CANDIDATES = 5  # ids an ambiguous prefix lists
 
 

@@ -17,7 +17,7 @@ from kickq._verbs.query import names
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli.parser import EXIT_USAGE, Failure, arg, command
-from kickq.cli.reach import connect, job_id, wait
+from kickq.cli.reach import connect, job_id, repaired, wait
 
 
 def _usage(args: argparse.Namespace, message: str) -> Failure:
@@ -54,12 +54,7 @@ def _requeue(args: argparse.Namespace) -> int:
                 "that had failed for good"
             )
         return 0
-    try:
-        job = wait(kickq.requeue(job_id(args.id)))
-    except kickq.ConfigError:
-        raise
-    except ValueError as exc:  # it has not failed for good: a failure, not a usage error
-        raise Failure(str(exc)) from None
+    job = repaired(kickq.requeue(job_id(args.id)))
     if args.json:
         out.print_json(out.job_fields(job))
     else:

@@ -21,7 +21,7 @@ from kickq._verbs.limits import Limits
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli.parser import EXIT_USAGE, Failure, arg, command
-from kickq.cli.reach import connect, job_id, wait
+from kickq.cli.reach import connect, job_id, repaired, wait
 
 FINISHED = ("success", "fail")
 
@@ -147,12 +147,7 @@ def _cancel(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     connect(args)
     found = job_id(args.id)
-    try:
-        job = wait(kickq.promote(found))
-    except kickq.ConfigError:
-        raise
-    except ValueError as exc:  # it is not waiting: a failure, not a usage error
-        raise Failure(str(exc)) from None
+    job = repaired(kickq.promote(found))
     if args.json:
         out.print_json(out.job_fields(job))
     else:

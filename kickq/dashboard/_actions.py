@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 import kickq
 from kickq.dashboard._guard import Sessions
 from kickq.dashboard._pages import fetch
+from kickq.dashboard._render import root_of
 
 MAX_BODY = 4096  # bytes: a form holds a token, an id or a name, and a path
 Form = dict[str, str]
@@ -50,11 +51,12 @@ def _field(form: Form, name: str) -> str:
     return value
 
 
-def _back(form: Form) -> str:
-    """Where to send the browser: the form's `next` if it is a path of this site, else home."""
+def _back(request: Request, form: Form) -> str:
+    """Where to send the browser: the form's `next` if it is a path of this site, else the
+    dashboard's overview."""
     target = form.get("next", "")
     if not target.startswith("/") or target.startswith(("//", "/\\")):
-        return "/"
+        return root_of(request) + "/"
     return target
 
 
@@ -107,4 +109,4 @@ async def act(request: Request) -> Response:
     if run is None:
         raise HTTPException(404, f"no action {request.path_params['verb']!r}")
     await run(form)
-    return RedirectResponse(_back(form), 303)
+    return RedirectResponse(_back(request, form), 303)

@@ -100,6 +100,7 @@ class Renderer:
             allow_actions=self.allow_actions,
             token=self.sessions.token(session) if session else "",
             path=request.url.path,
+            root=root_of(request),
             here=_here(request),
             content=template,
         )
@@ -109,6 +110,12 @@ class Renderer:
         if fresh and session:
             self.sessions.set_cookie(response, session)
         return response
+
+
+def root_of(request: Request) -> str:
+    """Where the dashboard is mounted: "" at the top of a site, "/admin/kickq" when an app
+    mounts it there. Every link and form of a page starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def _here(request: Request) -> str:

@@ -14,6 +14,8 @@
   const conn = document.getElementById("conn");
   const feed = document.getElementById("feed");
   if (!main) return;
+  // where the dashboard is mounted ("" at the top of a site, "/admin/kickq" inside an app)
+  const root = document.body.dataset.root || "";
 
   const MIN_INTERVAL = 1000; // ms between two re-reads, however busy the queues are
   let busy = false;
@@ -72,7 +74,7 @@
       item.append(kind, " ", name, " ");
       if (note.event !== "delete") {
         const link = document.createElement("a");
-        link.href = "/jobs/" + encodeURIComponent(note.id);
+        link.href = root + "/jobs/" + encodeURIComponent(note.id);
         link.textContent = note.id;
         item.append(link);
       } else {
@@ -92,7 +94,7 @@
   if (main.dataset.refresh === "poll") {
     setInterval(refresh, 10000);
   } else if (window.EventSource) {
-    const source = new EventSource("/events");
+    const source = new EventSource(root + "/events");
     source.addEventListener("open", () => setConnected(true));
     source.addEventListener("error", () => setConnected(false));
     source.addEventListener("change", (message) => {

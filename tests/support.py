@@ -369,11 +369,11 @@ class DashboardServer:
     on whatever Redis kickq is configured for: `with DashboardServer() as server: server.url`."""
 
     def __init__(self, allow_actions: bool = False) -> None:
-        from kickq.dashboard import _server, create_app  # needs the dashboard extra
+        from kickq.dashboard import _guard, _server, create_app  # needs the dashboard extra
 
         self.sock = _server.bind("127.0.0.1", 0)
         self.url = _server.url_of(self.sock)
-        self.app = create_app(allow_actions)
+        self.app = create_app(allow_actions, _guard.allowed_hosts("127.0.0.1"))  # as serve()
         self.server = _server.server(self.app)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="dashboard", daemon=True

@@ -1,4 +1,10 @@
-"""The dashboard's ASGI application: routes, error pages, and the live updates' lifetime."""
+"""The dashboard's ASGI application: routes, error pages, and the live updates' lifetime.
+
+It works at the top of a site and mounted inside an app (`Mount("/admin/kickq", app=...)`):
+every link starts at the ASGI root_path (see _render.root_of), the live updates start with the
+first page that listens (a mounted app's lifespan never runs), and the app that mounts it owns
+the Host check and may decide who gets in (`authorize`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,14 @@ from starlette.staticfiles import StaticFiles
 from kickq.dashboard import _actions as actions
 from kickq.dashboard import _live as live
 from kickq.dashboard import _pages as pages
-from kickq.dashboard._guard import LOCAL_HOSTS, Guard, Sessions
+from kickq.dashboard._guard import (
+    Authorization,
+    Authorize,
+    Guard,
+    Sessions,
+    check_authorize,
+    check_hosts,
+)
 from kickq.dashboard._render import Renderer
 
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -39,27 +52,44 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    allow_actions: bool = False, allowed_hosts: Sequence[str] | None = LOCAL_HOSTS
+    allow_actions: bool = False,
+    allowed_hosts: Sequence[str] | None = None,
+    *,
+    authorize: Authorize | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI application, on the Redis and namespace kickq is configured
-    for (`kickq.config()`, else KICKQ_REDIS_URL, else the embedded Redis).
+    for (`kickq.config()`, else KICKQ_REDIS_URL, else the embedded Redis): to serve with a
+    server of your own, or to mount in your app, at any path (`Mount("/admin/kickq", app=...)`
+    in Starlette, `app.mount("/admin/kickq", ...)` in FastAPI).
 
     `allow_actions`: offer requeue, delete, pause and resume (else every page is read-only and
-    every action is refused). `allowed_hosts`: the Host header values to answer (None: any);
-    `serve()` sets them from the address it listens on.
+    every action is refused). `allowed_hosts`: the Host header values to answer; None (the
+    default) answers any, leaving that check to your app or server (Starlette's
+    TrustedHostMiddleware, your proxy); `serve()` sets them from the address it listens on.
+    `authorize(request)`: who may see the dashboard, checked on every request but the static
+    files' (the CSS and the script), the live stream and the actions included: True lets the
+    request in, False refuses it (403); an HTTPException it raises is the answer (a 401 with
+    a WWW-Authenticate header, for one). It may be async; a plain function runs in the thread
+    pool. It must not read the request's body.
     """
     if not isinstance(allow_actions, bool):
         raise TypeError(f"allow_actions must be True or False, not {allow_actions!r}")
+    hosts = check_hosts(allowed_hosts)
+    authorize = check_authorize(authorize)
     fanout = live.Fanout()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        fanout.start()
+        # the live updates start with the first page that listens, lifespan or not; a server
+        # that runs the lifespan stops them with itself
         try:
             yield
         finally:
             fanout.stop()
 
+    middleware = [Middleware(Guard, hosts=hosts)]
+    if authorize is not None:
+        middleware.append(Middleware(Authorization, authorize=authorize))
     sessions = Sessions()
     app = Starlette(
         routes=[
@@ -72,7 +102,7 @@ def create_app(
             Route("/actions/{verb}", actions.act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        middleware=[Middleware(Guard, hosts=allowed_hosts)],
+        middleware=middleware,
         exception_handlers={HTTPException: _http_error, pages.Unavailable: _unavailable},
         lifespan=lifespan,
     )

@@ -108,7 +108,7 @@ class Renderer:
         page = self.env.get_template(template if fragment else "layout.html").render(context)
         response = HTMLResponse(page, status, headers={"cache-control": "no-store"})
         if fresh and session:
-            self.sessions.set_cookie(response, session)
+            self.sessions.set_cookie(response, session, root_of(request) + "/")
         return response
 
 

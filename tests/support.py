@@ -452,3 +452,63 @@ def uncaught(stderr: str) -> str:
         if not (logged and line.startswith("Traceback")):
             kept.append(line)
     return "\n".join(kept)
+
+
+MOUNT = "/admin/kickq"
+
+
+def mounted_dashboard(framework: str = "starlette", **options: Any) -> Any:
+    """An app of the user's with kickq.dashboard mounted at MOUNT (`create_app(**options)`, in
+    `app.state.dashboard`) and a home page of its own at /. `framework`: "starlette" or
+    "fastapi"."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from kickq.dashboard import create_app
+
+    dashboard = create_app(**options)
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("the app's own home")
+
+    app: Any
+    if framework == "fastapi":
+        import fastapi
+
+        app = fastapi.FastAPI()
+        app.add_route("/", home)
+        app.mount(MOUNT, dashboard)
+    else:
+        assert framework == "starlette", framework
+        app = Starlette(routes=[Route("/", home), Mount(MOUNT, app=dashboard)])
+    app.state.dashboard = dashboard
+    return app
+
+
+class AppServer:
+    """Any ASGI app served as the dashboard is (uvicorn, lifespan on: the app's own, never a
+    mounted app's) in a thread of this process, on a free 127.0.0.1 port: `server.url`."""
+
+    def __init__(self, app: Any) -> None:
+        from kickq.dashboard import _server  # needs the dashboard extra
+
+        self.app = app
+        self.sock = _server.bind("127.0.0.1", 0)
+        self.url = _server.url_of(self.sock).rstrip("/")
+        self.server = _server.server(app)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="app", daemon=True
+        )
+
+    def __enter__(self) -> AppServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), what="the app")
+        assert self.server.started, "the app did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

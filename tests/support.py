@@ -459,9 +459,11 @@ MOUNT = "/admin/kickq"
 
 def mounted_dashboard(framework: str = "starlette", **options: Any) -> Any:
     """An app of the user's with kickq.dashboard mounted at MOUNT (`create_app(**options)`, in
-    `app.state.dashboard`) and a home page of its own at /. `framework`: "starlette" or
-    "fastapi"."""
+    `app.state.dashboard`) and a home page of its own at /. `framework`: "starlette",
+    "fastapi", or "asgi" (a plain ASGI function that hands the dashboard its paths, as the
+    README shows for other frameworks)."""
     from starlette.applications import Starlette
+    from starlette.datastructures import State
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
     from starlette.routing import Mount, Route
@@ -474,6 +476,19 @@ def mounted_dashboard(framework: str = "starlette", **options: Any) -> Any:
         return PlainTextResponse("the app's own home")
 
     app: Any
+    if framework == "asgi":  # any other ASGI framework: the README's dispatcher
+        other = PlainTextResponse("the app's own home")
+
+        async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+            path = scope.get("path", "")
+            if scope["type"] == "http" and (path == MOUNT or path.startswith(MOUNT + "/")):
+                scope = {**scope, "root_path": scope.get("root_path", "") + MOUNT}
+                await dashboard(scope, receive, send)
+            elif scope["type"] == "http":
+                await other(scope, receive, send)
+
+        dispatch.state = State({"dashboard": dashboard})  # type: ignore[attr-defined]
+        return dispatch
     if framework == "fastapi":
         import fastapi
 

@@ -326,3 +326,17 @@ def test_two_mounted_dashboards_share_one_subscription_on_the_wire(r: Any) -> No
         assert numsub(r, channel) == 1
         job = kickq.create("mount-two").result(5)
         assert next(changes(one))["ids"] == [job.id] == next(changes(other))["ids"]
+
+
+def test_behind_a_proxy_that_strips_the_prefix(r: Any) -> None:
+    """`uvicorn --root-path /admin/kickq`: the proxy sends /jobs, the page links /admin/kickq."""
+    job = kickq.create("mount-proxy").result(5)
+    server = AppServer(create_app())
+    server.server.config.root_path = MOUNT
+    with server, httpx.Client(base_url=server.url, timeout=20) as client:
+        page = client.get("/jobs")
+        assert page.status_code == 200 and job.id in page.text
+        urls = urls_in(page.text)
+        assert f"{MOUNT}/jobs/{job.id}" in urls and f"{MOUNT}/static/dashboard.css" in urls
+        assert [url for url in urls if not url.startswith(MOUNT)] == []
+        assert client.get("/static/dashboard.css").status_code == 200

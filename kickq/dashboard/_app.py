@@ -44,8 +44,9 @@ def create_app(
     """The dashboard as an ASGI application, on the Redis and namespace kickq is configured
     for (`kickq.config()`, else KICKQ_REDIS_URL, else the embedded Redis).
 
-    `allow_actions`: offer requeue, delete, pause and resume (else every page is read-only and
-    every action is refused). `allowed_hosts`: the Host header values to answer (None: any);
+    `allow_actions`: offer the actions (a job's requeue, delete, cancel and promote; a name's
+    pause and resume; a schedule's unschedule and run-now), else every page is read-only and
+    every action is refused. `allowed_hosts`: the Host header values to answer (None: any);
     `serve()` sets them from the address it listens on.
     """
     if not isinstance(allow_actions, bool):
@@ -68,6 +69,7 @@ def create_app(
             Route("/jobs/{job_id}", pages.job),
             Route("/workers", pages.workers),
             Route("/schedules", pages.schedules),
+            Route("/search", pages.search),
             Route("/events", live.events),
             Route("/actions/{verb}", actions.act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

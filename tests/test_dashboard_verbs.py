@@ -241,3 +241,31 @@ def test_new_actions_are_refused_read_only_or_without_the_token(
     assert kickq.get(job.id).result(5) == job
     assert [s.key for s in kickq.schedules().result(5)] == ["dash-tick"]
     assert kickq.jobs().count().result(5) == 1
+
+
+# -- tracebacks --------------------------------------------------------------------------------
+
+
+def test_a_long_traceback_is_folded_and_says_its_size(actor: httpx.Client) -> None:
+    def deep(depth: int) -> None:
+        if depth == 0:
+            raise RuntimeError("at the bottom")
+        deeper(depth - 1)
+
+    def deeper(depth: int) -> None:  # two frames in turn: Python folds no repeated line
+        deep(depth)
+
+    kickq.process("dash-deep", lambda job, data: deep(data))
+    short, long = (kickq.create("dash-deep", depth).result(5) for depth in (0, 40))
+    for job in (short, long):
+        wait_until(lambda j=job: kickq.get(j.id).result(5).complete, what="the failure")
+    page = actor.get(f"/jobs/{short.id}").text
+    assert '<details class="traceback" id="job-traceback" open>' in page
+    page = actor.get(f"/jobs/{long.id}").text
+    traceback = kickq.get(long.id).result(5).runs[-1].traceback
+    assert traceback is not None
+    lines = len(traceback.splitlines())
+    assert lines > 40
+    assert '<details class="traceback" id="job-traceback">' in page
+    assert f"Traceback of run 1 ({lines} lines)</summary>" in page
+    assert "RuntimeError: at the bottom" in page

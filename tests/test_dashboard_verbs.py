@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -88,6 +89,8 @@ def test_search_says_clearly_when_no_job_has_the_id(reader: httpx.Client) -> Non
         "ffff0000": (404, "No job has an id that starts with ffff0000"),
         "abc": (400, "Give at least 4 digits"),
         "not-an-id": (400, "is not a job id"),
+        "0" * 33: (400, "is not a job id: an id is 32 digits"),
+        "x" * 5000: (400, "is not a job id"),
         "": (200, "Type a job id"),
     }
     for typed, (status, says) in cases.items():
@@ -95,6 +98,7 @@ def test_search_says_clearly_when_no_job_has_the_id(reader: httpx.Client) -> Non
         assert response.status_code == status, typed
         assert says in response.text, typed
         assert 'class="search"' in response.text  # the box, to try again
+        assert "x" * 40 not in response.text
 
 
 def test_search_box_is_in_every_page_header(reader: httpx.Client) -> None:
@@ -269,3 +273,47 @@ def test_a_long_traceback_is_folded_and_says_its_size(actor: httpx.Client) -> No
     assert '<details class="traceback" id="job-traceback">' in page
     assert f"Traceback of run 1 ({lines} lines)</summary>" in page
     assert "RuntimeError: at the bottom" in page
+
+
+# -- mounted under a path ----------------------------------------------------------------------
+
+
+class MountedServer(DashboardServer):
+    """The dashboard (actions allowed) mounted at /admin/kickq in an app of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(allow_actions=True)
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        from kickq.dashboard import _server, create_app
+
+        inner = create_app(True, allowed_hosts=None)
+        self.app = Starlette(routes=[Mount("/admin/kickq", app=inner)])
+        self.server = _server.server(self.app)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="dashboard", daemon=True
+        )
+
+
+def test_search_and_the_new_actions_stay_under_the_mount_point() -> None:
+    job = kickq.create("dash-mount", delay=600).result(5)
+    kickq.schedule("dash-mount", every=60).result(5)
+    with MountedServer() as server, httpx.Client(base_url=server.url, timeout=20) as client:
+        found = client.get("/admin/kickq/search", params={"q": job.id[:8]})
+        assert found.status_code == 303
+        assert found.headers["location"] == f"/admin/kickq/jobs/{job.id}"
+        page = client.get(f"/admin/kickq/jobs/{job.id}").text
+        assert 'action="/admin/kickq/search"' in page
+        for verb in ("promote", "cancel", "delete"):
+            assert f'action="/admin/kickq/actions/{verb}"' in page, verb
+        assert 'name="next" value="/admin/kickq/jobs?name=dash-mount"' in page  # after delete
+        schedules = client.get("/admin/kickq/schedules").text
+        for verb in ("run-schedule", "unschedule"):
+            assert f'action="/admin/kickq/actions/{verb}"' in schedules, verb
+        token = TOKEN.search(page).group(1)  # type: ignore[union-attr]
+        form = {"id": job.id, "token": token, "next": f"/admin/kickq/jobs/{job.id}"}
+        done = client.post("/admin/kickq/actions/promote", data=form)
+        assert done.status_code == 303
+        assert done.headers["location"] == f"/admin/kickq/jobs/{job.id}"
+        assert kickq.get(job.id).result(5).state is kickq.State.QUEUED

@@ -30,6 +30,7 @@ PAGE_SIZE = 50
 NAMES_PER_PAGE = 100  # rows of the overview's names table
 MAX_PAGE = 1_000_000
 SHOWN_MATCHES = 20  # ids a search by a shared prefix lists
+ID_DIGITS = 32  # hex digits of a job id
 
 
 class Unavailable(Exception):
@@ -179,9 +180,12 @@ async def search(request: Request) -> Response:
     status, problem = 200, None
     if not wanted:
         problem = f"Type a job id, or its first {MIN_PREFIX} digits or more, to find the job."
-    elif not all(c in "0123456789abcdef" for c in wanted):
-        status = 400
-        problem = f"{typed!r} is not a job id: an id is made of the digits 0-9 and a-f."
+    elif len(wanted) > ID_DIGITS or not all(c in "0123456789abcdef" for c in wanted):
+        status, typed = 400, typed[: ID_DIGITS + 1]  # a pasted page is not echoed whole
+        problem = (
+            f"{typed!r} is not a job id: an id is {ID_DIGITS} digits 0-9 and a-f, "
+            "and its start is enough."
+        )
     elif len(wanted) < MIN_PREFIX:
         status = 400
         problem = f"Give at least {MIN_PREFIX} digits of the id ({typed!r} is too short)."

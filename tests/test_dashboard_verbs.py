@@ -144,6 +144,21 @@ def test_job_actions_are_offered_only_where_they_apply(actor: httpx.Client) -> N
     assert f'data-confirm="Cancel job {delayed.id}? It ends failed, as cancelled."' in page
 
 
+def test_a_job_waiting_to_retry_can_run_now(actor: httpx.Client) -> None:
+    def broken(job: kickq.Job, data: None) -> None:
+        raise RuntimeError("not yet")
+
+    worker = kickq.process("dash-retry", broken)
+    job = kickq.create("dash-retry", retry=True, retry_interval=600).result(5)
+    wait_until(lambda: kickq.get(job.id).result(5).state is kickq.State.RETRY, what="a retry")
+    worker.stop(5)
+    page = actor.get(f"/jobs/{job.id}").text
+    assert buttons(page) == ["Run now", "Cancel", "Delete"]
+    form = {"id": job.id, "token": TOKEN.search(page).group(1)}  # type: ignore[union-attr]
+    assert actor.post("/actions/promote", data=form).status_code == 303
+    assert kickq.get(job.id).result(5).state is kickq.State.QUEUED
+
+
 def test_cancel_a_job_with_the_token(actor: httpx.Client) -> None:
     job = kickq.create("dash-act", delay=600).result(5)
     token = token_of(actor, f"/jobs/{job.id}")

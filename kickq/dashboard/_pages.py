@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 import kickq
+from kickq._model import clock, lifecycle
 from kickq._redis.keys import SEEN_STATES, is_job_id
 from kickq._verbs.query import MIN_PREFIX, ids_starting
 from kickq.dashboard._chart import chart, charts, minutes_of
@@ -139,6 +140,7 @@ async def job(request: Request) -> Response:
         raise HTTPException(
             404, f"no job with id {job_id!r} (deleted, purged or never made)"
         ) from None
+    now = clock.now()
     return _render(request)(
         request,
         "job.html",
@@ -146,6 +148,9 @@ async def job(request: Request) -> Response:
         job=found,
         options=_options(found),
         live_job=job_id,
+        # the actions offered are those the API would apply to the job as it is now
+        promotable=lifecycle.promote(found, now) is not None,
+        cancellable=lifecycle.cancel(found, now) is not None,
     )
 
 

@@ -1,4 +1,5 @@
-"""Actions: requeue, delete, pause and resume, as POSTs (`POST /actions/<verb>`).
+"""Actions, as POSTs (`POST /actions/<verb>`): a job's requeue, delete, cancel and promote; a
+name's pause, resume and requeue of its failed jobs; a schedule's unschedule and run-now.
 
 Refused (403) unless the dashboard was started with `allow_actions` (`--allow-actions`), and
 refused (403) without the session's token (see _guard.Sessions). A form is small and urlencoded;
@@ -26,7 +27,7 @@ Form = dict[str, str]
 
 READ_ONLY = (
     "this dashboard is read-only: start it with --allow-actions (allow_actions=True) to "
-    "requeue, delete, pause or resume"
+    "act on jobs, names or schedules"
 )
 NO_TOKEN = "this action carries no valid token for your session: reload the page and try again"
 
@@ -76,6 +77,54 @@ async def _delete(form: Form) -> None:
         raise HTTPException(404, f"no job with id {job_id!r}")
 
 
+async def _cancel(form: Form) -> None:
+    job_id = _field(form, "id")
+    try:
+        cancelled = await fetch(kickq.cancel(job_id))
+    except kickq.JobNotFound:
+        raise HTTPException(404, f"no job with id {job_id!r}") from None
+    if not cancelled:
+        raise HTTPException(409, f"job {job_id} is already complete: there is nothing to cancel")
+
+
+async def _promote(form: Form) -> None:
+    job_id = _field(form, "id")
+    try:
+        await fetch(kickq.promote(job_id))
+    except kickq.JobNotFound:
+        raise HTTPException(404, f"no job with id {job_id!r}") from None
+    except ValueError as exc:  # it is not waiting
+        raise HTTPException(409, str(exc)) from None
+
+
+async def _schedule(form: Form) -> kickq.Schedule:
+    key = _field(form, "key")
+    for schedule in await fetch(kickq.schedules()):
+        if schedule.key == key:
+            return schedule
+    raise HTTPException(404, f"no schedule with key {key!r}")
+
+
+async def _unschedule(form: Form) -> None:
+    key = _field(form, "key")
+    try:
+        existed = await fetch(kickq.unschedule(key))
+    except kickq.ConfigError as exc:  # not a key a schedule can have
+        raise HTTPException(400, str(exc)) from None
+    if not existed:
+        raise HTTPException(404, f"no schedule with key {key!r}")
+
+
+async def _run_schedule(form: Form) -> None:
+    """One job of the schedule now, as a tick would make it (its name, data and options);
+    its ticks go on as before."""
+    schedule = await _schedule(form)
+    try:
+        await fetch(kickq.create(schedule.name, schedule.data, dict(schedule.options)))
+    except (TypeError, ValueError) as exc:  # options this process's config refuses
+        raise HTTPException(409, f"schedule {schedule.key!r} cannot run now: {exc}") from None
+
+
 async def _by_name(form: Form, verb: Callable[[str], concurrent.futures.Future[Any]]) -> None:
     try:
         await fetch(verb(_field(form, "name")))
@@ -94,6 +143,10 @@ ACTIONS: dict[str, Callable[[Form], Awaitable[None]]] = {
     "pause": lambda form: _by_name(form, kickq.pause),
     "resume": lambda form: _by_name(form, kickq.resume),
     "requeue-failed": _requeue_failed,
+    "cancel": _cancel,
+    "promote": _promote,
+    "unschedule": _unschedule,
+    "run-schedule": _run_schedule,
 }
 
 

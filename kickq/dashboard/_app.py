@@ -62,8 +62,9 @@ def create_app(
     server of your own, or to mount in your app, at any path (`Mount("/admin/kickq", app=...)`
     in Starlette, `app.mount("/admin/kickq", ...)` in FastAPI).
 
-    `allow_actions`: offer requeue, delete, pause and resume (else every page is read-only and
-    every action is refused). `allowed_hosts`: the Host header values to answer; None (the
+    `allow_actions`: offer the actions (a job's requeue, delete, cancel and promote; a name's
+    pause and resume; a schedule's unschedule and run-now), else every page is read-only and
+    every action is refused. `allowed_hosts`: the Host header values to answer; None (the
     default) answers any, leaving that check to your app or server (Starlette's
     TrustedHostMiddleware, your proxy); `serve()` sets them from the address it listens on.
     `authorize(request)`: who may see the dashboard, checked on every request but the static
@@ -98,6 +99,7 @@ def create_app(
             Route("/jobs/{job_id}", pages.job),
             Route("/workers", pages.workers),
             Route("/schedules", pages.schedules),
+            Route("/search", pages.search),
             Route("/events", live.events),
             Route("/actions/{verb}", actions.act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

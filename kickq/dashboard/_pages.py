@@ -16,18 +16,22 @@ from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 import kickq
-from kickq._redis.keys import SEEN_STATES
+from kickq._model import clock, lifecycle
+from kickq._redis.keys import SEEN_STATES, is_job_id
+from kickq._verbs.query import MIN_PREFIX, ids_starting
 from kickq.dashboard._chart import chart, charts, minutes_of
-from kickq.dashboard._render import Renderer
+from kickq.dashboard._render import Renderer, root_of
 
 T = TypeVar("T")
 WAIT = 10.0  # seconds a page waits for Redis before it says Redis is unavailable
 PAGE_SIZE = 50
 NAMES_PER_PAGE = 100  # rows of the overview's names table
 MAX_PAGE = 1_000_000
+SHOWN_MATCHES = 20  # ids a search by a shared prefix lists
+ID_DIGITS = 32  # hex digits of a job id
 
 
 class Unavailable(Exception):
@@ -136,6 +140,7 @@ async def job(request: Request) -> Response:
         raise HTTPException(
             404, f"no job with id {job_id!r} (deleted, purged or never made)"
         ) from None
+    now = clock.now()
     return _render(request)(
         request,
         "job.html",
@@ -143,6 +148,9 @@ async def job(request: Request) -> Response:
         job=found,
         options=_options(found),
         live_job=job_id,
+        # the actions offered are those the API would apply to the job as it is now
+        promotable=lifecycle.promote(found, now) is not None,
+        cancellable=lifecycle.cancel(found, now) is not None,
     )
 
 
@@ -163,4 +171,47 @@ async def schedules(request: Request) -> Response:
     found = await fetch(kickq.schedules())
     return _render(request)(
         request, "schedules.html", title="Schedules", schedules=found, refresh="poll"
+    )
+
+
+async def search(request: Request) -> Response:
+    """GET /search?q=...: the page of the job whose id is `q`, or of the one job whose id
+    starts with it (a 303 there); else a page listing the ids that share the prefix, or saying
+    that no job has it (404). A prefix is looked up as `kickq show` does (`ids_starting`: a
+    SCAN of the namespace's records, for people typing an id)."""
+    typed = request.query_params.get("q", "").strip()
+    wanted = typed.lower()
+    found: list[str] = []
+    status, problem = 200, None
+    if not wanted:
+        problem = f"Type a job id, or its first {MIN_PREFIX} digits or more, to find the job."
+    elif len(wanted) > ID_DIGITS or not all(c in "0123456789abcdef" for c in wanted):
+        status, typed = 400, typed[: ID_DIGITS + 1]  # a pasted page is not echoed whole
+        problem = (
+            f"{typed!r} is not a job id: an id is {ID_DIGITS} digits 0-9 and a-f, "
+            "and its start is enough."
+        )
+    elif len(wanted) < MIN_PREFIX:
+        status = 400
+        problem = f"Give at least {MIN_PREFIX} digits of the id ({typed!r} is too short)."
+    elif is_job_id(wanted):
+        try:
+            found = [(await fetch(kickq.get(wanted))).id]
+        except kickq.JobNotFound:
+            status, problem = 404, f"No job has the id {wanted} (deleted, purged or never made)."
+    else:
+        found = await fetch(ids_starting(wanted, SHOWN_MATCHES))
+        if not found:
+            status, problem = 404, f"No job has an id that starts with {wanted}."
+    if len(found) == 1:
+        return RedirectResponse(f"{root_of(request)}/jobs/{found[0]}", 303)
+    return _render(request)(
+        request,
+        "search.html",
+        status,
+        title="Search",
+        query=typed,
+        found=found,
+        more=len(found) == SHOWN_MATCHES,
+        problem=problem,
     )

@@ -18,6 +18,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+import kickq
 from kickq._model import clock
 from kickq.dashboard._guard import Sessions
 
@@ -102,6 +103,7 @@ class Renderer:
             path=request.url.path,
             root=root_of(request),
             here=_here(request),
+            namespace=kickq.config()["redis_namespace"],
             content=template,
         )
         fragment = request.headers.get(FRAGMENT_HEADER) == "1"

@@ -18,6 +18,7 @@
   const root = document.body.dataset.root || "";
 
   const MIN_INTERVAL = 1000; // ms between two re-reads, however busy the queues are
+  const POLL = 10000; // ms between two re-reads of a page no event describes (workers, schedules)
   let busy = false;
   let timer = null;
   let last = 0;
@@ -42,8 +43,9 @@
         main.replaceChildren(...doc.body.childNodes);
         main.dataset.refreshed = String(Date.now());
       }
+      polled(response.ok);
     } catch (error) {
-      // the next change or poll tries again
+      polled(false); // the next change or poll tries again
     } finally {
       busy = false;
     }
@@ -85,6 +87,12 @@
     while (feed.children.length > 20) feed.lastElementChild.remove();
   }
 
+  function polled(ok) {
+    if (!conn || main.dataset.refresh !== "poll") return;
+    conn.textContent = ok ? "updates every " + POLL / 1000 + " s" : "update failed, retrying";
+    conn.classList.toggle("poll", ok);
+  }
+
   function setConnected(live) {
     if (!conn) return;
     conn.textContent = live ? "live" : "reconnecting…";
@@ -92,7 +100,13 @@
   }
 
   if (main.dataset.refresh === "poll") {
-    setInterval(refresh, 10000);
+    // no event stream here: say how the page is kept up to date, not "offline"
+    if (conn) {
+      conn.textContent = "updates every " + POLL / 1000 + " s";
+      conn.classList.add("poll");
+      conn.title = "this page re-reads itself every " + POLL / 1000 + " seconds";
+    }
+    setInterval(refresh, POLL);
   } else if (window.EventSource) {
     const source = new EventSource(root + "/events");
     source.addEventListener("open", () => setConnected(true));

@@ -28,6 +28,7 @@ PROG = "kickq"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 ENV_NAMESPACE = "KICKQ_NAMESPACE"  # the default of --namespace
+MAX_PROCESSES = 1024  # `kickq worker --processes`
 Run = Callable[[argparse.Namespace], int]
 
 
@@ -193,6 +194,7 @@ def whole(low: int, high: int) -> Callable[[str], int]:
 
 
 concurrency = whole(1, MAX_CONCURRENT_JOBS)
+processes = whole(1, MAX_PROCESSES)
 page_size = whole(1, MAX_LIMIT)
 offset = whole(0, MAX_OFFSET)
 

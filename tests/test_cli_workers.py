@@ -258,6 +258,20 @@ def test_reload_restarts_the_worker_when_a_py_file_changes(cli: Any, app: pathli
     assert stop(worker) == 0, worker.log
 
 
+def test_reload_waits_for_a_fix_when_the_worker_exits(cli: Any, app: pathlib.Path) -> None:
+    """An edit that breaks the module stops the worker; the next edit starts it again."""
+    worker = cli("--reload", "--names", "cw-pid", "--grace", "5")
+    wait_until(lambda: len(worker.children()) == 1, 30, interval=0.2, what="the worker")
+    (app / "cw_app.py").write_text(APP + "\nraise RuntimeError('half edited')\n")
+    wait_until(lambda: "waiting for a change to start it again" in worker.log, 60, what="exit")
+    assert len(worker.children()) == 2  # started once more on the edit, which then failed
+    (app / "cw_app.py").write_text(APP + "\n# fixed\n")
+    wait_until(lambda: len(worker.children()) == 3, 30, interval=0.2, what="a restart")
+    job = kickq.create("cw-pid", {}).result(5)
+    assert kickq.wait(job.id, timeout=60).result(65).result == worker.children()[2]
+    assert stop(worker) == 0, worker.log
+
+
 # -- bad usage -------------------------------------------------------------------------------
 
 
@@ -300,3 +314,42 @@ def test_processes_with_a_module_that_does_not_exist_exits_2(
     )
     assert done.returncode == 2, done.stderr
     assert "no module named 'no_such_app'" in done.stderr
+
+
+def test_a_child_that_keeps_dying_is_started_again_later_and_later(
+    cli: Any, app: pathlib.Path
+) -> None:
+    """A module that fails on import: each quick death doubles the wait before the next
+    start, so a crash loop does not spin."""
+    (app / "cw_app.py").write_text("raise RuntimeError('broken deploy')\n")
+    worker = cli("--processes", "1")
+    wait_until(lambda: "starting another in 2s" in worker.log, 60, what="three deaths")
+    assert "exited with status 1 after" in worker.log
+    assert "starting another in 0.5s" in worker.log
+    assert "starting another in 1s" in worker.log
+    assert worker.log.count("importing cw_app failed: RuntimeError: broken deploy") >= 3
+    assert stop(worker) == 0, worker.log
+
+
+def test_children_stop_when_the_supervisor_is_killed(cli: Any) -> None:
+    worker = cli("--processes", "1", "--names", "cw-pid")
+    wait_until(lambda: len(live_pids()) == 1, 60, interval=0.2, what="the worker process")
+    (child,) = worker.children()
+    worker.process.kill()
+    worker.process.wait(10)
+    wait_until(lambda: not _alive(child), 30, interval=0.1, what="the orphan to stop")
+    assert "the supervisor of this worker is gone; stopping" in worker.log
+    assert live_pids() == set()  # it stopped as on SIGTERM: its worker is out of workers()
+
+
+def test_worker_help_documents_the_modes_and_the_exit_status(capsys: Any) -> None:
+    from kickq.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    for option in ("--burst", "--processes N", "--stuck-margin SECONDS", "--reload"):
+        assert option in shown
+    assert "exit status: 0 stopped by a signal" in shown
+    assert "replaces one with a run --stuck-margin seconds past" in " ".join(shown.split())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,26 @@ def _fail(prog: str, message: object, status: int) -> int:
     out.error_line(prog, message)
     return status
 
+
+_WORKER_NOTES = (
+    """On SIGINT or SIGTERM it stops fetching, lets running jobs finish for up to --grace
+    seconds and hands back those still running (queued again at once). --burst stops on its own
+    once no job of its names is queued, due now, or processing in any process (a job delayed
+    until later is not waited for).""",
+    f"""--processes N: a supervisor runs N worker processes (`kickq worker` with the same
+    options), starts again one that dies (at once if it ran {supervisor.STABLE:g}s, else after
+    {supervisor.BACKOFF_FIRST:g}s, doubling up to {supervisor.BACKOFF_MAX:g}s), kills (SIGKILL)
+    and replaces one with a run --stuck-margin seconds past its process_timeout (that job is a
+    ghost: it runs again as ghost_retry says), and passes SIGINT/SIGTERM on to them. --reload:
+    one worker process, started again when a .py file under the current directory changes
+    (checked every second); for development.""",
+    """exit status: 0 stopped by a signal, every running job finished or handed back (with
+    --burst: also once the work is done); 1 Redis unreachable at start, or a run Redis did not
+    take back (it becomes a ghost); 2 bad usage; 128+N on a second signal N (130, 143).""",
+)
+WORKER_EPILOG = "\n\n".join(
+    textwrap.fill(" ".join(note.split()), 79, break_on_hyphens=False) for note in _WORKER_NOTES
+)
 
 # -- commands --------------------------------------------------------------------------------
 
@@ -162,6 +183,7 @@ def _fail(prog: str, message: object, status: int) -> int:
         "changes",
     ),
     prints=False,
+    epilog=WORKER_EPILOG,
 )
 def _worker(args: argparse.Namespace) -> int:
     if args.processes is not None or args.reload:

@@ -166,7 +166,7 @@ def serve(
     names = sorted({name for worker in workers for name in worker.names})
     log.info("processing %s (pid %d); Ctrl-C or SIGTERM stops", ", ".join(names), os.getpid())
     signals.workers = workers
-    done = Backlog(names) if burst else None
+    done = BurstCheck(names) if burst else None
     while not signals.stop.wait(POLL):
         if done is not None and done.empty():
             log.info("burst: no job of %s left to do; stopping", ", ".join(names))
@@ -186,7 +186,7 @@ def serve(
     return status[0] if status else 1
 
 
-class Backlog:
+class BurstCheck:
     """For --burst: whether the work of `names` is done, read at most every BURST_CHECK
     seconds (a reading is one script call per partition)."""
 

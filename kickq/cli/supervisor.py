@@ -141,6 +141,10 @@ class Supervisor:
     def _first(self, signum: int, _frame: FrameType | None) -> None:
         for other in (signal.SIGINT, signal.SIGTERM):
             signal.signal(other, self._second)
+        self.request_stop(signum)
+
+    def request_stop(self, signum: int) -> None:
+        """Stop the children as on the signal `signum` (any thread may call it)."""
         self._signal = signum
         self._stop.set()
 

@@ -6,6 +6,7 @@ subprocess against the test's Redis."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 import re
@@ -24,6 +25,7 @@ from support import wait_until
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 APP = """
+import logging
 import os
 import pathlib
 import time
@@ -213,6 +215,20 @@ def test_a_stuck_child_is_killed_and_replaced_and_its_job_runs_again(
     assert stop(worker) == 0, worker.log
 
 
+def test_sigterm_reaches_the_children_which_hand_their_runs_back(
+    cli: Any, app: pathlib.Path
+) -> None:
+    """--grace runs out in the child: its job is queued again at once, and all exit 0."""
+    worker = cli("--processes", "2", "--names", "cw-block", "--grace", "1")
+    job = kickq.create("cw-block", {"marker": str(app / "started"), "seconds": 600}).result(5)
+    wait_until((app / "started").exists, 60, interval=0.1, what="the job to start")
+    assert stop(worker) == 0, worker.log
+    back = kickq.get(job.id).result(5)
+    assert back.state is State.QUEUED, back
+    assert back.runs[-1].error is not None and back.runs[-1].error.startswith("abandoned")
+    assert "1 jobs still running after 1s; handed back, queued again" in worker.log
+
+
 def test_a_second_signal_kills_the_children_at_once(cli: Any, app: pathlib.Path) -> None:
     worker = cli("--processes", "1", "--names", "cw-block", "--grace", "600")
     kickq.create("cw-block", {"marker": str(app / "started"), "seconds": 600}).result(5)
@@ -353,3 +369,43 @@ def test_worker_help_documents_the_modes_and_the_exit_status(capsys: Any) -> Non
         assert option in shown
     assert "exit status: 0 stopped by a signal" in shown
     assert "replaces one with a run --stuck-margin seconds past" in " ".join(shown.split())
+
+
+# -- serve() in this process -----------------------------------------------------------------
+
+
+def test_serve_in_burst_mode_returns_0_once_the_work_is_done(caplog: Any) -> None:
+    from kickq.cli import worker as worker_cli
+
+    caplog.set_level(logging.INFO, logger="kickq.cli")
+    jobs = [kickq.create("cw-inproc", i).result(5) for i in range(5)]
+    later = kickq.create("cw-inproc", 99, delay=3600).result(5)
+    workers = [kickq.process("cw-inproc", lambda job, data: data * 2)]
+    assert worker_cli.serve(workers, worker_cli.Signals(), 10, burst=True) == 0
+    assert [kickq.get(job.id).result(5).result for job in jobs] == [0, 2, 4, 6, 8]
+    assert kickq.get(later.id).result(5).state is State.DELAYED
+    assert "burst: no job of cw-inproc left to do; stopping" in caplog.messages
+
+
+def test_serve_stops_when_its_supervisor_is_gone(caplog: Any) -> None:
+    from kickq.cli import worker as worker_cli
+
+    workers = [kickq.process("cw-inproc", lambda job, data: data)]
+    assert worker_cli.serve(workers, worker_cli.Signals(), 10, orphaned=lambda: True) == 0
+    assert "the supervisor of this worker is gone; stopping" in caplog.messages
+    assert workers[0].stopped
+
+
+def test_serve_in_burst_mode_runs_a_retry_that_is_due_at_once() -> None:
+    from kickq.cli import worker as worker_cli
+
+    def flaky(job: Any, data: Any) -> str:
+        if len(job.runs) < 2:
+            raise RuntimeError("first run fails")
+        return "second run"
+
+    job = kickq.create("cw-inproc", None, retry=True, retry_count=1, retry_interval=0).result(5)
+    workers = [kickq.process("cw-inproc", flaky)]
+    assert worker_cli.serve(workers, worker_cli.Signals(), 10, burst=True) == 0
+    done = kickq.get(job.id).result(5)
+    assert (done.state, done.result, len(done.runs)) == (State.SUCCESS, "second run", 2)

@@ -120,10 +120,19 @@ class Signals:
         self.received = ""  # the first signal's name, logged by the main loop (not the handler)
         self.workers: Sequence[Worker] = ()  # whose runs a second signal hands back
         self._exiting = False
+        self._installed = False
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._first)
+        self._installed = True
+
+    def stopping(self) -> None:
+        """The worker stops on its own (--burst, or its supervisor gone): a signal now is
+        taken as the second, as if the stop had come from a first one."""
+        if self._installed:
+            for other in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(other, self._second)
 
     def _first(self, signum: int, _frame: FrameType | None) -> None:
         for other in (signal.SIGINT, signal.SIGTERM):
@@ -170,9 +179,11 @@ def serve(
     while not signals.stop.wait(POLL):
         if done is not None and done.empty():
             log.info("burst: no job of %s left to do; stopping", ", ".join(names))
+            signals.stopping()
             break
         if orphaned():
             log.warning("the supervisor of this worker is gone; stopping")
+            signals.stopping()
             break
     else:
         log.info("%s: stopping (a second signal exits at once)", signals.received)

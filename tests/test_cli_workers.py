@@ -229,6 +229,21 @@ def test_sigterm_reaches_the_children_which_hand_their_runs_back(
     assert "1 jobs still running after 1s; handed back, queued again" in worker.log
 
 
+def test_sigterm_to_every_process_at_once_is_one_signal(cli: Any, app: pathlib.Path) -> None:
+    """systemd's stop sends SIGTERM to each process of the unit, and the supervisor passes its
+    own on: a child takes the two as one, so the grace still applies, and all exit 0."""
+    worker = cli("--processes", "1", "--names", "cw-block", "--grace", "1")
+    job = kickq.create("cw-block", {"marker": str(app / "started"), "seconds": 600}).result(5)
+    wait_until((app / "started").exists, 60, interval=0.1, what="the job to start")
+    os.kill(int((app / "started").read_text()), signal.SIGTERM)
+    # the supervisor passes its own on once the child has taken the first (as it would be,
+    # systemd's reaching both at once and the supervisor's loop passing it on within 0.25 s)
+    wait_until(lambda: "stopping (a second signal exits at once)" in worker.log, 20)
+    assert stop(worker) == 0, worker.log
+    assert kickq.get(job.id).result(5).state is State.QUEUED
+    assert "second signal (SIGTERM): exiting now" not in worker.log, worker.log
+
+
 def test_a_second_signal_kills_the_children_at_once(cli: Any, app: pathlib.Path) -> None:
     worker = cli("--processes", "1", "--names", "cw-block", "--grace", "600")
     kickq.create("cw-block", {"marker": str(app / "started"), "seconds": 600}).result(5)

@@ -203,7 +203,7 @@ def _worker(args: argparse.Namespace) -> int:
     supervised = runwatch.Supervised.take()
     if supervised.cell:  # a child of `--processes`/`--reload`: tell the supervisor of its runs
         runwatch.install(supervised.cell, [processor.handler for processor in found])
-    signals = worker_cli.Signals()
+    signals = worker_cli.Signals(worker_cli.SUPERVISED_ECHO if supervised.cell else 0.0)
     signals.install()
     workers = kickq.start(args.names, concurrent_jobs=args.concurrency)
     return worker_cli.serve(workers, signals, args.grace, args.burst, supervised.orphaned)

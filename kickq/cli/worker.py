@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
@@ -41,6 +42,7 @@ from kickq.cli.parser import EXIT_USAGE, Failure
 log = logging.getLogger("kickq.cli")
 POLL = 0.25  # seconds: how late the main thread may run a signal's handler
 SECOND_SIGNAL_WAIT = 1.0  # seconds a second signal waits for the runs' hand-back
+SUPERVISED_ECHO = 2.0  # seconds after the first signal a supervised worker takes none as second
 BURST_CHECK = 0.5  # seconds between two readings of what is left, with --burst
 METRICS_HOST = "127.0.0.1"  # where --metrics-port listens unless --metrics-host says otherwise
 
@@ -115,12 +117,17 @@ class Signals:
     """The first SIGINT/SIGTERM asks for a graceful stop; the second hands the running jobs back
     (within SECOND_SIGNAL_WAIT) and ends the process; a third ends it without waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: float = 0.0) -> None:
         self.stop = threading.Event()
         self.received = ""  # the first signal's name, logged by the main loop (not the handler)
         self.workers: Sequence[Worker] = ()  # whose runs a second signal hands back
         self._exiting = False
         self._installed = False
+        # a signal this soon after the first is the same one arriving twice, not a second: a
+        # supervised worker gets systemd's SIGTERM (sent to a unit's every process) and the one
+        # its supervisor passes on
+        self._echo = echo
+        self._first_at = 0.0
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -138,9 +145,12 @@ class Signals:
         for other in (signal.SIGINT, signal.SIGTERM):
             signal.signal(other, self._second)
         self.received = signal.Signals(signum).name
+        self._first_at = time.monotonic()
         self.stop.set()
 
     def _second(self, signum: int, _frame: FrameType | None) -> None:
+        if self._first_at and time.monotonic() - self._first_at < self._echo:
+            return
         name = signal.Signals(signum).name
         if not self._exiting:  # a third signal, while this one waits, exits at once
             self._exiting = True

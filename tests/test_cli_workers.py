@@ -292,7 +292,7 @@ def test_reload_restarts_the_worker_when_a_py_file_changes(cli: Any, app: pathli
 def test_reload_waits_for_a_fix_when_the_worker_exits(cli: Any, app: pathlib.Path) -> None:
     """An edit that breaks the module stops the worker; the next edit starts it again."""
     worker = cli("--reload", "--names", "cw-pid", "--grace", "5")
-    wait_until(lambda: len(worker.children()) == 1, 30, interval=0.2, what="the worker")
+    wait_until(lambda: "processing cw-pid" in worker.log, 60, interval=0.2, what="the worker")
     (app / "cw_app.py").write_text(APP + "\nraise RuntimeError('half edited')\n")
     wait_until(lambda: "waiting for a change to start it again" in worker.log, 60, what="exit")
     assert len(worker.children()) == 2  # started once more on the edit, which then failed

@@ -11,7 +11,8 @@ development tree of a few thousand files reads in milliseconds.
 from __future__ import annotations
 
 import os
-import time
+
+from kickq._model import clock
 
 POLL = 1.0  # seconds between two readings of the tree
 SKIPPED = frozenset({"__pycache__", "node_modules", "site-packages"})
@@ -47,15 +48,15 @@ class Watcher:
         self._root = root
         self._poll = poll
         self._seen = snapshot(root)
-        self._next = time.monotonic() + poll
+        self._next = clock.real_monotonic() + poll
 
     def changed(self) -> list[str]:
         """The files changed since the last call that found some (read at most every `poll`
         seconds; between two readings, nothing), relative to the root."""
-        if time.monotonic() < self._next:
+        if clock.real_monotonic() < self._next:
             return []
         now = snapshot(self._root)
-        self._next = time.monotonic() + self._poll
+        self._next = clock.real_monotonic() + self._poll
         changed = sorted(
             path for path in now.keys() | self._seen.keys() if now.get(path) != self._seen.get(path)
         )

@@ -2,14 +2,14 @@
 
 A child of `kickq worker --processes N` (or `--reload`) is told by its supervisor, in its
 environment (CELL_ENV), of a file of CELL_SIZE bytes; the child maps it into memory and keeps in
-it, as a double, the `time.monotonic()` (the machine's clock, the same in every process) at
-which its oldest run in progress passes its process_timeout, or 0 when no handler runs. A
-middleware keeps it: it counts from the run's start (as Redis's deadline does), and it stays in
-the cell until the handler returns, also once the run is ghosted and its slot freed, which is
-the point: a thread blocked in C cannot be stopped from inside, only the process can. The
-supervisor reads the cell each round and kills the child (SIGKILL) when that deadline is older
-than its margin: the run is then a ghost (any process's timer makes it one at its deadline),
-re-run as ghost_retry says, never lost.
+it, as a double, the real monotonic time (clock.real_monotonic: CLOCK_MONOTONIC, the same in
+every process of the machine) at which its oldest run in progress passes its process_timeout, or
+0 when no handler runs. A middleware keeps it: it counts from the run's start (as Redis's
+deadline does), and it stays in the cell until the handler returns, also once the run is ghosted
+and its slot freed, which is the point: a thread blocked in C cannot be stopped from inside,
+only the process can. The supervisor reads the cell each round and kills the child (SIGKILL)
+when that deadline is older than its margin: the run is then a ghost (any process's timer makes
+it one at its deadline), re-run as ghost_retry says, never lost.
 
 Writing the cell is a memory write, no system call, at each run's start and end; nothing needs
 writing while the process hangs, since the deadline of a run that hangs was written when the run
@@ -26,7 +26,6 @@ import mmap
 import os
 import struct
 import threading
-import time
 from typing import Any
 
 import attrs
@@ -77,7 +76,7 @@ class RunWatch:
             left -= (clock.now() - started) / datetime.timedelta(seconds=1)
         key = next(self._keys)
         with self._lock:
-            self._deadlines[key] = time.monotonic() + left
+            self._deadlines[key] = clock.real_monotonic() + left
             self._publish()
         return key
 

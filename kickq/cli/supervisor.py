@@ -37,12 +37,12 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
 import attrs
 
+from kickq._model import clock
 from kickq.cli import runwatch
 from kickq.cli.parser import EXIT_USAGE
 from kickq.cli.reload import Watcher
@@ -169,7 +169,7 @@ class Supervisor:
         log.info("supervising %s (pid %d); Ctrl-C or SIGTERM stops", what, os.getpid())
         try:
             while not self._stop.wait(POLL):
-                status = self._round(time.monotonic())
+                status = self._round(clock.real_monotonic())
                 if status is not None:
                     self._stop_all(signal.SIGTERM)
                     return status
@@ -212,7 +212,7 @@ class Supervisor:
         }
         # a session of its own: a terminal's Ctrl-C reaches the child through this process only
         child.process = subprocess.Popen(self._command, env=env, start_new_session=True)
-        child.started = time.monotonic()
+        child.started = clock.real_monotonic()
         child.runs += 1
         child.start_at = None
         child.killed = child.restarting = False
@@ -289,13 +289,13 @@ class Supervisor:
         for child in alive:
             if child.process is not None and child.process.poll() is None:
                 child.process.send_signal(signum)
-        deadline = time.monotonic() + self._grace + STOP_MARGIN
+        deadline = clock.real_monotonic() + self._grace + STOP_MARGIN
         status = 0
         for child in alive:
             process = child.process
             assert process is not None
             while process.poll() is None:
-                if time.monotonic() > deadline:
+                if clock.real_monotonic() > deadline:
                     log.error(
                         "worker process %d (pid %d) did not stop in time; killing it",
                         child.slot,

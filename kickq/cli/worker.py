@@ -24,7 +24,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
@@ -145,11 +144,11 @@ class Signals:
         for other in (signal.SIGINT, signal.SIGTERM):
             signal.signal(other, self._second)
         self.received = signal.Signals(signum).name
-        self._first_at = time.monotonic()
+        self._first_at = clock.real_monotonic()
         self.stop.set()
 
     def _second(self, signum: int, _frame: FrameType | None) -> None:
-        if self._first_at and time.monotonic() - self._first_at < self._echo:
+        if self._first_at and clock.real_monotonic() - self._first_at < self._echo:
             return
         name = signal.Signals(signum).name
         if not self._exiting:  # a third signal, while this one waits, exits at once

@@ -115,6 +115,7 @@ def stop(worker: Cli, timeout: float = 40) -> int:
 # -- --burst ---------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 def test_burst_runs_what_is_queued_and_due_then_exits_0(cli: Any) -> None:
     """Queued jobs and a job whose delay is over run; a job delayed by an hour is not waited
     for; the worker exits 0 on its own."""

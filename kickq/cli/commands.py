@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ import kickq
 from kickq._redis import embedded
 from kickq.cli import dashboard as dashboard_cli
 from kickq.cli import inspect as inspect_cli
-from kickq.cli import logs
+from kickq.cli import logs, reload, runwatch, supervisor
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli import repair as repair_cli
@@ -80,6 +81,26 @@ def _fail(prog: str, message: object, status: int) -> int:
     return status
 
 
+_WORKER_NOTES = (
+    """On SIGINT or SIGTERM it stops fetching, lets running jobs finish for up to --grace
+    seconds and hands back those still running (queued again at once). --burst stops on its own
+    once no job of its names is queued, due now, or processing in any process (a job delayed
+    until later is not waited for).""",
+    f"""--processes N: a supervisor runs N worker processes (`kickq worker` with the same
+    options), starts again one that dies (at once if it ran {supervisor.STABLE:g}s, else after
+    {supervisor.BACKOFF_FIRST:g}s, doubling up to {supervisor.BACKOFF_MAX:g}s), kills (SIGKILL)
+    and replaces one with a run --stuck-margin seconds past its process_timeout (that job is a
+    ghost: it runs again as ghost_retry says), and passes SIGINT/SIGTERM on to them. --reload:
+    one worker process, started again when a .py file under the current directory changes
+    (checked every second); for development.""",
+    """exit status: 0 stopped by a signal, every running job finished or handed back (with
+    --burst: also once the work is done); 1 Redis unreachable at start, or a run Redis did not
+    take back (it becomes a ghost); 2 bad usage; 128+N on a second signal N (130, 143).""",
+)
+WORKER_EPILOG = "\n\n".join(
+    textwrap.fill(" ".join(note.split()), 79, break_on_hyphens=False) for note in _WORKER_NOTES
+)
+
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -135,9 +156,40 @@ def _fail(prog: str, message: object, status: int) -> int:
         metavar="HOST",
         help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0: every one)",
     ),
+    arg(
+        "--burst",
+        action="store_true",
+        help="exit 0 once no job of its names is queued, due or processing (jobs delayed until "
+        "later are not waited for)",
+    ),
+    arg(
+        "--processes",
+        type=cli_parser.processes,
+        metavar="N",
+        help="run N worker processes under a supervisor that restarts one that dies or is "
+        "stuck past its process_timeout",
+    ),
+    arg(
+        "--stuck-margin",
+        type=cli_parser.seconds,
+        metavar="SECONDS",
+        help=f"with --processes or --reload, kill (and replace) a worker process whose run is "
+        f"still going this long past its process_timeout (default: {supervisor.STUCK_MARGIN:g})",
+    ),
+    arg(
+        "--reload",
+        action="store_true",
+        help="for development: restart the worker when a .py file under the current directory "
+        "changes",
+    ),
     prints=False,
+    epilog=WORKER_EPILOG,
 )
 def _worker(args: argparse.Namespace) -> int:
+    if args.processes is not None or args.reload:
+        return _supervise(args)
+    if args.stuck_margin is not None:
+        raise Failure("--stuck-margin goes with --processes or --reload", EXIT_USAGE)
     try:
         with logs.around_import(args.log_level, args.log_format, not args.no_log_config):
             found = worker_cli.import_processors(args.module)
@@ -148,10 +200,52 @@ def _worker(args: argparse.Namespace) -> int:
     worker_cli.serve_metrics(args.metrics_host, args.metrics_port)
     _connect(args)
     worker_cli.check_reachable()
-    signals = worker_cli.Signals()
+    supervised = runwatch.Supervised.take()
+    if supervised.cell:  # a child of `--processes`/`--reload`: tell the supervisor of its runs
+        runwatch.install(supervised.cell, [processor.handler for processor in found])
+    signals = worker_cli.Signals(worker_cli.SUPERVISED_ECHO if supervised.cell else 0.0)
     signals.install()
     workers = kickq.start(args.names, concurrent_jobs=args.concurrency)
-    return worker_cli.serve(workers, signals, args.grace)
+    return worker_cli.serve(workers, signals, args.grace, args.burst, supervised.orphaned)
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """`kickq worker --processes N` or `--reload`: children run the workers (supervisor.py)."""
+    if args.reload and args.processes is not None:
+        raise Failure(
+            "--reload runs one worker process: it does not go with --processes", EXIT_USAGE
+        )
+    if args.reload and args.burst:
+        raise Failure(
+            "--reload restarts the worker on changes: it does not go with --burst", EXIT_USAGE
+        )
+    if args.processes is not None and args.metrics_port is not None:
+        raise Failure(
+            "--metrics-port does not go with --processes (one port per process)", EXIT_USAGE
+        )
+    if not args.no_log_config:
+        logs.configure(args.log_level, args.log_format)
+    _connect(args)
+    worker_cli.check_reachable()
+    env = dict(os.environ)
+    if args.redis_url is not None:  # not on the children's command lines: it may hold a password
+        env["KICKQ_REDIS_URL"] = args.redis_url
+    if args.namespace is not None:
+        env[cli_parser.ENV_NAMESPACE] = args.namespace
+    command = [sys.executable, "-m", "kickq", "worker", *supervisor.worker_options(args)]
+    margin = supervisor.STUCK_MARGIN if args.stuck_margin is None else args.stuck_margin
+    watcher = reload.Watcher(os.getcwd()) if args.reload else None
+    boss = supervisor.Supervisor(
+        command,
+        args.processes or 1,
+        env=env,
+        grace=args.grace,
+        burst=args.burst,
+        margin=margin,
+        watcher=watcher,
+    )
+    boss.install()
+    return boss.run()
 
 
 @command(

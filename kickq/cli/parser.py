@@ -28,6 +28,7 @@ PROG = "kickq"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 ENV_NAMESPACE = "KICKQ_NAMESPACE"  # the default of --namespace
+MAX_PROCESSES = 1024  # `kickq worker --processes`
 Run = Callable[[argparse.Namespace], int]
 
 
@@ -71,6 +72,7 @@ class Command:
     args: tuple[Arg, ...]
     connects: bool  # takes --redis-url and --namespace
     prints: bool  # takes --json
+    epilog: str | None = None  # shown after the options by `kickq COMMAND --help`, as written
 
 
 COMMANDS: list[Command] = []
@@ -87,12 +89,17 @@ def _help_rank(cmd: Command) -> int:
 
 
 def command(
-    name: str, help: str, *args: Arg, connects: bool = True, prints: bool = True
+    name: str,
+    help: str,
+    *args: Arg,
+    connects: bool = True,
+    prints: bool = True,
+    epilog: str | None = None,
 ) -> Callable[[Run], Run]:
     """Register a command: its function gets the parsed arguments and returns the exit status."""
 
     def register(run: Run) -> Run:
-        COMMANDS.append(Command(name, help, run, args, connects, prints))
+        COMMANDS.append(Command(name, help, run, args, connects, prints, epilog))
         return run
 
     return register
@@ -156,7 +163,14 @@ def parser(version: str) -> argparse.ArgumentParser:
     subparsers: dict[str, argparse.ArgumentParser] = {}
     for cmd in sorted(COMMANDS, key=_help_rank):
         parents = [p for p, on in ((connection, cmd.connects), (output, cmd.prints)) if on]
-        sub = commands.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=parents)
+        sub = commands.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=cmd.help,
+            parents=parents,
+            epilog=cmd.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         for argument in cmd.args:
             sub.add_argument(*argument.flags, **argument.options)
         sub.set_defaults(run=cmd.run)
@@ -193,6 +207,7 @@ def whole(low: int, high: int) -> Callable[[str], int]:
 
 
 concurrency = whole(1, MAX_CONCURRENT_JOBS)
+processes = whole(1, MAX_PROCESSES)
 page_size = whole(1, MAX_LIMIT)
 offset = whole(0, MAX_OFFSET)
 

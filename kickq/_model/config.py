@@ -175,9 +175,13 @@ def check_url_parts(name: str, url: str) -> str:
     ignore or fail on later (a database that is not a number, a port out of range): ConfigError
     naming the part, and the URL without its password. Its query is redis-py's to read: the
     check of a URL in full, which kickq.config() makes, is _redis.connection.check_redis_url."""
+    if url.startswith(SENTINEL_SCHEME):
+        sentinel_parts(name, url)
+        return url
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"{name} must start with redis://, rediss:// or unix://, not {redacted(url)!r}"
+            f"{name} must start with redis://, rediss://, unix:// or {SENTINEL_SCHEME}, "
+            f"not {redacted(url)!r}"
         )
     try:
         parts = urllib.parse.urlsplit(url)
@@ -206,6 +210,81 @@ def check_url_parts(name: str, url: str) -> str:
     return url
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+SENTINEL_PORT = 26379
+_SENTINEL_EXAMPLE = "redis+sentinel://sentinel-a:26379,sentinel-b:26379/mymaster/0"
+
+
+@attrs.frozen
+class SentinelUrl:
+    """What a redis+sentinel:// URL says: the sentinels to ask, the master's name, and the
+    database, user and password (the master's) to use on it; `query` is redis-py's to read."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+    query: str
+
+
+def sentinel_parts(name: str, url: str) -> SentinelUrl:
+    """The parts of `redis+sentinel://[user:password@]host[:port],host[:port]/master[/db]`
+    (a sentinel's port is 26379 when not given), or ConfigError naming the part that is wrong
+    (the URL shown without its password)."""
+    where = f"{name} {redacted(url)!r}"
+    rest = url[len(SENTINEL_SCHEME) :]
+    rest, _, query = rest.partition("?")
+    rest = rest.partition("#")[0]
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = urllib.parse.unquote(user) or None
+        password = urllib.parse.unquote(secret) if colon else None
+    sentinels = tuple(_sentinel_address(where, part) for part in hosts.split(","))
+    segments = path.split("/") if path else []
+    if not segments or not segments[0]:
+        raise ConfigError(
+            f"{where} names no master: the path is the name the sentinels know the master by, "
+            f"as in {_SENTINEL_EXAMPLE}"
+        )
+    if len(segments) > 2:
+        raise ConfigError(f"{where}: its path is /master or /master/db, as in {_SENTINEL_EXAMPLE}")
+    master = urllib.parse.unquote(segments[0])
+    db_text = urllib.parse.unquote(segments[1]) if len(segments) == 2 else ""
+    if db_text and not re.fullmatch("[0-9]+", db_text):
+        raise ConfigError(
+            f"{where}: its database {db_text!r} (after the master's name) is not a whole "
+            f"number, as in {_SENTINEL_EXAMPLE}"
+        )
+    return SentinelUrl(sentinels, master, int(db_text or 0), username, password, query)
+
+
+def _sentinel_address(where: str, text: str) -> tuple[str, int]:
+    if text.startswith("["):  # an IPv6 address: [::1]:26379
+        host, bracket, after = text[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ConfigError(f"{where}: the sentinel address {text!r} cannot be read")
+        port_text = after[1:]
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ConfigError(
+            f"{where}: a sentinel address is empty; list them as host:port separated by commas, "
+            f"as in {_SENTINEL_EXAMPLE}"
+        )
+    if not port_text:
+        return host, SENTINEL_PORT
+    if not re.fullmatch("[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"{where}: the port {port_text!r} of sentinel {host!r} is not a whole number "
+            "from 1 to 65535"
+        )
+    return host, int(port_text)
+
+
 def redacted(url: str) -> str:
     """The URL without its user and password, for error messages."""
     scheme, _, rest = url.partition("://")
@@ -229,10 +308,16 @@ def _optional_dict(name: str, value: Any) -> dict[str, Any] | None:
 
 
 def _redis_options(name: str, value: Any) -> dict[str, Any] | None:
-    """Keyword arguments for the redis client, and `cluster` (a bool) which kickq reads."""
+    """Keyword arguments for the redis client, and `cluster` (a bool) and `sentinel_kwargs` (a
+    dict, the sentinels' connection options) which kickq reads."""
     options = _optional_dict(name, value)
     if options is not None and not isinstance(options.get("cluster", False), bool):
         raise ConfigError(f"{name}['cluster'] must be True or False, not {options['cluster']!r}")
+    if options is not None and not isinstance(options.get("sentinel_kwargs", {}), Mapping):
+        raise ConfigError(
+            f"{name}['sentinel_kwargs'] (the sentinels' connection options) must be a dict, "
+            f"not {options['sentinel_kwargs']!r}"
+        )
     return options
 
 

@@ -1,6 +1,7 @@
 """Which Redis: explicit connection options > KICKQ_REDIS_URL > the embedded server.
 
-Builds the process's one client (one connection pool; on a Redis Cluster, one per node). With
+Builds the process's one client (one connection pool; on a Redis Cluster, one per node; with
+Sentinel, one pool whose connections go to the master of the moment: see sentinel.py). With
 the embedded server, connecting is what starts it, so the server comes up on first use in a
 background thread, and comes back if it was stopped while kickq was running.
 """
@@ -20,7 +21,7 @@ from redis.retry import Retry
 
 from kickq._model import config
 from kickq._model.errors import ConfigError, RedisUnavailable
-from kickq._redis import compat, embedded
+from kickq._redis import compat, embedded, sentinel
 from kickq._redis.outage import translate
 
 ENV_URL = "KICKQ_REDIS_URL"
@@ -100,6 +101,9 @@ def check_redis_url(name: str, url: str) -> str:
     url = config.check_url_parts(name, url)
     where = f"{name} {config.redacted(url)!r}"
     try:
+        if url.startswith(config.SENTINEL_SCHEME):
+            sentinel.query_options(config.sentinel_parts(name, url))
+            return url
         query = compat.url_options(url)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -143,16 +147,28 @@ def is_cluster(settings: Mapping[str, Any]) -> bool:
 def connect(settings: Mapping[str, Any], explicit: set[str]) -> Client:
     """The client for the configured server. No I/O happens until its first command, but on a
     Redis Cluster, where making the client reads the cluster's layout from its first node."""
-    extra = {k: v for k, v in (settings["redis_options"] or {}).items() if k != "cluster"}
+    given = settings["redis_options"] or {}
+    extra = {k: v for k, v in given.items() if k not in ("cluster", "sentinel_kwargs")}
     options: dict[str, Any] = {**DEFAULTS, **extra, **FORCED}
     url = settings["redis_url"] or (None if explicit & SERVER_OPTIONS else os.environ.get(ENV_URL))
     if url and not settings["redis_url"]:  # config() checked its own; the environment's now
         url = check_redis_url(ENV_URL, url)
     if connect_guard is not None:
         connect_guard(str(url) if url else describe(settings, explicit))
+    sentinels = bool(url) and str(url).startswith(config.SENTINEL_SCHEME)
     if is_cluster(settings):
+        if sentinels:
+            raise ConfigError(
+                "a redis+sentinel:// URL names a master that Sentinel watches, not a Redis "
+                "Cluster: drop redis_options['cluster'] (or KICKQ_REDIS_CLUSTER)"
+            )
         return _connect_cluster(settings, explicit, url, options)
     options = {"retry": _quick_retry(), **options}
+    if sentinels:
+        parts = config.sentinel_parts(ENV_URL, str(url))
+        return sentinel.connect(
+            parts, {**TCP_DEFAULTS, **options}, given.get("sentinel_kwargs"), Pool
+        )
     if url:
         tcp = not str(url).startswith("unix:")
         client = redis.Redis.from_url(url, **({**TCP_DEFAULTS, **options} if tcp else options))
@@ -248,7 +264,9 @@ def check_reachable(settings: Mapping[str, Any], explicit: set[str]) -> None:
 def pubsub_connector(client: Client) -> Callable[[], redis.connection.AbstractConnection]:
     """Makes the process's pub/sub connection, a connection of the same kind as the client's,
     owned by the caller. On a cluster (where PUBLISH reaches every node) each call takes the
-    next primary, so a reconnect moves on from a node that went away."""
+    next primary, so a reconnect moves on from a node that went away; with Sentinel, each
+    connect asks the sentinels for the master (a SentinelConnection), so a reconnect after a
+    failover reaches the new one."""
     if not isinstance(client, redis.RedisCluster):
         pool = client.connection_pool
         return lambda: pool.connection_class(**pool.connection_kwargs)

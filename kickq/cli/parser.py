@@ -111,8 +111,8 @@ def _connection_options() -> _Parser:
         "--redis-url",
         type=redis_url,
         metavar="URL",
-        help="redis://, rediss:// or unix:// URL (default: $KICKQ_REDIS_URL, else the "
-        "embedded Redis)",
+        help="redis://, rediss://, unix:// or redis+sentinel:// URL (default: "
+        "$KICKQ_REDIS_URL, else the embedded Redis)",
     )
     options.add_argument(
         "--namespace",

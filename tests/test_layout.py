@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import kickq
-import kickq._model.lifecycle
 import kickq._engine.runtime
+import kickq._model.lifecycle
 from kickq._model.json import dumps
 from kickq._redis import lua
 from kickq._redis.layout import MARK, PIECE, WHOLE_ABOVE, changes, gather, lay_out

@@ -105,6 +105,29 @@ def test_time_limit_exceeded_is_not_an_exception() -> None:
     assert caught == []
 
 
+def test_plain_middleware_sees_the_time_limit_go_through_call_next() -> None:
+    """Under plain middleware the thread runs middleware and handler: the exception goes
+    through `call_next()`, where the middleware sees it, and fails the run."""
+    started, ended = threading.Event(), threading.Event()
+    threads: list[int] = []
+    seen: list[str] = []
+
+    def watch(job: kickq.Job, call_next: Any) -> Any:
+        try:
+            return call_next()
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    kickq.use(watch)
+    kickq.process("wrapped", lambda job, data: _spin(started, ended, threads))
+    job = kickq.create("wrapped", process_timeout=0.5).result(5)
+    failed = kickq.wait(job.id, timeout=20).exception(25)
+    assert isinstance(failed, kickq.JobFailed)
+    assert failed.job.last_error == "TimeLimitExceeded: run 1 overran process_timeout (0.5s)"
+    assert seen == ["TimeLimitExceeded"]
+
+
 def test_threads_blocked_in_c_are_ghosted_counted_stuck_and_cap_claiming(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

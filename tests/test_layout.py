@@ -11,7 +11,6 @@ import pytest
 
 import kickq
 import kickq._engine.runtime
-import kickq._model.lifecycle
 from kickq._model.json import dumps
 from kickq._redis import lua
 from kickq._redis.layout import MARK, PIECE, WHOLE_ABOVE, changes, gather, lay_out
@@ -217,11 +216,9 @@ def test_the_run_deadline_comes_from_the_record_or_the_default_left_out(r: Any) 
     started = {
         job_id: int(fields_of(r, job_id)["run_start"]) // 1000 for job_id in (default.id, custom.id)
     }
-    # the score is when the run becomes a ghost: its deadline plus the grace its worker has to
-    # record an interrupted run's end (ms), the start in µs: one millisecond apart at most
-    grace = round(kickq._model.lifecycle.STOP_GRACE * 1000)
-    assert abs(r.zscore(processing, default.id) - started[default.id] - 10_000 - grace) <= 1
-    assert abs(r.zscore(processing, custom.id) - started[custom.id] - 60_000 - grace) <= 1
+    # the deadline is now in ms, the start now in µs: one millisecond apart at most
+    assert abs(r.zscore(processing, default.id) - started[default.id] - 10_000) <= 1
+    assert abs(r.zscore(processing, custom.id) - started[custom.id] - 60_000) <= 1
     release.set()
     for job in (default, custom):
         kickq.wait(job.id, timeout=10).result(15)

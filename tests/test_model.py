@@ -32,7 +32,7 @@ from kickq._model import clock, lifecycle
 from kickq._model.job import Job
 from kickq._redis.layout import gather
 from kickq._redis.record import from_record
-from kickq._redis.store import GHOST_GRACE_MS, Store
+from kickq._redis.store import Store
 from kickq._redis.stored import StoredJob
 from support import RedisServer
 
@@ -227,9 +227,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             job = self.jobs[item.job.id]
             assert item.job.state == "processing" and item.job.data == {"n": int(job.id[1:])}
             held = Held(item, self.now_ms + math.floor(job.options["process_timeout"] * 1000))
-            # its worker may ghost it at its deadline; a timer, after the grace
-            ghost_at = held.deadline_ms + GHOST_GRACE_MS
-            job.state, job.due_ms, job.holder = "processing", ghost_at, held
+            job.state, job.due_ms, job.holder = "processing", held.deadline_ms, held
             job.runs.append("processing")
             self.held.append(held)
 

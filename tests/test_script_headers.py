@@ -107,7 +107,7 @@ def test_the_places_of_runs_read_as_the_scripts_use_them() -> None:
     transition = lua.SHAPES["transition"]
     assert transition.arg_at("version") == 0
     assert transition.arg_at("again") == -1
-    assert lua.SHAPES["claim"].arg_at("names") == 10
+    assert lua.SHAPES["claim"].arg_at("names") == 9
     assert transition.arg_at("channels") == 12  # after its count
     assert transition.arg_at("fields") == -3
     with pytest.raises(ValueError, match="no fixed place"):

@@ -8,14 +8,13 @@ task, or a Future a handler returned, is cancelled; a thread is flagged on a can
 gets TimeLimitExceeded raised inside it (see time_limit.py). The outcome of a cancelled run is
 discarded: the job is already `fail` in Redis.
 
-At its deadline a run whose handler runs in a thread is interrupted and keeps its slot for
-lifecycle.STOP_GRACE: if it ends by then, its end (the failure TimeLimitExceeded, unless it
-caught it) is recorded as any run's; if not (blocked in C, or catching the exception), it
-becomes a ghost there, its slot is given back and its thread is written off: counted as stuck
-until it returns (the worker stops claiming when too many are, see worker.py). A run that cannot
-be interrupted (a coroutine, cancelled instead; a callback handler waiting for done()) becomes
-a ghost at its deadline. Either way one outcome per run: once it is ghosted here its late end
-is ignored, and in Redis the record's version fences a timer's ghost against the run's end.
+At its deadline a run becomes a ghost here, as the contract has it (and in Redis, where any
+process's timer ghosts it): its slot is given back and its late end is ignored. What runs it is
+then stopped as far as its style allows: a coroutine is cancelled, and a plain handler's thread
+gets TimeLimitExceeded raised inside it, so that the thread comes back to the pool rather than
+piling up. A thread that does not end then (blocked in C, or catching the exception) is counted
+as stuck until it returns (the worker stops claiming when too many are, see worker.py). A
+callback handler waiting for done() has nothing to interrupt.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from kickq._redis.stored import StoredJob
 
 log = logging.getLogger("kickq")
 Ended = tuple["Running", lifecycle.Outcome]
-STOP_GRACE = datetime.timedelta(seconds=lifecycle.STOP_GRACE)
 
 
 @attrs.define(eq=False)
@@ -58,11 +56,6 @@ class Running:
     ghosted: bool = False
     thread: int | None = None  # the thread running its handler, while it does
     interrupted: bool = False  # TimeLimitExceeded was raised in that thread
-
-    @property
-    def written_off(self) -> datetime.datetime:
-        """When an interrupted run that is still in its handler becomes a ghost."""
-        return self.deadline + STOP_GRACE if self.interrupted else self.deadline
 
 
 @attrs.frozen
@@ -88,19 +81,6 @@ def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
     except SerializationError as exc:  # kickq's own check: its type, no traceback of the run
         return lifecycle.Failed(describe_error(exc))
     return lifecycle.Succeeded(value)
-
-
-def _explain_time_limit(running: Running, future: concurrent.futures.Future[Any]) -> None:
-    """Give the TimeLimitExceeded that ended an interrupted run (raised as a bare class) its
-    message: which run overran what."""
-    if future.cancelled():
-        return
-    error = future.exception()
-    if type(error) is TimeLimitExceeded and not error.args:
-        job = running.claimed.job
-        error.args = (
-            f"run {running.token.key[1]} overran process_timeout ({job.process_timeout:g}s)",
-        )
 
 
 class RunsInProgress:
@@ -134,7 +114,7 @@ class RunsInProgress:
 
     def deadlines(self) -> list[datetime.datetime]:
         with self._lock:
-            return [running.written_off for running in self._running.values()]
+            return [running.deadline for running in self._running.values()]
 
     def stuck(self) -> list[Stuck]:
         """The handler threads still running after their run ended here (written off)."""
@@ -170,23 +150,16 @@ class RunsInProgress:
             return threading.get_ident() in self._threads
 
     def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
-        """Interrupt the handler threads of runs at their deadline; give back the slots of runs
-        past it that cannot be, or were and did not end within the grace (lock held: a
-        thread leaves its handler under it, so an interrupt never lands outside). A cancelled
-        run has ended in Redis already: only its slot is given back."""
-        overdue = []
+        """Give back the slots of runs past their deadline, and raise TimeLimitExceeded in the
+        threads of those a plain handler runs (lock held: a thread leaves its handler under it,
+        so an interrupt never lands outside). A cancelled run has ended in Redis already: only
+        its slot is given back."""
+        overdue = [running for running in self._running.values() if running.deadline <= now]
         threads = not self._handler.is_coroutine  # else cancelled: see `_abandon`
-        for running in [r for r in self._running.values() if r.deadline <= now]:
-            if running.interrupted:
-                if running.written_off > now:
-                    continue  # its end, if it comes within the grace, is the run's
-            elif threads and running.thread is not None:
-                running.interrupted = time_limit.interrupt(running.thread)
-                if running.interrupted:
-                    continue
+        for running in overdue:
             if threads and running.thread is not None:
-                self._stuck.add(running)
-            overdue.append(running)
+                running.interrupted = time_limit.interrupt(running.thread)
+                self._stuck.add(running)  # until the thread leaves the handler
             running.ghosted = True
             del self._running[running.claimed.job.id]
             if not running.token.cancelled:
@@ -204,8 +177,8 @@ class RunsInProgress:
             else:
                 what = "was cancelled" if running.token.cancelled else "became a ghost"
                 why = (
-                    f"did not end within {lifecycle.STOP_GRACE:g}s of TimeLimitExceeded "
-                    "(blocked in C code, or catching it): it is written off as stuck,"
+                    "got TimeLimitExceeded (it ends at its next Python instruction, or stays "
+                    "stuck while blocked in C code)"
                     if running.interrupted
                     else "is still running"
                 )
@@ -322,8 +295,6 @@ class RunsInProgress:
             future.cancel()
 
     def _ended_run(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
-        if running.interrupted:
-            _explain_time_limit(running, future)
         outcome = outcome_of(future)
         job = running.claimed.job
         with self._lock:

@@ -222,15 +222,6 @@ def abandon(job: Job, now: datetime.datetime) -> Change | None:
     return Change(again, ("queued",))
 
 
-STOP_GRACE = 1.0
-"""Seconds between a run's deadline (process_timeout after its start) and the time any process
-ghosts it (its score in the processing index). At the deadline the worker holding the run stops
-it as its handler's style allows (see _engine/runs.py): a plain handler's thread gets
-TimeLimitExceeded, and this grace is the time it has to end and its worker to record that
-failure before a timer would record a ghost instead; a run that cannot be interrupted there is
-ghosted by its worker at once, as a run whose worker died is by any process after the grace."""
-
-
 def _wait(seconds: float) -> float:
     """A retry wait a datetime can hold: a retry_interval function may return anything."""
     if not seconds >= 0:  # negative or NaN

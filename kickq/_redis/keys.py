@@ -6,8 +6,7 @@
                               with that priority (first in, first out within a priority)
 <ns>:unique:<digest>   string the id of the job holding a unique key (sha256 of name and key)
 <ns>:scheduled         zset   delayed, retry and ghost jobs, scored by when they are due (ms)
-<ns>:processing        zset   running jobs, scored by when they become ghosts (ms): their
-                              run's deadline, plus 1 s (lifecycle.STOP_GRACE)
+<ns>:processing        zset   running jobs, scored by their run's deadline (ms)
 <ns>:finished          zset   completed jobs, scored by when they are purged (ms)
 <ns>:damaged:<id>      hash   a record that could not be decoded, moved aside with its error
 <ns>:state:<state>:{<name>}  zset  ids of the jobs of one name in one state, scored by their

@@ -162,7 +162,6 @@ CLAIM = Shape(
         "now_us",
         "timers",
         "token",
-        "ghost_grace_ms",
         Each("names", ("name",)),
     ),
 )
@@ -218,7 +217,6 @@ STATS = Shape(
         Each("names", ("name",)),
     ),
 )
-GHOST_GRACE_MS = round(lifecycle.STOP_GRACE * 1000)
 _CLAIM_KEY = CLAIM.key_at("claim_key")
 _CLAIM_NOW_US = CLAIM.arg_at("now_us")
 _CLAIM_TOKEN = CLAIM.arg_at("token")
@@ -443,7 +441,6 @@ class Store(ScriptRunner):
             now_us=clock.to_us(now),
             timers=self.keys.timers,
             token=secrets.token_hex(8) if token is None else token,
-            ghost_grace_ms=GHOST_GRACE_MS,
             names=names,
         )
         return self._claim, keys, args

@@ -21,8 +21,7 @@
 -- worker's claim key (the lost call reached Redis only after the worker gave it up) takes
 -- nothing.
 --
--- KEYS[1]  processing: the processing zset (score: when the run becomes a ghost, in ms: its
---          deadline, process_timeout after its start, plus ARGV[10])
+-- KEYS[1]  processing: the processing zset (score: the run's deadline in ms)
 -- KEYS[2]  scheduled: the scheduled zset
 -- KEYS[3]  finished: the finished zset
 -- KEYS[4]  paused: the set of paused job names: no run of those starts
@@ -47,10 +46,7 @@
 -- ARGV[8]  timers: the timers channel: the earliest deadline of the runs started is
 --          announced there
 -- ARGV[9]  token: this claim's token (unique to the worker and the claim)
--- ARGV[10]  ghost_grace_ms: how long after its deadline a run becomes a ghost (ms): the time a
---          worker that interrupted the run at its deadline has to record how it ended
---          (see STOP_GRACE in lifecycle.py)
--- ARGV[11 ..]  name: the job names, one per four KEYS from KEYS[7]
+-- ARGV[10 ..]  name: the job names, one per four KEYS from KEYS[7]
 -- Returns { claimed jobs, each { id, the flat field/value list of its record, as HGETALL would };
 --           records set aside, each { id, why };
 --           the ms until a rate limit lets the next run start, for the soonest of the names
@@ -62,7 +58,6 @@ local claimed, damaged, wait, idle = {}, {}, -1, {}
 local want = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local now_us = tonumber(ARGV[7])
-local grace = tonumber(ARGV[10])
 
 -- The record at `key`, popped from the queue of job `name`, as a flat field/value list and a
 -- table of the fields a claim reads, or why it cannot be claimed safely. A record that is gone
@@ -168,7 +163,7 @@ local function start(q, id, key, flat, record, timeout, limit)
     end
   end
   redis.call('HSET', key, unpack(written))
-  local deadline = now + math.floor(timeout * 1000) + grace
+  local deadline = now + math.floor(timeout * 1000)
   redis.call('ZADD', KEYS[1], deadline, id)
   if not earliest or deadline < earliest then earliest = deadline end
   redis.pcall('ZADD', KEYS[q + 1], ARGV[7], id)
@@ -209,7 +204,7 @@ end
 -- 1. Which names have work: every check here only reads, so an error leaves nothing changed.
 local ready = {}  -- { q, name, limit } of the names to take from, in order
 for q = FIRST, #KEYS, 4 do
-  local name = ARGV[11 + (q - FIRST) / 4]
+  local name = ARGV[10 + (q - FIRST) / 4]
   local queued, err = typed_read('zset', 'ZCARD', KEYS[q])
   if not queued then return redis.error_reply(err) end
   if queued == 0 then

@@ -19,6 +19,7 @@ from kickq._model.errors import (
     KickqError,
     RedisUnavailable,
     SerializationError,
+    TimeLimitExceeded,
 )
 from kickq._model.job import Job, JobCancelled, JobFailed, Run, State
 from kickq._model.retries import backoff
@@ -64,6 +65,7 @@ __all__ = [
     "Schedule",
     "SerializationError",
     "State",
+    "TimeLimitExceeded",
     "Worker",
     "WorkerInfo",
     "__version__",

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "redis_namespace": "kickq",
     "purge_timeout": 86400.0,
     "max_value_bytes": 1048576,
+    "max_stuck_threads": 10,
     "process_timeout": 10.0,
     "delay": None,
     "ghost_retry": True,

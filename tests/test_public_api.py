@@ -179,6 +179,7 @@ DOCUMENTED = {
     "cancel",
     "cancelled",
     "JobCancelled",
+    "TimeLimitExceeded",
 }
 PUBLIC_SUBMODULES: set[str] = {"cli", "dashboard", "metrics", "testing"}  # the documented ones
 

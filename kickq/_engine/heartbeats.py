@@ -39,6 +39,9 @@ class Beating(Protocol):
     def running(self) -> int: ...
 
     @property
+    def stuck_threads(self) -> int: ...
+
+    @property
     def stopped(self) -> bool: ...
 
 
@@ -54,6 +57,9 @@ class WorkerInfo:
     running: int  # runs in progress at its last heartbeat
     started: datetime.datetime
     last_seen: datetime.datetime
+    # its handler threads still running after their run ended, at its last heartbeat (see
+    # Worker.stuck_threads); 0 from a process of an older kickq
+    stuck_threads: int = 0
 
 
 class Heartbeats:
@@ -103,6 +109,7 @@ class Heartbeats:
                 "running": worker.running,
                 "started": clock.to_iso(worker.started),
                 "last_seen": clock.to_iso(now),
+                "stuck_threads": worker.stuck_threads,
             }
         )
 
@@ -118,6 +125,7 @@ def _decode(text: str) -> WorkerInfo:
         running=int(value["running"]),
         started=datetime.datetime.fromisoformat(value["started"]),
         last_seen=datetime.datetime.fromisoformat(value["last_seen"]),
+        stuck_threads=int(value.get("stuck_threads", 0)),
     )
 
 

@@ -1,8 +1,9 @@
 """Threads for plain handlers: as many as runs in progress, never one per job.
 
-A run that overruns its deadline cannot be stopped while its handler runs in a thread; its
-slot is given back and the thread is written off: a new thread takes the next job, and the
-stuck one rejoins the pool if its handler ever returns.
+A run that overruns its deadline is interrupted in its thread (TimeLimitExceeded, see
+runs.py); one that does not end then, blocked in C, has its slot given back and its thread
+written off: a new thread takes the next job, and the stuck one rejoins the pool if its handler
+ever returns (a worker stops claiming at `max_stuck_threads` of them, see worker.py).
 """
 
 from __future__ import annotations

@@ -3,10 +3,18 @@ or are cancelled, their outcomes collected for the fetch loop (see _worker.py).
 
 A run executes elsewhere (a plain handler on the pool's threads, a coroutine on the loop
 thread) and reports its outcome here. Stopping goes as far as the style allows: a coroutine's
-task, or a Future a handler returned, is cancelled; a thread cannot be stopped, so it is left to
-end, its slot given back (a ghost) or kept until it returns (a cancel: `kickq.cancelled()` turns
-True inside it, see _cancel_router.py). The outcome of a cancelled run is discarded: the job is
-already `fail` in Redis.
+task, or a Future a handler returned, is cancelled; a thread is flagged on a cancel
+(`kickq.cancelled()` turns True inside it, see _cancel_router.py), and at its run's deadline
+gets TimeLimitExceeded raised inside it (see time_limit.py). The outcome of a cancelled run is
+discarded: the job is already `fail` in Redis.
+
+At its deadline a run becomes a ghost here, as the contract has it (and in Redis, where any
+process's timer ghosts it): its slot is given back and its late end is ignored. What runs it is
+then stopped as far as its style allows: a coroutine is cancelled, and a plain handler's thread
+gets TimeLimitExceeded raised inside it, so that the thread comes back to the pool rather than
+piling up. A thread that does not end then (blocked in C, or catching the exception) is counted
+as stuck until it returns (the worker stops claiming when too many are, see worker.py). A
+callback handler waiting for done() has nothing to interrupt.
 """
 
 from __future__ import annotations
@@ -21,14 +29,14 @@ from typing import Any
 
 import attrs
 
-from kickq._engine import middleware
+from kickq._engine import middleware, time_limit
 from kickq._engine.cancel_routing import CancelRouter, RunKey, RunToken, inside, run_was_cancelled
 from kickq._engine.future import ContainedExit
 from kickq._engine.handlers import Handler, describe_error, describe_traceback
 from kickq._engine.pool import ThreadPool
 from kickq._model import clock, lifecycle
 from kickq._model.config import max_value_bytes
-from kickq._model.errors import SerializationError
+from kickq._model.errors import SerializationError, TimeLimitExceeded
 from kickq._model.json import check_size, dumps
 from kickq._redis.store import Store
 from kickq._redis.stored import StoredJob
@@ -46,6 +54,17 @@ class Running:
     # ghosts
     future: concurrent.futures.Future[Any] | None = None
     ghosted: bool = False
+    thread: int | None = None  # the thread running its handler, while it does
+    interrupted: bool = False  # TimeLimitExceeded was raised in that thread
+
+
+@attrs.frozen
+class Stuck:
+    """A handler thread still running after its run ended here: which job, since when."""
+
+    job_id: str
+    name: str
+    started: datetime.datetime
 
 
 def outcome_of(future: concurrent.futures.Future[Any]) -> lifecycle.Outcome:
@@ -80,6 +99,8 @@ class RunsInProgress:
         self._running: dict[str, Running] = {}
         self._ended: list[Ended] = []
         self._threads: set[int] = set()  # threads inside one of its handlers now
+        self._stuck: set[Running] = set()  # runs ended here whose handler's thread runs on
+        self.stuck_count = 0  # len(self._stuck), read without the lock
 
     # -- for the fetch loop ---------------------------------------------------------------
 
@@ -94,6 +115,22 @@ class RunsInProgress:
     def deadlines(self) -> list[datetime.datetime]:
         with self._lock:
             return [running.deadline for running in self._running.values()]
+
+    def stuck(self) -> list[Stuck]:
+        """The handler threads still running after their run ended here (written off)."""
+        with self._lock:
+            stuck = list(self._stuck)
+        return sorted(
+            (
+                Stuck(r.claimed.job.id, r.claimed.job.name, r.deadline - self._timeout(r))
+                for r in stuck
+            ),
+            key=lambda s: s.started,
+        )
+
+    @staticmethod
+    def _timeout(running: Running) -> datetime.timedelta:
+        return datetime.timedelta(seconds=running.claimed.job.process_timeout)
 
     def collect(self, now: datetime.datetime) -> tuple[list[Ended], int]:
         """The runs that ended (those past their deadline ghosted now), and how many are
@@ -113,14 +150,21 @@ class RunsInProgress:
             return threading.get_ident() in self._threads
 
     def _ghost_overdue(self, now: datetime.datetime) -> list[Running]:
-        """Give back the slots of runs past their deadline (lock held). A cancelled run has
-        ended in Redis already: only its slot is given back."""
+        """Give back the slots of runs past their deadline, and raise TimeLimitExceeded in the
+        threads of those a plain handler runs (lock held: a thread leaves its handler under it,
+        so an interrupt never lands outside). A cancelled run has ended in Redis already: only
+        its slot is given back."""
         overdue = [running for running in self._running.values() if running.deadline <= now]
+        threads = not self._handler.is_coroutine  # else cancelled: see `_abandon`
         for running in overdue:
+            if threads and running.thread is not None:
+                running.interrupted = time_limit.interrupt(running.thread)
+                self._stuck.add(running)  # until the thread leaves the handler
             running.ghosted = True
             del self._running[running.claimed.job.id]
             if not running.token.cancelled:
                 self._ended.append((running, lifecycle.Ghosted()))
+        self.stuck_count = len(self._stuck)
         return overdue
 
     def _abandon(self, overdue: list[Running]) -> None:
@@ -132,13 +176,20 @@ class RunsInProgress:
                 running.future.cancel()
             else:
                 what = "was cancelled" if running.token.cancelled else "became a ghost"
+                why = (
+                    "got TimeLimitExceeded (it ends at its next Python instruction, or stays "
+                    "stuck while blocked in C code)"
+                    if running.interrupted
+                    else "is still running"
+                )
                 log.warning(
                     "job %s (%s) overran process_timeout (%gs) and %s; its handler "
-                    "thread is still running and its result will be ignored",
+                    "thread %s and its result will be ignored",
                     job.id,
                     job.name,
                     job.process_timeout,
                     what,
+                    why,
                 )
 
     def give_up(self) -> list[Running]:
@@ -194,20 +245,45 @@ class RunsInProgress:
         me = threading.get_ident()
         with self._lock:
             self._threads.add(me)
+            running.thread = me
         job = running.claimed.job
         try:
-            with inside(running.token):
-                if chain.plain:
-                    future = self._handler.run_in_middleware(
-                        job, chain, functools.partial(self._started, running)
-                    )
-                else:
-                    future = self._handler.call(job)
-                    self._started(running, future)
+            try:
+                with inside(running.token):
+                    if chain.plain:
+                        future = self._handler.run_in_middleware(
+                            job, chain, functools.partial(self._started, running)
+                        )
+                    else:
+                        future = self._handler.call(job)
+                        self._started(running, future)
+            except TimeLimitExceeded as exc:  # took effect just after the handler returned
+                future = concurrent.futures.Future()
+                future.set_exception(exc)
         finally:
-            with self._lock:
-                self._threads.discard(me)
+            came_back = self._left_handler(running, me)
         future.add_done_callback(lambda f: self._ended_run(running, f))
+        if came_back:
+            self._on_end()  # one stuck thread fewer: the worker may claim again
+
+    def _left_handler(self, running: Running, me: int) -> bool:
+        """The thread `me` left the handler of `running`: no interrupt may reach it from now
+        on (one raised that has not taken effect is withdrawn). True if it had been written
+        off as stuck."""
+        with self._lock:
+            self._threads.discard(me)
+            running.thread = None
+            if running.interrupted:
+                time_limit.withdraw(me)
+            if running not in self._stuck:
+                return False
+            self._stuck.discard(running)
+            self.stuck_count = len(self._stuck)
+        log.info(
+            "the handler thread of job %s, written off as stuck, returned",
+            running.claimed.job.id,
+        )
+        return True
 
     def _started(self, running: Running, future: concurrent.futures.Future[Any]) -> None:
         """Keep the run's own Future (a coroutine's, or what a handler returned), for a cancel

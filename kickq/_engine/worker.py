@@ -27,7 +27,7 @@ from kickq._engine.handlers import Handler
 from kickq._engine.pool import ThreadPool
 from kickq._engine.rotation import ClaimRotation
 from kickq._engine.runs import RunsInProgress
-from kickq._model import clock, lifecycle
+from kickq._model import clock, config, lifecycle
 from kickq._redis.listener import Listener, Subscription
 from kickq._redis.outage import LoopBackoff, maybe_applied, refused_for_good
 from kickq._redis.runner import ScriptCall
@@ -108,6 +108,7 @@ class Worker:
         self._claims = itertools.count(1)  # claim tokens, unique to this worker
         self._lost: list[Claim] = []  # claims to find again before claiming more
         self._asked_all = clock.now()  # when every name was last made ready
+        self._held_by_stuck = False  # too many handler threads stuck: it claims nothing
         self._thread = threading.Thread(
             target=self._run, name=f"kickq-worker-{'+'.join(self.names)}", daemon=True
         )
@@ -148,6 +149,13 @@ class Worker:
     def running(self) -> int:
         """How many runs are in progress."""
         return len(self._runs)
+
+    @property
+    def stuck_threads(self) -> int:
+        """How many of its handler threads still run after their run ended (the run overran
+        process_timeout and its thread did not end when interrupted): at `max_stuck_threads`
+        the worker claims no more jobs until some return."""
+        return self._runs.stuck_count
 
     @property
     def fetching(self) -> bool:
@@ -380,6 +388,8 @@ class Worker:
         ended, in_progress = self._runs.collect(now)
         endings, self._unsent = self._unsent, []
         free = 0 if self._stopping.is_set() else self.concurrent_jobs - in_progress
+        if (self._runs.stuck_count or self._held_by_stuck) and self._too_many_stuck(now):
+            free = 0
         purge = self._context.purge_timeout()
         for running, outcome in ended:
             claimed = running.claimed
@@ -388,6 +398,43 @@ class Worker:
                 call = self._context.store.transition_call(change, claimed, purge)
                 endings.append(Ending(change, call, claimed))
         return endings, free
+
+    def _too_many_stuck(self, now: datetime.datetime) -> bool:
+        """Whether its stuck handler threads reached `max_stuck_threads`: each one holds a
+        thread (and what it holds) for good, so past the cap the worker claims nothing more,
+        and says so once, with what is stuck; the jobs stay queued for other workers, or for
+        this one once some return."""
+        cap = config.max_stuck_threads()
+        stuck = self._runs.stuck()
+        held = cap is not None and len(stuck) >= cap
+        if held and not self._held_by_stuck:
+            listed = "; ".join(
+                f"job {s.job_id} ({s.name}) for {(now - s.started).total_seconds():.0f}s"
+                for s in stuck
+            )
+            log.error(
+                "the worker of %s claims no more jobs: %d of its handler threads are stuck "
+                "past their run's end (max_stuck_threads=%s): %s. They overran "
+                "process_timeout and did not end when interrupted: blocked in C code "
+                "(time.sleep, a socket read, a lock or Event wait) or catching "
+                "TimeLimitExceeded. Give what they wait on a timeout shorter than "
+                "process_timeout; restart this process to get the threads back. It claims "
+                "again once one returns; its jobs stay queued meanwhile",
+                ", ".join(self.names),
+                len(stuck),
+                cap,
+                listed,
+            )
+        elif self._held_by_stuck and not held:
+            log.warning(
+                "the worker of %s claims jobs again: %d of its handler threads are stuck "
+                "(max_stuck_threads=%s)",
+                ", ".join(self.names),
+                len(stuck),
+                cap,
+            )
+        self._held_by_stuck = held
+        return held
 
     def _keep_unsent(self, endings: list[Ending]) -> None:
         self._unsent = endings + self._unsent

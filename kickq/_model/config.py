@@ -37,6 +37,9 @@ MAX_RUN_COUNT = 1000
 which each change of the job reads and writes whole."""
 MAX_CONCURRENT_JOBS = 10_000
 """The most runs one worker may hold at once: a plain handler takes a thread per run."""
+DEFAULT_MAX_STUCK_THREADS = 10
+"""How many handler threads of one worker may run on past their run's end before it stops
+claiming (see `max_stuck_threads`)."""
 
 
 def shown(value: Any) -> str:
@@ -106,6 +109,11 @@ def _run_count(name: str, value: Any) -> int:
 
 def _concurrent_jobs(name: str, value: Any) -> int:
     return check_whole(name, value, 1, MAX_CONCURRENT_JOBS)
+
+
+def _stuck_threads(name: str, value: Any) -> int | None:
+    """A whole number of threads from 1 to MAX_CONCURRENT_JOBS, or None for no cap."""
+    return None if value is None else check_whole(name, value, 1, MAX_CONCURRENT_JOBS)
 
 
 def _port(name: str, value: Any) -> int:
@@ -392,6 +400,7 @@ OPTIONS: dict[str, Option] = {
     "redis_namespace": Option("kickq", _namespace),
     "purge_timeout": Option(86400.0, _timeout),
     "max_value_bytes": Option(MAX_VALUE_CEILING, _value_bytes),
+    "max_stuck_threads": Option(DEFAULT_MAX_STUCK_THREADS, _stuck_threads),
     "process_timeout": Option(10.0, _timeout, per_job=True, stored=check_duration),
     "delay": Option(None, _optional_duration, per_job=True),
     "ghost_retry": Option(True, _bool, per_job=True),
@@ -530,6 +539,13 @@ def max_value_bytes() -> int:
     """The longest JSON text of a job's data, meta, unique key or result that this process
     stores: its setting when it creates the job, or ends the run."""
     return int(settings.get("max_value_bytes"))
+
+
+def max_stuck_threads() -> int | None:
+    """The handler threads of one worker that may run on past their run's end (stuck in C,
+    or catching TimeLimitExceeded) before it stops claiming jobs; None: no cap."""
+    value: int | None = settings.get("max_stuck_threads")
+    return value
 
 
 forks.in_child(settings._renew_lock)

@@ -11,6 +11,9 @@ KickqError
 ├── DamagedRecord        (also ValueError)   the job's record in Redis cannot be read
 └── JobKeptChanging      (also RuntimeError and ValueError) the job changed under every try of
                                              a cancel or requeue, which was not applied
+
+TimeLimitExceeded (a BaseException, outside KickqError) is raised inside a handler's thread, never
+by a call of kickq's API: see its docstring.
 """
 
 from __future__ import annotations
@@ -65,3 +68,18 @@ class JobKeptChanging(KickqError, RuntimeError, ValueError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.job_id, self.not_done))
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a plain handler's thread when its run overruns `process_timeout`: the run
+    fails with it (`last_error` reads "TimeLimitExceeded: run 1 overran process_timeout (10s)")
+    and its retries apply as for any failure.
+
+    A BaseException, as KeyboardInterrupt and asyncio.CancelledError are, and not a KickqError:
+    a handler's `except Exception:` (a retry loop, a "log and go on" around each item) must not
+    swallow it, or the run would go on past its limit. Code that must clean up uses `finally`
+    or a `with` block, which it runs through.
+
+    It is raised as Python's own asynchronous exception of a thread: it takes effect at the next
+    Python instruction the thread runs. A thread blocked in C (time.sleep, a socket read, a lock
+    or Event wait) gets it only when that call returns."""

@@ -33,6 +33,12 @@ import time
 import kickq
 
 
+def mark(path, text):
+    # whole or not at all: the test reads the pid as soon as the file exists
+    pathlib.Path(path + ".tmp").write_text(text)
+    os.replace(path + ".tmp", path)
+
+
 @kickq.processor("cw-pid")
 def pid(job, data):
     return os.getpid()
@@ -42,14 +48,14 @@ def pid(job, data):
 def stuck(job, data):
     marker = pathlib.Path(data["marker"])
     if not marker.exists():  # the first run blocks in C, past any in-thread limit
-        marker.write_text(str(os.getpid()))
+        mark(str(marker), str(os.getpid()))
         time.sleep(1000)
     return os.getpid()
 
 
 @kickq.processor("cw-block")
 def block(job, data):
-    pathlib.Path(data["marker"]).write_text(str(os.getpid()))
+    mark(data["marker"], str(os.getpid()))
     time.sleep(data["seconds"])
     return "slept"
 """

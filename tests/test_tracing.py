@@ -302,3 +302,41 @@ def test_tracing_without_opentelemetry_api_is_a_config_error(
     lines = done.stdout.splitlines()
     assert lines[0].startswith("refused: tracing=True needs opentelemetry-api")
     assert lines[1:] == ["tracing False", "off ok"]
+
+
+def test_a_cancelled_run_ends_its_span_as_cancelled() -> None:
+    started, stop = threading.Event(), threading.Event()
+
+    def waits(job: kickq.Job, data: Any) -> str:
+        started.set()
+        wait_until(kickq.cancelled, timeout=20, what="the cancel to reach the run")
+        stop.set()
+        return "ignored"
+
+    job = kickq.create("tr-cancel", None).result(10)
+    kickq.process("tr-cancel", waits)
+    assert started.wait(20)
+    assert kickq.cancel(job.id).result(10) is True
+    run = one("process tr-cancel")
+    assert stop.is_set()
+    assert attributes(run)["kickq.outcome"] == "cancelled"
+    assert run.status.status_code is StatusCode.ERROR
+
+
+def test_a_stopping_worker_ends_the_spans_of_the_runs_it_gives_up() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def holds(job: kickq.Job, data: Any) -> None:
+        started.set()
+        release.wait(20)
+
+    job = kickq.create("tr-give-up", None).result(10)
+    worker = kickq.process("tr-give-up", holds)
+    assert started.wait(20)
+    try:
+        worker.stop(timeout=0.1)
+        run = one("process tr-give-up")
+    finally:
+        release.set()
+    assert attributes(run)["kickq.outcome"] == "given_up"
+    assert attributes(run)["messaging.message.id"] == job.id

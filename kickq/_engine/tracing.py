@@ -142,14 +142,15 @@ def end_run(span: Any, outcome: lifecycle.Outcome, cancelled: bool = False) -> N
     "cancelled")."""
     status = _otel["trace"].Status
     error = _otel["trace"].StatusCode.ERROR
-    if isinstance(outcome, lifecycle.Ghosted):
-        span.set_attribute("kickq.outcome", "cancelled" if cancelled else "ghost")
+    if isinstance(outcome, lifecycle.Failed) and outcome.exception is not None:
+        span.record_exception(outcome.exception)
+    if cancelled:  # whatever the handler did after: the job failed when it was cancelled
+        span.set_attribute("kickq.outcome", "cancelled")
+        span.set_status(status(error, "the run was cancelled"))
+    elif isinstance(outcome, lifecycle.Ghosted):
+        span.set_attribute("kickq.outcome", "ghost")
         span.set_status(status(error, "the run overran its process_timeout"))
     elif isinstance(outcome, lifecycle.Failed):
-        if outcome.exception is not None:
-            span.record_exception(outcome.exception)
-        if cancelled:
-            span.set_attribute("kickq.outcome", "cancelled")
         span.set_status(status(error, outcome.error))
     span.end()
 

@@ -10,7 +10,6 @@ conventions say of a message delivered again.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -30,10 +29,11 @@ def switch(on: bool) -> None:
     """Turn tracing on or off (config() checked that opentelemetry-api can be imported)."""
     global enabled
     if on and not _otel:
-        for name in ("trace", "context"):
-            _otel[name] = importlib.import_module(f"opentelemetry.{name}")
-        w3c = importlib.import_module("opentelemetry.trace.propagation.tracecontext")
-        _otel["w3c"] = w3c.TraceContextTextMapPropagator()
+        # here, not at the top: importing kickq never imports opentelemetry
+        from opentelemetry import context, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        _otel.update(trace=trace, context=context, w3c=TraceContextTextMapPropagator())
     enabled = on
 
 

@@ -120,7 +120,8 @@ def test_a_job_created_in_a_span_and_its_run_are_one_trace(r: Any) -> None:
     }
     assert run.status.status_code is StatusCode.UNSET
     # the W3C traceparent of the producer span, on the record, not in meta
-    assert stored_trace(r, job.id) == f"00-{trace_id:032x}-{ids(send)[1]:016x}-03"
+    traceparent = stored_trace(r, job.id) or ""
+    assert traceparent[:-2] == f"00-{trace_id:032x}-{ids(send)[1]:016x}-"  # then its flags
     assert kickq.get(job.id).result(10).meta == {}
 
 
@@ -340,3 +341,26 @@ def test_a_stopping_worker_ends_the_spans_of_the_runs_it_gives_up() -> None:
         release.set()
     assert attributes(run)["kickq.outcome"] == "given_up"
     assert attributes(run)["messaging.message.id"] == job.id
+
+
+def test_the_tracestate_travels_with_the_job(r: Any) -> None:
+    """A remote parent's tracestate is kept on the record after the traceparent, and the run
+    (a child of the producer's span) carries it on."""
+    remote = trace.SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        trace_state=trace.TraceState([("vendor", "abc")]),
+    )
+    with trace.use_span(trace.NonRecordingSpan(remote)):
+        job = kickq.create("tr-state", None).result(10)
+    kickq.process("tr-state", lambda job, data: data)
+    kickq.wait(job.id, timeout=20).result(30)
+    send, run = one("send tr-state"), one("process tr-state")
+    stored = stored_trace(r, job.id)
+    traceparent, _, state = (stored or "").partition(" ")
+    assert traceparent[:-2] == f"00-{remote.trace_id:032x}-{ids(send)[1]:016x}-"
+    assert state == "vendor=abc"
+    assert parent_id(send) == remote.span_id and parent_id(run) == ids(send)[1]
+    assert run.context is not None and run.context.trace_state.get("vendor") == "abc"

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "priority": 5,
     "unique": False,
     "job_flags": {},
+    "tracing": False,
 }
 DURATIONS = (
     "purge_timeout",

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from kickq._engine import middleware, time_limit
+from kickq._engine import middleware, time_limit, tracing
 from kickq._engine.cancel_routing import CancelRouter, RunKey, RunToken, inside, run_was_cancelled
 from kickq._engine.future import ContainedExit
 from kickq._engine.handlers import Handler, describe_error, describe_traceback
@@ -56,6 +56,7 @@ class Running:
     ghosted: bool = False
     thread: int | None = None  # the thread running its handler, while it does
     interrupted: bool = False  # TimeLimitExceeded was raised in that thread
+    span: Any = None  # its OpenTelemetry span, with tracing on (see tracing.py)
 
 
 @attrs.frozen
@@ -140,6 +141,9 @@ class RunsInProgress:
             ended, self._ended = self._ended, []
             running = len(self._running)
         self._abandon(overdue)
+        for late in overdue:
+            if late.span is not None:
+                tracing.end_run(late.span, lifecycle.Ghosted(), late.token.cancelled)
         return ended, running
 
     def in_a_handler(self) -> bool:
@@ -207,6 +211,8 @@ class RunsInProgress:
         for running in given:
             if running.future is not None:
                 running.future.cancel()
+        if tracing.enabled:
+            tracing.handed_back(r.span for r in given if r.span is not None)
         return handed
 
     # -- starting runs --------------------------------------------------------------------
@@ -217,6 +223,8 @@ class RunsInProgress:
         started = current.start_time if current else None
         deadline = clock.after(started or clock.now(), job.process_timeout)
         running = Running(claimed, deadline, RunToken((job.id, current.count if current else 0)))
+        if tracing.enabled:
+            running.span = tracing.run_span(job.id, job.name, running.token.key[1], claimed.record)
         with self._lock:
             self._running[job.id] = running
         if self._cancels.was_cancelled(running.token.key):
@@ -226,11 +234,16 @@ class RunsInProgress:
             self._skip(running)
         elif self._handler.is_coroutine and not chain.plain:
             with inside(running.token):  # the coroutine's task starts with this context
-                future = self._handler.start_coroutine(job, chain.coroutine)
+                if running.span is None:
+                    future = self._handler.start_coroutine(job, chain.coroutine)
+                else:
+                    start = self._handler.start_coroutine
+                    future = tracing.call_within(running.span, start, job, chain.coroutine)
             self._started(running, future)
             future.add_done_callback(lambda f: self._ended_run(running, f))
         else:
-            self._pool.submit(lambda: self._run_in_thread(running, chain))
+            task = lambda: self._run_in_thread(running, chain)  # noqa: E731
+            self._pool.submit(task if running.span is None else tracing.bound(running.span, task))
 
     def _skip(self, running: Running) -> None:
         """End a run cancelled before its handler was called, without calling it."""
@@ -305,6 +318,8 @@ class RunsInProgress:
                 del self._running[job.id]
             if not running.token.cancelled:
                 self._ended.append((running, outcome))
+        if running.span is not None:
+            tracing.end_run(running.span, outcome, running.token.cancelled)
         if running.token.cancelled:
             log.info("the cancelled run of job %s ended; its outcome is discarded", job.id)
         self._on_end()

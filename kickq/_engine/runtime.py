@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from kickq._engine import tracing
 from kickq._engine.cancel_routing import CancelRouter
 from kickq._engine.dispatcher import Call, Dispatcher
 from kickq._engine.future import KickqFuture, LoopThread, follow, reject, resolve
@@ -147,12 +148,18 @@ class Runtime:
     ) -> list[KickqFuture[Job]]:
         """Save new jobs of one name, (data, its JSON, unique key) each, alike but for those:
         CREATE_BATCH jobs to a script call, each job still saved alone (see create.lua)."""
+        # the producer spans are children of the span current here, in the caller's thread
+        spans = tracing.send_spans(name, len(items)) if tracing.enabled else None
         if not self._clock_checked.is_set():
-            return self._create_later(name, items, options)
-        return self._create_now(name, items, options, self.dispatcher.call_many)
+            return self._create_later(name, items, options, spans)
+        return self._create_now(name, items, options, self.dispatcher.call_many, spans)
 
     def _create_later(
-        self, name: str, items: list[tuple[Any, str, str | None]], options: dict[str, Any]
+        self,
+        name: str,
+        items: list[tuple[Any, str, str | None]],
+        options: dict[str, Any],
+        spans: list[Any] | None,
     ) -> list[KickqFuture[Job]]:
         """Creates made before this process's clock was checked against Redis's are decided
         on the dispatcher thread after the check, their times on the corrected clock (a host
@@ -163,7 +170,7 @@ class Runtime:
 
         def run() -> None:
             try:
-                made = self._create_now(name, items, options, self.dispatcher.call_next)
+                made = self._create_now(name, items, options, self.dispatcher.call_next, spans)
             except Exception as exc:  # create() never raises: every future says why
                 made = [KickqFuture() for _ in items]
                 for future in made:
@@ -184,14 +191,22 @@ class Runtime:
         items: list[tuple[Any, str, str | None]],
         options: dict[str, Any],
         send: Callable[[list[Call]], None],
+        spans: list[Any] | None = None,
     ) -> list[KickqFuture[Job]]:
         now = clock.now()
         savings = [self._saving(name, data, options, key, now) for data, _, key in items]
+        traces = None
+        if spans is not None:
+            traces = tracing.sent(spans, [saving.change.job.id for saving in savings])
         calls = []
         for start in range(0, len(savings), CREATE_BATCH):
             batch = _Batch(self, savings[start : start + CREATE_BATCH])
             data_jsons = [data_json for _, data_json, _ in items[start : start + CREATE_BATCH]]
-            call = self.store.create_call([saving.change for saving in batch.savings], data_jsons)
+            call = self.store.create_call(
+                [saving.change for saving in batch.savings],
+                data_jsons,
+                None if traces is None else traces[start : start + CREATE_BATCH],
+            )
             calls.append(Call(call, batch.saved, batch.cancelled, batch.unanswered))
         send(calls)
         return [saving.future for saving in savings]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import importlib.util
 import re
 import threading
 import types
@@ -142,6 +143,20 @@ def _bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, not {value!r}")
     return value
+
+
+def _tracing(name: str, value: Any) -> bool:
+    """True needs opentelemetry-api (the `otel` extra): found, not imported, so that the model
+    stays free of it; kickq/_engine/tracing.py imports it once tracing is on."""
+    on = _bool(name, value)
+    if on:
+        try:
+            found = importlib.util.find_spec("opentelemetry.trace")
+        except (ImportError, ValueError):  # a parent package missing or blocked
+            found = None
+        if found is None:
+            raise ConfigError(f"{name}=True needs opentelemetry-api: pip install 'kickq[otel]'")
+    return on
 
 
 def check_text(what: str, value: str, error: type[Exception] = ConfigError) -> str:
@@ -414,6 +429,7 @@ OPTIONS: dict[str, Option] = {
     "priority": Option(5, _priority, per_job=True),
     "unique": Option(False, _bool, per_job=True),
     "job_flags": Option({}, _job_flags),
+    "tracing": Option(False, _tracing),
 }
 PER_JOB = {name: option for name, option in OPTIONS.items() if option.per_job}
 CALL_ONLY: dict[str, Option] = {

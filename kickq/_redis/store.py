@@ -101,6 +101,7 @@ CREATE = Shape(
         "middle",
         "before_key",
         "tail",
+        "traces",
         Each("jobs", ("id", "data", "unique_key", "lock")),
     ),
 )
@@ -275,11 +276,15 @@ class Store(ScriptRunner):
     # -- transitions -----------------------------------------------------------------
 
     def create_call(
-        self, changes: Sequence[lifecycle.Change], data_jsons: Sequence[str]
+        self,
+        changes: Sequence[lifecycle.Change],
+        data_jsons: Sequence[str],
+        traces: Sequence[str] | None = None,
     ) -> ScriptCall:
         """The call saving new jobs of one name, alike but for their id, data and unique key:
         one for create(), a batch for create_many() (see scripts/create.lua and
-        `parse_created`)."""
+        `parse_created`). `traces`: the trace context of each job's producer span, as the
+        JSON text its record keeps (see _engine/tracing.py); None when they have none."""
         first = changes[0].job
         keys = self.keys_of(first.id)
         where, score = lifecycle.placement(first, 0.0)
@@ -305,6 +310,7 @@ class Store(ScriptRunner):
             middle=middle,
             before_key=before_key,
             tail=tail,
+            traces="" if traces is None else json.dumps(traces),
             jobs=jobs,
         )
         call_keys = CREATE.keys(

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
-from kickq._engine import middleware, runtime
+from kickq._engine import middleware, runtime, tracing
 from kickq._engine.future import KickqFuture, failed, follow, on_event_loop
 from kickq._engine.waits import Closed
 from kickq._engine.worker import Worker
@@ -61,6 +61,8 @@ def configure(*args: Any, **options: Any) -> Mapping[str, Any]:
         changed = settings.update(options, connection.CONFIG_OPTIONS)
         if changed & config.CONNECTION_OPTIONS:
             runtime.shutdown()
+        if "tracing" in changed:
+            tracing.switch(settings.get("tracing"))
     return settings.snapshot()
 
 
@@ -69,6 +71,7 @@ def reset() -> None:
     runtime.shutdown()
     settings.reset()
     middleware.clear()
+    tracing.switch(False)
 
 
 def use(fn: middleware.Middleware) -> None:

@@ -28,7 +28,11 @@
 -- ARGV[10+n]  middle: the second
 -- ARGV[11+n]  before_key: the third
 -- ARGV[12+n]  tail: the fourth
--- ARGV[13+n ..]  id, data, unique_key, lock: 4 per job: its id (hex digits), its data (JSON),
+-- ARGV[13+n]  traces: "" (tracing off, or no span current at the create), or a JSON array of
+--          one text per job: the W3C trace context of its producer span (its traceparent, then
+--          a space and its tracestate if it has one), kept in its field `trace` (see
+--          kickq/_engine/tracing.py)
+-- ARGV[14+n ..]  id, data, unique_key, lock: 4 per job: its id (hex digits), its data (JSON),
 --          its unique_key (JSON), the unique key's lock ("" when the job is not unique: a
 --          string key holding the id of the job that holds it)
 -- Returns one result per job: 1 when saved; 0 when a record with its id exists already;
@@ -54,7 +58,8 @@ local fences = fenced_kind == 'zset'  -- creates whose reply was lost are rare: 
 local n = tonumber(ARGV[7])
 local shared = cjson.decode(ARGV[8 + n])
 local head, middle, before_key, tail = unpack(ARGV, 9 + n, 12 + n)
-local first_job = 13 + n
+local traces = ARGV[13 + n] ~= '' and cjson.decode(ARGV[13 + n]) or nil
+local first_job = 14 + n
 
 -- nil when the job may be saved, else what to return for it
 local function refused(key, lock, id)
@@ -92,6 +97,11 @@ for j = first_job, #ARGV, 4 do
     for i = 1, #shared do fields[i + 2] = shared[i] end
     lay_out(fields, 'data', data)
     if unique_key ~= 'null' then lay_out(fields, 'unique_key', unique_key) end
+    if traces then
+      -- whole, never in pieces: a transition rewrites only the fields it knows
+      fields[#fields + 1] = 'trace'
+      fields[#fields + 1] = traces[(j - first_job) / 4 + 1]
+    end
     batched('HSET', key, fields)
     if queued then
       redis.call('ZADD', KEYS[2], score, id)

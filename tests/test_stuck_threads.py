@@ -7,6 +7,7 @@ until they return.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -205,3 +206,33 @@ def test_bad_max_stuck_threads_is_refused(value: Any) -> None:
 def test_good_max_stuck_threads_is_taken(value: int | None) -> None:
     kickq.config(max_stuck_threads=value)
     assert kickq.config()["max_stuck_threads"] == value
+
+
+def test_an_interrupt_leaves_nothing_pending_for_other_threads() -> None:
+    """After a thread handler was stopped, a thread that turns tracing on (a debugger,
+    coverage) runs as before. Withdrawing an interrupt with PyThreadState_SetAsyncExc(id,
+    NULL) left CPython 3.11's pending flag set, and such a thread then hung."""
+    started, ended = threading.Event(), threading.Event()
+    kickq.process("settle", lambda job, data: _spin(started, ended, []))
+    job = kickq.create("settle", process_timeout=0.5, ghost_retry=False).result(5)
+    kickq.wait(job.id, timeout=20).exception(25)
+    assert ended.wait(capped(10, 30))
+
+    calls: list[str] = []
+
+    def traced() -> None:
+        def trace(frame: Any, event: str, arg: Any) -> None:
+            if event == "call":
+                calls.append(frame.f_code.co_name)
+
+        sys.settrace(trace)
+        try:
+            kickq.get(job.id).result(10)
+        finally:
+            sys.settrace(None)
+
+    thread = threading.Thread(target=traced)
+    thread.start()
+    thread.join(capped(10, 30))
+    assert not thread.is_alive()
+    assert "get" in calls

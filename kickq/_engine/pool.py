@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from kickq._model import clock
+from kickq._model.errors import TimeLimitExceeded
 
 log = logging.getLogger("kickq")
 
@@ -71,6 +72,10 @@ class ThreadPool:
             while task is not None:
                 try:
                     task()
+                except TimeLimitExceeded:
+                    # meant for a run that is a ghost already (it reached the thread as the
+                    # handler ended): the thread serves on
+                    log.debug("a late TimeLimitExceeded in %s", threading.current_thread().name)
                 except BaseException:
                     log.exception("a worker thread task failed")
                 task, self._local.next = self._local.next, None

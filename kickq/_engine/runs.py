@@ -274,20 +274,25 @@ class RunsInProgress:
                 future = concurrent.futures.Future()
                 future.set_exception(exc)
         finally:
-            came_back = self._left_handler(running, me)
+            while True:  # an interrupt may land as the handler ends: it was meant for it
+                try:
+                    came_back = self._left_handler(running, me)
+                    break
+                except TimeLimitExceeded:
+                    continue
         future.add_done_callback(lambda f: self._ended_run(running, f))
         if came_back:
             self._on_end()  # one stuck thread fewer: the worker may claim again
 
     def _left_handler(self, running: Running, me: int) -> bool:
         """The thread `me` left the handler of `running`: no interrupt may reach it from now
-        on (one raised that has not taken effect is withdrawn). True if it had been written
+        on (one raised that has not taken effect is absorbed here). True if it had been written
         off as stuck."""
         with self._lock:
             self._threads.discard(me)
             running.thread = None
             if running.interrupted:
-                time_limit.withdraw(me)
+                time_limit.absorb()
             if running not in self._stuck:
                 return False
             self._stuck.discard(running)

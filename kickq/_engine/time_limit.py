@@ -4,13 +4,17 @@
 The exception takes effect when the thread next runs Python code: a thread blocked in C
 (time.sleep, a socket read, a lock or Event wait) gets it only once that call returns, and one
 that never returns keeps its thread. The caller (runs.py) raises it only while the thread runs
-the handler, and withdraws it, under the same lock, if the handler left before it took effect,
-so that it never lands in the next job the thread runs.
+the handler, and the thread absorbs it, under the same lock, if the handler left before it took
+effect, so that it never lands in the next job the thread runs. It is never withdrawn with
+`PyThreadState_SetAsyncExc(id, NULL)`: on CPython 3.11 that leaves the interpreter's
+"asynchronous exception pending" signal set with nothing to deliver, and a thread that then
+turns tracing on (a debugger, coverage) hangs.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 
 from kickq._model.errors import TimeLimitExceeded
 
@@ -24,6 +28,21 @@ def interrupt(thread_id: int) -> bool:
     return bool(_set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimitExceeded)))
 
 
-def withdraw(thread_id: int) -> None:
-    """Take back an interrupt of thread `thread_id` that has not taken effect yet (if any)."""
-    _set_async_exc(ctypes.c_ulong(thread_id), None)
+def absorb() -> None:
+    """In the thread an interrupt was meant for, once it has left the handler: take the
+    interrupt if it has not taken effect yet, so that none is left to land later.
+
+    It raises one more in this thread and catches it: a pending interrupt is replaced, and the
+    raise signals the interpreter, so it is delivered here, at the latest on entering
+    `_checkpoint`. (Without that signal a pending one could wait: CPython 3.11 keeps a single
+    "asynchronous exception pending" flag for all threads, cleared by whichever takes its own.)
+    """
+    try:
+        _set_async_exc(ctypes.c_ulong(threading.get_ident()), ctypes.py_object(TimeLimitExceeded))
+        _checkpoint()
+    except TimeLimitExceeded:
+        pass
+
+
+def _checkpoint() -> None:
+    return None

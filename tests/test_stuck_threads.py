@@ -10,12 +10,25 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import kickq
 from support import capped, wait_until
+
+
+@pytest.fixture
+def untraced_threads() -> Iterator[None]:
+    """Threads started in the test run untraced, so kickq interrupts them even under
+    coverage (it interrupts no thread while the process is traced: see time_limit.traced)."""
+    hook = threading.gettrace()
+    threading.settrace(None)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        threading.settrace(hook)  # type: ignore[arg-type]
 
 
 def _spin(started: threading.Event, ended: threading.Event, threads: list[int]) -> None:
@@ -32,6 +45,7 @@ def _spin(started: threading.Event, ended: threading.Event, threads: list[int]) 
         ended.set()
 
 
+@pytest.mark.usefixtures("untraced_threads")
 def test_a_thread_handler_looping_past_process_timeout_is_ghosted_and_stopped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -59,6 +73,7 @@ def test_a_thread_handler_looping_past_process_timeout_is_ghosted_and_stopped(
     assert any("TimeLimitExceeded" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.usefixtures("untraced_threads")
 def test_time_limit_exceeded_is_not_an_exception() -> None:
     """A handler's `except Exception:` does not swallow it: it is a BaseException, outside
     KickqError, as asyncio.CancelledError is."""
@@ -88,6 +103,7 @@ def test_time_limit_exceeded_is_not_an_exception() -> None:
     wait_until(lambda: worker.stuck_threads == 0)
 
 
+@pytest.mark.usefixtures("untraced_threads")
 def test_plain_middleware_sees_the_time_limit_go_through_call_next() -> None:
     """Under plain middleware the thread runs middleware and handler: the exception goes
     through `call_next()`, where the middleware sees it (the run is a ghost already)."""
@@ -208,6 +224,7 @@ def test_good_max_stuck_threads_is_taken(value: int | None) -> None:
     assert kickq.config()["max_stuck_threads"] == value
 
 
+@pytest.mark.usefixtures("untraced_threads")
 def test_an_interrupt_leaves_nothing_pending_for_other_threads() -> None:
     """After a thread handler was stopped, a thread that turns tracing on (a debugger,
     coverage) runs as before. Withdrawing an interrupt with PyThreadState_SetAsyncExc(id,

@@ -14,6 +14,7 @@ turns tracing on (a debugger, coverage) hangs.
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 
 from kickq._model.errors import TimeLimitExceeded
@@ -24,8 +25,19 @@ _set_async_exc.restype = ctypes.c_int
 
 def interrupt(thread_id: int) -> bool:
     """Raise TimeLimitExceeded in thread `thread_id` at its next Python instruction; False if
-    no such thread runs (it ended)."""
+    no such thread runs (it ended), or if the process is traced (see `traced`)."""
+    if traced():
+        return False
     return bool(_set_async_exc(ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimitExceeded)))
+
+
+def traced() -> bool:
+    """Whether a trace function is set (a debugger, coverage): then no thread is interrupted.
+    On CPython 3.11, while an interrupt waits on a thread blocked in C, every traced thread
+    spins as it enters a function (the interpreter's "pending" signal stays set), so the
+    process would hang under a debugger or coverage; it is checked in the thread that
+    interrupts, and for threads still to start."""
+    return sys.gettrace() is not None or threading.gettrace() is not None
 
 
 def absorb() -> None:

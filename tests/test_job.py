@@ -110,6 +110,7 @@ def test_state_is_a_str_enum() -> None:
     assert [s.value for s in State] == [
         "new",
         "queued",
+        "deferred",
         "delayed",
         "processing",
         "retry",

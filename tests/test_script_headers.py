@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+import kickq._redis.dependency_store
 import kickq._redis.schedule_store
 import kickq._redis.store
 from kickq._model import clock, lifecycle
@@ -227,6 +228,12 @@ def test_every_call_kickq_sends_fits_its_shape(
     schedules.due(10, 10)
     store.run(schedules.advance_call("s", 5, 10, "x"))
     schedules.remove("s")
+    dependencies = kickq._redis.dependency_store.DependencyStore(store)
+    parent = made[0].job.id
+    adopting = dependencies.adopt_calls(store.new_id("h"), [parent])
+    store.run_all(adopting)
+    dependencies.take([f"end:{parent}", f"link:{parent}"], clock.to_ms(now), 1000)
+    store.run_all(dependencies.done_calls({f"end:{parent}": ["c"], f"link:{parent}": []}))
 
     by_sha = {hashlib.sha1(lua.load_script(name).encode()).hexdigest(): name for name in SCRIPTS}
     seen = set()

@@ -57,7 +57,8 @@ def test_stats_equal_what_was_run() -> None:
 
     for future in kickq.create_many("stat", ["ok"] * 6 + ["bad"] * 2):
         future.result(5)
-    kickq.create("stat", "later", delay=3600).result(5)
+    later = kickq.create("stat", "later", delay=3600).result(5)
+    kickq.create("stat", "after later", after=[later.id]).result(5)  # deferred till then
     worker = kickq.process("stat", handler, concurrent_jobs=4)
     wait_until(lambda: stats_of("stat").counts["fail"] == 2, timeout=20, what="all ran")
     worker.stop(5)
@@ -65,6 +66,7 @@ def test_stats_equal_what_was_run() -> None:
     assert stats.counts == {
         "queued": 0,
         "delayed": 1,
+        "deferred": 1,
         "processing": 0,
         "retry": 0,
         "ghost": 0,
@@ -255,6 +257,7 @@ def test_stats_of_ten_thousand_names() -> None:
     assert totals == {
         "queued": MANY - len(ran) - 1,
         "delayed": expected["delayed"],
+        "deferred": 0,
         "processing": 1,
         "retry": 0,
         "ghost": 0,

@@ -18,6 +18,7 @@ import attrs
 
 from kickq._engine import tracing
 from kickq._engine.cancel_routing import CancelRouter
+from kickq._engine.dependencies import Handover
 from kickq._engine.dispatcher import Call, Dispatcher
 from kickq._engine.future import KickqFuture, LoopThread, follow, reject, resolve
 from kickq._engine.handlers import Handler
@@ -31,10 +32,11 @@ from kickq._engine.waits import Closed, Waiter, Waits
 from kickq._engine.worker import Worker, WorkerContext
 from kickq._model import clock, forks, lifecycle
 from kickq._model.config import purge_timeout, settings
-from kickq._model.errors import DamagedRecord, RedisUnavailable
+from kickq._model.errors import DamagedRecord, JobNotFound, RedisUnavailable
 from kickq._model.job import Job, State, reply_to_here
 from kickq._model.retries import interval_for
 from kickq._redis import connection
+from kickq._redis.keys import is_job_id
 from kickq._redis.listener import Listener
 from kickq._redis.outage import translate
 from kickq._redis.schedule_store import ScheduleStore
@@ -76,6 +78,7 @@ class Runtime:
         self.heartbeats = Heartbeats(self.store, self._live_workers)
         self.schedules = ScheduleStore(self.store)
         self.schedule_ticks = ScheduleTicks(self.store, self.schedules)
+        self.handover = Handover(self.store, purge_timeout, self.quarantine)
         self.timer = Timer(
             self.store,
             self.waits,
@@ -85,6 +88,7 @@ class Runtime:
             self.schedule_ticks.create_due,
             self.heartbeats.beat,
             self.clock_check.check_if_due,
+            self.handover.run,
         )
         self.waits.on_deadline = self.timer.wake_by
         self.waits.quarantine = self.quarantine
@@ -150,7 +154,7 @@ class Runtime:
         CREATE_BATCH jobs to a script call, each job still saved alone (see create.lua)."""
         # the producer spans are children of the span current here, in the caller's thread
         spans = tracing.send_spans(name, len(items)) if tracing.enabled else None
-        if not self._clock_checked.is_set():
+        if not self._clock_checked.is_set() or options.get("after"):
             return self._create_later(name, items, options, spans)
         return self._create_now(name, items, options, self.dispatcher.call_many, spans)
 
@@ -163,14 +167,18 @@ class Runtime:
     ) -> list[KickqFuture[Job]]:
         """Creates made before this process's clock was checked against Redis's are decided
         on the dispatcher thread after the check, their times on the corrected clock (a host
-        whose clock is off would else date them, and their delays, by its own). Their calls
-        are served where the create was queued: before anything asked for after it (a later
-        create, a drain)."""
+        whose clock is off would else date them, and their delays, by its own); so are creates
+        with `after=`, once their parents are read (`_parents`). Their calls are served where
+        the create was queued: before anything asked for after it (a later create, a
+        drain)."""
         futures: list[KickqFuture[Job]] = [KickqFuture() for _ in items]
 
         def run() -> None:
             try:
-                made = self._create_now(name, items, options, self.dispatcher.call_next, spans)
+                parents = self._parents(options) if options.get("after") else None
+                made = self._create_now(
+                    name, items, options, self.dispatcher.call_next, spans, parents
+                )
             except Exception as exc:  # create() never raises: every future says why
                 made = [KickqFuture() for _ in items]
                 for future in made:
@@ -192,9 +200,10 @@ class Runtime:
         options: dict[str, Any],
         send: Callable[[list[Call]], None],
         spans: list[Any] | None = None,
+        parents: lifecycle.Parents | None = None,
     ) -> list[KickqFuture[Job]]:
         now = clock.now()
-        savings = [self._saving(name, data, options, key, now) for data, _, key in items]
+        savings = [self._saving(name, data, options, key, now, parents) for data, _, key in items]
         traces = None
         if spans is not None:
             traces = tracing.sent(spans, [saving.change.job.id for saving in savings])
@@ -218,13 +227,34 @@ class Runtime:
         options: dict[str, Any],
         unique_key: str | None,
         now: datetime.datetime,
+        parents: lifecycle.Parents | None = None,
     ) -> _Saving:
-        change = lifecycle.create(self.store.new_id(name), name, data, options, now, unique_key)
+        change = lifecycle.create(
+            self.store.new_id(name), name, data, options, now, unique_key, parents
+        )
         deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
         waiter = None if deadline is None else self.waits.hotjob(change.job.id, deadline)
         if waiter is not None:  # the record names where this process waits for it
             reply_to_here(change.job, self.waits.reply_channel)
         return _Saving(self, change, KickqFuture(), waiter, deadline)
+
+    def _parents(self, options: dict[str, Any]) -> lifecycle.Parents:
+        """The parents of a create with `after=`, as they stand: JobNotFound for one that is
+        not there (nothing is saved), and the result of each that succeeded already."""
+        after: tuple[str, ...] = options["after"]
+        for parent in after:
+            if not is_job_id(parent):
+                raise JobNotFound(f"no job with id {parent!r} (in after=)")
+        results = {}
+        for parent, found in zip(after, self.store.load_many(after), strict=True):
+            if found is None:
+                raise JobNotFound(f"no job with id {parent!r} (in after=)")
+            if isinstance(found, Damaged):
+                self.quarantine(found)
+                raise DamagedRecord(found.job_id, found.error)
+            if found.job.state is State.SUCCESS:
+                results[parent] = found.job.result
+        return lifecycle.Parents(after, results, options.get("after_failed") or "fail")
 
     def process(
         self, names: list[str], handler: Callable[..., Any], concurrent_jobs: int
@@ -333,6 +363,8 @@ class _Saving:
                 job = attrs.evolve(job, hotjob_future=self.waiter.future)
             if job.scheduled_for is not None and job.state is State.DELAYED:
                 self.engine.timer.nudge(clock.to_ms(job.scheduled_for))
+            elif job.state is State.DEFERRED:  # its parents are told of it now (create.lua)
+                self.engine.timer.nudge(0)
             resolve(self.future, job)
 
     def _unique_taken(self, reply: list[Any]) -> None:

@@ -21,12 +21,14 @@ from collections.abc import Callable
 from kickq._engine.waits import Waits
 from kickq._model import clock, lifecycle
 from kickq._model.job import Job
+from kickq._redis.dependency_store import is_notice
 from kickq._redis.outage import LoopBackoff
 from kickq._redis.runner import ScriptCall
 from kickq._redis.store import Store
 from kickq._redis.stored import Damaged, Due, damage_of
 
 ScheduleStep = Callable[[datetime.datetime], tuple[int | None, bool]]
+HandOver = Callable[[list[str], datetime.datetime], None]
 
 log = logging.getLogger("kickq")
 MAX_SLEEP = 1.0  # seconds between two looks at the clock (no Redis call unless work is due)
@@ -47,6 +49,7 @@ class Timer:
         schedules: ScheduleStep | None = None,
         heartbeat: Callable[[datetime.datetime], None] = lambda now: None,
         check_clock: Callable[[], None] = lambda: None,
+        hand_over: HandOver | None = None,
     ) -> None:
         self._store = store
         self._waits = waits
@@ -56,6 +59,7 @@ class Timer:
         self._schedules = schedules
         self._heartbeat = heartbeat
         self._check_clock = check_clock
+        self._hand_over = hand_over
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -158,6 +162,9 @@ class Timer:
         now_ms = clock.to_ms(now)
         next_tick, ticks_left, not_ticked = self._tick_schedules(now)
         due = store.due(now_ms, BATCH)
+        notices = [member for member in due.scheduled if is_notice(member)]
+        if notices:  # the hand-over of after= (see _engine/dependencies.py)
+            due.scheduled = [member for member in due.scheduled if not is_notice(member)]
         calls, stale = self._changes(now, due)
         results = store.run_batch([call for _, call in calls])
         refused = []
@@ -174,11 +181,17 @@ class Timer:
                     index,
                 )
         purged = store.purge(now_ms, BATCH) if due.purge else 0
+        if notices and self._hand_over is not None:
+            self._hand_over(notices, now)
         if refused:  # what Redis refused stays due: back off, then try again
             raise refused[0]
         if not_ticked is not None:
             raise not_ticked
-        more = len(due.scheduled) >= BATCH or len(due.overdue) >= BATCH or purged >= BATCH
+        more = (
+            len(due.scheduled) + len(notices) >= BATCH
+            or len(due.overdue) >= BATCH
+            or purged >= BATCH
+        )
         earliest = min((ms for ms in (due.earliest_ms, next_tick) if ms is not None), default=None)
         return earliest, more or ticks_left
 

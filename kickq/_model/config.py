@@ -432,10 +432,45 @@ OPTIONS: dict[str, Option] = {
     "tracing": Option(False, _tracing),
 }
 PER_JOB = {name: option for name, option in OPTIONS.items() if option.per_job}
+MAX_PARENTS = 1000
+"""The most parents one job may have (`after=`)."""
+
+
+def _after(name: str, value: Any) -> tuple[str, ...] | None:
+    """The parents' ids, from ids or Jobs (anything with a str `id`), in order, each once.
+    Whether each names a job of the namespace is the create's to find out (JobNotFound)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of job ids or Jobs, not {value!r}")
+    ids: dict[str, None] = {}
+    for item in value:
+        job_id = item if isinstance(item, str) else getattr(item, "id", None)
+        if not isinstance(job_id, str) or not job_id:
+            raise ConfigError(f"{name} holds {item!r}, which is neither a job id nor a Job")
+        ids[job_id] = None
+    if not 1 <= len(ids) <= MAX_PARENTS:
+        raise ConfigError(f"{name} must name 1 to {MAX_PARENTS} jobs, not {len(ids)}")
+    return tuple(ids)
+
+
+AFTER_FAILED = ("fail", "run")
+
+
+def _after_failed(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in AFTER_FAILED:
+        raise ConfigError(f'{name} must be "fail" or "run", not {value!r}')
+    return str(value)
+
+
 CALL_ONLY: dict[str, Option] = {
     "at": Option(None, _optional_at),
     "meta": Option({}, _optional_meta),
     "unique_key": Option(None, _optional_str),
+    "after": Option(None, _after),
+    "after_failed": Option(None, _after_failed),
 }
 """Options of one create() call only: config() and job_flags refuse them. None means not given."""
 PER_CALL = {**PER_JOB, **CALL_ONLY}

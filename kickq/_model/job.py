@@ -22,6 +22,7 @@ class State(str, enum.Enum):
 
     NEW = "new"
     QUEUED = "queued"
+    DEFERRED = "deferred"
     DELAYED = "delayed"
     PROCESSING = "processing"
     RETRY = "retry"
@@ -87,6 +88,13 @@ class Job:
     # the runs up to this count no longer use up retry_count and ghost_count: a requeued job
     # starts with fresh budgets and keeps its history
     budget_start: int = 0
+    # `after=`: the parents' ids; the results of those that succeeded, by id (stored as each
+    # succeeds); the parents whose end a deferred job still awaits; "run" to run even after a
+    # parent failed (else "fail": the job fails with it)
+    parents: tuple[str, ...] = ()
+    parent_results: dict[str, Any] = attrs.field(factory=dict)
+    awaiting: tuple[str, ...] = ()
+    after_failed: str = "fail"
     hotjob_future: Future[Job] | None = attrs.field(default=None, eq=False, repr=False)
     # the reply channel of the process whose hotjob this is (see _redis/keys.py): stored, so that
     # whatever finishes or removes the job tells that process; not in events, not compared

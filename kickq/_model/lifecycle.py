@@ -11,6 +11,9 @@ if the record has not changed since it was read (its version fences every transi
                        ├─────────────── requeue (by hand) <── fail
                        └─────────────── abandon (a stopping worker gives the run up)
     cancel (by hand): queued, delayed, processing, retry or ghost ──> fail
+
+    create (after=) ──> deferred ──(its last parent succeeds)──> queued or delayed
+                           └──────(a parent fails or is deleted)──> fail
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ class Ghosted:
 
 Outcome = Succeeded | Failed | Ghosted
 WAITING = (State.DELAYED, State.RETRY, State.GHOST)
-NOT_ON_THE_JOB = frozenset({"at", "meta", "unique", "unique_key"})  # kept in other fields
+NOT_ON_THE_JOB = frozenset(
+    {"at", "meta", "unique", "unique_key", "after", "after_failed"}
+)  # kept in other fields
 
 
 @attrs.frozen
@@ -83,6 +88,20 @@ class Change:
         object.__setattr__(self, "exception", None)
 
 
+@attrs.frozen
+class Parents:
+    """What a create with `after=` found of the parents: their ids, the results of those that
+    succeeded already, and those whose end the job awaits (every other one)."""
+
+    ids: tuple[str, ...]
+    results: dict[str, Any]
+    after_failed: str = "fail"
+
+    @property
+    def awaiting(self) -> tuple[str, ...]:
+        return tuple(parent for parent in self.ids if parent not in self.results)
+
+
 def create(
     job_id: str,
     name: str,
@@ -90,9 +109,11 @@ def create(
     options: Mapping[str, Any],
     now: datetime.datetime,
     unique_key: str | None = None,
+    parents: Parents | None = None,
 ) -> Change:
     """A new job from its effective options (the cascade's, with `at` and `meta` of the call):
-    delayed until `at` or `delay` if that is still to come, else queued at once."""
+    deferred while it awaits `parents`, else delayed until `at` or `delay` if that is still to
+    come, else queued at once."""
     job_options = {name: value for name, value in options.items() if name not in NOT_ON_THE_JOB}
     at, delay = options.get("at"), options.get("delay")
     if at is not None:
@@ -101,11 +122,23 @@ def create(
     else:
         scheduled_for = clock.after(now, delay) if delay else None
     delayed = scheduled_for is not None and scheduled_for > now
+    state = State.DELAYED if delayed else State.QUEUED
+    events: tuple[str, ...] = ("create",) if delayed else ("create", "queued")
+    if parents is not None:
+        job_options.update(
+            parents=parents.ids,
+            parent_results=parents.results,
+            awaiting=parents.awaiting,
+            after_failed=parents.after_failed,
+        )
+        if parents.awaiting:  # a delay counts from the job's release (see `heard`)
+            state, events = State.DEFERRED, ("create",)
+            scheduled_for = None if at is None else scheduled_for
     job = Job(
         id=job_id,
         name=name,
         data=data,
-        state=State.DELAYED if delayed else State.QUEUED,
+        state=state,
         create_time=now,
         update_time=now,
         scheduled_for=scheduled_for,
@@ -113,7 +146,65 @@ def create(
         unique_key=unique_key,
         **job_options,
     )
-    return Change(job, ("create",) if delayed else ("create", "queued"))
+    return Change(job, events)
+
+
+PARENT_DELETED = "deleted"
+"""How a parent ended when it was deleted or purged before it succeeded (see `ParentEnd`)."""
+
+
+@attrs.frozen
+class ParentEnd:
+    """How a parent of a deferred job ended: "success" (with its result), "fail" (for good,
+    or cancelled) or PARENT_DELETED."""
+
+    parent: str
+    outcome: str
+    result: Any = None
+
+
+def heard(job: Job, ends: list[ParentEnd], now: datetime.datetime) -> Change | None:
+    """A deferred job told how some of its parents ended: each success stores its result on
+    the job; a failure or a deletion fails the job for good (unless after_failed="run"); once
+    no parent is awaited the job is released: delayed until `at`, or for `delay` from now, else
+    queued. Ends of parents it no longer awaits (told twice) and any job that is not deferred
+    are left alone: None when nothing changes."""
+    if job.state is not State.DEFERRED:
+        return None
+    awaiting, results = list(job.awaiting), dict(job.parent_results)
+    for end in ends:
+        if end.parent not in awaiting:
+            continue
+        awaiting.remove(end.parent)
+        if end.outcome == "success":
+            results[end.parent] = end.result
+        elif job.after_failed != "run":
+            why = "was deleted" if end.outcome == PARENT_DELETED else "failed"
+            error = f"parent {end.parent} {why}"
+            failed = attrs.evolve(
+                job,
+                state=State.FAIL,
+                parent_results=results,
+                last_error=error,
+                update_time=now,
+                finish_time=now,
+            )
+            return Change(failed, ("fail",))
+    if awaiting == list(job.awaiting):
+        return None
+    if awaiting:
+        return Change(attrs.evolve(job, awaiting=tuple(awaiting), parent_results=results), ())
+    due = job.scheduled_for or (clock.after(now, job.delay) if job.delay else None)
+    delayed = due is not None and due > now
+    released = attrs.evolve(
+        job,
+        state=State.DELAYED if delayed else State.QUEUED,
+        awaiting=(),
+        parent_results=results,
+        update_time=now,
+        scheduled_for=due if delayed else None,
+    )
+    return Change(released, () if delayed else ("queued",))
 
 
 def unique_key_of(data_json_sorted: str) -> str:
@@ -141,6 +232,7 @@ def requeue(job: Job, now: datetime.datetime) -> Change | None:
         finish_time=None,
         scheduled_for=None,
         budget_start=max((run.count for run in job.runs), default=0),
+        awaiting=(),  # a job failed by a parent runs at once: its parents are not awaited again
     )
     return Change(again, ("queued",))
 
@@ -304,6 +396,8 @@ def placement(job: Job, purge_timeout: float) -> tuple[str, int]:
     queue, the priority)."""
     if job.state is State.QUEUED:
         return "queue", job.priority  # the script turns it into the queue's score
+    if job.state is State.DEFERRED:
+        return "deferred", 0  # in its index alone: no time is due
     if job.complete:
         finished = job.finish_time or job.update_time or clock.now()
         return "finished", clock.to_ms(clock.after(finished, purge_timeout))

@@ -5,14 +5,23 @@
                               (9 - priority) * 1e14, plus one more than the last queued
                               with that priority (first in, first out within a priority)
 <ns>:unique:<digest>   string the id of the job holding a unique key (sha256 of name and key)
-<ns>:scheduled         zset   delayed, retry and ghost jobs, scored by when they are due (ms)
+<ns>:scheduled         zset   delayed, retry and ghost jobs, scored by when they are due (ms);
+                              and the hand-over notices of `after=` ("link:<id>", "end:<id>":
+                              see _engine/dependencies.py), scored by when any process may
+                              take them
 <ns>:processing        zset   running jobs, scored by their run's deadline (ms)
 <ns>:finished          zset   completed jobs, scored by when they are purged (ms)
+<ns>:children:<id>     set    the ids of the deferred jobs that await job <id> (its `after=`
+                              children), while it is not complete; its record's field
+                              `children` says it has some
+<ns>:handover          hash   "end:<id>" -> how job <id>, a parent, ended, as JSON, until every
+                              child heard it
 <ns>:damaged:<id>      hash   a record that could not be decoded, moved aside with its error
 <ns>:state:<state>:{<name>}  zset  ids of the jobs of one name in one state, scored by their
-                              update time (µs): delayed, processing, retry, ghost, success,
-                              fail. Queued jobs are indexed by their queue. Kept by the same
-                              script that changes the state: counts are ZCARDs, a page a range
+                              update time (µs): delayed, deferred, processing, retry, ghost,
+                              success, fail. Queued jobs are indexed by their queue. Kept by
+                              the same script that changes the state: counts are ZCARDs, a
+                              page a range
 <ns>:names             set    every job name that has had a job (or was paused)
 <ns>:paused            set    paused job names: the claim script starts no run of them
 <ns>:minutes:{<name>}  hash   jobs of one name completed per minute: 60 fields, one per
@@ -74,7 +83,16 @@ import attrs
 
 EVENTS = ("create", "queued", "success", "fail", "delete")
 # the states a job can be seen in, in the order people read them; "new" is never stored
-SEEN_STATES = ("queued", "delayed", "processing", "retry", "ghost", "success", "fail")
+SEEN_STATES = (
+    "queued",
+    "delayed",
+    "deferred",
+    "processing",
+    "retry",
+    "ghost",
+    "success",
+    "fail",
+)
 RUN_TIMES = 1000  # run process times kept per name, for the stats' percentiles
 PRIORITY_BANDS = 10  # a queue's scores: (9 - priority) * BAND, plus the place in the band
 BAND = 100_000_000_000_000  # 1e14, the scores of one priority (see `next_score`, scripts/lib.lua)
@@ -206,6 +224,13 @@ class Keys:
     @property
     def schedule_times(self) -> str:
         return f"{self._prefix}schedule_times"
+
+    def children(self, job_id: str) -> str:
+        return f"{self._prefix}children:{job_id}"
+
+    @property
+    def handover(self) -> str:
+        return f"{self._prefix}handover"
 
     @property
     def damaged_prefix(self) -> str:

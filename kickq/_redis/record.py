@@ -43,6 +43,9 @@ def encode(value: Any) -> str:
     return dumps(value, "a job field")
 
 
+DEPENDENCY_FIELDS = ("parents", "parent_results", "awaiting", "after_failed")
+"""The fields of a job created with `after=`: a record without them has no parents."""
+
 # an option missing from a record (left out at its default, or written before the option
 # existed) reads as its default
 DEFAULT_TEXTS = {name: encode(config.OPTIONS[name].default) for name in OPTION_FIELDS}
@@ -56,6 +59,7 @@ OPTIONAL_FIELDS = frozenset(
         "unique_key",
         "budget_start",
         "reply_to",
+        *DEPENDENCY_FIELDS,
     }
 )
 """The fields `to_record` leaves out at their default."""
@@ -211,7 +215,23 @@ def to_record(
         record["budget_start"] = str(job.budget_start)
     if job.reply_to is not None:  # only a hotjob has one
         record["reply_to"] = job.reply_to
+    if job.parents:  # only a job created with after=
+        record.update(_dependency_texts(job, before, texts))
     return record
+
+
+def _dependency_texts(job: Job, before: Job | None, known: Mapping[str, str]) -> dict[str, str]:
+    """The texts of a job created with after=; the results kept from `before` (the same
+    object: up to a thousand parents' results) taken from its record `known`."""
+    results = known.get("parent_results")
+    if before is None or job.parent_results is not before.parent_results or results is None:
+        results = dumps(job.parent_results, "parent results")
+    texts = {"parents": dumps(list(job.parents), "parents"), "parent_results": results}
+    if job.awaiting:
+        texts["awaiting"] = dumps(list(job.awaiting), "awaiting")
+    if job.after_failed != "fail":
+        texts["after_failed"] = encode(job.after_failed)
+    return texts
 
 
 def _check_text(record: Mapping[str, str]) -> None:
@@ -232,6 +252,7 @@ JSON_FIELDS = (
     "budget_start",
     *TIME_FIELDS,
     *OPTION_FIELDS,
+    *DEPENDENCY_FIELDS,
 )
 _NULLABLE_OPTIONS = frozenset({"delay", "retry_interval"})  # None: decided by the worker's config
 
@@ -295,7 +316,26 @@ def _job(job_id: Any, name: Any, state: Any, runs: list[Run], values: dict[str, 
         values["meta"] = config.CALL_ONLY["meta"].check("meta", values["meta"])
     if "budget_start" in values:
         values["budget_start"] = _whole("budget_start", values["budget_start"])
+    if "parents" in values:
+        _check_dependencies(values)
     return Job(id=job_id, name=name, state=State(state), runs=tuple(runs), **values)
+
+
+def _ids(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name} is not a list of job ids: {value!r}")
+    return tuple(value)
+
+
+def _check_dependencies(values: dict[str, Any]) -> None:
+    values["parents"] = _ids("parents", values["parents"])
+    values["awaiting"] = _ids("awaiting", values.get("awaiting", []))
+    results = values.get("parent_results", {})
+    if not isinstance(results, dict):
+        raise ValueError(f"parent_results is not an object: {results!r}")
+    values["parent_results"] = results
+    if values.setdefault("after_failed", "fail") not in config.AFTER_FAILED:
+        raise ValueError(f"after_failed is not fail or run: {values['after_failed']!r}")
 
 
 # -- the event message -----------------------------------------------------------------------
@@ -332,6 +372,10 @@ def event_texts(record: Mapping[str, str], total_process_time: float | None) -> 
     texts["result"] = get("result", "null")
     texts["last_error"] = get("last_error", "null")
     texts["runs"] = "[" + ",".join(_runs_of(record)) + "]"
+    if "parents" in record:  # only a job created with after=
+        for field in DEPENDENCY_FIELDS:
+            if field in record:
+                texts[field] = record[field]
     return texts
 
 

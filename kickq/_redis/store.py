@@ -72,10 +72,11 @@ def _as_dict(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _zset_of(keys: Keys, state: State, queue: str) -> str:
-    """The sorted set a job in `state` lives in: processing, scheduled, finished, or its queue."""
-    if state is State.QUEUED:
-        return queue
+def _zset_of(keys: Keys, state: State, name: str) -> str:
+    """The sorted set a job of `name` in `state` lives in: processing, scheduled, finished,
+    its queue, or (deferred) its index alone."""
+    if state is State.QUEUED or state is State.DEFERRED:
+        return keys.index(state.value, name)
     if state is State.PROCESSING:
         return keys.processing
     if state in (State.SUCCESS, State.FAIL):
@@ -183,6 +184,8 @@ DELETE = Shape(
         "index_prefix",
         "limits_prefix",
         "wake_prefix",
+        "now_ms",
+        "timers",
     ),
 )
 DUE = Shape("due", keys=("scheduled", "processing", "finished"), args=("now_ms", "limit"))
@@ -316,7 +319,7 @@ class Store(ScriptRunner):
         call_keys = CREATE.keys(
             scheduled=keys.scheduled,
             queue=keys.queue(first.name),
-            delayed_index=keys.index("delayed", first.name),
+            delayed_index=keys.index("deferred" if where == "deferred" else "delayed", first.name),
             names=keys.names,
             next_due=keys.next_due,
             fenced=keys.fenced,
@@ -397,8 +400,8 @@ class Store(ScriptRunner):
         queue = keys.queue(job.name)
         call_keys = TRANSITION.keys(
             job=keys.job(job.id),
-            leaves=_zset_of(keys, before, queue),
-            joins=_zset_of(keys, job.state, queue),
+            leaves=_zset_of(keys, before, job.name),
+            joins=_zset_of(keys, job.state, job.name),
             queue=queue,
             index_before=keys.index(before.value, job.name),
             index_after=keys.index(job.state.value, job.name),
@@ -582,6 +585,8 @@ class Store(ScriptRunner):
             index_prefix=keys.index_prefix,
             limits_prefix=keys.limits_prefix,
             wake_prefix=self.keys.wake_prefix,
+            now_ms=clock.to_ms(clock.now()),
+            timers=self.keys.timers,
         )
         return self._delete, call_keys, args
 

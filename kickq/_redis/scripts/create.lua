@@ -1,16 +1,19 @@
--- create: save new jobs of one name, each queued or delayed; a unique one only if no job that
--- is not complete holds its key. One call saves one job (create()) or a batch (create_many()):
+-- create: save new jobs of one name, each queued, delayed or deferred; a unique one only if no
+-- job that is not complete holds its key. One call saves one job (create()) or a batch (create_many()):
 -- the jobs of a batch share every field but their id, data and unique key.
 --
 -- KEYS[1]  scheduled: the scheduled zset
 -- KEYS[2]  queue: the queue zset of the jobs' name
--- KEYS[3]  delayed_index: the index of the jobs' name's delayed jobs (see transition.lua)
+-- KEYS[3]  delayed_index: the index of the jobs' name's delayed jobs (see transition.lua); for
+--          "deferred", of its deferred jobs
 -- KEYS[4]  names: the set of job names
 -- KEYS[5]  next_due: the last deadline announced (see `announce` in lib.lua)
 -- KEYS[6]  fenced: the fenced zset: ids this call must not save (see settle.lua)
--- ARGV[1]  placement: "queue" | "scheduled"
+-- ARGV[1]  placement: "queue" | "scheduled" | "deferred" (jobs created with after= that await
+--          a parent: each gets a hand-over notice "link:<id>" in the scheduled zset, due at
+--          once, which tells its parents of it: see kickq/_engine/dependencies.py)
 -- ARGV[2]  score: for "queue", the priority (0-9; the score is `next_score`'s, lib.lua); for
---          "scheduled", the due time in ms
+--          "scheduled", the due time in ms; for "deferred", unused
 -- ARGV[3]  wake: the wake channel, published when the queue was empty before these jobs
 --          joined it
 -- ARGV[4]  job_prefix: the key of job <id> is ARGV[4] .. id
@@ -43,6 +46,8 @@
 -- job's keys before its own. The set of names is only a listing: a damaged one is left as it
 -- is rather than fail a create.
 local queued = ARGV[1] == 'queue'
+local deferred = ARGV[1] == 'deferred'
+local now_ms = math.floor(tonumber(ARGV[5]) / 1000)
 local queued_before, err
 if queued then
   queued_before, err = typed_read('zset', 'ZCARD', KEYS[2])
@@ -106,6 +111,9 @@ for j = first_job, #ARGV, 4 do
     if queued then
       redis.call('ZADD', KEYS[2], score, id)
       score = score + 1  -- the jobs of one call share a priority: first in, first out
+    elseif deferred then
+      redis.call('ZADD', KEYS[3], ARGV[5], id)
+      redis.call('ZADD', KEYS[1], now_ms, 'link:' .. id)
     else
       redis.call('ZADD', KEYS[1], score, id)
       redis.call('ZADD', KEYS[3], ARGV[5], id)
@@ -124,7 +132,7 @@ if saved > 0 then
   end
 end
 if saved > 0 and not queued then
-  announce(KEYS[5], ARGV[6], tonumber(ARGV[2]), math.floor(tonumber(ARGV[5]) / 1000))
+  announce(KEYS[5], ARGV[6], deferred and now_ms or tonumber(ARGV[2]), now_ms)
 end
 if was_empty and saved > 0 then
   redis.call('PUBLISH', ARGV[3], '')

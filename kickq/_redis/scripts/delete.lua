@@ -15,6 +15,10 @@
 --          queue frees a slot, and the workers of every process are woken
 -- ARGV[8]  wake_prefix: what goes before a job name to make its wake channel (which ends
 --          with '}')
+-- ARGV[9]  now_ms: now in ms
+-- ARGV[10]  timers: the timers channel
+-- A job deleted before it completed while deferred jobs await it (its record's field
+-- `children`) tells them through the hand-over that it was deleted (`tell_children`, lib.lua).
 -- The job leaves its queue and its index too, and frees its unique key (the record's
 -- `unique_lock`). A hotjob's creator is told on its reply channel (the record's `reply_to`):
 -- "deleted:" .. id.
@@ -23,10 +27,16 @@
 -- Returns 1 if the job existed, else 0.
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind == 'none' then return 0 end
-local name, state, lock, reply_to = false, 'none', false, false
+local name, state, lock, reply_to, children = false, 'none', false, false, false
 if kind == 'hash' then
-  local fields = redis.call('HMGET', KEYS[1], 'name', 'state', 'unique_lock', 'reply_to')
-  name, state, lock, reply_to = fields[1], fields[2] or 'none', fields[3], fields[4]
+  local fields = redis.call('HMGET', KEYS[1], 'name', 'state', 'unique_lock', 'reply_to',
+    'children')
+  name, state, lock, reply_to, children = fields[1], fields[2] or 'none', fields[3], fields[4],
+    fields[5]
+end
+local prefix = nil  -- the partition's keys' start, when its children are told
+if children and state ~= 'success' and state ~= 'fail' then
+  prefix = prefix_of(KEYS[2], 'scheduled')
 end
 local queue, index, limits, err
 if name then
@@ -38,6 +48,7 @@ if name then
 else
   err = check_types(KEYS[2], 'zset', KEYS[3], 'zset', KEYS[4], 'zset')
 end
+err = err or (prefix and check_types(prefix .. 'handover', 'hash'))
 if err then return redis.error_reply(err) end  -- before the first write
 if lock and redis.pcall('GET', lock) == ARGV[1] then
   redis.call('DEL', lock)
@@ -56,6 +67,9 @@ end
 redis.call('PUBLISH', ARGV[3], '')
 if reply_to then
   redis.call('PUBLISH', reply_to, 'deleted:' .. ARGV[1])
+end
+if prefix then
+  tell_children(prefix, ARGV[10], ARGV[1], '{"state":"deleted"}', tonumber(ARGV[9]))
 end
 if name and state == 'processing' and redis.call('HEXISTS', limits, 'concurrency') == 1
     and redis.call('ZCARD', queue) > 0 then

@@ -103,3 +103,34 @@ local function announce(key, channel, due_ms, now_ms)
   redis.call('SET', key, due_ms)
   redis.call('PUBLISH', channel, due_ms)
 end
+
+-- The whole value of `field` of the hash `key`, its pieces joined (see `lay_out`), or nil
+local function whole(key, field)
+  local value = redis.call('HGET', key, field)
+  if not value then return nil end
+  local pieces, number = { value }, 1
+  while true do
+    local piece = redis.call('HGET', key, field .. MARK .. number)
+    if not piece then return table.concat(pieces) end
+    pieces[#pieces + 1] = piece
+    number = number + 1
+  end
+end
+
+-- The start of every key of the partition of the key `key`, which ends with `tail`
+-- ("<ns>:" or "<ns>:{<partition>}:"), for a key a script builds itself: it is in the same slot
+local function prefix_of(key, tail)
+  return string.sub(key, 1, #key - #tail)
+end
+
+-- A parent's end, told to its children through the hand-over (kickq/_engine/dependencies.py):
+-- the notice "end:<id>" in the scheduled zset, due at once, and how it ended in the handover
+-- hash, both written in the step that ends it, so that nothing is lost if its process dies
+-- right after; every process is told on the timers channel `timers`. `told` is the JSON of how
+-- it ended. `prefix` is the partition's (`prefix_of`): the caller checked the types of its
+-- scheduled and handover keys before its first write.
+local function tell_children(prefix, timers, id, told, now_ms)
+  redis.call('HSET', prefix .. 'handover', 'end:' .. id, told)
+  redis.call('ZADD', prefix .. 'scheduled', now_ms, 'end:' .. id)
+  announce(prefix .. 'next_due', timers, now_ms, now_ms)
+end

@@ -4,7 +4,8 @@
 --
 -- KEYS[1]  job: the job hash
 -- KEYS[2]  leaves: the sorted set the job leaves, by the state it was decided from:
---          processing, scheduled (delayed, retry, ghost), finished, or its name's queue (queued)
+--          processing, scheduled (delayed, retry, ghost), finished, its name's queue (queued),
+--          or its name's deferred index (deferred)
 -- KEYS[3]  joins: the sorted set it joins: scheduled, finished, or its name's queue
 -- KEYS[4]  queue: the queue zset of the job's name
 -- KEYS[5]  index_before: the index of the job's name and state before the change (for
@@ -20,7 +21,7 @@
 -- KEYS[10]  next_due: the last deadline announced (see `announce` in lib.lua)
 -- ARGV[1]  version: the expected version
 -- ARGV[2]  id: the job's id
--- ARGV[3]  placement: "queue" | "scheduled" | "finished"
+-- ARGV[3]  placement: "queue" | "scheduled" | "finished" | "deferred"
 -- ARGV[4]  score: for "queue", the priority (0-9); else the score in ms: the due time
 --          ("scheduled") or the purge time ("finished")
 -- ARGV[5]  wake: the wake channel, published when the queue was empty before this job joined it
@@ -39,6 +40,9 @@
 -- ARGV[14+n]  run_ended: "1" when the job leaves processing (the end of a run), else ""
 -- ARGV[15+n]  again: "1" when this change is sent again, its first send's reply having been
 --          lost
+-- A deferred job (placement "deferred") that stays deferred lives in its index alone. A job
+-- that completes while deferred jobs await it (its record's field `children`, see adopt.lua)
+-- tells them through the hand-over, in this same step (`tell_children`, lib.lua).
 -- A queued job's score is `next_score`'s (lib.lua): higher priorities first, and first in,
 -- first out within one. A job that completes frees its unique key (the record's `unique_lock`).
 -- The minutes hash (KEYS[7]) holds one field per minute of the hour (minute % 60): "<epoch
@@ -52,11 +56,11 @@
 -- key is checked before the first write, so that an error leaves nothing changed.
 
 local n = tonumber(ARGV[12])
-local read = redis.pcall('HMGET', KEYS[1], 'version', 'unique_lock')
+local read = redis.pcall('HMGET', KEYS[1], 'version', 'unique_lock', 'children')
 if read.err then
   return 'damaged: the job key is a ' .. redis.call('TYPE', KEYS[1]).ok .. ', not a hash'
 end
-local version, lock = unpack(read)
+local version, lock, children = unpack(read)
 local fields = cjson.decode(ARGV[13 + n])
 
 -- whether the record holds what this change writes, one version on: it was applied already
@@ -94,6 +98,12 @@ local run_ended = ARGV[9] ~= ''
 local err = check_type(KEYS[2], 'zset') or (KEYS[3] ~= KEYS[2] and check_type(KEYS[3], 'zset'))
   or nil
 if err then return redis.error_reply(err) end
+local prefix = nil  -- the partition's keys' start, when this job's end is told to its children
+if children and placement == 'finished' then
+  prefix = prefix_of(KEYS[1], 'job:' .. ARGV[2])
+  err = check_types(prefix .. 'scheduled', 'zset', prefix .. 'handover', 'hash')
+  if err then return redis.error_reply(err) end
+end
 local held = nil  -- this minute's completion counts, "<epoch minute>:<succeeded>:<failed>"
 if completes then
   held, err = typed_read('hash', 'HGET', KEYS[7], math.floor(tonumber(ARGV[7]) / 60000000) % 60)
@@ -152,7 +162,7 @@ if placement == 'queue' then
     redis.call('PUBLISH', ARGV[5], '')
     woken = true
   end
-else
+elseif placement ~= 'deferred' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
   if placement == 'finished' and lock and redis.pcall('GET', lock) == ARGV[2] then
     redis.call('DEL', lock)
@@ -163,8 +173,13 @@ if limited == 1 and not woken and (tonumber(redis.pcall('ZCARD', KEYS[4])) or 0)
   redis.call('PUBLISH', ARGV[5], '')
 end
 
-if placement ~= 'queue' then
+if placement ~= 'queue' and placement ~= 'deferred' then
   announce(KEYS[10], ARGV[11], tonumber(ARGV[4]), math.floor(tonumber(ARGV[7]) / 1000))
+end
+if prefix then
+  local told = '{"state":"' .. ARGV[8] .. '"'
+  if ARGV[8] == 'success' then told = told .. ',"result":' .. (whole(KEYS[1], 'result') or 'null') end
+  tell_children(prefix, ARGV[11], ARGV[2], told .. '}', math.floor(tonumber(ARGV[7]) / 1000))
 end
 for i = 13, 12 + n do
   redis.call('PUBLISH', ARGV[i], ARGV[6])

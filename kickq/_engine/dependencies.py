@@ -14,7 +14,7 @@ needed:
 
 A notice is a member of the scheduled zset, due at once and announced on the timers channel, so
 the timer of every live process wakes for it (timer.py); the first to take it
-(handover_take.lua) gets it for LEASE, tells each child (`lifecycle.heard`, applied by
+(handover_take.lua) gets it for HANDOVER_LEASE_MS, tells each child (`lifecycle.heard`, applied by
 transition.lua and fenced by the child's version like any change), and removes it
 (handover_done.lua). A process that dies half way leaves the notice, which another takes once
 the lease ends: every step can be made again, since a child hears of a parent only while it
@@ -32,14 +32,12 @@ from typing import Any
 from kickq._model import clock, lifecycle
 from kickq._model.lifecycle import ParentEnd
 from kickq._redis.dependency_store import END, DependencyStore, Taken, notice_job
+from kickq._redis.keys import HANDOVER_LEASE_MS
 from kickq._redis.runner import ScriptCall
 from kickq._redis.store import Store
 from kickq._redis.stored import Damaged, damage_of
 
 log = logging.getLogger("kickq")
-LEASE = 1.0
-"""Seconds a taken notice is left to its taker: a notice whose taker died is taken again by
-another process after that long."""
 ATTEMPTS = 10
 """Reads of a child whose record changed while it was being told (another parent's end, a
 cancel): after that many, the notice is left for its next taker."""
@@ -70,7 +68,7 @@ class Handover:
 
     def run(self, notices: Sequence[str], now: datetime.datetime) -> None:
         """Carry out the due `notices`, those no other process took first."""
-        taken = self._dependencies.take(notices, clock.to_ms(now), int(LEASE * 1000))
+        taken = self._dependencies.take(notices, clock.to_ms(now), HANDOVER_LEASE_MS)
         if not taken:
             return
         heard: dict[str, list[ParentEnd]] = {}

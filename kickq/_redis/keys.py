@@ -97,6 +97,9 @@ RUN_TIMES = 1000  # run process times kept per name, for the stats' percentiles
 PRIORITY_BANDS = 10  # a queue's scores: (9 - priority) * BAND, plus the place in the band
 BAND = 100_000_000_000_000  # 1e14, the scores of one priority (see `next_score`, scripts/lib.lua)
 PARTITIONS = 16  # on a Redis Cluster; one hex digit each
+HANDOVER_LEASE_MS = 1000
+"""How long a hand-over notice taken by a process is left to it (see _engine/dependencies.py):
+a notice whose taker died is taken again by another process after that long."""
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -34,7 +34,7 @@ from redis.commands.core import Script
 
 from kickq._model.config import MAX_DURATION
 from kickq._model.job import STATES
-from kickq._redis.keys import BAND, PRIORITY_BANDS, SEEN_STATES
+from kickq._redis.keys import BAND, HANDOVER_LEASE_MS, PRIORITY_BANDS, SEEN_STATES
 from kickq._redis.layout import MARK, PIECE, WHOLE_ABOVE
 
 LuaValue = int | float | str | Sequence[str] | Collection[str]
@@ -47,6 +47,7 @@ CONSTANTS: Mapping[str, LuaValue] = {
     "MAX_DURATION": MAX_DURATION,
     "STATES": STATES,  # a set (frozenset): name -> true
     "SEEN_STATES": SEEN_STATES,  # a list (tuple), in order
+    "HANDOVER_LEASE_MS": HANDOVER_LEASE_MS,
 }
 """What the Lua code shares with Python, by the name the scripts use: the one source of each."""
 

@@ -13,7 +13,7 @@ import pytest
 import kickq
 import kickq.testing
 from kickq._redis.keys import partition_of_name
-from support import all_keys, outcome, scaled, wait_until
+from support import all_keys, job_key, outcome, scaled, wait_until
 
 pytestmark = pytest.mark.both_backends
 
@@ -302,3 +302,15 @@ def test_a_deferred_job_whose_creator_died_still_hears_of_its_parents(
     run_all(PARENT, CHILD)
     wait_until(lambda: state_of(child_id) == "success", what="the child ran after its parent")
     assert outcome(kickq.wait(child_id)).parent_results == {parent.id: {"data": "a", "parents": {}}}
+
+
+def test_a_damaged_parent_set_aside_fails_its_child(r: Any) -> None:
+    parent = kickq.create(PARENT, "a").result(10)
+    child = kickq.create(CHILD, "c", after=[parent.id], hotjob=True).result(10)
+    kickq.testing.drain(scaled(10), names=[CHILD])  # the parent knows its child
+    r.hset(job_key(parent.id), "data", "{not JSON")
+    with pytest.raises(kickq.DamagedRecord):
+        kickq.get(parent.id).result(10)  # and it is set aside
+    with pytest.raises(kickq.JobFailed) as caught:
+        child.hotjob_future.result(scaled(10))
+    assert caught.value.error == f"parent {parent.id} was deleted"

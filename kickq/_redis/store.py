@@ -198,7 +198,16 @@ UNLIST = Shape("unlist", keys=("index",), args=("job_prefix", "held", Each("ids"
 QUARANTINE = Shape(
     "quarantine",
     keys=("job", "damaged", "scheduled", "processing", "finished"),
-    args=("id", "why", "done_channel", "index_prefix", "queue_before", "queue_after"),
+    args=(
+        "id",
+        "why",
+        "done_channel",
+        "index_prefix",
+        "queue_before",
+        "queue_after",
+        "now_ms",
+        "timers",
+    ),
 )
 PAUSE = Shape("pause", keys=("paused", "names", "queue"), args=("action", "name", "wake"))
 LIMIT = Shape(
@@ -670,6 +679,8 @@ class Store(ScriptRunner):
             index_prefix=keys.index_prefix,
             queue_before=queue_before,
             queue_after=queue_after,
+            now_ms=clock.to_ms(clock.now()),
+            timers=self.keys.timers,
         )
         return bool(self.run((self._quarantine, call_keys, args)))
 

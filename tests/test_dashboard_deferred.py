@@ -74,6 +74,7 @@ def test_overview_filter_and_lists_know_deferred(client: httpx.Client) -> None:
     assert listed.status_code == 200
     assert re.findall(r'<tr data-id="([^"]+)">', listed.text) == [child.id]
     assert '<span class="badge state-deferred">deferred</span>' in listed.text
+    assert '<span class="muted awaits">awaits 1 of 1</span>' in listed.text  # its parents
     assert '<option value="deferred" selected>deferred</option>' in listed.text
 
 

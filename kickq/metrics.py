@@ -10,10 +10,11 @@ exports:
   again), `fail` (for good) or `queued` (a stopping worker handed the run back).
 - `kickq_job_duration_seconds{name}`: a histogram of those runs' process times.
 - `kickq_queue_depth{name,state}`: a gauge of the jobs of each name waiting or running, by
-  state (queued, delayed, processing, retry, ghost), read from `kickq.stats()` when Prometheus
-  scrapes, so for the whole namespace (every process): the work still to do, which a sum over
-  the states gives. `kickq_finished_jobs{name,state}` (success, fail) counts the finished jobs
-  whose records are kept (until purge_timeout): records, not work, so in a gauge of their own.
+  state (queued, delayed, deferred, processing, retry, ghost), read from `kickq.stats()` when
+  Prometheus scrapes, so for the whole namespace (every process): the work still to do, which
+  a sum over the states gives (a deferred job, awaiting its parents, is work to do).
+  `kickq_finished_jobs{name,state}` (success, fail) counts the finished jobs whose records are
+  kept (until purge_timeout): records, not work, so in a gauge of their own.
   `kickq_oldest_queued_age_seconds{name}` and `kickq_paused{name}` come from the same read.
 - `kickq_stats_up`: 1 if that read answered within STATS_TIMEOUT seconds, else 0 (and the four
   gauges above are left out of the scrape): a scrape never hangs on Redis.

@@ -87,7 +87,7 @@ def test_stats(subprocess_env: dict[str, str]) -> None:
     table = run_table("stats", env=subprocess_env)
     assert "ops-idle (paused)" in table and "3 ok, 1 failed" in table
     row = next(line for line in table.splitlines() if line.strip().startswith("ops-mail "))
-    assert row.split()[1:] == ["0", "0", "0", "0", "0", "3", "1"]
+    assert row.split()[1:] == ["0", "0", "0", "0", "0", "0", "3", "1"]  # deferred: the third
 
 
 def test_stats_on_an_empty_namespace(subprocess_env: dict[str, str]) -> None:

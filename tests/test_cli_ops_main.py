@@ -16,7 +16,7 @@ from rich.text import Text
 
 import kickq
 from kickq import cli
-from kickq._verbs.stats import FinishedMinute, ProcessTime
+from kickq._verbs.stats import SEEN_STATES, FinishedMinute, ProcessTime
 from kickq.cli import inspect as inspect_cli
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
@@ -281,7 +281,7 @@ def test_watch_redraws_in_place_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -
 def stats(paused: bool = False, times: ProcessTime | None = None) -> kickq.NameStats:
     minute = datetime.datetime(2030, 1, 1, tzinfo=UTC)
     return kickq.NameStats(
-        counts={"queued": 4, "success": 10, "fail": 1},
+        counts={"queued": 4, "deferred": 2, "success": 10, "fail": 1},
         paused=paused,
         oldest_queued_age=75.0,
         finished_per_minute=[FinishedMinute(minute, 2, 0)] * 59 + [FinishedMinute(minute, 3, 1)],
@@ -303,12 +303,22 @@ def test_stats_view() -> None:
         )
     )
     lines = [line.split() for line in shown.splitlines() if line.strip()]
-    assert ["a", "(paused)", "4", "0", "0", "0", "0", "10", "1"] in lines
-    assert ["b", "4", "0", "0", "0", "0", "10", "1"] in lines
+    assert lines[0] == ["name", *SEEN_STATES]
+    assert ["a", "(paused)", "4", "0", "2", "0", "0", "0", "10", "1"] in lines
+    assert ["b", "4", "0", "2", "0", "0", "0", "10", "1"] in lines
     flow = ["1m15s", "3", "ok,", "1", "failed", "121", "ok,", "1", "failed"]
     assert ["a", *flow, "12ms", "500ms", "1m01s", "-"] in lines  # the last: no limits
     assert ["b", *flow, "-", "-", "-", "-"] in lines
     assert shown.index("a (paused)") < shown.index("b ")
+
+
+def test_stats_view_reads_at_80_columns() -> None:
+    """Every state's heading whole beside names of up to 8 characters, a line per name."""
+    shown = render(views.stats_view({"email": stats(), "thumbnai": stats()}), width=80)
+    lines = [line.split() for line in shown.splitlines() if line.strip()]
+    assert lines[0] == ["name", *SEEN_STATES]
+    assert ["email", "4", "0", "2", "0", "0", "0", "10", "1"] in lines
+    assert max(len(line.rstrip()) for line in shown.splitlines()) <= 80
 
 
 def test_workers_view() -> None:

@@ -235,3 +235,32 @@ def test_actions_need_the_token_and_work_with_it(acting: Tab) -> None:
     assert acting.dialogs == [f"confirm: Delete job {succeeded.id}?"]
     with pytest.raises(kickq.JobNotFound):
         kickq.get(succeeded.id).result(5)
+
+
+def test_a_deferred_job_page_follows_its_parents(read_only: Tab, r: Any) -> None:
+    """A parent's end reaches its deferred child with no event of the child's own: the child's
+    page re-reads itself after the parent's event, and shows the result it now holds."""
+    now = kickq.create("dep-parent", {"n": 1}).result(5)
+    later = kickq.create("dep-parent", {"n": 2}, delay=3600).result(5)
+    child = kickq.create("dep-child", after=[now.id, later.id]).result(5)
+    read_only.open(f"/jobs/{child.id}")
+    badge = read_only.page.locator("h1 .badge.state-deferred")
+    sync_api.expect(badge).to_have_text("deferred")
+    colour = badge.evaluate("element => getComputedStyle(element).backgroundColor")
+    assert colour == "rgb(217, 242, 242)"  # a colour of its own, not the default grey
+    row = read_only.page.locator(f'tr[data-parent="{now.id}"]')
+    sync_api.expect(row).to_contain_text("awaited")
+    read_only.live(r)
+    read_only.page.evaluate("window.stillTheSamePage = true")
+
+    worker = kickq.process("dep-parent", lambda job, data: {"doubled": data["n"] * 2})
+    try:
+        sync_api.expect(row).to_contain_text("succeeded")
+        sync_api.expect(row).to_contain_text('"doubled": 2')
+        assert kickq.get(child.id).result(5).state is kickq.State.DEFERRED  # no event of its own
+        sync_api.expect(read_only.page.locator("h2#parents")).to_contain_text("1 awaited")
+        assert read_only.page.evaluate("window.stillTheSamePage") is True
+        kickq.promote(later.id).result(5)  # the last parent: the child is queued
+        sync_api.expect(read_only.page.locator("h1 .badge")).to_have_text("queued")
+    finally:
+        worker.stop(5)

@@ -132,12 +132,14 @@ def test_a_phone_never_scrolls_the_page_sideways(phone: Phone) -> None:
     in their own box, and buttons and links are big enough to tap."""
     failed = seed()
     delayed = kickq.jobs(name=LONG, state="delayed").list().result(5)[0]
+    deferred = kickq.create(LONG, {"n": 1}, after=[delayed.id]).result(5)  # its parents' table
     paths = [
         "/",
         "/jobs",
         f"/jobs?name={LONG}",
         f"/jobs/{failed.id}",
         f"/jobs/{delayed.id}",
+        f"/jobs/{deferred.id}",
         "/workers",
         "/schedules",
         f"/search?q={failed.id[:4]}",

@@ -153,6 +153,34 @@ def test_queue_depth_matches_the_stats(served: Any) -> None:
     assert value(scrape(port), "kickq_queue_depth", name="depth-a", state="queued") == 3
 
 
+def test_deferred_jobs_are_queue_depth_until_their_parents_succeed(served: Any) -> None:
+    """A job awaiting its parents (after=) is work still to do: kickq_queue_depth's state
+    "deferred", from its create until its last parent succeeds, when it moves to "queued"."""
+    _, port = served
+    parent = kickq.create("depth-parent").result(5)
+    kickq.create("depth-child", after=[parent.id]).result(5)
+    samples = scrape(port)
+    assert value(samples, "kickq_queue_depth", name="depth-child", state="deferred") == 1
+    assert value(samples, "kickq_queue_depth", name="depth-child", state="queued") == 0
+    assert value(samples, "kickq_queue_depth", name="depth-parent", state="deferred") == 0
+    assert value(samples, "kickq_finished_jobs", name="depth-child", state="deferred") is None
+
+    worker = kickq.process("depth-parent", lambda job, data: data)
+    try:
+        wait_until(
+            lambda: (
+                value(scrape(port), "kickq_queue_depth", name="depth-child", state="queued") == 1
+            ),
+            10,
+            what="the child released",
+        )
+    finally:
+        worker.stop(5)
+    samples = scrape(port)
+    assert value(samples, "kickq_queue_depth", name="depth-child", state="deferred") == 0
+    assert value(samples, "kickq_finished_jobs", name="depth-parent", state="success") == 1
+
+
 def test_a_scrape_never_hangs_on_redis(
     served: Any, r: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

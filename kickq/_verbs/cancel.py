@@ -39,9 +39,10 @@ def _cancel(engine: runtime.Runtime, job_id: str) -> bool:
 
 def cancel(job_id: str) -> KickqFuture[bool]:
     """Cancel a job: resolves True if it was not complete (it now is: `fail`, with last_error
-    "cancelled"), False if it already was. A queued, delayed or waiting job never runs; a
-    running one is stopped in whichever process runs it (a coroutine is cancelled, a thread
-    sees `kickq.cancelled()` turn True) and its result is discarded. Waits on it fail with
-    JobCancelled. Fails with JobNotFound for an unknown id."""
+    "cancelled"), False if it already was. A queued, delayed, deferred or waiting job never
+    runs; a running one is stopped in whichever process runs it (a coroutine is cancelled, a
+    thread sees `kickq.cancelled()` turn True) and its result is discarded. Waits on it fail
+    with JobCancelled, and its `after=` children fail with it. Fails with JobNotFound for an
+    unknown id."""
     future: KickqFuture[bool] = about(job_id, not_found(str(job_id)), lambda e: _cancel(e, job_id))
     return future

@@ -206,10 +206,19 @@ def promote(job_id: str) -> KickqFuture[Job]:
         job_id,
         lifecycle.promote,
         "promoted",
-        lambda state: (
-            f"is not waiting (it is {state}): only a delayed job, or one waiting to "
-            "retry or run again, can be promoted"
-        ),
+        _not_promotable,
+    )
+
+
+def _not_promotable(state: str) -> str:
+    if state == State.DEFERRED:
+        return (
+            "is deferred: it awaits its parents (after=) and is queued once they have all "
+            "succeeded, so it cannot be promoted"
+        )
+    return (
+        f"is not waiting (it is {state}): only a delayed job, or one waiting to "
+        "retry or run again, can be promoted"
     )
 
 

@@ -17,6 +17,7 @@ from rich.live import Live
 
 import kickq
 from kickq._model import clock
+from kickq._redis.keys import SEEN_STATES
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
 from kickq.cli import views
@@ -99,7 +100,7 @@ def _workers(args: argparse.Namespace) -> int:
         "--state",
         type=cli_parser.states,
         metavar="S,T",
-        help="only jobs in these states (queued, delayed, processing, retry, ghost, success, fail)",
+        help=f"only jobs in these states ({', '.join(SEEN_STATES)})",
     ),
     arg(
         "--limit",

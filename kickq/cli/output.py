@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kickq._model import clock
-from kickq._model.job import OPTION_FIELDS, TIME_FIELDS, Job, Run
+from kickq._model.job import OPTION_FIELDS, TIME_FIELDS, Job, Run, State
 
 WIDEST = 1000  # columns a piped table may take
 
@@ -41,7 +41,9 @@ def run_fields(run: Run) -> dict[str, Any]:
 
 
 def job_fields(job: Job) -> dict[str, Any]:
-    """A Job as a JSON object with the API's field names (hotjob_future, a local thing, aside)."""
+    """A Job as a JSON object with the API's field names (hotjob_future, a local thing, aside).
+    `awaiting` is the parents a deferred job still awaits: empty for a job in any other state,
+    whose record may keep those it awaited when it ended (cancelled, or failed with a parent)."""
     fields: dict[str, Any] = {
         "id": job.id,
         "name": job.name,
@@ -59,8 +61,51 @@ def job_fields(job: Job) -> dict[str, Any]:
         result=job.result,
         last_error=job.last_error,
         runs=[run_fields(run) for run in job.runs],
+        parents=list(job.parents),
+        parent_results=job.parent_results,
+        awaiting=list(awaited(job)),
+        after_failed=job.after_failed,
     )
     return fields
+
+
+def awaited(job: Job) -> tuple[str, ...]:
+    """The parents whose end the job still awaits: only a deferred job awaits any."""
+    return job.awaiting if job.state is State.DEFERRED else ()
+
+
+SUCCEEDED, AWAITED, NO_RESULT = "succeeded", "awaited", "no result"
+
+
+def parent_outcomes(job: Job) -> list[tuple[str, str]]:
+    """Each parent of `job` with what the job holds of it: SUCCEEDED (its result is on the
+    job), AWAITED (the deferred job waits for its end) or NO_RESULT (it failed or was deleted,
+    or the job ended before it did: its last_error says which parent failed it)."""
+    waiting = set(awaited(job))
+    return [
+        (
+            parent,
+            SUCCEEDED
+            if parent in job.parent_results
+            else AWAITED
+            if parent in waiting
+            else NO_RESULT,
+        )
+        for parent in job.parents
+    ]
+
+
+def parents_summary(job: Job) -> str:
+    """How many parents the job has and where they stand: "3: 2 succeeded, 1 awaited"."""
+    counts: dict[str, int] = {}
+    for _, outcome in parent_outcomes(job):
+        counts[outcome] = counts.get(outcome, 0) + 1
+    found = [
+        f"{counts[outcome]} {outcome}"
+        for outcome in (SUCCEEDED, AWAITED, NO_RESULT)
+        if outcome in counts
+    ]
+    return f"{len(job.parents)}: {', '.join(found)}"
 
 
 _AS_IS = frozenset({str, int, float, bool})
@@ -183,11 +228,24 @@ def short_time(moment: datetime.datetime | None) -> str | None:
     return moment.astimezone(clock.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+SHOWN_PARENTS = 20
+"""Parents `kickq show ID` lists in words (a job may have 1,000; --json lists them all)."""
+PARENT_RESULT_WIDTH = 60
+
+
 def print_job(job: Job) -> None:
     fields = job_fields(job)
-    del fields["runs"]
+    for name in ("runs", "parents", "parent_results", "awaiting", "after_failed"):
+        del fields[name]
     fields.update({name: human_time(getattr(job, name)) for name in TIME_FIELDS})
+    if job.parents:
+        fields.update(parents=parents_summary(job), after_failed=job.after_failed)
     print_fields(fields, title=f"job {job.id}")
+    if job.parents:
+        show(parents_table(job))
+        more = len(job.parents) - SHOWN_PARENTS
+        if more > 0:
+            print(f"and {plural(more, 'more parent')} (kickq show {job.id} --json lists them all)")
     if job.runs:
         rows = [
             (run.count, human_time(run.start_time), run.process_time, run.state.value, run.error)
@@ -198,6 +256,23 @@ def print_job(job: Job) -> None:
         if raised:
             count, text = raised[-1]
             print(f"traceback of run {count}:\n{text.rstrip()}")
+
+
+def parents_table(job: Job) -> Table:
+    """The first SHOWN_PARENTS parents of a job: ids whole (to be copied), what the job holds
+    of each, and a glimpse of each result on one line (--json gives them whole)."""
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("parent", no_wrap=True, min_width=len(job.parents[0]))
+    table.add_column("outcome", no_wrap=True, min_width=len(NO_RESULT))
+    table.add_column("result")
+    for parent, outcome in parent_outcomes(job)[:SHOWN_PARENTS]:
+        result = job.parent_results[parent] if outcome == SUCCEEDED else None
+        table.add_row(
+            Text(parent),
+            Text(outcome),
+            Text(shorten(result, PARENT_RESULT_WIDTH), no_wrap=True, overflow="ellipsis"),
+        )
+    return table
 
 
 def show(view: RenderableType) -> None:

@@ -13,6 +13,7 @@ import argparse
 import difflib
 
 import kickq
+from kickq._redis.keys import SEEN_STATES
 from kickq._verbs.query import names
 from kickq.cli import output as out
 from kickq.cli import parser as cli_parser
@@ -71,8 +72,7 @@ def _requeue(args: argparse.Namespace) -> int:
         "--state",
         type=cli_parser.states,
         metavar="S,T",
-        help="with --name: the jobs in these states (queued, delayed, processing, retry, "
-        "ghost, success, fail)",
+        help=f"with --name: the jobs in these states ({', '.join(SEEN_STATES)})",
     ),
 )
 def _delete(args: argparse.Namespace) -> int:

@@ -102,13 +102,21 @@ def stats_view(stats: Mapping[str, NameStats]) -> RenderableType:
     flows = [_flow(name, stats[name]) for name in names]
     if len(names) > ALIGNED_ROWS:
         right = range(1, len(SEEN_STATES) + 1)
-        return Group(_aligned(("name", *SEEN_STATES), counts, right), _aligned(FLOW_COLUMNS, flows))
+        return Group(
+            _aligned(("name", *SEEN_STATES), counts, right, gap=COUNTS_GAP),
+            _aligned(FLOW_COLUMNS, flows),
+        )
     by_state = _table(("name", *SEEN_STATES), counts, whole=1)
+    # two spaces between counts rather than three: the eight states' headings then fit 80
+    # columns beside a name of up to 8 characters, none cut to "defer…"
+    by_state.collapse_padding = True
     for column in by_state.columns[1:]:
         column.justify = "right"
     flow = _table(FLOW_COLUMNS, flows, whole=1)
     return Group(by_state, flow)
 
+
+COUNTS_GAP = 2  # spaces between two columns of the counts by state (see `stats_view`)
 
 # Beyond this many rows a table is drawn as aligned text: a rich Table measures and pads every
 # cell (about 1.5 ms a row, so 15 s for the two tables of 10,000 job names).
@@ -116,11 +124,15 @@ ALIGNED_ROWS = 500
 
 
 def _aligned(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], right: Container[int] = ()
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    right: Container[int] = (),
+    gap: int = 3,
 ) -> Text:
     """A long table as lines of text laid out as `_table`'s (box.SIMPLE_HEAD: a heading, a
-    rule, a line per row), columns `right` justified right; no line is wrapped (a console
-    narrower than the table cuts them)."""
+    rule, a line per row), columns `right` justified right, `gap` spaces between two columns
+    (2 for a table that collapses its padding); no line is wrapped (a console narrower than
+    the table cuts them)."""
     texts = [[out.text_of(value) for value in row] for row in rows]
     widths = [
         max(cell_len(column), *(cell_len(row[i]) for row in texts))
@@ -132,9 +144,9 @@ def _aligned(
         for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
             pad = " " * (width - cell_len(cell))
             padded.append(pad + cell if i in right else cell + pad)
-        return "  " + "   ".join(padded) + "  "
+        return "  " + (" " * gap).join(padded) + "  "
 
-    rule = " " + "\u2500" * (sum(widths) + 3 * len(widths) - 1) + " "
+    rule = " " + "\u2500" * (sum(widths) + gap * (len(widths) - 1) + 2) + " "
     lines = ["", line(columns), rule, *(line(row) for row in texts), ""]
     return Text("\n".join(lines), no_wrap=True, overflow="crop")
 

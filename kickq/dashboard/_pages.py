@@ -9,6 +9,7 @@ are resolved by kickq's threads), so a slow Redis never blocks the server's even
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
 import urllib.parse
@@ -32,6 +33,8 @@ NAMES_PER_PAGE = 100  # rows of the overview's names table
 MAX_PAGE = 1_000_000
 SHOWN_MATCHES = 20  # ids a search by a shared prefix lists
 ID_DIGITS = 32  # hex digits of a job id
+SHOWN_PARENTS = 100  # parents a job's page lists (a job may have 1,000)
+SUCCEEDED, AWAITED, NO_RESULT = "succeeded", "awaited", "no result"
 
 
 class Unavailable(Exception):
@@ -141,13 +144,21 @@ async def job(request: Request) -> Response:
             404, f"no job with id {job_id!r} (deleted, purged or never made)"
         ) from None
     now = clock.now()
+    parents = _parents(found)
     return _render(request)(
         request,
         "job.html",
         title=f"Job {job_id}",
         job=found,
         options=_options(found),
+        parents=parents[:SHOWN_PARENTS],
+        parent_counts=collections.Counter(outcome for _, outcome, _ in parents),
         live_job=job_id,
+        # a parent's end changes this page (the job's results, or its state) without an event
+        # of the job's own: the page re-reads when one of those it awaits ends
+        live_parents=[parent for parent, outcome, _ in parents if outcome == AWAITED][
+            :SHOWN_PARENTS
+        ],
         # the actions offered are those the API would apply to the job as it is now
         promotable=lifecycle.promote(found, now) is not None,
         cancellable=lifecycle.cancel(found, now) is not None,
@@ -157,7 +168,26 @@ async def job(request: Request) -> Response:
 def _options(job: kickq.Job) -> dict[str, Any]:
     names = ("priority", "process_timeout", "delay", "retry", "retry_count", "retry_interval")
     more = ("ghost_retry", "ghost_count", "ghost_interval", "hotjob", "hotjob_timeout")
-    return {name: getattr(job, name) for name in (*names, *more)}
+    options = {name: getattr(job, name) for name in (*names, *more)}
+    if job.parents:
+        options["after_failed"] = job.after_failed
+    return options
+
+
+def _parents(job: kickq.Job) -> list[tuple[str, str, Any]]:
+    """Each parent of the job (`after=`) with what the job holds of it and its result:
+    SUCCEEDED (the result is on the job), AWAITED (a deferred job waits for its end) or
+    NO_RESULT (it failed or was deleted, or the job ended before it: the job's last_error says
+    which parent failed it). Only a deferred job awaits: a job that ended keeps on its record
+    the parents it awaited then."""
+    awaited = set(job.awaiting) if job.state is kickq.State.DEFERRED else set()
+    found = []
+    for parent in job.parents:
+        if parent in job.parent_results:
+            found.append((parent, SUCCEEDED, job.parent_results[parent]))
+        else:
+            found.append((parent, AWAITED if parent in awaited else NO_RESULT, None))
+    return found
 
 
 async def workers(request: Request) -> Response:

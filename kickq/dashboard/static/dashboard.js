@@ -18,6 +18,7 @@
   const root = document.body.dataset.root || "";
 
   const MIN_INTERVAL = 1000; // ms between two re-reads, however busy the queues are
+  const HANDOVER = 1000; // ms a deferred job's page waits after a parent's end to re-read
   const POLL = 10000; // ms between two re-reads of a page no event describes (workers, schedules)
   let busy = false;
   let timer = null;
@@ -53,7 +54,14 @@
 
   function concerns(change) {
     if (change.overflow) return true;
-    if (main.dataset.job) return change.ids.includes(main.dataset.job);
+    if (main.dataset.job) {
+      if (change.ids.includes(main.dataset.job)) return true;
+      // A deferred job hears of a parent's end through a hand-over that follows the parent's
+      // event (and may change the job without an event of its own): re-read a moment later.
+      const parents = JSON.parse(main.dataset.parents || "[]");
+      if (parents.some((id) => change.ids.includes(id))) setTimeout(refresh, HANDOVER);
+      return false;
+    }
     if (main.dataset.names) {
       const names = JSON.parse(main.dataset.names);
       return names.some((name) => change.names.includes(name));

@@ -107,7 +107,7 @@ class ProgressWriter:
             if self._stopping:
                 future.cancel()
                 return future
-            if reports.closed:
+            if token.ended:
                 future.set_result(False)
                 return future
             reports.pending = text
@@ -116,10 +116,15 @@ class ProgressWriter:
                 self._enqueue(reports)
         return future
 
-    def close(self, reports: RunReports) -> str | None:
-        """The run of `reports` ended: write what it reported last, now, after the write in
-        flight; return the last value Redis kept (JSON), None if none."""
+    def close(self, token: RunToken) -> str | None:
+        """The run of `token` ended here: write what it reported last, now, after the write in
+        flight; return the last value Redis kept (JSON), None if none. A report from now on
+        resolves False (under the lock: one racing with this either came first or sees it)."""
         with self._cond:
+            token.ended = True
+            reports = token.reports
+            if reports is None:
+                return None
             reports.closed = True
             while reports.in_flight:
                 self._cond.wait()

@@ -398,10 +398,9 @@ class Worker:
         for running, outcome in ended:
             claimed = running.claimed
             progress = None
-            reports = running.token.reports
-            if reports is not None and self._context.progress is not None:
+            if self._context.progress is not None:
                 # before the end goes out: the last value reaches the waiters first
-                progress = self._context.progress.close(reports)
+                progress = self._context.progress.close(running.token)
             change = lifecycle.end_run(claimed.job, outcome, now, self._context.interval_for)
             if change is not None:
                 call = self._context.store.transition_call(

@@ -99,6 +99,9 @@ class ProgressWriter:
             future.set_exception(exc)
             return future
         with self._cond:
+            # `reports` is set before `ended` is read, and the worker sets `ended` before it
+            # reads `reports` (taking the lock only for a run that reported): of a report and
+            # the run's end that cross, one sees the other, with no lock taken per run
             reports = token.reports
             if reports is None:
                 reports = token.reports = RunReports(
@@ -119,7 +122,7 @@ class ProgressWriter:
     def close(self, token: RunToken) -> str | None:
         """The run of `token` ended here: write what it reported last, now, after the write in
         flight; return the last value Redis kept (JSON), None if none. A report from now on
-        resolves False (under the lock: one racing with this either came first or sees it)."""
+        resolves False."""
         with self._cond:
             token.ended = True
             reports = token.reports

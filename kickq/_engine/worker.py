@@ -398,9 +398,11 @@ class Worker:
         for running, outcome in ended:
             claimed = running.claimed
             progress = None
-            if self._context.progress is not None:
+            token = running.token
+            token.ended = True  # then `reports` is read: see ProgressWriter.report
+            if token.reports is not None and self._context.progress is not None:
                 # before the end goes out: the last value reaches the waiters first
-                progress = self._context.progress.close(running.token)
+                progress = self._context.progress.close(token)
             change = lifecycle.end_run(claimed.job, outcome, now, self._context.interval_for)
             if change is not None:
                 call = self._context.store.transition_call(

@@ -162,6 +162,15 @@ def test_middleware_of_both_kinds_reports_for_the_run() -> None:
     assert [v for v in order if v in seen] == [v for v in seen if v in order]
 
 
+def test_create_many_hotjobs_share_one_on_progress() -> None:
+    seen: Seen = []
+    kickq.process("many", lambda job, data: kickq.progress(data).result(10) and data)
+    futures = kickq.create_many("many", [1, 2, 3], hotjob=True, on_progress=seen.append)
+    jobs = [future.result(10) for future in futures]
+    done = [job.hotjob_future.result(10) for job in jobs if job.hotjob_future is not None]
+    assert sorted(seen) == [1, 2, 3] and [job.progress for job in done] == [1, 2, 3]
+
+
 # -- bad calls -------------------------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ class RunToken:
     claimed: StoredJob | None = None  # the job as the run's claim read it
     writer: ProgressWriter | None = None  # writes the progress this run reports
     reports: RunReports | None = None  # its progress reports, from the first on
-    ended: bool = False  # the run ended here: its reports no longer count (writer's lock)
+    ended: bool = False  # the run ended here: its reports no longer count (see progress.py)
     _cancelled: threading.Event = attrs.field(factory=threading.Event, init=False)
 
     @property

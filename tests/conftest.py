@@ -51,11 +51,11 @@ def _stretch_future_waits() -> None:
     kickq.KickqFuture.exception = stretched_exception  # type: ignore[method-assign]
     wait = kickq.wait
 
-    def stretched_wait(job_id: Any, timeout: Any = None) -> Any:
+    def stretched_wait(job_id: Any, timeout: Any = None, **more: Any) -> Any:
         """kickq.wait(id, timeout=n) in a test: n on an idle machine (not a bad value's check)."""
         if isinstance(timeout, int | float | datetime.timedelta) and not isinstance(timeout, bool):
             timeout = timeout * TIME_FACTOR
-        return wait(job_id, timeout)
+        return wait(job_id, timeout, **more)
 
     kickq.wait = stretched_wait
 

@@ -178,6 +178,8 @@ DOCUMENTED = {
     "limit",
     "cancel",
     "cancelled",
+    # part three: progress
+    "progress",
     "JobCancelled",
     "TimeLimitExceeded",
 }

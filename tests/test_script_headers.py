@@ -214,6 +214,7 @@ def test_every_call_kickq_sends_fits_its_shape(
     store.run(store.reclaim_call(claim))
     change = lifecycle.end_run(claimed[0].job, lifecycle.Succeeded(1), now, lambda j, n: 0.0)
     assert change is not None
+    assert store.run(store.progress_call(claimed[1].job.id, 1, "1", "{}", "progress:x:1")) == 1
     store.run(store.sent_again(store.transition_call(change, claimed[0], 60.0, ("also",))))
     store.run(store.pause_call("h", "pause"))
     store.run(store.limit_call("h", (5, 1.0), 2))

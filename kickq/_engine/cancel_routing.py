@@ -22,13 +22,16 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from kickq._model.job import CANCELLED, State
 from kickq._redis.listener import Listener
 from kickq._redis.stored import StoredJob
+
+if TYPE_CHECKING:
+    from kickq._engine.progress import ProgressWriter, RunReports
 
 log = logging.getLogger("kickq")
 RunKey = tuple[str, int]  # a job's id and the count of one of its runs
@@ -37,9 +40,14 @@ REMEMBERED = 1024  # cancels kept for runs not started yet: a claim's reply is m
 
 @attrs.define(eq=False)
 class RunToken:
-    """What a handler's run carries: marked once the run is cancelled."""
+    """What a handler's run carries: marked once the run is cancelled; and what its progress
+    reports need (see progress.py)."""
 
     key: RunKey
+    claimed: StoredJob | None = None  # the job as the run's claim read it
+    writer: ProgressWriter | None = None  # writes the progress this run reports
+    reports: RunReports | None = None  # its progress reports, from the first on
+    ended: bool = False  # the run ended here: its reports no longer count (see progress.py)
     _cancelled: threading.Event = attrs.field(factory=threading.Event, init=False)
 
     @property
@@ -69,6 +77,11 @@ def inside(token: RunToken) -> Iterator[None]:
         yield
     finally:
         _current.reset(previous)
+
+
+def current_run() -> RunToken | None:
+    """The run of the handler (or middleware) the calling code runs in, if any."""
+    return _current.get()
 
 
 def cancelled() -> bool:

@@ -34,6 +34,7 @@ from kickq._engine.cancel_routing import CancelRouter, RunKey, RunToken, inside,
 from kickq._engine.future import ContainedExit
 from kickq._engine.handlers import Handler, describe_error, describe_traceback
 from kickq._engine.pool import ThreadPool
+from kickq._engine.progress import ProgressWriter
 from kickq._model import clock, lifecycle
 from kickq._model.config import max_value_bytes
 from kickq._model.errors import SerializationError, TimeLimitExceeded
@@ -91,8 +92,10 @@ class RunsInProgress:
         pool: ThreadPool,
         cancels: CancelRouter,
         on_end: Callable[[], None],
+        progress: ProgressWriter | None = None,
     ) -> None:
         self._handler = handler
+        self._progress = progress
         self._pool = pool
         self._cancels = cancels
         self._on_end = on_end  # called when a run ends: the fetch loop has work
@@ -222,7 +225,8 @@ class RunsInProgress:
         current = job.runs[-1] if job.runs else None
         started = current.start_time if current else None
         deadline = clock.after(started or clock.now(), job.process_timeout)
-        running = Running(claimed, deadline, RunToken((job.id, current.count if current else 0)))
+        key = (job.id, current.count if current else 0)
+        running = Running(claimed, deadline, RunToken(key, claimed, self._progress))
         if tracing.enabled:
             running.span = tracing.run_span(job.id, job.name, running.token.key[1], claimed.record)
         with self._lock:

@@ -24,6 +24,7 @@ from kickq._engine.future import KickqFuture, LoopThread, follow, reject, resolv
 from kickq._engine.handlers import Handler
 from kickq._engine.heartbeats import Heartbeats
 from kickq._engine.pool import ThreadPool
+from kickq._engine.progress import ProgressWriter
 from kickq._engine.schedule_ticks import ScheduleTicks
 from kickq._engine.settle import Settler
 from kickq._engine.skew import ClockCheck
@@ -61,6 +62,7 @@ class Runtime:
         self.loop = LoopThread()
         self.pool = ThreadPool("kickq-run")
         self.dispatcher = Dispatcher(self.store, self.where)
+        self.progress = ProgressWriter(self.store, self.where)  # its thread starts on first use
         self.settler = Settler(self.store, self.where, self.dispatcher.task)
         self._workers: list[Worker] = []
         self._lock = threading.Lock()
@@ -233,10 +235,12 @@ class Runtime:
             self.store.new_id(name), name, data, options, now, unique_key, parents
         )
         deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
-        waiter = None if deadline is None else self.waits.hotjob(change.job.id, deadline)
+        waiter = None
+        if deadline is not None:
+            waiter = self.waits.hotjob(change.job.id, deadline, options.get("on_progress"))
         if waiter is not None:  # the record names where this process waits for it
             reply_to_here(change.job, self.waits.reply_channel)
-        return _Saving(self, change, KickqFuture(), waiter, deadline)
+        return _Saving(self, change, KickqFuture(), waiter, deadline, options.get("on_progress"))
 
     def _parents(self, options: dict[str, Any]) -> lifecycle.Parents:
         """The parents of a create with `after=`, as they stand: JobNotFound for one that is
@@ -291,6 +295,7 @@ class Runtime:
             quarantine=self.quarantine,
             cancels=self.cancels,
             clock_ready=self.clock_check.ensure,
+            progress=self.progress,
         )
 
     def quarantine(self, damaged: Damaged) -> None:
@@ -320,6 +325,7 @@ class Runtime:
         for worker in workers:
             worker.stop(worker_timeout)
         self.waits.cancel_all()
+        self.progress.stop()
         self.timer.stop()
         if workers:
             with contextlib.suppress(Exception):  # else they leave workers() within 30 s
@@ -342,6 +348,7 @@ class _Saving:
     future: KickqFuture[Job]
     waiter: Waiter | None
     deadline: datetime.datetime | None
+    on_progress: Callable[[Any], None] | None = None
 
     def saved(self, result: Any) -> None:
         # 1: saved. 0 (a record with this random id exists already) would mean saved too, but
@@ -384,7 +391,7 @@ class _Saving:
         job = holder.job
         if self.deadline is not None:
             try:
-                waiter = self.engine.waits.wait(job.id, self.deadline)
+                waiter = self.engine.waits.wait(job.id, self.deadline, self.on_progress)
             except Closed:  # kickq.reset() came first: it cancels what is pending
                 self.future.cancel()
                 return

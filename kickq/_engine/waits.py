@@ -6,6 +6,13 @@ and every script that finishes or removes the job publishes there, a message nam
 so a hotjob costs no SUBSCRIBE, UNSUBSCRIBE or confirmation of its own. Any other wait (by id,
 from any process) listens on the job's own done channel.
 
+A wait given `on_progress` calls it with each progress its job's run reports: the same channels
+carry "progress:<id>:<value>" (see scripts/progress.lua), in the listener's thread, in the
+order they were published, and the end comes on the same channel after the last of them. The
+value a finished job holds (its event, or its record re-read) is given first if it was not the
+last one given, so that a message lost with the connection cannot lose it; a value is never
+given once the wait's future is resolved.
+
 A completion published while nobody listened (before the subscription was confirmed, or
 while the pub/sub connection was down) is caught by re-reading the records whenever a
 subscription is (re)confirmed: every pending wait at once, in one round trip. Timeouts are
@@ -18,10 +25,13 @@ import contextlib
 import datetime
 import heapq
 import itertools
+import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
+from typing import Any
 
 import attrs
 
@@ -29,14 +39,17 @@ from kickq._engine.future import KickqFuture
 from kickq._model import clock
 from kickq._model.errors import DamagedRecord, HotjobTimeout, JobNotFound
 from kickq._model.job import Job, failure
-from kickq._redis.keys import Keys
+from kickq._redis.keys import Keys, read_progress_message
 from kickq._redis.listener import Listener, Subscription
 from kickq._redis.outage import is_outage
 from kickq._redis.record import event_id, from_event
 from kickq._redis.store import Store
 from kickq._redis.stored import Damaged, StoredJob
 
+log = logging.getLogger("kickq")
 Schedule = Callable[[Callable[[], None]], None]
+OnProgress = Callable[[Any], None]
+_NONE_YET = object()  # the progress given last, before the first
 TIMEOUT, RECHECK = "timeout", "recheck"
 RECHECK_AFTER = datetime.timedelta(seconds=0.5)  # after a re-read that found Redis away
 DAMAGED = "damaged"  # on the done channel: the record was set aside
@@ -61,6 +74,16 @@ class Waiter:
     # a hotjob whose reply channel was (re)confirmed while its save was on its way: what was
     # published before that is lost, so its record is read once the save is acknowledged
     check_when_created: bool = False
+    on_progress: OnProgress | None = None
+    # with on_progress: held while it is called, and to mark the wait finished (after which it
+    # is called no more)
+    delivering: threading.RLock | None = None
+    finished: bool = False
+    last_progress: Any = _NONE_YET
+
+    def __attrs_post_init__(self) -> None:
+        if self.on_progress is not None:
+            self.delivering = threading.RLock()
 
 
 class Waits:
@@ -94,10 +117,15 @@ class Waits:
         self._to_check: dict[Waiter, None] = {}
         self._check_scheduled = False
 
-    def wait(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
+    def wait(
+        self,
+        job_id: str,
+        deadline: datetime.datetime | None,
+        on_progress: OnProgress | None = None,
+    ) -> Waiter:
         """Wait for a saved job, by id, on its done channel. Raises Closed once the waits were
         cancelled: the caller asks the next engine."""
-        waiter = Waiter(job_id, KickqFuture(), deadline)
+        waiter = Waiter(job_id, KickqFuture(), deadline, on_progress=on_progress)
         self._add(waiter)
         subscription = self._listener.subscribe(
             self._keys.done(job_id),
@@ -111,10 +139,15 @@ class Waits:
             self._listener.unsubscribe(subscription)
         return waiter
 
-    def hotjob(self, job_id: str, deadline: datetime.datetime | None) -> Waiter:
+    def hotjob(
+        self,
+        job_id: str,
+        deadline: datetime.datetime | None,
+        on_progress: OnProgress | None = None,
+    ) -> Waiter:
         """Wait for a hotjob about to be saved with `reply_to` set to `reply_channel`: call
         before the save goes out, and `created` once it is acknowledged."""
-        waiter = Waiter(job_id, KickqFuture(), deadline, created=False)
+        waiter = Waiter(job_id, KickqFuture(), deadline, created=False, on_progress=on_progress)
         with self._lock:
             if self._closed:  # as cancel_all would have done a moment later
                 waiter.future.cancel()
@@ -210,6 +243,8 @@ class Waits:
             self._finish(waiter, error=JobNotFound(f"job {waiter.job_id} was deleted"))
         elif payload == DAMAGED:
             self._recheck([waiter])  # reads why, from the record set aside
+        elif (report := read_progress_message(payload)) is not None:
+            self._progressed(waiter, report[1])
         else:
             self._resolve(waiter, from_event(payload))
 
@@ -227,6 +262,12 @@ class Waits:
             if waiter is not None:
                 self._resolve(waiter, job)
             return
+        report = read_progress_message(payload)
+        if report is not None:
+            waiter = self._replying(report[0])
+            if waiter is not None:
+                self._progressed(waiter, report[1])
+            return
         what, _, job_id = payload.partition(":")
         waiter = self._replying(job_id)
         if waiter is None:
@@ -235,6 +276,33 @@ class Waits:
             self._finish(waiter, error=JobNotFound(f"job {job_id} was deleted"))
         else:  # DAMAGED_REPLY: reads why, from the record set aside
             self._recheck([waiter])
+
+    def _progressed(self, waiter: Waiter, value_json: str) -> None:
+        if waiter.on_progress is None:
+            return
+        try:
+            value = json.loads(value_json)
+        except ValueError:
+            log.warning(
+                "a progress message of job %s is not JSON: %.100r", waiter.job_id, value_json
+            )
+            return
+        self._give_progress(waiter, value)
+
+    @staticmethod
+    def _give_progress(waiter: Waiter, value: Any, unless_last: bool = False) -> None:
+        """Call the wait's on_progress with `value` (`unless_last`: unless it was the value
+        given last), unless its future is resolved; an exception it raises is logged."""
+        if waiter.on_progress is None or waiter.delivering is None:
+            return
+        with waiter.delivering:
+            if waiter.finished or (unless_last and waiter.last_progress == value):
+                return
+            waiter.last_progress = value
+            try:
+                waiter.on_progress(value)
+            except Exception:
+                log.exception("on_progress of the wait for job %s failed", waiter.job_id)
 
     def _replying(self, job_id: str) -> Waiter | None:
         with self._lock:
@@ -311,6 +379,8 @@ class Waits:
     # -- resolution ----------------------------------------------------------------------
 
     def _resolve(self, waiter: Waiter, job: Job) -> None:
+        if waiter.on_progress is not None and job.progress is not None:
+            self._give_progress(waiter, job.progress, unless_last=True)
         if not job.complete:
             return
         if job.success:
@@ -334,6 +404,9 @@ class Waits:
             subscription = waiter.subscription
         if subscription is not None:
             self._listener.unsubscribe(subscription)
+        if waiter.delivering is not None:
+            with waiter.delivering:  # after an on_progress call in progress
+                waiter.finished = True
         future = waiter.future
         try:
             if cancel:

@@ -25,6 +25,7 @@ from kickq._engine import joblog, run_ends
 from kickq._engine.cancel_routing import CancelRouter, RunKey
 from kickq._engine.handlers import Handler
 from kickq._engine.pool import ThreadPool
+from kickq._engine.progress import ProgressWriter
 from kickq._engine.rotation import ClaimRotation
 from kickq._engine.runs import RunsInProgress
 from kickq._model import clock, config, lifecycle
@@ -78,6 +79,7 @@ class WorkerContext:
     # raises until this process's clock has been checked against Redis's (see _skew.py): a
     # run's deadline, which any process may ghost it by, is then on the corrected clock
     clock_ready: Callable[[], None] = lambda: None
+    progress: ProgressWriter | None = None  # writes what the runs report (kickq.progress)
 
 
 class Worker:
@@ -92,7 +94,9 @@ class Worker:
         self.started = clock.now()
         self._context = context
         self._nudge = threading.Event()
-        self._runs = RunsInProgress(handler, context.pool, context.cancels, self._run_ended)
+        self._runs = RunsInProgress(
+            handler, context.pool, context.cancels, self._run_ended, context.progress
+        )
         # held by whichever thread sends this worker's round trip: its own, or a run's (below)
         self._turn_lock = threading.Lock()
         self._unsent: list[Ending] = []  # ends of runs Redis has not taken yet (own thread only)
@@ -393,9 +397,17 @@ class Worker:
         purge = self._context.purge_timeout()
         for running, outcome in ended:
             claimed = running.claimed
+            progress = None
+            token = running.token
+            token.ended = True  # then `reports` is read: see ProgressWriter.report
+            if token.reports is not None and self._context.progress is not None:
+                # before the end goes out: the last value reaches the waiters first
+                progress = self._context.progress.close(token)
             change = lifecycle.end_run(claimed.job, outcome, now, self._context.interval_for)
             if change is not None:
-                call = self._context.store.transition_call(change, claimed, purge)
+                call = self._context.store.transition_call(
+                    change, claimed, purge, progress=progress
+                )
                 endings.append(Ending(change, call, claimed))
         return endings, free
 

@@ -376,6 +376,12 @@ def _optional_at(name: str, value: Any) -> datetime.datetime | None:
     return None if value is None else _at(name, value)
 
 
+def _optional_callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ConfigError(f"{name} must be callable, not {value!r}")
+    return value
+
+
 def _optional_meta(name: str, value: Any) -> dict[str, Any]:
     return {} if value is None else _meta(name, value)
 
@@ -471,6 +477,7 @@ CALL_ONLY: dict[str, Option] = {
     "unique_key": Option(None, _optional_str),
     "after": Option(None, _after),
     "after_failed": Option(None, _after_failed),
+    "on_progress": Option(None, _optional_callable),
 }
 """Options of one create() call only: config() and job_flags refuse them. None means not given."""
 PER_CALL = {**PER_JOB, **CALL_ONLY}

@@ -84,6 +84,8 @@ class Job:
     unique_key: str | None = None  # None unless the job is unique
     result: Any = None
     last_error: str | None = None
+    # the last value a run reported with kickq.progress(), kept after the job completes
+    progress: Any = None
     runs: tuple[Run, ...] = ()
     # the runs up to this count no longer use up retry_count and ghost_count: a requeued job
     # starts with fresh budgets and keeps its history

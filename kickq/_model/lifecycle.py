@@ -65,9 +65,10 @@ class Ghosted:
 
 Outcome = Succeeded | Failed | Ghosted
 WAITING = (State.DELAYED, State.RETRY, State.GHOST)
+# kept in other fields, or not kept (on_progress: the caller's, see _engine/waits.py)
 NOT_ON_THE_JOB = frozenset(
-    {"at", "meta", "unique", "unique_key", "after", "after_failed"}
-)  # kept in other fields
+    {"at", "meta", "unique", "unique_key", "after", "after_failed", "on_progress"}
+)
 
 
 @attrs.frozen

@@ -32,10 +32,10 @@ MISFIRE_GRACE_MS = 60_000
 SCHEDULE_OPTIONS = {
     name: option
     for name, option in config.PER_CALL.items()
-    if name not in ("at", "delay", "hotjob", "hotjob_timeout")
+    if name not in ("at", "delay", "hotjob", "hotjob_timeout", "on_progress")
 }
 """The create() options a schedule passes on to its jobs. Its ticks say when each job is due
-(no `at` or `delay`), and no caller is there to wait on a hotjob's future."""
+(no `at` or `delay`), and no caller is there to wait on a hotjob's future, or its progress."""
 
 
 @attrs.frozen

@@ -44,13 +44,17 @@
                               nothing, so that it starts nothing if it reaches Redis later;
                               written only then, gone after a minute (see reclaim.lua)
 
-<ns>:<event>           channel  create, queued, success, fail, delete: the job as JSON
+<ns>:<event>           channel  create, queued, success, fail, delete, progress: the job as
+                                JSON (progress: with the value reported, see
+                                scripts/progress.lua)
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
-                                when its record was moved aside
+                                when its record was moved aside; "progress:<id>:<value>" (the
+                                value's JSON) for each progress its run reports
 <ns>:reply:<token>     channel  one per process (a new token after fork), named in the
                                 `reply_to` field of the hotjobs it created: the finished job
-                                as JSON, "deleted:<id>" or "damaged:<id>". The process
-                                subscribes it once, not once per hotjob
+                                as JSON, "deleted:<id>", "damaged:<id>" or
+                                "progress:<id>:<value>". The process subscribes it once, not
+                                once per hotjob
 <ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty, or
                                 a run of it ended while a concurrency limit held jobs back
 <ns>:timers            channel  a deadline (ms) that every process's timer must know of
@@ -81,7 +85,12 @@ import zlib
 
 import attrs
 
-EVENTS = ("create", "queued", "success", "fail", "delete")
+EVENTS = ("create", "queued", "success", "fail", "delete", "progress")
+STATE_EVENTS = EVENTS[:5]  # those published when a job changes state (or goes)
+# before the waiters' message of a progress report: no other message on a done or reply channel
+# starts so (a job's JSON starts with "{", the others are "", "damaged", "deleted:<id>" and
+# "damaged:<id>"), and a job id holds no ":"
+PROGRESS_PREFIX = "progress:"
 # the states a job can be seen in, in the order people read them; "new" is never stored
 SEEN_STATES = (
     "queued",
@@ -101,6 +110,19 @@ HANDOVER_LEASE_MS = 1000
 """How long a hand-over notice taken by a process is left to it (see _engine/dependencies.py):
 a notice whose taker died is taken again by another process after that long."""
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def progress_message(job_id: str, value_json: str) -> str:
+    """The message a progress report sends the job's waiters, on its done and reply channels."""
+    return f"{PROGRESS_PREFIX}{job_id}:{value_json}"
+
+
+def read_progress_message(payload: str) -> tuple[str, str] | None:
+    """The job id and the value's JSON of a `progress_message`; None for any other message."""
+    if not payload.startswith(PROGRESS_PREFIX):
+        return None
+    job_id, colon, value_json = payload[len(PROGRESS_PREFIX) :].partition(":")
+    return (job_id, value_json) if colon else None
 
 
 def is_job_id(text: str) -> bool:

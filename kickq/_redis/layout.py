@@ -25,10 +25,13 @@ WHOLE_ABOVE = 32 * PIECE
 """The longest value cut into pieces (2 kB): a longer one is written whole (see above)."""
 MARK = "~"
 """Between a field's name and the number of one of its pieces after the first."""
-_WHOLE = frozenset({"name", "state", "version", "process_timeout", "unique_lock", "reply_to"})
+_WHOLE = frozenset(
+    {"name", "state", "version", "process_timeout", "unique_lock", "reply_to", "progress"}
+)
 """Read by the Lua scripts: never cut, however long (a unique lock names a key, a reply_to a
-channel, which the scripts publish on). The other fields they read (run_count, update_time,
-claim) are a few digits long."""
+channel, which the scripts publish on); and `progress`, which scripts/progress.lua alone
+writes, in one HSET, while a run's end writes the other fields from the record its claim read.
+The other fields they read (run_count, update_time, claim) are a few digits long."""
 
 
 def lay_out(record: Mapping[str, str]) -> dict[str, str]:

@@ -245,6 +245,7 @@ def _check_text(record: Mapping[str, str]) -> None:
 
 JSON_FIELDS = (
     "data",
+    "progress",
     "result",
     "last_error",
     "meta",
@@ -371,6 +372,9 @@ def event_texts(record: Mapping[str, str], total_process_time: float | None) -> 
     texts["budget_start"] = get("budget_start", "0")
     texts["result"] = get("result", "null")
     texts["last_error"] = get("last_error", "null")
+    progress = get("progress")  # only scripts/progress.lua writes it; most jobs never do
+    if progress is not None:
+        texts["progress"] = progress
     texts["runs"] = "[" + ",".join(_runs_of(record)) + "]"
     if "parents" in record:  # only a job created with after=
         for field in DEPENDENCY_FIELDS:

@@ -230,6 +230,11 @@ STATS = Shape(
         Each("names", ("name",)),
     ),
 )
+PROGRESS = Shape(
+    "progress",
+    keys=("job",),
+    args=("run", "value", "event", "event_channel", "waiters", "done_channel"),
+)
 _CLAIM_KEY = CLAIM.key_at("claim_key")
 _CLAIM_NOW_US = CLAIM.arg_at("now_us")
 _CLAIM_TOKEN = CLAIM.arg_at("token")
@@ -260,6 +265,7 @@ class Store(ScriptRunner):
         self._limit = LIMIT.register(client)
         self._stats = STATS.register(client)
         self._settle = SETTLE.register(client)
+        self._progress = PROGRESS.register(client)
 
     # -- where jobs live -------------------------------------------------------------
 
@@ -363,13 +369,17 @@ class Store(ScriptRunner):
         purge_timeout: float,
         also: Sequence[str] = (),
         again: bool = False,
+        progress: str | None = None,
     ) -> ScriptCall:
         """The call applying `change` to the job as `stored`, if its record is still at that
         version: only the fields that changed are written, and the event is assembled from
         the field texts (nothing is encoded twice). The indexes and the stats of the job's
         name follow in the same step. The job is also published on the channels `also`.
         `again` for a call sent again after its reply was lost: it then returns 2 if its first
-        send applied it. A record it cannot fence is answered as `damage_of` reads."""
+        send applied it. A record it cannot fence is answered as `damage_of` reads.
+        `progress`: the JSON text of the last progress the run reported, which Redis has
+        (scripts/progress.lua wrote it, after `stored` was read): the event carries it, and the
+        record keeps it (no change writes that field)."""
         job, previous = change.job, stored.record
         keys = self.keys_of(job.id)
         where, score = lifecycle.placement(job, purge_timeout)
@@ -381,6 +391,8 @@ class Store(ScriptRunner):
             **fresh,
             "id": job.id,
         }
+        if progress is not None:
+            merged["progress"] = progress
         channels = [self.keys.event(event) for event in change.events]
         if change.finished:
             channels.append(self.keys.done(job.id))
@@ -420,6 +432,22 @@ class Store(ScriptRunner):
             next_due=keys.next_due,
         )
         return self._transition, call_keys, args
+
+    def progress_call(
+        self, job_id: str, run: int, value_json: str, event: str, waiters: str
+    ) -> ScriptCall:
+        """The call keeping `value_json` as the progress of run `run` of the job, if that run
+        still counts (1; else 0), and publishing `event` (its progress event) and `waiters`
+        (the message for its waiters, see `progress_message`): see scripts/progress.lua."""
+        args = PROGRESS.args(
+            run=run,
+            value=value_json,
+            event=event,
+            event_channel=self.keys.event("progress"),
+            waiters=waiters,
+            done_channel=self.keys.done(job_id),
+        )
+        return self._progress, PROGRESS.keys(job=self.keys_of(job_id).job(job_id)), args
 
     @staticmethod
     def sent_again(call: ScriptCall) -> ScriptCall:

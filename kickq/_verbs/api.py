@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
 from kickq._engine import middleware, runtime, tracing
+from kickq._engine.cancel_routing import current_run
 from kickq._engine.future import KickqFuture, failed, follow, on_event_loop
 from kickq._engine.waits import Closed
 from kickq._engine.worker import Worker
@@ -249,6 +250,11 @@ def _create_options(name: str, opts: Any, options: Mapping[str, Any]) -> dict[st
     if per_call.get("unique_key") is not None:
         check_size(encode(per_call["unique_key"]), "unique_key", config.max_value_bytes())
     effective = settings.cascade(name, per_call)
+    if effective.get("on_progress") is not None and not effective["hotjob"]:
+        raise ConfigError(
+            "on_progress is called while a hotjob's future waits: create() takes it with "
+            "hotjob=True only (kickq.wait(job_id, on_progress=fn) follows any job)"
+        )
     if callable(effective["retry_interval"]):
         effective["retry_interval"] = None  # decided by the config of the worker's process
     return effective
@@ -278,15 +284,22 @@ def delete(job_id: str) -> KickqFuture[bool]:
     return future
 
 
-def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> KickqFuture[Job]:
+def wait(
+    job_id: str,
+    timeout: float | datetime.timedelta | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+) -> KickqFuture[Job]:
     """Wait for any job to finish, from any process: the job's completion as a future.
 
     Resolves with the finished Job, fails with JobFailed if it ends in failure, JobNotFound if
     there is no such job (or it is deleted meanwhile), HotjobTimeout after `timeout` seconds.
+    `on_progress(value)` is called with each progress its run reports (`kickq.progress`), in
+    order, on kickq's listener thread, until the future resolves (the last value first).
     """
     try:
         check_id(job_id)
         seconds = None if timeout is None else config.check_duration("timeout", timeout)
+        config.CALL_ONLY["on_progress"].check("on_progress", on_progress)
     except (TypeError, ValueError) as exc:
         return failed(exc)
     if not is_job_id(job_id):
@@ -298,9 +311,26 @@ def wait(job_id: str, timeout: float | datetime.timedelta | None = None) -> Kick
         except Exception as exc:
             return failed(exc)
         try:
-            return engine.waits.wait(job_id, deadline).future
+            return engine.waits.wait(job_id, deadline, on_progress).future
         except Closed:  # stopped under this call (kickq.reset() in another thread): the next
             continue  # engine, already the one get() makes, answers it
+
+
+def progress(value: Any) -> KickqFuture[bool]:
+    """Report `value` (any JSON value) as the progress of the run this is called from: a
+    handler of any style, or its middleware. Never blocks: the future resolves True once Redis
+    has the value, False when the run no longer counts (ghosted, cancelled, the job deleted; the
+    value is then dropped); it fails with SerializationError for a value that is not JSON.
+    Reports in quick succession are coalesced: at most one write per run in flight, and one per
+    50 ms. Called outside a run, it raises RuntimeError."""
+    token = current_run()
+    if token is None or token.writer is None:
+        raise RuntimeError(
+            "kickq.progress() reports the progress of a run: call it from a handler or its "
+            "middleware (a thread the handler starts knows its run only if started in a copy "
+            "of its context: contextvars.copy_context().run)"
+        )
+    return token.writer.report(token, value)
 
 
 def process(names: Names, *args: Any, **options: Any) -> Worker:
@@ -347,8 +377,9 @@ class EventSubscription:
 def on(event: str, callback: Callable[[Any], None]) -> EventSubscription:
     """Call `callback` for every `event` published in this namespace, from any process.
 
-    `callback` gets the Job for create, queued, success and fail, and a dict with `id` and
-    `queue` for delete. It runs on kickq's listener thread: keep it short. on() returns once
+    `callback` gets the Job for create, queued, success, fail and progress (a run reported
+    its progress: `job.progress` holds the value), and a dict with `id` and `queue` for
+    delete. It runs on kickq's listener thread: keep it short. on() returns once
     Redis has confirmed the subscription (at most SUBSCRIBE_WAIT seconds when Redis cannot be
     reached; the callbacks start once it can), so every event published afterwards is seen.
     """

@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 import kickq
-from kickq._redis.keys import EVENTS
+from kickq._redis.keys import STATE_EVENTS
 
 log = logging.getLogger("kickq.dashboard")
 
@@ -128,7 +128,7 @@ class Fanout:
                 return
             made: list[kickq.EventSubscription] = []
             try:
-                for event in EVENTS:
+                for event in STATE_EVENTS:
                     made.append(kickq.on(event, self._receiver(event)))
             except Exception as exc:
                 for subscription in made:

@@ -92,6 +92,7 @@ def test_a_failed_parent_fails_its_children_and_theirs() -> None:
     assert caught.value.error == f"parent {child.id} failed"
     stored = kickq.get(grandchild.id).result(10)
     assert stored.state is kickq.State.FAIL and stored.runs == ()  # it never ran
+    assert stored.awaiting == ()
     wait_until(lambda: len(failed) == 3, what="a fail event for each")
     subscription.cancel()
 
@@ -194,6 +195,7 @@ def test_a_deferred_job_can_be_cancelled_deleted_and_waited_on() -> None:
     assert kickq.cancel(cancelled.id).result(10) is True
     with pytest.raises(kickq.JobCancelled):
         waited.result(scaled(10))
+    assert kickq.get(cancelled.id).result(10).awaiting == ()
     deleted = kickq.create(CHILD, "d", after=[parent.id]).result(10)
     assert kickq.delete(deleted.id).result(10) is True
     assert kickq.jobs(CHILD, "deferred").count().result(10) == 0

@@ -10,7 +10,7 @@ if the record has not changed since it was read (its version fences every transi
                        ├─────────────── promote (when due) ──────────┘
                        ├─────────────── requeue (by hand) <── fail
                        └─────────────── abandon (a stopping worker gives the run up)
-    cancel (by hand): queued, delayed, processing, retry or ghost ──> fail
+    cancel (by hand): queued, delayed, deferred, processing, retry or ghost ──> fail
 
     create (after=) ──> deferred ──(its last parent succeeds)──> queued or delayed
                            └──────(a parent fails or is deleted)──> fail
@@ -186,6 +186,7 @@ def heard(job: Job, ends: list[ParentEnd], now: datetime.datetime) -> Change | N
                 job,
                 state=State.FAIL,
                 parent_results=results,
+                awaiting=(),  # it awaits nothing more
                 last_error=error,
                 update_time=now,
                 finish_time=now,
@@ -250,6 +251,7 @@ def cancel(job: Job, now: datetime.datetime) -> Change | None:
         job,
         state=State.FAIL,
         runs=runs,
+        awaiting=(),  # a deferred job awaits nothing more
         last_error=CANCELLED,
         update_time=now,
         finish_time=now,

@@ -609,3 +609,10 @@ def test_absurd_retry_interval_from_a_function_is_clamped(returned: float, expec
     assert change is not None
     assert change.job.state is State.RETRY
     assert change.job.scheduled_for == at(1 + expected)
+
+
+def test_an_event_without_runs_reads_as_a_job_with_none() -> None:
+    """An event that leaves `runs` out (a minimal message) is a job with no runs, not an
+    error."""
+    job = from_event(json.dumps({"id": "a" * 32, "name": "n", "state": "queued"}))
+    assert job.runs == () and job.state is State.QUEUED

@@ -442,7 +442,7 @@ def from_event(text: str | bytes) -> Job:
     if not isinstance(value, dict):
         raise ValueError(f"an event is a JSON object, not {type(value).__name__}")
     fields = {name: value[name] for name in JSON_FIELDS if name in value}
-    runs = value.get("runs", ())
+    runs = value.get("runs", [])
     if not isinstance(runs, list):
         raise ValueError(f"runs is not a list: {runs!r}")
     return _job(

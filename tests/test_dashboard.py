@@ -149,6 +149,25 @@ def test_jobs_page_refuses_bad_input(
     assert message in response.text
 
 
+def test_job_page_shows_the_last_progress_reported(client: httpx.Client) -> None:
+    """A job that reported progress shows its last value; one that never did shows none."""
+
+    def reporting(job: kickq.Job, data: None) -> str:
+        for done in range(1, 4):
+            kickq.progress({"done": done, "of": 3})
+        return "ok"
+
+    worker = kickq.process("dash-progress", reporting)
+    reported = kickq.create("dash-progress", None, hotjob=True).result(5)
+    reported.hotjob_future.result(15)
+    worker.stop(5)
+    silent = kickq.create("dash-silent").result(5)
+    page = client.get(f"/jobs/{reported.id}").text
+    assert 'id="job-progress"' in page
+    assert '"done": 3' in html.unescape(page)
+    assert 'id="job-progress"' not in client.get(f"/jobs/{silent.id}").text
+
+
 def test_job_page_shows_data_result_runs_and_errors(client: httpx.Client) -> None:
     """A retried job: its data, result, metadata, both runs and the first run's error, as text."""
 

@@ -44,7 +44,7 @@ API_FIELDS = {
     *("create_time", "update_time", "finish_time", "scheduled_for", "total_process_time"),
     *("delay", "process_timeout", "retry", "retry_count", "retry_interval", "ghost_retry"),
     *("ghost_count", "ghost_interval", "hotjob", "hotjob_timeout", "priority", "meta"),
-    *("unique_key", "parents", "parent_results", "awaiting", "after_failed"),
+    *("unique_key", "parents", "parent_results", "awaiting", "after_failed", "progress"),
 }
 
 

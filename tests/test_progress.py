@@ -23,9 +23,10 @@ import pytest
 
 import kickq
 import kickq._engine.progress
+from kickq import cli
 from kickq._redis.keys import progress_message, read_progress_message
 from kickq._redis.record import from_event, from_record
-from support import ChildWorkers, job_key, wait_until
+from support import ChildWorkers, job_key, scaled, wait_until
 
 pytestmark = pytest.mark.both_parsers
 
@@ -537,3 +538,15 @@ def test_progress_round_trips_through_record_and_event() -> None:
     assert read_progress_message(message) == ("a" * 32, '{"x":"y:z"}')
     for other in ("", "damaged", "deleted:" + "a" * 32, "damaged:" + "a" * 32, '{"id":"x"}'):
         assert read_progress_message(other) is None
+
+
+def test_kickq_show_gives_the_last_progress(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kickq.process("shown", lambda job, data: kickq.progress({"step": 2}).result(10))
+    job = kickq.create("shown", hotjob=True).result(10)
+    job.hotjob_future.result(scaled(10))
+    capsys.readouterr()
+    assert cli.main(["show", job.id, "--json", "--redis-url", redis_url]) == 0
+    assert json.loads(capsys.readouterr().out)["progress"] == {"step": 2}
+    kickq.config(redis_url=redis_url)

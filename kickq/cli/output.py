@@ -58,6 +58,7 @@ def job_fields(job: Job) -> dict[str, Any]:
     fields.update(
         meta=job.meta,
         unique_key=job.unique_key,
+        progress=job.progress,
         result=job.result,
         last_error=job.last_error,
         runs=[run_fields(run) for run in job.runs],

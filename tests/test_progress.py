@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
 import kickq
 import kickq._engine.progress
 from kickq import cli
-from kickq._redis.keys import progress_message, read_progress_message
+from kickq._redis.keys import progress_message_head, read_progress_message
 from kickq._redis.record import from_event, from_record
 from support import ChildWorkers, job_key, scaled, wait_until
 
@@ -92,7 +93,7 @@ def test_a_callback_handler_reports_from_its_thread_and_from_a_thread_given_its_
         done(None, "ok")
 
     def handler(job: kickq.Job, data: Any, done: Callable[..., None]) -> None:
-        kickq.progress(1)
+        kickq.progress(1).result(10)  # else 2 may come soon enough to replace it (coalesced)
         # a thread knows the run only when started in a copy of the handler's context
         context = contextvars.copy_context()
         threading.Thread(target=context.run, args=(work, done)).start()
@@ -127,7 +128,7 @@ def test_a_handler_returning_a_future_reports_from_its_thread() -> None:
     pool = concurrent.futures.ThreadPoolExecutor(1)
 
     def handler(job: kickq.Job, data: Any) -> concurrent.futures.Future[str]:
-        kickq.progress("started")
+        kickq.progress("started").result(10)  # else "finishing" may replace it (coalesced)
         context = contextvars.copy_context()
         return pool.submit(context.run, lambda: kickq.progress("finishing").result(10) and "ok")
 
@@ -534,8 +535,8 @@ def test_progress_round_trips_through_record_and_event() -> None:
     assert from_record({**record, "progress": "null"}, "0" * 32).progress is None
     event = '{"id":"' + "0" * 32 + '","name":"n","state":"processing","runs":[],"progress":[1,2]}'
     assert from_event(event).progress == [1, 2]
-    message = progress_message("a" * 32, '{"x":"y:z"}')
-    assert read_progress_message(message) == ("a" * 32, '{"x":"y:z"}')
+    message = progress_message_head("a" * 32) + '12:{"x":"y:z"}'
+    assert read_progress_message(message) == ("a" * 32, 12, '{"x":"y:z"}')
     for other in ("", "damaged", "deleted:" + "a" * 32, "damaged:" + "a" * 32, '{"id":"x"}'):
         assert read_progress_message(other) is None
 
@@ -550,3 +551,21 @@ def test_kickq_show_gives_the_last_progress(
     assert cli.main(["show", job.id, "--json", "--redis-url", redis_url]) == 0
     assert json.loads(capsys.readouterr().out)["progress"] == {"step": 2}
     kickq.config(redis_url=redis_url)
+
+
+def test_a_report_read_from_the_record_and_from_its_message_is_given_once() -> None:
+    """A waiter's re-read of the record and the report's message may come in either order:
+    each report (numbered by the record's `progress_seq`) is given once, none after a later."""
+    from kickq._engine import runtime
+
+    job = kickq.create("numbered").result(10)  # no worker: only the calls below report
+    seen: Seen = []
+    waits = runtime.get().waits
+    waiter = waits.wait(job.id, None, seen.append)
+    waits._progressed(waiter, 1, '"a"')
+    waits._resolve(waiter, attrs.evolve(job, progress="a"), 1)  # report 1 read again
+    waits._resolve(waiter, attrs.evolve(job, progress="b"), 2)  # read before its message
+    waits._progressed(waiter, 2, '"b"')
+    waits._progressed(waiter, 1, '"a"')  # a stale one
+    assert seen == ["a", "b"]
+    waits.cancel(waiter)

@@ -33,7 +33,7 @@ from kickq._model import clock
 from kickq._model.config import max_value_bytes
 from kickq._model.errors import SerializationError
 from kickq._model.json import check_size, dumps
-from kickq._redis.keys import progress_message
+from kickq._redis.keys import progress_message_head
 from kickq._redis.outage import translate
 from kickq._redis.record import event_template, event_texts
 from kickq._redis.runner import ScriptCall
@@ -61,7 +61,7 @@ class RunReports:
 
     def call(self, store: Store, value_json: str) -> ScriptCall:
         head, tail = self.event_parts
-        waiters = progress_message(self.job_id, value_json)
+        waiters = progress_message_head(self.job_id)
         return store.progress_call(
             self.job_id, self.run, value_json, head + value_json + tail, waiters
         )

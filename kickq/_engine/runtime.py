@@ -46,6 +46,7 @@ from kickq._redis.stored import Damaged
 
 log = logging.getLogger("kickq")
 CREATE_BATCH = 250  # jobs to one create script call: a few milliseconds of Redis at most
+REPLY_CONFIRM_WAIT = 5.0  # seconds the first create with on_progress waits for the reply channel
 
 
 class Runtime:
@@ -156,7 +157,11 @@ class Runtime:
         CREATE_BATCH jobs to a script call, each job still saved alone (see create.lua)."""
         # the producer spans are children of the span current here, in the caller's thread
         spans = tracing.send_spans(name, len(items)) if tracing.enabled else None
-        if not self._clock_checked.is_set() or options.get("after"):
+        if (
+            not self._clock_checked.is_set()
+            or options.get("after")
+            or (options.get("on_progress") is not None and not self.waits.replies_confirmed)
+        ):
             return self._create_later(name, items, options, spans)
         return self._create_now(name, items, options, self.dispatcher.call_many, spans)
 
@@ -170,13 +175,16 @@ class Runtime:
         """Creates made before this process's clock was checked against Redis's are decided
         on the dispatcher thread after the check, their times on the corrected clock (a host
         whose clock is off would else date them, and their delays, by its own); so are creates
-        with `after=`, once their parents are read (`_parents`). Their calls are served where
+        with `after=`, once their parents are read (`_parents`), and the first hotjobs with
+        `on_progress`, once the reply channel listens. Their calls are served where
         the create was queued: before anything asked for after it (a later create, a
         drain)."""
         futures: list[KickqFuture[Job]] = [KickqFuture() for _ in items]
 
         def run() -> None:
             try:
+                if options.get("on_progress") is not None:
+                    self.waits.confirm_replies(REPLY_CONFIRM_WAIT)
                 parents = self._parents(options) if options.get("after") else None
                 made = self._create_now(
                     name, items, options, self.dispatcher.call_next, spans, parents

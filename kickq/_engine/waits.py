@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import InvalidStateError
 from typing import Any
 
@@ -80,6 +80,10 @@ class Waiter:
     delivering: threading.RLock | None = None
     finished: bool = False
     last_progress: Any = _NONE_YET
+    # the number of the report given last (see `read_progress_message`): a report read twice,
+    # from its message and from the record, or a record read before a message already given,
+    # is not given again
+    last_report: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.on_progress is not None:
@@ -110,6 +114,7 @@ class Waits:
         self._closed = False
         self._replies: dict[str, Waiter] = {}  # the hotjobs awaited on the reply channel
         self._reply_subscribed = False
+        self._reply_confirmed = threading.Event()  # the reply channel's first confirmation
         # (when, order, waiter, what): what is TIMEOUT or RECHECK
         self._deadlines: list[tuple[datetime.datetime, int, Waiter, str]] = []
         self._order = itertools.count()
@@ -153,14 +158,31 @@ class Waits:
                 waiter.future.cancel()
                 return waiter
             self._replies[job_id] = waiter
-            subscribe = not self._reply_subscribed
-            self._reply_subscribed = True
             self._enlist(waiter)
         if deadline is not None:
             self.on_deadline(deadline)
-        if subscribe:  # once per process: its confirmation comes after this wait is listed
-            self._listener.subscribe(self.reply_channel, self._on_reply, self._on_reply_ready)
+        self._subscribe_replies()  # its confirmation comes after this wait is listed
         return waiter
+
+    def _subscribe_replies(self) -> None:
+        """Subscribe this process's reply channel, once per process."""
+        with self._lock:
+            subscribe = not self._reply_subscribed
+            self._reply_subscribed = True
+        if subscribe:
+            self._listener.subscribe(self.reply_channel, self._on_reply, self._on_reply_ready)
+
+    @property
+    def replies_confirmed(self) -> bool:
+        return self._reply_confirmed.is_set()
+
+    def confirm_replies(self, timeout: float) -> None:
+        """Subscribe the reply channel and wait up to `timeout` seconds for Redis to confirm
+        it: a hotjob with on_progress saved after that misses none of its run's reports (one
+        saved before could run and report before the channel listens; its record's re-read
+        then gives the last value only)."""
+        self._subscribe_replies()
+        self._reply_confirmed.wait(timeout)
 
     def created(self, waiter: Waiter) -> None:
         """The hotjob is saved: from now on a missing record means it was deleted."""
@@ -244,7 +266,7 @@ class Waits:
         elif payload == DAMAGED:
             self._recheck([waiter])  # reads why, from the record set aside
         elif (report := read_progress_message(payload)) is not None:
-            self._progressed(waiter, report[1])
+            self._progressed(waiter, report[1], report[2])
         else:
             self._resolve(waiter, from_event(payload))
 
@@ -266,7 +288,7 @@ class Waits:
         if report is not None:
             waiter = self._replying(report[0])
             if waiter is not None:
-                self._progressed(waiter, report[1])
+                self._progressed(waiter, report[1], report[2])
             return
         what, _, job_id = payload.partition(":")
         waiter = self._replying(job_id)
@@ -277,7 +299,7 @@ class Waits:
         else:  # DAMAGED_REPLY: reads why, from the record set aside
             self._recheck([waiter])
 
-    def _progressed(self, waiter: Waiter, value_json: str) -> None:
+    def _progressed(self, waiter: Waiter, number: int, value_json: str) -> None:
         if waiter.on_progress is None:
             return
         try:
@@ -287,17 +309,25 @@ class Waits:
                 "a progress message of job %s is not JSON: %.100r", waiter.job_id, value_json
             )
             return
-        self._give_progress(waiter, value)
+        self._give_progress(waiter, value, number)
 
     @staticmethod
-    def _give_progress(waiter: Waiter, value: Any, unless_last: bool = False) -> None:
-        """Call the wait's on_progress with `value` (`unless_last`: unless it was the value
-        given last), unless its future is resolved; an exception it raises is logged."""
+    def _give_progress(waiter: Waiter, value: Any, number: int | None) -> None:
+        """Call the wait's on_progress with `value`, report `number` (None: the last of a
+        finished job's event, given unless it was the value given last), unless a later report
+        was given or the future is resolved; an exception it raises is logged."""
         if waiter.on_progress is None or waiter.delivering is None:
             return
         with waiter.delivering:
-            if waiter.finished or (unless_last and waiter.last_progress == value):
+            if waiter.finished:
                 return
+            if number is None:
+                if waiter.last_progress == value:
+                    return
+            elif number <= waiter.last_report:
+                return
+            else:
+                waiter.last_report = number
             waiter.last_progress = value
             try:
                 waiter.on_progress(value)
@@ -312,6 +342,7 @@ class Waits:
         """The reply channel is (re)confirmed: what was published on it before is lost, so
         every hotjob saved re-reads its record (in one round trip); one still being saved
         re-reads it once its save is acknowledged."""
+        self._reply_confirmed.set()
         saved = []
         with self._lock:
             for waiter in self._replies.values():
@@ -366,7 +397,7 @@ class Waits:
                     self.quarantine(found)
             self._finish(waiter, error=DamagedRecord(waiter.job_id, found.error))
         elif isinstance(found, StoredJob):
-            self._resolve(waiter, found.job)
+            self._resolve(waiter, found.job, _report_number(found.record))
         else:  # gone
             self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
 
@@ -378,9 +409,11 @@ class Waits:
 
     # -- resolution ----------------------------------------------------------------------
 
-    def _resolve(self, waiter: Waiter, job: Job) -> None:
+    def _resolve(self, waiter: Waiter, job: Job, report: int | None = None) -> None:
+        """`report`: the number of the job's progress report (its record's `progress_seq`),
+        None when read from an event."""
         if waiter.on_progress is not None and job.progress is not None:
-            self._give_progress(waiter, job.progress, unless_last=True)
+            self._give_progress(waiter, job.progress, report)
         if not job.complete:
             return
         if job.success:
@@ -417,3 +450,9 @@ class Waits:
                 future.set_result(job)  # type: ignore[arg-type]
         except InvalidStateError:  # the caller cancelled it first
             pass
+
+
+def _report_number(record: Mapping[str, str]) -> int:
+    """The number of the last progress report a record kept (see scripts/progress.lua)."""
+    text = record.get("progress_seq", "0")
+    return int(text) if text.isdigit() else 0

@@ -112,17 +112,23 @@ a notice whose taker died is taken again by another process after that long."""
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def progress_message(job_id: str, value_json: str) -> str:
-    """The message a progress report sends the job's waiters, on its done and reply channels."""
-    return f"{PROGRESS_PREFIX}{job_id}:{value_json}"
+def progress_message_head(job_id: str) -> str:
+    """The start of the message a progress report of job `job_id` sends its waiters, on its
+    done and reply channels: scripts/progress.lua adds the report's number and its value,
+    "progress:<id>:<number>:<value JSON>" (see `read_progress_message`)."""
+    return f"{PROGRESS_PREFIX}{job_id}:"
 
 
-def read_progress_message(payload: str) -> tuple[str, str] | None:
-    """The job id and the value's JSON of a `progress_message`; None for any other message."""
+def read_progress_message(payload: str) -> tuple[str, int, str] | None:
+    """The job id, the report's number (the record's `progress_seq`, one more for each report
+    Redis kept) and the value's JSON of a progress message; None for any other message."""
     if not payload.startswith(PROGRESS_PREFIX):
         return None
-    job_id, colon, value_json = payload[len(PROGRESS_PREFIX) :].partition(":")
-    return (job_id, value_json) if colon else None
+    job_id, _, rest = payload[len(PROGRESS_PREFIX) :].partition(":")
+    number, colon, value_json = rest.partition(":")
+    if not colon or not number.isdigit():
+        return None
+    return job_id, int(number), value_json
 
 
 def is_job_id(text: str) -> bool:

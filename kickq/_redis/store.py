@@ -438,7 +438,8 @@ class Store(ScriptRunner):
     ) -> ScriptCall:
         """The call keeping `value_json` as the progress of run `run` of the job, if that run
         still counts (1; else 0), and publishing `event` (its progress event) and `waiters`
-        (the message for its waiters, see `progress_message`): see scripts/progress.lua."""
+        (the start of the message for its waiters, see `progress_message_head`): see
+        scripts/progress.lua."""
         args = PROGRESS.args(
             run=run,
             value=value_json,

@@ -680,3 +680,14 @@ class AppServer:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+def succeeded(name: str, result: Any) -> kickq.Job:
+    """A job of `name` that has succeeded with `result`."""
+    worker = kickq.process(name, lambda job, data: result)
+    try:
+        job = kickq.create(name).result(5)
+        wait_until(lambda: kickq.get(job.id).result(5).success, 10, what="the parent ran")
+    finally:
+        worker.stop(5)
+    return job

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 import kickq
 from kickq.cli import commands as cli
 from kickq.cli import output as out
-from support import wait_until
+from support import succeeded, wait_until
 
 Run = Callable[..., str]
 
@@ -44,17 +43,6 @@ def failure(redis_url: str, capsys: pytest.CaptureFixture[str], *args: str) -> t
     [line] = captured.err.splitlines()
     kickq.config(redis_url=redis_url)
     return status, line
-
-
-def succeeded(name: str, result: Any) -> kickq.Job:
-    """A job of `name` that has succeeded with `result`."""
-    worker = kickq.process(name, lambda job, data: result)
-    try:
-        job = kickq.create(name).result(5)
-        wait_until(lambda: kickq.get(job.id).result(5).success, 10, what="the parent ran")
-    finally:
-        worker.stop(5)
-    return job
 
 
 def table_rows(shown: str, ids: list[str]) -> dict[str, list[str]]:

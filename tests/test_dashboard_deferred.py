@@ -8,14 +8,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 import kickq
 from kickq.dashboard import _pages as pages
-from support import DashboardServer, wait_until
+from support import DashboardServer, succeeded, wait_until
 
 TOKEN = re.compile(r'name="token" value="([0-9a-f]{64})"')
 
@@ -35,17 +34,6 @@ def actor() -> Iterator[httpx.Client]:
         httpx.Client(base_url=server.url, timeout=20) as browser,
     ):
         yield browser
-
-
-def succeeded(name: str, result: Any) -> kickq.Job:
-    """A job of `name` that has succeeded with `result`."""
-    worker = kickq.process(name, lambda job, data: result)
-    try:
-        job = kickq.create(name).result(5)
-        wait_until(lambda: kickq.get(job.id).result(5).success, 10, what="the parent ran")
-    finally:
-        worker.stop(5)
-    return job
 
 
 def parent_rows(page: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 from rich.console import Console
 from rich.text import Text
@@ -337,6 +338,12 @@ def test_workers_view() -> None:
     assert "f" * 16 in shown  # an id is never cut, however narrow
     assert "3.0s ago" in render(views.workers_view([worker], now))
     assert "2030-01-01 11:00:00" in render(views.workers_view([worker], now))
+    assert "stuck" not in render(views.workers_view([worker], now))
+    blocked = attrs.evolve(worker, id="e" * 16, stuck_threads=2)
+    shown = render(views.workers_view([worker, blocked], now), width=200)
+    assert "stuck" in shown
+    rows = {line.split()[0]: line.split() for line in shown.splitlines() if line.strip()}
+    assert rows["e" * 16][6] == "2" and rows["f" * 16][6] == "0"
 
 
 def test_schedules_view_and_json() -> None:

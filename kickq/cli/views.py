@@ -152,7 +152,11 @@ def _aligned(
 
 
 def workers_view(workers: Sequence[WorkerInfo], now: datetime.datetime) -> RenderableType:
-    columns = ("id", "host", "pid", "names", "concurrent_jobs", "running", "started (UTC)")
+    """The live workers; a column of stuck handler threads (runs ghosted whose thread has not
+    returned, see max_stuck_threads) only when some worker has any."""
+    stuck = any(worker.stuck_threads for worker in workers)
+    columns: tuple[str, ...] = ("id", "host", "pid", "names", "concurrent_jobs", "running")
+    columns += ("stuck",) * stuck + ("started (UTC)", "last seen")
     rows = [
         (
             worker.id,
@@ -161,12 +165,13 @@ def workers_view(workers: Sequence[WorkerInfo], now: datetime.datetime) -> Rende
             ",".join(worker.names),
             worker.concurrent_jobs,
             worker.running,
+            *((worker.stuck_threads,) * stuck),
             out.short_time(worker.started),
             f"{out.human_duration(max((now - worker.last_seen).total_seconds(), 0.0))} ago",
         )
         for worker in sorted(workers, key=lambda w: (w.host, w.pid, w.started))
     ]
-    table = _table((*columns, "last seen"), rows, whole=1, glimpse=("names",))
+    table = _table(columns, rows, whole=1, glimpse=("names",))
     table.caption = out.plural(len(workers), "live worker")
     return table
 

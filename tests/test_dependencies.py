@@ -12,6 +12,9 @@ import pytest
 
 import kickq
 import kickq.testing
+from kickq._engine import runtime
+from kickq._engine.dependencies import _end_of, _told
+from kickq._model import lifecycle
 from kickq._redis.keys import partition_of_name
 from support import all_keys, job_key, outcome, scaled, wait_until
 
@@ -316,3 +319,35 @@ def test_a_damaged_parent_set_aside_fails_its_child(r: Any) -> None:
     with pytest.raises(kickq.JobFailed) as caught:
         child.hotjob_future.result(scaled(10))
     assert caught.value.error == f"parent {parent.id} was deleted"
+
+
+def test_a_child_whose_parent_redis_refuses_to_tell_waits_without_holding_up_others(
+    r: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parent's set of children of the wrong type: its child's notice stays (and is taken
+    again once the key is mended) while the other children's notices go on."""
+    store = runtime.get().store
+    blocked = kickq.create(PARENT, "blocked").result(10)
+    free = kickq.create(OTHER, "free").result(10)
+    children_key = store.keys_of(blocked.id).children(blocked.id)
+    r.set(children_key, "not a set")
+    stuck = kickq.create(CHILD, "s", after=[blocked.id]).result(10)
+    going = kickq.create(CHILD, "g", after=[free.id]).result(10)
+    run_all(OTHER, CHILD)
+    wait_until(lambda: state_of(going.id) == "success", what="the other child ran")
+    wait_until(lambda: "telling the parents of job" in caplog.text, what="the refusal logged")
+    assert state_of(stuck.id) == "deferred"
+    r.delete(children_key)
+    run_all(PARENT)
+    wait_until(lambda: state_of(stuck.id) == "success", timeout=20, what="the mended child ran")
+
+
+def test_a_parent_end_that_is_not_json_counts_as_a_deletion() -> None:
+    """A notice or a result damaged in Redis is heard as the parent's deletion, rather than
+    keep the notice from ever being carried out."""
+    deleted = lifecycle.PARENT_DELETED
+    assert _told("p", "{not JSON").outcome == deleted
+    assert _told("p", '{"state":"fail"}').outcome == "fail"
+    assert _told("p", '{"state":"success","result":[1]}').result == [1]
+    assert _end_of("p", "success", "{not JSON").outcome == deleted
+    assert _end_of("p", "success", '{"a":1}').result == {"a": 1}

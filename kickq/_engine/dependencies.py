@@ -43,13 +43,31 @@ ATTEMPTS = 10
 cancel): after that many, the notice is left for its next taker."""
 
 
-def _end_of(parent: str, told: str) -> ParentEnd:
-    """How a parent ended, from the JSON its notice keeps."""
-    value: Any = json.loads(told)
-    outcome = value.get("state") if isinstance(value, dict) else None
-    if outcome not in ("success", "fail"):
+def _end_of(parent: str, outcome: str, result_json: str | None = None) -> ParentEnd:
+    """How a parent ended; one whose result is not JSON (its record was damaged) counts as
+    deleted, rather than keep its notice from ever being carried out."""
+    if outcome != "success":
+        return ParentEnd(parent, outcome if outcome == "fail" else lifecycle.PARENT_DELETED)
+    try:
+        return ParentEnd(parent, outcome, json.loads(result_json or "null"))
+    except ValueError:
+        log.warning("the result of job %s, a parent, is not JSON: taken as deleted", parent)
         return ParentEnd(parent, lifecycle.PARENT_DELETED)
-    return ParentEnd(parent, outcome, value.get("result"))
+
+
+def _told(parent: str, told: str) -> ParentEnd:
+    """How a parent ended, from the JSON its "end:" notice keeps (handover_take.lua); a notice
+    that is not such JSON (its result was damaged) counts as deleted."""
+    try:
+        value: Any = json.loads(told)
+    except ValueError:
+        value = None
+    outcome = value.get("state") if isinstance(value, dict) else None
+    if outcome == "success":
+        return ParentEnd(parent, outcome, value.get("result"))
+    if value is None:
+        log.warning("how job %s, a parent, ended is not JSON: taken as deleted", parent)
+    return _end_of(parent, outcome or lifecycle.PARENT_DELETED)
 
 
 class Handover:
@@ -80,42 +98,43 @@ class Handover:
             else:
                 links.append(notice_job(notice.notice))
                 covers[notice.notice] = [links[-1]]
-        self._link(links, heard)
-        told = self._tell(heard, now)
+        unlinked = self._link(links, heard)
+        told = self._tell(heard, now) - unlinked
         done = {
-            notice: [child for child in children if notice.startswith(END)]
-            for notice, children in covers.items()
-            if all(child in told for child in children)
+            notice: children for notice, children in covers.items() if told.issuperset(children)
         }
         self._store.run_all(self._dependencies.done_calls(done))
 
     @staticmethod
     def _ends(notice: Taken, heard: dict[str, list[ParentEnd]]) -> list[str]:
-        end = _end_of(notice_job(notice.notice), notice.told)
+        end = _told(notice_job(notice.notice), notice.told)
         for child in notice.children:
             heard.setdefault(child, []).append(end)
         return list(notice.children)
 
-    def _link(self, children: list[str], heard: dict[str, list[ParentEnd]]) -> None:
+    def _link(self, children: list[str], heard: dict[str, list[ParentEnd]]) -> set[str]:
         """Tell the parents of each new deferred job of it; what those that are complete
-        already say is heard by the job with the rest."""
-        if not children:
-            return
-        calls: list[tuple[str, list[Any]]] = []
+        already say is heard by the job with the rest. Returns the jobs whose parents Redis
+        refused to tell (a key of the wrong type): their notices stay, and are taken again."""
+        calls: list[tuple[str, list[ScriptCall]]] = []
         for child, found in zip(children, self._store.load_many(children), strict=True):
             if isinstance(found, Damaged):
                 self._quarantine(found)
             elif found is not None and found.job.awaiting:
                 calls.append((child, self._dependencies.adopt_calls(child, found.job.awaiting)))
             heard.setdefault(child, [])
-        replies = iter(self._store.run_all([call for _, group in calls for call in group]))
+        replies = iter(self._store.run_batch([call for _, group in calls for call in group]))
+        refused = set()
         for child, group in calls:
-            told = self._dependencies.adopted(group, [next(replies) for _ in group])
-            for parent, (outcome, result) in told.items():
-                if outcome == "success":
-                    heard[child].append(ParentEnd(parent, outcome, json.loads(result)))
-                elif outcome != "pending":
-                    heard[child].append(ParentEnd(parent, outcome))
+            answers = [next(replies) for _ in group]
+            if error := next((a for a in answers if isinstance(a, Exception)), None):
+                log.warning("telling the parents of job %s of it failed: %s", child, error)
+                refused.add(child)
+                continue
+            for parent, (outcome, result) in self._dependencies.adopted(group, answers).items():
+                if outcome != "pending":
+                    heard[child].append(_end_of(parent, outcome, result))
+        return refused
 
     def _tell(self, heard: dict[str, list[ParentEnd]], now: datetime.datetime) -> set[str]:
         """Tell each child how its parents ended; returns the children told (or with nothing

@@ -7,11 +7,12 @@ so a hotjob costs no SUBSCRIBE, UNSUBSCRIBE or confirmation of its own. Any othe
 from any process) listens on the job's own done channel.
 
 A wait given `on_progress` calls it with each progress its job's run reports: the same channels
-carry "progress:<id>:<value>" (see scripts/progress.lua), in the listener's thread, in the
-order they were published, and the end comes on the same channel after the last of them. The
-value a finished job holds (its event, or its record re-read) is given first if it was not the
-last one given, so that a message lost with the connection cannot lose it; a value is never
-given once the wait's future is resolved.
+carry "progress:<id>:<n>:<value>" (see scripts/progress.lua), in the listener's thread, in
+the order they were published, and the end comes on the same channel after the last of them.
+The value a record re-read holds is given if its number (the record's `progress_seq`) is past
+the last given, and a finished job's event's if it is not the value given last, so that a
+message lost with the connection cannot lose it, and none is given twice or after a later
+one; a value is never given once the wait's future is resolved.
 
 A completion published while nobody listened (before the subscription was confirmed, or
 while the pub/sub connection was down) is caught by re-reading the records whenever a

@@ -113,7 +113,8 @@ class DependencyStore:
         return told
 
     def done_calls(self, heard: Mapping[str, Sequence[str]]) -> list[ScriptCall]:
-        """The calls removing notices (by notice, the children that heard it)."""
+        """The calls removing notices (by notice, the children that heard it: for an "end:"
+        notice, they leave its parent's set of children)."""
         calls: list[ScriptCall] = []
         for notice, children in heard.items():
             job_id = notice_job(notice)
@@ -121,5 +122,6 @@ class DependencyStore:
             call_keys = DONE.keys(
                 scheduled=keys.scheduled, handover=keys.handover, children=keys.children(job_id)
             )
-            calls.append((self._done, call_keys, DONE.args(notice=notice, heard=list(children))))
+            heard_it = list(children) if notice.startswith(END) else []
+            calls.append((self._done, call_keys, DONE.args(notice=notice, heard=heard_it)))
         return calls

@@ -48,12 +48,13 @@
                                 JSON (progress: with the value reported, see
                                 scripts/progress.lua)
 <ns>:done:<id>         channel  the finished job as JSON; "" when it was deleted, "damaged"
-                                when its record was moved aside; "progress:<id>:<value>" (the
-                                value's JSON) for each progress its run reports
+                                when its record was moved aside; "progress:<id>:<n>:<value>"
+                                (the report's number, the value's JSON) for each progress
+                                its run reports
 <ns>:reply:<token>     channel  one per process (a new token after fork), named in the
                                 `reply_to` field of the hotjobs it created: the finished job
                                 as JSON, "deleted:<id>", "damaged:<id>" or
-                                "progress:<id>:<value>". The process subscribes it once, not
+                                "progress:<id>:<n>:<value>". The process subscribes it once, not
                                 once per hotjob
 <ns>:wake:{<name>}     channel  empty message: a queue of that name stopped being empty, or
                                 a run of it ended while a concurrency limit held jobs back

@@ -344,8 +344,10 @@ class RedisSentinelSet:
         self.replica = RedisServer(directory / "replica")
         for server in (self.master, self.replica):
             server.password = password
+            # either may be the master: a replica's full sync starts at once, not 5 s later
+            server.extra = ["--repl-diskless-sync-delay", "0"]
             if password is not None:
-                server.extra = ["--requirepass", password, "--masterauth", password]
+                server.extra += ["--requirepass", password, "--masterauth", password]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -410,8 +412,26 @@ class RedisSentinelSet:
                 r["port"] == self.replica.port and not r["is_sdown"] for r in replicas
             ):
                 return False
-        with self.replica.client() as client:
-            return client.info("replication").get("master_link_status") == "up"
+        return self._replica_online()
+
+    def _replica_online(self) -> bool:
+        # the master streams writes to a replica only once it is online in the master's eyes:
+        # the replica's own "master_link_status:up" comes before that (its first REPLCONF ACK)
+        with self.master.client() as client:
+            replica = client.info("replication").get("slave0")
+        return isinstance(replica, dict) and replica.get("state") == "online"
+
+    def replicated(self) -> None:
+        """Once the replica holds every write the master took before this call. (WAIT would
+        only count the writes of its own connection.)"""
+        with self.master.client() as client:
+            offset = int(client.info("replication")["master_repl_offset"])
+
+        def caught_up() -> bool:
+            with self.replica.client() as client:
+                return int(client.info("replication")["slave_repl_offset"]) >= offset
+
+        wait_until(caught_up, timeout=30, interval=0.05, what="the replica caught up")
 
     def failover(self, kill: bool = False) -> tuple[RedisServer, RedisServer]:
         """SENTINEL FAILOVER, or with `kill` the master killed (SIGKILL) for the sentinels to

@@ -350,6 +350,8 @@ class RedisSentinelSet:
                 server.extra += ["--requirepass", password, "--masterauth", password]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
+        # time.monotonic() when every sentinel first named the new master, in failover()
+        self.switched_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -436,7 +438,7 @@ class RedisSentinelSet:
     def failover(self, kill: bool = False) -> tuple[RedisServer, RedisServer]:
         """SENTINEL FAILOVER, or with `kill` the master killed (SIGKILL) for the sentinels to
         notice: the replica becomes the master; (old master, new master) once every sentinel
-        names the new one and the old one, unless killed, follows it."""
+        names the new one (from `switched_at` on) and the old one, unless killed, follows it."""
         old, new = (
             (self.master, self.replica)
             if self.master_port() == self.master.port
@@ -448,12 +450,16 @@ class RedisSentinelSet:
             with self.sentinel() as client:
                 client.execute_command("SENTINEL", "FAILOVER", self.MASTER)
 
+        self.switched_at = None
+
         def switched() -> bool:
             for i in range(3):
                 with self.sentinel(i) as client:
                     _, port = client.sentinel_get_master_addr_by_name(self.MASTER)
                 if int(port) != new.port:
                     return False
+            if self.switched_at is None:
+                self.switched_at = time.monotonic()
             if kill:
                 return True
             with old.client() as client:

@@ -26,7 +26,7 @@ from kickq._model.config import settings
 from kickq._model.errors import ConfigError, RedisUnavailable
 from kickq._redis import connection
 from kickq._redis.sentinel import SentinelClient, SentinelConnection
-from support import RedisSentinelSet, wait_until
+from support import RedisSentinelSet, job_key, wait_until
 
 pytestmark = [pytest.mark.lowest_redis_py]
 
@@ -274,6 +274,77 @@ def test_a_failover_is_followed_without_a_restart(sentinels: RedisSentinelSet, h
     if how == "SENTINEL FAILOVER":
         with old.client() as client:  # and a replica answers kickq's writes READONLY
             assert client.info("replication")["role"] == "slave"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_creates_acknowledged_after_the_switch_is_announced_are_kept(
+    sentinels: RedisSentinelSet,
+) -> None:
+    """After SENTINEL FAILOVER the old master stays a master until Sentinel next looks at it
+    (about 10 s), and what it acknowledges meanwhile is lost when it resyncs as a replica.
+    kickq hears the sentinels' +switch-master and moves at once: every create acknowledged a
+    moment after every sentinel names the new master is on the new master."""
+    kickq.config(redis_url=sentinels.url)
+    acknowledged: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def keep_creating() -> None:
+        i = 0
+        while not stop.is_set():
+            future = kickq.create("kept", i)
+            if future.exception(60) is None:
+                acknowledged.append((time.monotonic(), future.result().id))
+            i += 1
+            time.sleep(0.01)
+
+    creator = threading.Thread(target=keep_creating)
+    creator.start()
+    try:
+        wait_until(lambda: len(acknowledged) >= 5, timeout=30, what="creates before the failover")
+        _, new = sentinels.failover()  # returns once the old master is a replica
+        before = len(acknowledged)
+        wait_until(lambda: len(acknowledged) >= before + 5, timeout=60, what="creates afterwards")
+    finally:
+        stop.set()
+        creator.join(90)
+    assert sentinels.switched_at is not None
+    # a create already on its way when the announcement came may have gone to the old master
+    late = [job_id for at, job_id in acknowledged if at > sentinels.switched_at + 1.0]
+    assert len(late) >= 5
+    with new.client() as client:
+        missing = [job_id for job_id in late if not client.exists(job_key(job_id))]
+    assert not missing, f"{len(missing)} of {len(late)} creates acknowledged after the switch lost"
+
+
+def test_a_switch_announcement_moves_the_pool_and_the_pub_sub_connection(
+    sentinels: RedisSentinelSet,
+) -> None:
+    """What the watch does on a +switch-master naming its master: the pool's master address is
+    the announced one, an idle connection is closed, and a connection still open to the old
+    address (the pub/sub one never goes back to the pool) drops on its next read; other
+    masters' announcements and unreadable ones change nothing."""
+    kickq.config(redis_url=sentinels.url)
+    client = runtime.get().client
+    pool: Any = client.connection_pool
+    assert client.ping()
+    old = pool.master_address
+    assert old == ("127.0.0.1", sentinels.master.port)
+    reader = pool.connection_class(**pool.connection_kwargs)
+    reader.connect()
+    try:
+        for ignored in ("othermaster 127.0.0.1 1 127.0.0.1 2", "mymaster garbage", b"\xff"):
+            pool.watch.heard(ignored)
+            assert pool.master_address == old
+        assert not reader.can_read(0)
+        pool.watch.heard(f"mymaster 127.0.0.1 {old[1]} 127.0.0.1 {sentinels.replica.port}")
+        assert pool.master_address == ("127.0.0.1", sentinels.replica.port)
+        assert all(conn._sock is None for conn in pool._available_connections)
+        with pytest.raises(redis.ConnectionError, match="master moved"):
+            reader.can_read(0)
+        assert reader._sock is None
+    finally:
+        reader.disconnect()
 
 
 def test_kickq_redis_url_takes_a_sentinel_url(

@@ -7,10 +7,22 @@ connection that finds its server demoted to a replica drops itself however the R
 came (redis-py notices a bare one, not one wrapped in a script error as Redis 6.2 sends it), so
 that kickq meets an outage and connects again, never a failed job; and closing the client closes
 the connections to the sentinels too.
+
+A connection already open stays on the old master until that server is demoted, and Sentinel
+demotes a live old master (after `SENTINEL FAILOVER`, or one that comes back) only when it next
+looks at it, up to about 10 s later: writes it takes meanwhile are acknowledged and then lost
+when it resyncs as a replica. So each process also listens, on one sentinel, for the
+`+switch-master` announcement (MasterWatch, a thread started with the pool's first connection):
+on it the pool's master address is the new one, idle connections close, busy ones close when
+they come back (the pool no longer owns them) and the pub/sub connection, which is never given
+back, drops on its next read. Everything then reconnects through the sentinels.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +42,10 @@ SENTINEL_DEFAULTS: dict[str, Any] = {
     "socket_keepalive": True,
 }
 DEMOTED = "READONLY "  # anywhere in an error reply: the server is a replica now
+SWITCH_MASTER = "+switch-master"  # "<name> <old ip> <old port> <new ip> <new port>"
+WATCH_RETRY = 1.0  # seconds between sentinels when the watch loses one
+
+log = logging.getLogger("kickq")
 
 
 class SentinelConnection(SentinelManagedConnection):
@@ -45,6 +61,15 @@ class SentinelConnection(SentinelManagedConnection):
             self.disconnect()  # type: ignore[no-untyped-call]
             raise redis.ConnectionError(f"the master is now a replica ({exc})") from exc
 
+    def can_read(self, timeout: float = 0) -> bool:
+        # the pub/sub connection reads for ever and is never given back to the pool: it learns
+        # of a switch here (a pooled one learns of it here too when it is handed out)
+        master = self.connection_pool.master_address
+        if master is not None and self._sock is not None and (self.host, self.port) != master:
+            self.disconnect()
+            raise redis.ConnectionError(f"the master moved to {master[0]}:{master[1]}")
+        return bool(super().can_read(timeout))
+
 
 class SentinelSSLConnection(SentinelConnection, redis.SSLConnection):
     """The same over TLS (redis_options={"ssl": True, ...})."""
@@ -59,10 +84,86 @@ def query_options(url: SentinelUrl) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in ("db", "host", "port")}
 
 
+class MasterWatch:
+    """Hears `+switch-master` for one master on one sentinel at a time and points the pool at
+    the new master at once (see the module's notes). Where no sentinel answers it retries each
+    second; the pool's own discovery, on each connect, still works without it."""
+
+    def __init__(self, pool: SentinelConnectionPool) -> None:
+        self._pool = pool
+        self._stop = threading.Event()
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        if self._pid == os.getpid() or self._stop.is_set():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()  # a forked child starts its own
+            threading.Thread(target=self._run, name="kickq-sentinel-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        manager = self._pool.sentinel_manager
+        while not self._stop.is_set():
+            for node in list(manager.sentinels):
+                if self._stop.is_set():
+                    return
+                try:
+                    self._listen(node)
+                except Exception as exc:  # never dies: closing the client closes its socket
+                    if self._stop.is_set():
+                        return
+                    log.debug("sentinel watch: %r; trying the next sentinel", exc)
+                if self._stop.wait(WATCH_RETRY):
+                    return
+
+    def _listen(self, node: redis.Redis) -> None:
+        pubsub = node.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(SWITCH_MASTER)
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    self.heard(message["data"], node)
+        finally:
+            pubsub.close()
+
+    def heard(self, data: bytes | str, node: redis.Redis | None = None) -> None:
+        """A `+switch-master` message: when it names this pool's master, the pool follows."""
+        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        fields = text.split()
+        if len(fields) != 5 or fields[0] != self._pool.service_name or not fields[4].isdigit():
+            return
+        address = (fields[3], int(fields[4]))
+        if self._pool.master_address == address:
+            return
+        log.warning(
+            "Sentinel moved master %s from %s:%s to %s:%s: reconnecting", *fields[:3], *address
+        )
+        sentinels = self._pool.sentinel_manager.sentinels
+        if node is not None and node in sentinels:  # the first asked on the next connect
+            sentinels.remove(node)
+            sentinels.insert(0, node)
+        self._pool.proxy.master_address = address
+        self._pool.disconnect(inuse_connections=False)
+
+
 def pool_class(base: type[redis.ConnectionPool]) -> type[SentinelConnectionPool]:
     """redis-py's SentinelConnectionPool, made a kickq `base` pool (connection.Pool: it adds
-    a method, no state)."""
-    return type("SentinelPool", (SentinelConnectionPool, base), {})
+    a method, no state), that starts a MasterWatch with its first connection."""
+
+    def make_connection(self: Any) -> Any:
+        self.watch.ensure_started()
+        return SentinelConnectionPool.make_connection(self)
+
+    return type(
+        "SentinelPool", (SentinelConnectionPool, base), {"make_connection": make_connection}
+    )
 
 
 class SentinelClient(redis.Redis):
@@ -72,6 +173,9 @@ class SentinelClient(redis.Redis):
 
     def close(self) -> None:
         super().close()
+        watch = getattr(self.connection_pool, "watch", None)
+        if watch is not None:
+            watch.stop()
         manager = self.sentinel_manager
         if manager is not None:
             for node in manager.sentinels:
@@ -105,6 +209,7 @@ def connect(
         check_connection=False,
         **master,
     )
+    pool.watch = MasterWatch(pool)  # type: ignore[attr-defined]
     client = SentinelClient(connection_pool=pool)
     client.auto_close_connection_pool = True
     client.sentinel_manager = manager

@@ -243,6 +243,30 @@ def test_a_wait_begun_before_the_correction_keeps_its_timeout(
     assert warned_of(caplog.text, -SKEW), caplog.text
 
 
+@pytest.mark.parametrize("moved", [SKEW, -SKEW])
+def test_a_wait_listed_while_the_clock_is_being_corrected_keeps_its_timeout(
+    r: redis.Redis, moved: float
+) -> None:
+    """The clock moves first and its deadlines a moment later: a wait (and a hotjob) listed in
+    between still times out `timeout` seconds after it began, not `moved` seconds off."""
+    job = kickq.create("unserved").result(10)
+    engine = kickq._engine.runtime.get()
+    kickq._model.clock.set_offset(moved)
+    try:
+        waiting = kickq.wait(job.id, timeout=20)
+        hot = kickq.create("unserved", hotjob=True, hotjob_timeout=20).result(10)
+        engine._clock_moved(moved)  # what the clock check does right after
+        deadlines = [when for when, _, _, what in engine.waits._deadlines if what == "timeout"]
+        assert len(deadlines) == 2
+        for deadline in deadlines:
+            left = (deadline - kickq._model.clock.now()).total_seconds()
+            assert 15 < left <= 20, left
+        assert not waiting.done() and not hot.hotjob_future.done()
+    finally:
+        kickq._model.clock.set_offset(0.0)
+        engine._clock_moved(-moved)
+
+
 def test_creates_decided_after_the_first_check_keep_their_place(r: redis.Redis) -> None:
     """An engine's first creates wait for its clock check, then go out where they were asked
     for: before a count asked for after them, and in order."""

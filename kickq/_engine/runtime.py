@@ -242,13 +242,13 @@ class Runtime:
         change = lifecycle.create(
             self.store.new_id(name), name, data, options, now, unique_key, parents
         )
-        deadline = clock.after(now, change.job.hotjob_timeout) if change.job.hotjob else None
+        timeout = change.job.hotjob_timeout if change.job.hotjob else None
         waiter = None
-        if deadline is not None:
-            waiter = self.waits.hotjob(change.job.id, deadline, options.get("on_progress"))
+        if timeout is not None:
+            waiter = self.waits.hotjob(change.job.id, timeout, options.get("on_progress"))
         if waiter is not None:  # the record names where this process waits for it
             reply_to_here(change.job, self.waits.reply_channel)
-        return _Saving(self, change, KickqFuture(), waiter, deadline, options.get("on_progress"))
+        return _Saving(self, change, KickqFuture(), waiter, timeout, options.get("on_progress"))
 
     def _parents(self, options: dict[str, Any]) -> lifecycle.Parents:
         """The parents of a create with `after=`, as they stand: JobNotFound for one that is
@@ -355,7 +355,7 @@ class _Saving:
     change: lifecycle.Change
     future: KickqFuture[Job]
     waiter: Waiter | None
-    deadline: datetime.datetime | None
+    timeout: float | None  # a hotjob's
     on_progress: Callable[[Any], None] | None = None
 
     def saved(self, result: Any) -> None:
@@ -397,9 +397,9 @@ class _Saving:
             return
         assert holder is not None
         job = holder.job
-        if self.deadline is not None:
+        if self.timeout is not None:
             try:
-                waiter = self.engine.waits.wait(job.id, self.deadline, self.on_progress)
+                waiter = self.engine.waits.wait(job.id, self.timeout, self.on_progress)
             except Closed:  # kickq.reset() came first: it cancels what is pending
                 self.future.cancel()
                 return

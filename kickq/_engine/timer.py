@@ -129,7 +129,7 @@ class Timer:
         """Expire local waits, check the clock and send a heartbeat when due, tick Redis when
         work is due (or for the safety sweep). Returns how long to sleep, in seconds of real
         time."""
-        next_wait = self._waits.expire(clock.now())  # even while Redis is away
+        next_wait = self._waits.expire()  # even while Redis is away
         if self._stopping.is_set():  # a callback of an expired wait stopped kickq
             return 0.0
         self._check_clock()  # before the first tick: every tick on the corrected clock

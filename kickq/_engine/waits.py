@@ -118,6 +118,9 @@ class Waits:
         self._reply_confirmed = threading.Event()  # the reply channel's first confirmation
         # (when, order, waiter, what): what is TIMEOUT or RECHECK
         self._deadlines: list[tuple[datetime.datetime, int, Waiter, str]] = []
+        # the clock offset the deadlines agree with: it follows the clock's in `shift`, a moment
+        # after the clock moved, so that a wait listed in between gets a deadline that moves too
+        self._frame = clock.offset()
         self._order = itertools.count()
         # waits whose records the next re-read covers (a dict: ordered, no duplicates)
         self._to_check: dict[Waiter, None] = {}
@@ -126,13 +129,13 @@ class Waits:
     def wait(
         self,
         job_id: str,
-        deadline: datetime.datetime | None,
+        timeout: float | None,
         on_progress: OnProgress | None = None,
     ) -> Waiter:
-        """Wait for a saved job, by id, on its done channel. Raises Closed once the waits were
-        cancelled: the caller asks the next engine."""
-        waiter = Waiter(job_id, KickqFuture(), deadline, on_progress=on_progress)
-        self._add(waiter)
+        """Wait for a saved job, by id, on its done channel, at most `timeout` seconds from
+        now. Raises Closed once the waits were cancelled: the caller asks the next engine."""
+        waiter = Waiter(job_id, KickqFuture(), None, on_progress=on_progress)
+        self._add(waiter, timeout)
         subscription = self._listener.subscribe(
             self._keys.done(job_id),
             lambda payload: self._on_message(waiter, payload),
@@ -148,20 +151,21 @@ class Waits:
     def hotjob(
         self,
         job_id: str,
-        deadline: datetime.datetime | None,
+        timeout: float | None,
         on_progress: OnProgress | None = None,
     ) -> Waiter:
-        """Wait for a hotjob about to be saved with `reply_to` set to `reply_channel`: call
-        before the save goes out, and `created` once it is acknowledged."""
-        waiter = Waiter(job_id, KickqFuture(), deadline, created=False, on_progress=on_progress)
+        """Wait for a hotjob about to be saved with `reply_to` set to `reply_channel`, at most
+        `timeout` seconds from now: call before the save goes out, and `created` once it is
+        acknowledged."""
+        waiter = Waiter(job_id, KickqFuture(), None, created=False, on_progress=on_progress)
         with self._lock:
             if self._closed:  # as cancel_all would have done a moment later
                 waiter.future.cancel()
                 return waiter
             self._replies[job_id] = waiter
-            self._enlist(waiter)
-        if deadline is not None:
-            self.on_deadline(deadline)
+            self._enlist(waiter, timeout)
+        if waiter.deadline is not None:
+            self.on_deadline(waiter.deadline)
         self._subscribe_replies()  # its confirmation comes after this wait is listed
         return waiter
 
@@ -193,19 +197,24 @@ class Waits:
         if check:
             self._recheck([waiter])
 
-    def _add(self, waiter: Waiter) -> None:
+    def _add(self, waiter: Waiter, timeout: float | None) -> None:
         with self._lock:
             if self._closed:
                 raise Closed(f"the wait for job {waiter.job_id} came after kickq was stopped")
-            self._enlist(waiter)
+            self._enlist(waiter, timeout)
         if waiter.deadline is not None:
             self.on_deadline(waiter.deadline)
 
-    def _enlist(self, waiter: Waiter) -> None:
-        """List a wait, with its deadline (lock held)."""
+    def _enlist(self, waiter: Waiter, timeout: float | None) -> None:
+        """List a wait, with its deadline `timeout` seconds from now (lock held)."""
         self._waiters.add(waiter)
-        if waiter.deadline is not None:
+        if timeout is not None:
+            waiter.deadline = clock.after(self._now(), timeout)
             self._push(waiter.deadline, waiter, TIMEOUT)
+
+    def _now(self) -> datetime.datetime:
+        """The time the deadlines are kept in (see `_frame`)."""
+        return clock.now_at(self._frame)
 
     def _push(self, when: datetime.datetime, waiter: Waiter, what: str) -> None:
         heapq.heappush(self._deadlines, (when, next(self._order), waiter, what))
@@ -227,6 +236,7 @@ class Waits:
         it, so that a timeout still comes as long after its wait began as it was given."""
         delta = datetime.timedelta(seconds=seconds)
         with self._lock:
+            self._frame += seconds
             # the same shift for all keeps the heap a heap
             self._deadlines = [
                 (when + delta, order, waiter, what) for when, order, waiter, what in self._deadlines
@@ -235,11 +245,12 @@ class Waits:
                 if waiter.deadline is not None:
                     waiter.deadline += delta
 
-    def expire(self, now: datetime.datetime) -> datetime.datetime | None:
+    def expire(self) -> datetime.datetime | None:
         """Time out the waits whose deadline has passed, re-read those due to be; return the
         next deadline."""
         due = []
         with self._lock:
+            now = self._now()
             while self._deadlines and (
                 self._deadlines[0][0] <= now or self._deadlines[0][2].future.done()
             ):
@@ -403,8 +414,8 @@ class Waits:
             self._finish(waiter, error=JobNotFound(f"no job with id {waiter.job_id}"))
 
     def _recheck_later(self, waiter: Waiter) -> None:
-        when = clock.now() + RECHECK_AFTER
         with self._lock:
+            when = self._now() + RECHECK_AFTER
             self._push(when, waiter, RECHECK)
         self.on_deadline(when)
 

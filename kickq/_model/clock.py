@@ -34,6 +34,13 @@ def now() -> datetime.datetime:
     return moment + offset if offset else moment
 
 
+def now_at(seconds: float) -> datetime.datetime:
+    """The host's time corrected by `seconds` rather than by the current offset: the time of a
+    set of deadlines that move together when the offset does (see Waits)."""
+    moment = datetime.datetime.now(UTC)
+    return moment + datetime.timedelta(seconds=seconds) if seconds else moment
+
+
 def offset() -> float:
     """Seconds added to the host's clock by `now()` (0.0 unless the host's clock is off)."""
     return _offset.total_seconds()

@@ -16,7 +16,7 @@ from kickq._engine.cancel_routing import current_run
 from kickq._engine.future import KickqFuture, failed, follow, on_event_loop
 from kickq._engine.waits import Closed
 from kickq._engine.worker import Worker
-from kickq._model import clock, config, lifecycle
+from kickq._model import config, lifecycle
 from kickq._model.config import settings
 from kickq._model.errors import ConfigError, SerializationError
 from kickq._model.job import Job
@@ -304,14 +304,15 @@ def wait(
         return failed(exc)
     if not is_job_id(job_id):
         return unknown_id(not_found(job_id))
-    deadline = None if seconds is None else clock.after(clock.now(), seconds)
     while True:
         try:
             engine = runtime.get()
         except Exception as exc:
             return failed(exc)
         try:
-            return engine.waits.wait(job_id, deadline, on_progress).future
+            # the timeout counts from when the wait is listed: the first clock correction of
+            # an engine starting now may come before that or after, never in between
+            return engine.waits.wait(job_id, seconds, on_progress).future
         except Closed:  # stopped under this call (kickq.reset() in another thread): the next
             continue  # engine, already the one get() makes, answers it
 

@@ -22,9 +22,10 @@ import redis
 
 import kickq
 from kickq._engine import runtime
+from kickq._model import config
 from kickq._model.config import settings
 from kickq._model.errors import ConfigError, RedisUnavailable
-from kickq._redis import connection
+from kickq._redis import connection, sentinel
 from kickq._redis.sentinel import SentinelClient, SentinelConnection
 from support import RedisSentinelSet, job_key, wait_until
 
@@ -323,28 +324,31 @@ def test_a_switch_announcement_moves_the_pool_and_the_pub_sub_connection(
     """What the watch does on a +switch-master naming its master: the pool's master address is
     the announced one, an idle connection is closed, and a connection still open to the old
     address (the pub/sub one never goes back to the pool) drops on its next read; other
-    masters' announcements and unreadable ones change nothing."""
-    kickq.config(redis_url=sentinels.url)
-    client = runtime.get().client
+    masters' announcements and unreadable ones change nothing. (A client of its own: an
+    engine's threads would connect again, and the sentinels still name the old master.)"""
+    url = config.sentinel_parts("redis_url", sentinels.url)
+    client = sentinel.connect(url, {}, None, connection.Pool)
     pool: Any = client.connection_pool
-    assert client.ping()
-    old = pool.master_address
-    assert old == ("127.0.0.1", sentinels.master.port)
     reader = pool.connection_class(**pool.connection_kwargs)
-    reader.connect()
     try:
+        assert client.ping()
+        old = pool.master_address
+        assert old == ("127.0.0.1", sentinels.master.port)
+        reader.connect()
         for ignored in ("othermaster 127.0.0.1 1 127.0.0.1 2", "mymaster garbage", b"\xff"):
             pool.watch.heard(ignored)
             assert pool.master_address == old
         assert not reader.can_read(0)
+        assert pool._available_connections[0]._sock is not None
         pool.watch.heard(f"mymaster 127.0.0.1 {old[1]} 127.0.0.1 {sentinels.replica.port}")
         assert pool.master_address == ("127.0.0.1", sentinels.replica.port)
-        assert all(conn._sock is None for conn in pool._available_connections)
+        assert pool._available_connections[0]._sock is None
         with pytest.raises(redis.ConnectionError, match="master moved"):
             reader.can_read(0)
         assert reader._sock is None
     finally:
         reader.disconnect()
+        client.close()
 
 
 def test_kickq_redis_url_takes_a_sentinel_url(

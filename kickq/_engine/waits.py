@@ -331,14 +331,13 @@ class Waits:
         if waiter.on_progress is None or waiter.delivering is None:
             return
         with waiter.delivering:
-            if waiter.finished:
-                return
             if number is None:
-                if waiter.last_progress == value:
-                    return
-            elif number <= waiter.last_report:
-                return
+                given = waiter.last_progress == value
             else:
+                given = number <= waiter.last_report
+            if waiter.finished or given:
+                return
+            if number is not None:
                 waiter.last_report = number
             waiter.last_progress = value
             try:

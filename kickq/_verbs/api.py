@@ -310,8 +310,8 @@ def wait(
         except Exception as exc:
             return failed(exc)
         try:
-            # the timeout counts from when the wait is listed: the first clock correction of
-            # an engine starting now may come before that or after, never in between
+            # the timeout counts from when the wait is listed, on the clock its deadline
+            # keeps: a clock correction of the engine starting here moves it (Waits.shift)
             return engine.waits.wait(job_id, seconds, on_progress).future
         except Closed:  # stopped under this call (kickq.reset() in another thread): the next
             continue  # engine, already the one get() makes, answers it
